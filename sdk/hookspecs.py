@@ -1,0 +1,115 @@
+"""runform's plugin hooks: every hook a plugin may implement, in one place.
+
+A plugin is a module or object with functions marked ``@runform.hookimpl`` and named
+after the specs below. Plugins are found through the ``runform`` entry point group;
+built-ins are registered the same way. Registration hooks receive a ``register``
+callback so that runform owns names and duplicates (after ``llm``)::
+
+    import runform
+
+    @runform.hookimpl
+    def runform_register_trackers(register):
+        register("mytracker", MyTracker)   # MyTracker(config, ctx) -> Tracker
+
+A test checks that each hook below is documented with its exact signature in
+``docs/plugins.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "runform"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[..., None]
+
+
+@hookspec
+def runform_register_providers(register: Register) -> None:
+    """Register GPU providers: ``register(name, factory)``; ``factory()`` returns a Provider.
+
+    :param register: callback taking the provider name (the spec's ``compute.provider``) and a
+        zero-argument factory.
+    """
+
+
+@hookspec
+def runform_register_storage_backends(register: Register) -> None:
+    """Register storage backends: ``register(scheme, factory)``; ``factory()`` returns a StorageBackend.
+
+    :param register: callback taking a URI scheme (``s3``, ``b2``, ``file``, ...) and a factory.
+    """
+
+
+@hookspec
+def runform_register_trackers(register: Register) -> None:
+    """Register trackers: ``register(kind, factory)``; ``factory(config, ctx)`` returns a Tracker.
+
+    :param register: callback taking the spec's ``tracker.kind`` and a factory receiving the
+        ``tracker`` block and a :class:`runform.trackers.base.TrackerContext`.
+    """
+
+
+@hookspec
+def runform_register_state_backends(register: Register) -> None:
+    """Register state backends: ``register(scheme, factory)``; ``factory(url, spec_dir)`` returns a
+    StateBackend.
+
+    :param register: callback taking a scheme (``local``, ``s3``, ``b2``) and a factory.
+    """
+
+
+@hookspec
+def runform_plan_ready(plan: Any) -> None:
+    """Called once a plan is computed, before it is shown or applied.
+
+    :param plan: the :class:`runform.plan.model.Plan`.
+    """
+
+
+@hookspec
+def runform_check_plan(plan: Any) -> str | None:
+    """Policy: return a reason to reject the plan (over budget, forbidden GPU), or None.
+
+    :param plan: the :class:`runform.plan.model.Plan` about to be applied.
+    """
+
+
+@hookspec
+def runform_action_started(action: Any) -> None:
+    """Called when apply starts an action.
+
+    :param action: the :class:`runform.plan.model.Action`.
+    """
+
+
+@hookspec
+def runform_action_finished(action: Any, outcome: Any) -> None:
+    """Called when an action ends, successfully or not.
+
+    :param action: the :class:`runform.plan.model.Action`.
+    :param outcome: the :class:`runform.apply.executor.Outcome` (status, duration, error).
+    """
+
+
+@hookspec
+def runform_stage_metrics(stage: str, metrics: dict[str, float], step: int | None) -> None:
+    """Called with each metrics record a stage produced.
+
+    :param stage: the stage name.
+    :param metrics: numeric metrics.
+    :param step: the step the stage reported, if any.
+    """
+
+
+@hookspec
+def runform_apply_finished(result: Any) -> None:
+    """Called when apply (or destroy) ends, also on failure.
+
+    :param result: the :class:`runform.apply.executor.ApplyResult`.
+    """

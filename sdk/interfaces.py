@@ -1,0 +1,274 @@
+"""The plugin contracts: small typing Protocols and the value objects they exchange.
+
+Every provider, transport, storage backend, tracker and state backend that runform
+uses, built-in or third-party, is an object satisfying one of these Protocols.
+Optional capabilities are separate Protocols (``SupportsOffers``) checked with
+``isinstance``; nothing raises ``NotImplementedError``.
+
+Failure contract (after Pulumi's dynamic providers): if ``create`` raises, the
+instance may or may not exist and is found by its label on the next refresh;
+if ``destroy`` raises, the instance is assumed to still exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+# --------------------------------------------------------------------------- values
+
+
+@attrs.frozen
+class ManifestEntry:
+    """One file: its path relative to the manifest root, size and content digest."""
+
+    path: str
+    size: int
+    digest: str  # "sha256:<hex>", "md5:<hex>" or "etag:<opaque>"
+
+
+@attrs.frozen
+class Manifest:
+    """What a storage location or a folder holds, and which version of it."""
+
+    uri: str
+    entries: tuple[ManifestEntry, ...] = ()
+    version: str | None = None  # e.g. a W&B artifact version or a bucket listing marker
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for e in sorted(self.entries, key=lambda e: e.path):
+            h.update(f"{e.path}\0{e.size}\0{e.digest}\n".encode())
+        return "sha256:" + h.hexdigest()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def by_path(self) -> dict[str, ManifestEntry]:
+        return {e.path: e for e in self.entries}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "version": self.version,
+            "entries": [[e.path, e.size, e.digest] for e in self.entries],
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Manifest:
+        return cls(
+            uri=raw["uri"],
+            version=raw.get("version"),
+            entries=tuple(ManifestEntry(p, int(s), d) for p, s, d in raw.get("entries", [])),
+        )
+
+
+@attrs.frozen
+class CommandResult:
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@attrs.frozen
+class InstanceInfo:
+    """A machine as the provider sees it. ``label`` is runform's idempotency key."""
+
+    id: str
+    label: str
+    status: str  # "running", "loading", "exited", "gone", ...
+    attrs: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "label": self.label, "status": self.status, "attrs": dict(self.attrs)}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> InstanceInfo:
+        return cls(id=str(raw["id"]), label=raw["label"], status=raw["status"],
+                   attrs=dict(raw.get("attrs", {})))
+
+
+@attrs.frozen
+class InstanceRequest:
+    """What the plan asks a provider to create."""
+
+    label: str
+    run: str
+    compute: Mapping[str, Any]  # the spec's `compute` block, variables resolved
+    env: Mapping[str, str] = attrs.field(factory=dict)  # non-secret only
+
+
+@attrs.frozen
+class ProviderContext:
+    """What a provider may use: where runform keeps local files, and the run identity."""
+
+    state_dir: Path
+    run: str
+    lineage: str
+    pins: Mapping[str, Any] = attrs.field(factory=dict)  # pinned host keys etc. from state
+    log: Callable[[str], None] = print
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Moves bytes to and from a machine and runs commands there."""
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` (no shell) and return its exit code and output."""
+        ...
+
+    def put_bytes(self, data: bytes, remote_path: str, *, mode: int = 0o644) -> None:
+        """Write ``data`` to ``remote_path`` atomically, created with ``mode`` from the start."""
+        ...
+
+    def put_file(self, local_path: Path, remote_path: str, *, mode: int = 0o644) -> None:
+        """Copy a local file to ``remote_path`` atomically."""
+        ...
+
+    def get_bytes(self, remote_path: str) -> bytes:
+        """Read a remote file."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@attrs.frozen
+class Machine:
+    """A connected machine: its transport, the run's root folder on it, and the agent's python."""
+
+    transport: Transport
+    root: str
+    python: str  # the interpreter that has runform's agent installed
+    local: bool = False  # the agent may be called in-process
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Rents (or claims) machines. Registered with ``runform_register_providers``."""
+
+    name: str
+
+    def find(self, labels: Iterable[str], ctx: ProviderContext) -> dict[str, InstanceInfo]:
+        """Batched refresh: the live instances among ``labels`` (absent = gone)."""
+        ...
+
+    def create(self, request: InstanceRequest, ctx: ProviderContext) -> InstanceInfo:
+        """Create (or adopt, when one with the label exists) an instance and wait until ready."""
+        ...
+
+    def destroy(self, instance: InstanceInfo, ctx: ProviderContext) -> None:
+        """Give the instance back. An instance that is already gone is success."""
+        ...
+
+    def connect(self, instance: InstanceInfo, ctx: ProviderContext) -> Machine:
+        """Open a transport to a ready instance."""
+        ...
+
+    def replace_reason(self, instance: InstanceInfo, compute: Mapping[str, Any]) -> str | None:
+        """Why this live instance no longer fits ``compute`` (None: it fits)."""
+        ...
+
+
+@runtime_checkable
+class SupportsOffers(Protocol):
+    """Optional: providers with a market of offers (``runform offers``, cost in the plan)."""
+
+    def offers(self, compute: Mapping[str, Any], ctx: ProviderContext) -> list[Mapping[str, Any]]: ...
+
+
+@runtime_checkable
+class StorageBackend(Protocol):
+    """Reads and writes a storage URI scheme. Registered with ``runform_register_storage_backends``."""
+
+    schemes: tuple[str, ...]
+
+    def resolve(self, uri: str, env: Mapping[str, str]) -> Manifest:
+        """List what ``uri`` holds now (plan time, on the client)."""
+        ...
+
+    def fetch(
+        self,
+        manifest: Manifest,
+        dest: Path,
+        env: Mapping[str, str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Make ``dest`` hold ``manifest`` (only missing or changed files move, each verified and
+        written atomically). Runs on the machine. Returns the bytes moved."""
+        ...
+
+    def push(self, src: Path, uri: str, env: Mapping[str, str], *, prior: Manifest | None = None) -> Manifest:
+        """Upload ``src`` (a folder or file) to ``uri`` incrementally; return what is there now."""
+        ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Records a run. Registered with ``runform_register_trackers``; one run per pipeline."""
+
+    def start(self, *, run_id: str, name: str, config: Mapping[str, Any]) -> Mapping[str, str]:
+        """Start or resume the run ``run_id``; return env vars that let stage code join it."""
+        ...
+
+    def log_metrics(self, metrics: Mapping[str, float], *, stage: str, step: int | None = None) -> None: ...
+
+    def log_event(self, event: Mapping[str, Any]) -> None: ...
+
+    def link_artifact(self, name: str, uri: str, manifest: Manifest) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@runtime_checkable
+class StateBackend(Protocol):
+    """Keeps the state: a snapshot plus an append-only journal, behind a lease lock."""
+
+    def read(self) -> Any:
+        """The current state (snapshot with the journal replayed), or None."""
+        ...
+
+    def append(self, entries: list[Mapping[str, Any]]) -> None:
+        """Durably append journal entries (fsync before returning)."""
+        ...
+
+    def compact(self, state: Any) -> None:
+        """Write a new snapshot atomically and start an empty journal."""
+        ...
+
+    def lock(self, operation: str, *, timeout: float = 0.0) -> Any:
+        """Take the lock (waiting up to ``timeout`` s) and return its LockInfo."""
+        ...
+
+    def unlock(self, lock_id: str) -> None: ...
+
+    def force_unlock(self, lock_id: str) -> None: ...
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest_of(value: Any) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(value).encode()).hexdigest()

@@ -1,0 +1,156 @@
+"""The plugin manager: loads built-ins and third-party plugins from the ``runform`` entry
+point group, and turns registration hooks into name → factory registries."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any
+
+import attrs
+import pluggy
+
+from runform import hookspecs
+from runform.errors import PluginError
+
+KINDS = ("providers", "storage_backends", "trackers", "state_backends")
+_LABEL = {
+    "providers": "provider",
+    "storage_backends": "storage backend",
+    "trackers": "tracker",
+    "state_backends": "state backend",
+}
+
+
+@attrs.frozen
+class Registration:
+    name: str
+    factory: Callable[..., Any]
+    plugin: str  # the plugin (entry point) that registered it
+
+
+@attrs.frozen
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    registered: tuple[str, ...]
+    error: str | None = None
+
+
+class PluginManager:
+    """A typed wrapper around ``pluggy.PluginManager`` (after tox 4)."""
+
+    def __init__(self, *, load_entry_points: bool = True, block: Iterable[str] = ()) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.broken: dict[str, str] = {}
+        self.infos: dict[str, tuple[str, str]] = {}
+        for name in block:
+            self.pm.set_blocked(name)
+        if load_entry_points:
+            self._load_entry_points()
+        self._registries: dict[str, dict[str, Registration]] | None = None
+
+    def _load_entry_points(self) -> None:
+        for ep in metadata.entry_points(group=hookspecs.PROJECT):
+            if self.pm.is_blocked(ep.name) or self.pm.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+                self.pm.register(plugin, name=ep.name)
+            except Exception as exc:  # a broken plugin must not break the others
+                self.broken[ep.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            dist = ep.dist
+            self.infos[ep.name] = (dist.name if dist else "?", dist.version if dist else "?")
+        self.pm.check_pending()
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register an in-process plugin (tests, embedding applications)."""
+        self.pm.register(plugin, name=name)
+        self.pm.check_pending()
+        self._registries = None
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self._registries = None
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    # ------------------------------------------------------------------ registries
+    def registries(self) -> dict[str, dict[str, Registration]]:
+        if self._registries is None:
+            self._registries = {kind: self._collect(kind) for kind in KINDS}
+        return self._registries
+
+    def _collect(self, kind: str) -> dict[str, Registration]:
+        found: dict[str, Registration] = {}
+        caller = getattr(self.pm.hook, f"runform_register_{kind}")
+        for impl in caller.get_hookimpls():
+            plugin_name = self.pm.get_name(impl.plugin) or "?"
+
+            def register(name: str, factory: Callable[..., Any], _p: str = plugin_name) -> None:
+                if name in found and found[name].plugin != _p:
+                    raise PluginError(
+                        f"{_LABEL[kind]} {name!r} is registered by both plugin "
+                        f"{found[name].plugin!r} and {_p!r}",
+                        hint=f"uninstall one, or block it with RUNFORM_BLOCK_PLUGINS={_p}",
+                    )
+                found[name] = Registration(name, factory, _p)
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                self.broken[plugin_name] = f"{type(exc).__name__}: {exc}"
+        return found
+
+    def get(self, kind: str, name: str, *, field: str | None = None) -> Registration:
+        reg = self.registries()[kind]
+        if name in reg:
+            return reg[name]
+        installed = ", ".join(sorted(reg)) or "none"
+        raise PluginError(
+            f"{field + ': ' if field else ''}{_LABEL[kind]} {name!r} is not installed "
+            f"(installed: {installed})",
+            hint=f"install a plugin that provides the {_LABEL[kind]} {name!r}, or use one of the installed",
+        )
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.registries()[kind])
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        regs = self.registries()
+        out: list[PluginInfo] = []
+        for name, (dist, version) in sorted(self.infos.items()):
+            registered = tuple(
+                f"{_LABEL[k]}:{r.name}" for k in KINDS for r in regs[k].values() if r.plugin == name
+            )
+            out.append(PluginInfo(name, dist, version, registered, self.broken.get(name)))
+        for name, err in sorted(self.broken.items()):
+            if name not in self.infos:
+                out.append(PluginInfo(name, "?", "?", (), err))
+        return out
+
+
+@functools.lru_cache(maxsize=1)
+def _default() -> PluginManager:
+    import os
+
+    block = [b for b in os.environ.get("RUNFORM_BLOCK_PLUGINS", "").split(",") if b]
+    return PluginManager(block=block)
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager (entry points loaded once)."""
+    return _default()
+
+
+def reset_plugin_manager() -> None:
+    """Forget the cached manager (tests that install or remove plugins)."""
+    _default.cache_clear()
