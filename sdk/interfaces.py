@@ -42,10 +42,9 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for e in sorted(self.entries, key=lambda e: e.path):
-            h.update(f"{e.path}\0{e.size}\0{e.digest}\n".encode())
-        return "sha256:" + h.hexdigest()
+        from runform.agent.layout import manifest_digest
+
+        return manifest_digest([(e.path, e.size, e.digest) for e in self.entries])
 
     @property
     def total_bytes(self) -> int:

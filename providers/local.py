@@ -1,0 +1,96 @@
+"""The local provider (the embedded default): the machine is a folder under ``.runform/machines/``.
+
+Commands run through a subprocess transport, and runform's agent is called in-process: the same
+agent code that runs on remote machines, without a process per call.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from runform.hookspecs import hookimpl
+from runform.interfaces import CommandResult, InstanceInfo, InstanceRequest, Machine, ProviderContext
+
+
+class LocalTransport:
+    """Transport on this machine: subprocess and file copies."""
+
+    def run(self, argv: list[str], *, stdin: bytes | None = None, env: Mapping[str, str] | None = None,
+            timeout: float | None = None) -> CommandResult:
+        full_env = {**os.environ, **(env or {})}
+        p = subprocess.run(argv, input=stdin, capture_output=True, env=full_env, timeout=timeout)
+        return CommandResult(p.returncode, p.stdout, p.stderr)
+
+    def put_bytes(self, data: bytes, remote_path: str, *, mode: int = 0o644) -> None:
+        os.makedirs(os.path.dirname(remote_path), exist_ok=True)
+        tmp = f"{remote_path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)  # mode from the start
+        try:
+            os.fchmod(fd, mode)  # umask must not widen or narrow it
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, remote_path)
+
+    def put_file(self, local_path: Path, remote_path: str, *, mode: int = 0o644) -> None:
+        os.makedirs(os.path.dirname(remote_path), exist_ok=True)
+        tmp = f"{remote_path}.{os.getpid()}.tmp"
+        shutil.copyfile(local_path, tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, remote_path)
+
+    def get_bytes(self, remote_path: str) -> bytes:
+        return Path(remote_path).read_bytes()
+
+    def close(self) -> None:
+        pass
+
+
+class LocalProvider:
+    name = "local"
+
+    def _root(self, label: str, ctx: ProviderContext) -> Path:
+        return ctx.state_dir / "machines" / label
+
+    def find(self, labels: Iterable[str], ctx: ProviderContext) -> dict[str, InstanceInfo]:
+        out = {}
+        for label in labels:
+            root = self._root(label, ctx)
+            if (root / ".runform" / "claim").is_file():
+                out[label] = InstanceInfo(id=label, label=label, status="running", attrs={"root": str(root)})
+        return out
+
+    def create(self, request: InstanceRequest, ctx: ProviderContext) -> InstanceInfo:
+        root = self._root(request.label, ctx)
+        (root / ".runform").mkdir(parents=True, exist_ok=True)
+        (root / ".runform" / "claim").write_text(request.label)
+        return InstanceInfo(id=request.label, label=request.label, status="running", attrs={"root": str(root)})
+
+    def destroy(self, instance: InstanceInfo, ctx: ProviderContext) -> None:
+        root = self._root(instance.label, ctx)
+        if root.exists():
+            # move aside first so a crash mid-delete never leaves a half machine that looks alive
+            trash = root.with_name(root.name + ".deleting")
+            if trash.exists():
+                shutil.rmtree(trash, ignore_errors=True)
+            os.replace(root, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def connect(self, instance: InstanceInfo, ctx: ProviderContext) -> Machine:
+        return Machine(transport=LocalTransport(), root=str(self._root(instance.label, ctx)),
+                       python=sys.executable, local=True)
+
+    def replace_reason(self, instance: InstanceInfo, compute: Mapping[str, Any]) -> str | None:
+        return None
+
+
+@hookimpl
+def runform_register_providers(register: Any) -> None:
+    register("local", LocalProvider)

@@ -1,0 +1,39 @@
+"""Calls the agent on a machine: in-process for the local provider, ``python -m runform.agent``
+over the transport otherwise. Same operations, same JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from runform.errors import ProviderError
+from runform.interfaces import Machine
+
+
+class AgentClient:
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    @property
+    def root(self) -> str:
+        return self.machine.root
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        request = {"op": op, "root": self.machine.root, **args}
+        if self.machine.local:
+            from runform.agent.ops import handle
+
+            response = handle(json.loads(json.dumps(request)))
+        else:
+            result = self.machine.transport.run(
+                [self.machine.python, "-m", "runform.agent"], stdin=json.dumps(request).encode()
+            )
+            try:
+                response = json.loads(result.stdout.decode() or "{}")
+            except ValueError:
+                tail = result.stderr.decode(errors="replace")[-500:]
+                raise ProviderError(f"the agent on the machine failed ({op}, exit {result.exit_code}): {tail}",
+                                    hint="re-run apply; if it persists, `runform apply --replace instance.main`") from None
+        if not response.get("ok", True):
+            raise ProviderError(f"agent {op} failed: {response.get('error')}")
+        return response

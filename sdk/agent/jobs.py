@@ -1,0 +1,230 @@
+"""Detached jobs with markers: start once per fingerprint, observe, wait, tail.
+
+A job folder ``.runform/jobs/<stage>/<fingerprint16>/`` holds ``request.json``, ``pid``,
+``started``, ``log``, ``metrics.jsonl`` and, once it ended, ``exit_code`` and ``ended``.
+Its ``lock`` file is ``flock``-ed by the supervisor and inherited by the job's processes, so
+"locked" means running, whoever started it; the kernel drops the lock when they die. Starting is
+therefore idempotent: a running job is attached to, a finished one is never run again for the
+same fingerprint, and only a job that died without an exit code (or a failed one, on request)
+is started anew.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from typing import Any
+
+from runform.agent.layout import atomic_write, job_dir, meta, secrets_path
+
+SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervise.py")
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def job_status(root: str, stage: str, fingerprint: str) -> dict[str, Any]:
+    d = job_dir(root, stage, fingerprint)
+    if not os.path.isdir(d):
+        return {"state": "none"}
+    out: dict[str, Any] = {"started": _float(_read(os.path.join(d, "started")))}
+    code = _read(os.path.join(d, "exit_code"))
+    if code is not None and code != "":
+        out.update(state="succeeded" if code == "0" else "failed", exit_code=int(code),
+                   ended=_float(_read(os.path.join(d, "ended"))))
+        return out
+    if _locked(os.path.join(d, "lock")):
+        out.update(state="running", pid=_int(_read(os.path.join(d, "pid"))))
+        return out
+    # a finished job writes exit_code before its lock goes; re-check to avoid a race
+    code = _read(os.path.join(d, "exit_code"))
+    if code:
+        out.update(state="succeeded" if code == "0" else "failed", exit_code=int(code),
+                   ended=_float(_read(os.path.join(d, "ended"))))
+        return out
+    out["state"] = "lost" if os.path.exists(os.path.join(d, "pid")) else "none"
+    return out
+
+
+def _locked(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops our probe lock
+    return False
+
+
+def start(req: dict[str, Any]) -> dict[str, Any]:
+    root, stage, fp = req["root"], req["stage"], req["fingerprint"]
+    d = job_dir(root, stage, fp)
+    os.makedirs(d, exist_ok=True)
+    fd = os.open(os.path.join(d, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return {**job_status(root, stage, fp), "attached": True}
+        code = _read(os.path.join(d, "exit_code"))
+        if code == "0" or (code and not req.get("retry_failed")):
+            return {**job_status(root, stage, fp), "attached": True}
+        if code or os.path.exists(os.path.join(d, "pid")):
+            # a failed run (retry asked) or one that died without an exit code: keep its log aside
+            aside = f"{d}.{int(time.time() * 1000)}"
+            for name in ("log", "exit_code", "ended", "pid", "started", "metrics.jsonl"):
+                p = os.path.join(d, name)
+                if os.path.exists(p):
+                    os.makedirs(aside, exist_ok=True)
+                    shutil.move(p, os.path.join(aside, name))
+        request = {
+            "root": root,
+            "stage": stage,
+            "fingerprint": fp,
+            "command": _command(req),
+            "env": req.get("env", {}),
+            "timeout": req.get("timeout"),
+            "secrets": secrets_path(root),
+        }
+        atomic_write(os.path.join(d, "request.json"), json.dumps(request).encode())
+        atomic_write(meta(root, "jobs", stage, "current"), os.path.basename(d).encode())
+        python = req.get("python") or sys.executable
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNFORM_LOCK")}
+        env["RUNFORM_LOCK_FD"] = str(fd)
+        with open(os.path.join(d, "supervisor.err"), "ab") as err:
+            subprocess.Popen(
+                [python, "-S", SUPERVISOR, d],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                pass_fds=(fd,), start_new_session=True, env=env, cwd=root,
+            )
+        # the supervisor writes its pid first thing; report once it did (bounded wait)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(d, "pid")) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        return {**job_status(root, stage, fp), "attached": False}
+    finally:
+        os.close(fd)
+
+
+def _command(req: dict[str, Any]) -> str:
+    cmd = req["command"]
+    if req.get("launcher") != "torchrun":
+        return cmd
+    import shlex
+
+    nproc = req.get("nproc") or max(1, gpu_count())
+    words = shlex.split(cmd)
+    prefix = ["torchrun", "--standalone", f"--nproc_per_node={nproc}"]
+    if len(words) >= 3 and os.path.basename(words[0]).startswith("python") and words[1] == "-m":
+        return shlex.join(prefix + ["-m"] + words[2:])
+    if words and os.path.basename(words[0]).startswith("python"):
+        return shlex.join(prefix + words[1:])
+    return shlex.join(prefix + words)
+
+
+def gpu_count() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def wait(req: dict[str, Any]) -> dict[str, Any]:
+    """Block until the job is no longer running or ``timeout`` seconds passed."""
+    root, stage, fp = req["root"], req["stage"], req["fingerprint"]
+    deadline = time.monotonic() + float(req.get("timeout", 30))
+    delay = 0.002
+    while True:
+        st = job_status(root, stage, fp)
+        if st["state"] != "running" or time.monotonic() >= deadline:
+            return st
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.25)
+
+
+def tail(req: dict[str, Any]) -> dict[str, Any]:
+    root, stage = req["root"], req["stage"]
+    fp = req.get("fingerprint")
+    if fp:
+        d = job_dir(root, stage, fp)
+    else:
+        cur = _read(meta(root, "jobs", stage, "current"))
+        if not cur:
+            return {"state": "none", "data": "", "offset": 0}
+        d = meta(root, "jobs", stage, cur)
+        fp = cur
+    offset = int(req.get("offset", 0))
+    limit = int(req.get("limit", 1 << 20))
+    data = b""
+    try:
+        with open(os.path.join(d, "log"), "rb") as f:
+            f.seek(offset)
+            data = f.read(limit)
+    except OSError:
+        pass
+    st = job_status(root, stage, fp)
+    return {**st, "data": data.decode("utf-8", "replace"), "offset": offset + len(data)}
+
+
+def read_metrics(root: str, stage: str, fingerprint: str, metrics_file: str | None) -> dict[str, Any]:
+    """The stage's metrics: the last values of ``metrics.jsonl`` records and its metrics JSON."""
+    d = job_dir(root, stage, fingerprint)
+    records: list[dict[str, Any]] = []
+    try:
+        with open(os.path.join(d, "metrics.jsonl")) as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict):
+                    records.append(rec)
+    except OSError:
+        pass
+    final: dict[str, float] = {}
+    if metrics_file:
+        try:
+            with open(os.path.join(root, metrics_file)) as f:
+                raw = json.load(f)
+            final = {k: v for k, v in _flatten(raw).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        except (OSError, ValueError):
+            pass
+    return {"records": records[-10000:], "final": final}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}/" if isinstance(v, dict) else f"{prefix}{k}"))
+        return out
+    return {prefix.rstrip("/"): value}
+
+
+def _float(s: str | None) -> float | None:
+    try:
+        return float(s) if s else None
+    except ValueError:
+        return None
+
+
+def _int(s: str | None) -> int | None:
+    try:
+        return int(s) if s else None
+    except ValueError:
+        return None

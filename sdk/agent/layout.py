@@ -1,0 +1,49 @@
+"""Where the agent keeps its files under the run's root folder on the machine."""
+
+from __future__ import annotations
+
+import os
+
+META = ".runform"
+
+
+def meta(root: str, *parts: str) -> str:
+    return os.path.join(root, META, *parts)
+
+
+def job_dir(root: str, stage: str, fingerprint: str) -> str:
+    return meta(root, "jobs", stage, fingerprint.split(":")[-1][:16])
+
+
+def secrets_path(root: str) -> str:
+    return meta(root, "secrets.env")
+
+
+def code_manifest_path(root: str) -> str:
+    return meta(root, "code-manifest.json")
+
+
+def dataset_record(root: str, name: str) -> str:
+    return meta(root, "datasets", f"{name}.json")
+
+
+def manifest_digest(entries: list) -> str:
+    """The digest of a manifest's ``[path, size, digest]`` entries (one formula everywhere)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path, size, digest in sorted((tuple(e) for e in entries), key=lambda e: e[0]):
+        h.update(f"{path}\0{size}\0{digest}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

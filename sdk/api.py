@@ -1,0 +1,104 @@
+"""runform's Python API. The CLI is a thin shell over these functions.
+
+    spec = runform.load("runform.yaml", variables={"size": "small"})
+    p = runform.plan(spec)                  # refresh + diff; nothing changes
+    result = runform.apply(spec)            # plan, then converge (journaled)
+    runform.destroy(spec)                   # give back what was rented
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from runform.apply.executor import ApplyResult, Executor
+from runform.plan.model import Plan
+from runform.plan.planner import check_policy, make_plan
+from runform.spec.load import load_spec
+from runform.spec.model import Spec
+from runform.state.model import State
+from runform.workspace import Workspace
+
+Confirm = Callable[[Plan], bool]
+Printer = Callable[[str], None]
+
+
+def load(path: str | os.PathLike[str] = "runform.yaml", *, variables: Mapping[str, str] | None = None) -> Spec:
+    """Load and validate a spec (raises :class:`runform.SpecError` with file:line:column)."""
+    spec = load_spec(path, variables=variables)
+    from runform.graph import build_graph
+
+    build_graph(spec)  # reports cycles at load time
+    return spec
+
+
+def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), replace: Iterable[str] = (),
+         destroy: bool = False, lock_timeout: float = 0.0, out: Printer | None = None) -> Plan:
+    """Refresh what exists and diff it against the spec. Changes nothing."""
+    ws = Workspace(spec, out=out)
+    with ws.locked("plan", lock_timeout):
+        state = ws.read_state()
+        return make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)
+
+
+def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refresh: bool = True,
+          targets: Iterable[str] = (), replace: Iterable[str] = (), destroy: bool = False,
+          confirm: Confirm | None = None, lock_timeout: float = 0.0, parallelism: int = 10,
+          out: Printer | None = None, on_plan: Callable[[Plan], None] | None = None,
+          accept_host_keys: Iterable[str] = ()) -> ApplyResult | None:
+    """Plan and converge. ``confirm(plan)`` may refuse (returns None then); a saved plan is checked
+    for staleness per resource and applied as it is."""
+    ws = Workspace(spec, out=out)
+    with ws.locked("destroy" if destroy else "apply", lock_timeout):
+        state = ws.read_state()
+        if state is not None and accept_host_keys:
+            _unpin(ws, state, accept_host_keys)
+        fresh = make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)
+        if plan_file is not None:
+            from runform.plan.planfile import check_stale, load_plan
+
+            the_plan = load_plan(Path(plan_file))
+            check_stale(the_plan, state, fresh)
+        else:
+            the_plan = fresh
+        check_policy(ws, the_plan)
+        if on_plan:
+            on_plan(the_plan)
+        if not the_plan.has_changes:
+            return ApplyResult(outcomes=(), added=0, changed=0, destroyed=0)
+        if confirm is not None and plan_file is None and not confirm(the_plan):
+            return None
+        if state is None:
+            ns = the_plan.new_state or {}
+            state = State(lineage=ns["lineage"], run=ns["run"], salt=ns["salt"])
+        return Executor(ws, state, the_plan, parallelism=parallelism).run()
+
+
+def destroy(spec: Spec, **kwargs: Any) -> ApplyResult | None:
+    """Destroy everything the state holds (and any instance found by the run's label)."""
+    return apply(spec, destroy=True, **kwargs)
+
+
+def show(spec: Spec) -> dict[str, Any]:
+    """The state as JSON-able data: resources, their attributes and each stage's last metrics."""
+    ws = Workspace(spec)
+    state = ws.read_state()
+    if state is None:
+        return {"run": spec.run, "resources": []}
+    out = state.to_json()
+    for r in out["resources"]:
+        r["attrs"].pop("manifest", None)
+    return out
+
+
+def _unpin(ws: Workspace, state: State, hosts: Iterable[str]) -> None:
+    rec = state.get("instance.main")
+    if rec is None:
+        return
+    pins = dict(rec.attrs.get("pins", {}))
+    for h in hosts:
+        pins.pop(h, None)
+    rec.attrs["pins"] = pins
+    ws.backend.append([{"t": "put", "key": "accept-host-key", "record": rec.to_json()}])

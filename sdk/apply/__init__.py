@@ -1,0 +1,1 @@
+"""Apply: journaled, idempotent actions in dependency order."""

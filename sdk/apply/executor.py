@@ -1,0 +1,298 @@
+"""The executor: runs a plan's actions in dependency order with bounded parallelism.
+
+Before every mutation the intent goes to the journal with an idempotency key; the result is
+journaled right after. A failed action taints its resource, its dependents are skipped,
+independent branches finish, and a summary is printed anyway. Ctrl-C stops scheduling new
+actions; running remote jobs go on and are attached to by the next apply.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+import attrs
+
+from runform.apply.handlers import Handlers, StageFailed, record_of
+from runform.errors import RunformError
+from runform.graph import INSTANCE, build_graph
+from runform.plan.diff import on_machine
+from runform.plan.model import Action, Plan
+from runform.state.model import State
+from runform.workspace import Workspace
+
+
+@attrs.frozen
+class Outcome:
+    address: str
+    status: str  # done | failed | skipped | interrupted
+    duration: float = 0.0
+    error: str | None = None
+
+
+@attrs.frozen
+class ApplyResult:
+    outcomes: tuple[Outcome, ...]
+    added: int
+    changed: int
+    destroyed: int
+    interrupted: bool = False
+    teardown: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(o.status == "done" for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def skipped(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == "skipped"]
+
+    def line(self, destroy: bool = False) -> str:
+        if destroy and self.ok:
+            return f"Destroy complete! Resources: {self.destroyed} destroyed."
+        if self.ok:
+            return f"Apply complete! Resources: {self.added} added, {self.changed} changed, {self.destroyed} destroyed."
+        return (f"Apply failed: {len([o for o in self.outcomes if o.status == 'done'])} done, "
+                f"{len(self.failed)} failed, {len(self.skipped)} skipped"
+                + (", interrupted" if self.interrupted else "")
+                + f". Resources: {self.added} added, {self.changed} changed, {self.destroyed} destroyed.")
+
+
+class Executor:
+    def __init__(self, ws: Workspace, state: State, plan: Plan, *, parallelism: int = 10) -> None:
+        self.ws, self.state, self.plan = ws, state, plan
+        self.parallelism = max(1, parallelism)
+        self._journal_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.tracker: Any = None
+
+    # ------------------------------------------------------------------ journal
+    def _journal(self, *entries: dict[str, Any]) -> None:
+        with self._journal_lock:
+            written = self.ws.backend.append(list(entries))
+            for e in written:
+                self.state.fold(e)
+
+    def _key(self, a: Action) -> str:
+        if a.address == INSTANCE:
+            return f"{self.ws.label(self.state)}:{a.kind}"
+        return f"{a.address}:{a.fingerprint or a.kind}:{self.state.serial}"
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> ApplyResult:
+        plan = self.plan
+        if plan.new_state:
+            self._journal({"t": "meta", **plan.new_state})
+        if self.state.pending:
+            self._journal({"t": "reconciled", "keys": list(self.state.pending)})
+        self._start_tracker()
+        actions = {a.address: a for a in plan.changes}
+        deps = self._deps(actions)
+        handlers = Handlers(self.ws, self.state, self.tracker, self.run_id, self.tracker_env)
+        outcomes: dict[str, Outcome] = {}
+        running: dict[Future[Any], str] = {}
+        t_start: dict[str, float] = {}
+        pending = list(actions)
+        self._event({"type": "apply_start", "actions": len(actions)})
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="runform-apply") as pool:
+            try:
+                while pending or running:
+                    if not self._stop.is_set():
+                        for addr in list(pending):
+                            ds = deps[addr]
+                            if any(outcomes.get(d) is None for d in ds):
+                                continue
+                            pending.remove(addr)
+                            bad = [d for d in ds if outcomes[d].status != "done"]
+                            if bad:
+                                outcomes[addr] = Outcome(addr, "skipped", error=f"{bad[0]} did not complete")
+                                self.ws.say(f"{addr}: skipped ({bad[0]} did not complete)")
+                                continue
+                            t_start[addr] = time.monotonic()
+                            running[pool.submit(self._one, handlers, actions[addr])] = addr
+                    if not running:
+                        if pending and self._stop.is_set():
+                            break
+                        if pending:  # nothing can start: all remaining depend on skipped ones
+                            continue
+                        break
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED, timeout=0.5)
+                    for fut in done:
+                        addr = running.pop(fut)
+                        outcomes[addr] = fut.result()
+            except KeyboardInterrupt:
+                self._stop.set()
+                self.ws.say("Interrupt received: no new actions start. Running jobs go on on the machine; "
+                            "`runform apply` attaches to them.")
+                for fut in running:
+                    fut.cancel()
+        for addr in pending:
+            outcomes.setdefault(addr, Outcome(addr, "interrupted" if self._stop.is_set() else "skipped"))
+        for addr in actions:
+            outcomes.setdefault(addr, Outcome(addr, "interrupted"))
+        ordered = tuple(outcomes[a] for a in actions)
+        teardown = None
+        ok = all(o.status == "done" for o in ordered) and not self._stop.is_set()
+        policy = self.ws.spec.compute.teardown if not plan.destroy else "never"
+        if not plan.destroy and (policy == "always" or (policy == "on_success" and ok)) and \
+                self.state.get(INSTANCE) is not None and plan.changes:
+            teardown = self._teardown(handlers, policy)
+        done_kinds = [(actions[o.address].kind, o) for o in ordered if o.status == "done"]
+        result = ApplyResult(
+            outcomes=ordered,
+            added=sum(1 for k, _ in done_kinds if k in ("create", "replace", "attach")),
+            changed=sum(1 for k, _ in done_kinds if k == "update"),
+            destroyed=sum(1 for k, _ in done_kinds if k in ("delete", "replace")),
+            interrupted=self._stop.is_set(),
+            teardown=teardown,
+        )
+        self._event({"type": "apply_finished", "ok": result.ok, "summary": result.line(plan.destroy),
+                     "added": result.added, "changed": result.changed, "destroyed": result.destroyed,
+                     "failed": [o.address for o in result.failed]})
+        self.ws.pm.hook.runform_apply_finished(result=result)
+        if self.tracker is not None:
+            try:
+                self.tracker.finish()
+            except Exception as exc:  # noqa: BLE001 - a tracker must not fail the apply
+                self.ws.say(f"warning: tracker finish failed: {exc}")
+        self.ws.backend.compact(self.state)
+        return result
+
+    def _deps(self, actions: dict[str, Action]) -> dict[str, list[str]]:
+        graph = build_graph(self.ws.spec)
+        out: dict[str, list[str]] = {}
+        for addr, a in actions.items():
+            if self.plan.destroy:
+                # destroy: things on the machine go first, the instance last
+                out[addr] = [d for d in actions if d != INSTANCE] if addr == INSTANCE else []
+                continue
+            up = graph.upstream([addr]) if addr in graph.deps else set()
+            out[addr] = [d for d in actions if d in up]
+        return out
+
+    def _one(self, handlers: Handlers, a: Action) -> Outcome:
+        t0 = time.monotonic()
+        if self._stop.is_set():
+            return Outcome(a.address, "interrupted")
+        self.ws.pm.hook.runform_action_started(action=a)
+        self._event({"type": "action_started", "address": a.address, "action": a.kind, "reason": a.reason})
+        self.ws.say(f"{a.address}: {_verb(a.kind)}...")
+        key = self._key(a)
+        self._journal({"t": "intent", "key": key, "addr": a.address, "action": a.kind})
+        outcome: Outcome
+        try:
+            if a.kind == "delete" and on_machine(a.address) and self.plan.destroy:
+                new = None  # goes with the machine
+            elif a.kind == "forget":
+                new = None
+            else:
+                new = handlers.apply(a)
+            if new is None:
+                self._journal({"t": "rm", "key": key, "addr": a.address})
+            else:
+                rec = record_of(a.address, new, a.fingerprint)
+                self._journal({"t": "put", "key": key, "record": rec.to_json()})
+            outcome = Outcome(a.address, "done", time.monotonic() - t0)
+            self.ws.say(f"{a.address}: {_verb(a.kind, done=True)} after {time.monotonic() - t0:.1f}s")
+        except StageFailed as exc:
+            rec = record_of(a.address, exc.record, a.fingerprint, status="tainted")
+            self._journal({"t": "put", "key": key, "record": rec.to_json()})
+            outcome = Outcome(a.address, "failed", time.monotonic() - t0, self.ws.redact(str(exc)))
+            self.ws.say(f"{a.address}: error: {outcome.error}")
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded and reported
+            self._journal({"t": "done", "key": key, "error": self.ws.redact(str(exc))[:2000]})
+            msg = str(exc) if isinstance(exc, RunformError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, RunformError) and _debug():
+                msg += "\n" + traceback.format_exc()
+            outcome = Outcome(a.address, "failed", time.monotonic() - t0, self.ws.redact(msg))
+            self.ws.say(f"{a.address}: error: {outcome.error}")
+        self._event({"type": "action_finished", "address": a.address, "action": a.kind,
+                     "status": outcome.status, "duration": round(outcome.duration, 3),
+                     "error": outcome.error})
+        self.ws.pm.hook.runform_action_finished(action=a, outcome=outcome)
+        return outcome
+
+    def _teardown(self, handlers: Handlers, policy: str) -> str:
+        a = Action(INSTANCE, "delete", f"teardown: {policy}", "delete_because_teardown")
+        self.ws.say(f"instance.main: destroying (teardown: {policy})...")
+        key = self._key(a)
+        self._journal({"t": "intent", "key": key, "addr": INSTANCE, "action": "delete"})
+        handlers.apply(a)
+        self._journal({"t": "rm", "key": key, "addr": INSTANCE})
+        for addr in list(self.state.resources):
+            if on_machine(addr):
+                self._journal({"t": "rm", "key": key, "addr": addr})
+        # confirm it is gone
+        label = self.ws.label(self.state)
+        left = self.ws.provider.find([label], self.ws.provider_context(self.state)).get(label)
+        if left is not None:
+            raise RunformError(f"teardown: instance {left.id} is still there after destroy",
+                               hint="run `runform destroy` and check the provider's console")
+        return f"instance.main destroyed (teardown: {policy})"
+
+    # ------------------------------------------------------------------ tracker
+    def _start_tracker(self) -> None:
+        self.run_id: str | None = None
+        self.tracker_env: dict[str, str] = {}
+        kind = self.ws.spec.tracker.kind
+        if kind == "none" or self.plan.destroy:
+            return
+        from runform.trackers.base import TrackerContext, deterministic_run_id
+
+        factory = self.ws.pm.get("trackers", kind, field="tracker.kind").factory
+        ctx = TrackerContext(run=self.ws.spec.run, lineage=self.state.lineage, state_dir=self.ws.spec.state_dir,
+                             spec_dir=self.ws.spec.dir, redactor=_Redactor(self.ws))
+        self.tracker = factory(dict(self.ws.spec.tracker.config), ctx)
+        self.run_id = deterministic_run_id(self.ws.spec.run, self.state.lineage)
+        config = {"run": self.ws.spec.run, "provider": self.ws.spec.compute.provider,
+                  "variables": dict(self.ws.spec.variables), "stages": sorted(self.ws.spec.stages)}
+        self.tracker_env = dict(self.tracker.start(run_id=self.run_id, name=self.ws.spec.run, config=config) or {})
+        s = self.plan.summary()
+        self._event({"type": "plan", "add": s.add, "change": s.change, "destroy": s.destroy,
+                     "actions": [{"address": a.address, "action": a.kind, "reason": a.reason}
+                                 for a in self.plan.changes], "cost": dict(self.plan.cost)})
+
+    def _event(self, event: dict[str, Any]) -> None:
+        if self.tracker is not None:
+            try:
+                self.tracker.log_event(event)
+            except Exception as exc:  # noqa: BLE001
+                self.ws.say(f"warning: tracker event failed: {exc}")
+
+
+class _Redactor:
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+
+    def __call__(self, value: Any) -> Any:
+        return self.redact(value)
+
+    def redact(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.ws.redact(value)
+        if isinstance(value, dict):
+            return {k: self.redact(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.redact(v) for v in value]
+        return value
+
+
+def _verb(kind: str, done: bool = False) -> str:
+    verbs = {"create": ("Creating", "Creation complete"), "update": ("Modifying", "Modifications complete"),
+             "replace": ("Replacing", "Replacement complete"), "delete": ("Destroying", "Destruction complete"),
+             "read": ("Reading", "Read complete"), "attach": ("Attaching", "Job complete"),
+             "forget": ("Forgetting", "Forgotten")}
+    return verbs[kind][1 if done else 0]
+
+
+def _debug() -> bool:
+    import os
+
+    return bool(os.environ.get("RUNFORM_DEBUG"))

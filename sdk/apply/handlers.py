@@ -1,0 +1,217 @@
+"""What apply does for each resource kind. Each handler returns the new record (or None to remove).
+
+Handlers are idempotent: re-running one after a crash finds what the last attempt did (an
+instance by its label, a job by its fingerprint, files by their manifest) instead of doing it twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runform.agent.client import AgentClient
+from runform.agent.layout import secrets_path
+from runform.errors import RunformError
+from runform.graph import INSTANCE, name_of
+from runform.interfaces import InstanceInfo, InstanceRequest, Manifest
+from runform.plan.model import Action
+from runform.state.model import ResourceState, State
+from runform.workspace import Workspace
+
+
+class StageFailed(RunformError):
+    def __init__(self, message: str, record: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class Handlers:
+    def __init__(self, ws: Workspace, state: State, tracker: Any = None, run_id: str | None = None,
+                 tracker_env: dict[str, str] | None = None) -> None:
+        self.ws, self.state, self.trk = ws, state, tracker
+        self.run_id, self.tracker_env = run_id, tracker_env or {}
+
+    def agent(self) -> AgentClient:
+        return AgentClient(self.ws.machine(self.state))
+
+    def apply(self, action: Action) -> dict[str, Any] | None:
+        kind = action.address.split(".", 1)[0]
+        return getattr(self, kind)(action)
+
+    # ------------------------------------------------------------------ instance
+    def instance(self, a: Action) -> dict[str, Any] | None:
+        ws, provider = self.ws, self.ws.provider
+        rec = self.state.get(INSTANCE)
+        pins = dict(rec.attrs.get("pins", {})) if rec else {}
+        ctx = ws.provider_context(self.state, pins)
+        if a.kind in ("delete", "replace"):
+            old = InstanceInfo.from_json(rec.attrs["instance"]) if rec else (
+                InstanceInfo.from_json(a.after["instance"]) if a.after.get("instance") else None)
+            if old is not None:
+                ws.forget_machine()
+                provider.destroy(old, ctx)
+            if a.kind == "delete":
+                return None
+        label = ws.label(self.state)
+        if a.kind == "read":
+            info = provider.find([label], ctx)[label]
+        else:
+            compute = dict(ws.spec.compute.config)
+            info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,
+                                                   env=dict(compute.get("env") or {})), ctx)
+        ws.forget_machine()
+        pins = dict(pins)
+        if info.attrs.get("host_key") and info.attrs.get("host"):
+            pins[f"{info.attrs['host']}:{info.attrs.get('port', 22)}"] = info.attrs["host_key"]
+        return {"instance": info.to_json(), "pins": pins, "label": label,
+                "compute": a.after.get("compute", {})}
+
+    # ------------------------------------------------------------------ secrets
+    def secrets(self, a: Action) -> dict[str, Any] | None:
+        if a.kind == "delete":
+            return None
+        spec = self.ws.spec
+        assert spec.env_file is not None
+        machine = self.ws.machine(self.state)
+        machine.transport.put_bytes(spec.env_file.read_bytes(), secrets_path(machine.root), mode=0o600)
+        return {"digest": a.after["digest"], "keys": a.after["keys"]}
+
+    # ------------------------------------------------------------------ code
+    def code(self, a: Action) -> dict[str, Any] | None:
+        if a.kind == "delete":
+            return None
+        from runform.codesync import local_manifest, sync_tree
+        from runform.plan.desired import code_excludes
+
+        spec = self.ws.spec
+        machine = self.ws.machine(self.state)
+        manifest = local_manifest(spec.code.path, code_excludes(spec), cache=self.ws.digests)
+        if manifest.digest != a.fingerprint:
+            raise RunformError("code.workdir: the code changed since the plan", hint="run `runform plan` again")
+        report = sync_tree(machine.transport, spec.code.path, machine.root, manifest)
+        self.ws.say(f"code.workdir: sent {report.files_sent} file(s), {report.bytes_sent} bytes")
+        return {"digest": manifest.digest, "files": len(manifest.entries), "bytes": manifest.total_bytes,
+                "manifest": {e.path: e.digest for e in manifest.entries}}
+
+    # ------------------------------------------------------------------ dataset
+    def dataset(self, a: Action) -> dict[str, Any] | None:
+        if a.kind == "delete":
+            return None
+        from runform.plan.desired import resolve_dataset
+
+        name = name_of(a.address)
+        d = self.ws.spec.datasets[name]
+        manifest = resolve_dataset(self.ws, d.source)
+        if manifest.digest != a.fingerprint:
+            raise RunformError(f"{a.address}: the source {d.source} changed since the plan",
+                               hint="run `runform plan` again")
+        machine = self.ws.machine(self.state)
+        agent = self.agent()
+        t0 = time.monotonic()
+        if d.source.startswith("file://") and not machine.local:
+            moved = self._upload_file_dataset(machine, manifest, d.dest)
+            agent.call("record_dataset", name=name, dest=d.dest, links=dict(d.links),
+                       manifest=manifest.to_json(), digest=manifest.digest)
+        else:
+            moved = agent.call("hydrate", name=name, dest=d.dest, links=dict(d.links),
+                               manifest=manifest.to_json())["bytes"]
+        took = time.monotonic() - t0
+        self.ws.say(f"{a.address}: {moved / 1e6:.1f} MB moved in {took:.1f}s")
+        return {"source": d.source, "dest": d.dest, "digest": manifest.digest, "manifest": manifest.to_json(),
+                "bytes_moved": moved}
+
+    def _upload_file_dataset(self, machine: Any, manifest: Manifest, dest: str) -> int:
+        from pathlib import Path
+
+        base = Path(manifest.uri.split("://", 1)[1])
+        if not base.is_absolute():
+            base = self.ws.spec.dir / base
+        moved = 0
+        for e in manifest.entries:
+            src = base / e.path if base.is_dir() else base
+            machine.transport.put_file(src, f"{machine.root}/{dest}/{e.path}")
+            moved += e.size
+        return moved
+
+    # ------------------------------------------------------------------ stage
+    def stage(self, a: Action) -> dict[str, Any] | None:
+        if a.kind == "delete":
+            return None
+        name = name_of(a.address)
+        agent = self.agent()
+        fp = a.fingerprint
+        s = self.ws.spec.stages[name]
+        if a.kind != "read":
+            env = dict(s.env)
+            env.update(self._tracker_env())
+            st = agent.call("start", stage=name, fingerprint=fp, command=s.run, env=env, timeout=s.timeout,
+                            launcher=s.launcher, nproc=s.nproc, retry_failed=a.retry_failed,
+                            python=self.ws.machine(self.state).python)
+            if st.get("attached") and st["state"] == "running":
+                self.ws.say(f"{a.address}: attached to the running job (pid {st.get('pid')})")
+        while True:
+            st = agent.call("wait", stage=name, fingerprint=fp, timeout=30)
+            if st["state"] != "running":
+                break
+        m = agent.call("metrics", stage=name, fingerprint=fp, metrics_file=s.metrics)
+        self._forward_metrics(name, m)
+        record = {"inputs": a.after.get("inputs"), "exit_code": st.get("exit_code"),
+                  "started": st.get("started"), "ended": st.get("ended"),
+                  "duration": (st["ended"] - st["started"]) if st.get("ended") and st.get("started") else None,
+                  "metrics": m.get("final") or (m["records"][-1] if m.get("records") else {})}
+        if st["state"] != "succeeded":
+            tail = agent.call("tail", stage=name, fingerprint=fp, offset=0, limit=1 << 20)["data"]
+            last = "\n".join(tail.rstrip().splitlines()[-15:])
+            raise StageFailed(f"{a.address} failed (exit {st.get('exit_code', '?')}, {st['state']})"
+                              + (f"; last lines of its log:\n{self.ws.redact(last)}" if last else ""), record)
+        return record
+
+    def _tracker_env(self) -> dict[str, str]:
+        return dict(self.tracker_env)
+
+    def _forward_metrics(self, stage: str, m: dict[str, Any]) -> None:
+        hook = self.ws.pm.hook
+        for rec in m.get("records", []):
+            step = rec.get("step")
+            nums = {k: v for k, v in rec.items() if k != "step" and isinstance(v, (int, float))
+                    and not isinstance(v, bool)}
+            if nums:
+                hook.runform_stage_metrics(stage=stage, metrics=nums, step=step)
+                if self.trk:
+                    self.trk.log_metrics(nums, stage=stage, step=step)
+        if m.get("final"):
+            hook.runform_stage_metrics(stage=stage, metrics=m["final"], step=None)
+            if self.trk:
+                self.trk.log_metrics(m["final"], stage=stage, step=None)
+
+    # ------------------------------------------------------------------ artifact
+    def artifact(self, a: Action) -> dict[str, Any] | None:
+        if a.kind in ("delete", "forget"):
+            return None
+        name = name_of(a.address)
+        art = self.ws.spec.artifacts[name]
+        prior = self.state.get(a.address)
+        res = self.agent().call("push", paths=list(art.paths), to=art.to,
+                                prior=(prior.attrs.get("manifests") if prior else None))
+        if self.trk:
+            for rel, m in res["manifests"].items():
+                self.trk.link_artifact(name, art.to, Manifest.from_json(m))
+        total = sum(len(m["entries"]) for m in res["manifests"].values())
+        return {"to": art.to, "paths": list(art.paths), "inputs": a.after.get("inputs"),
+                "manifests": res["manifests"], "objects": total}
+
+    # ------------------------------------------------------------------ tracker
+    def tracker(self, a: Action) -> dict[str, Any] | None:
+        if a.kind in ("delete", "forget"):
+            return None
+        return {"kind": self.ws.spec.tracker.kind, "run_id": self.run_id, "env": dict(self.tracker_env)}
+
+
+def _tracker_config(ws: Workspace) -> dict[str, Any]:
+    return {"run": ws.spec.run, "provider": ws.spec.compute.provider, "variables": dict(ws.spec.variables),
+            "stages": sorted(ws.spec.stages)}
+
+
+def record_of(address: str, attrs_: dict[str, Any], fingerprint: str | None, status: str = "ok") -> ResourceState:
+    return ResourceState(address=address, attrs=attrs_, fingerprint=fingerprint, status=status,
+                         updated=time.time())

@@ -1,0 +1,1 @@
+"""The ``runform`` command line: a thin shell over :mod:`runform.api`."""

@@ -1,0 +1,78 @@
+"""``runform apply`` / ``destroy``: plan, show, approve, execute, summarise."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from runform.cli.common import echo_err, load_spec_opts, parse_lock_timeout
+
+
+def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
+              refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: int,
+              spec_for_plan: str | None, accept_host_key: tuple[str, ...], *, destroy: bool) -> None:
+    import runform.api as api
+    from runform.plan.model import Plan
+    from runform.plan.render import render_plan
+
+    plan_file = None
+    spec_path = spec_or_plan
+    if not destroy and _is_plan_file(spec_or_plan):
+        from runform.plan.planfile import load_plan
+
+        plan_file = spec_or_plan
+        saved = load_plan(Path(plan_file))
+        spec_path = spec_for_plan or saved.spec_path
+        var = tuple(f"{k}={v}" for k, v in saved.variables.items()) if not var else var
+    spec = load_spec_opts(spec_path, var)
+
+    def show(plan: Plan) -> None:
+        if plan.has_changes or not plan_file:
+            click.echo(render_plan(plan, saved=True))
+
+    def confirm(plan: Plan) -> bool:
+        if auto_approve:
+            return True
+        question = ("Do you really want to destroy all resources?" if destroy
+                    else "Do you want to perform these actions?")
+        click.echo(f"\n{question}\n  runform will perform the actions described above.\n"
+                   "  Only 'yes' will be accepted to approve.\n")
+        if not sys.stdin or not sys.stdin.isatty():
+            answer = sys.stdin.readline().strip() if sys.stdin else ""
+        else:
+            answer = click.prompt("  Enter a value", default="", show_default=False)
+        return answer == "yes"
+
+    result = api.apply(spec, plan_file=plan_file, refresh=refresh, targets=target, replace=replace,
+                       destroy=destroy, confirm=confirm, lock_timeout=parse_lock_timeout(lock_timeout),
+                       parallelism=parallelism, out=echo_err, on_plan=show,
+                       accept_host_keys=accept_host_key)
+    if result is None:
+        click.echo("Apply cancelled." if not destroy else "Destroy cancelled.")
+        sys.exit(1)
+    if not result.outcomes:
+        return
+    click.echo("")
+    for o in result.failed:
+        click.echo(f"Error: {o.address}: {o.error}", err=True)
+    for o in result.skipped:
+        click.echo(f"Skipped: {o.address} ({o.error or 'a dependency did not complete'})", err=True)
+    if result.teardown:
+        click.echo(result.teardown)
+    click.echo(result.line(destroy))
+    if not result.ok:
+        sys.exit(1)
+
+
+def _is_plan_file(path: str) -> bool:
+    p = Path(path)
+    if not p.is_file() or p.suffix in (".yaml", ".yml"):
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(64).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{")

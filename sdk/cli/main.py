@@ -1,0 +1,223 @@
+"""``runform`` commands. Each parses flags, calls the SDK, and prints; nothing heavy is imported
+before a command runs, so ``runform --help`` stays fast and imports none of wandb/boto3/torch/paramiko."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from runform.cli.common import (
+    echo_err,
+    load_spec_opts,
+    parse_lock_timeout,
+    spec_argument,
+    state_options,
+    var_option,
+)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """User errors print as ``Error: ...`` with the fix, exit 1, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from runform.errors import RunformError
+
+        try:
+            return fn(*args, **kwargs)
+        except RunformError as exc:
+            echo_err(f"Error: {exc}")
+            sys.exit(1)
+        except KeyboardInterrupt:
+            echo_err("Interrupted.")
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="runform")
+def cli() -> None:
+    """runform: declarative GPU training pipelines. plan, apply, destroy."""
+
+
+@cli.command()
+@spec_argument
+@var_option
+@handle_errors
+def validate(spec_path: str, var: tuple[str, ...]) -> None:
+    """Check the spec (schema, references, files, plugins) without touching anything."""
+    spec = load_spec_opts(spec_path, var)
+    click.echo(f"Success! {spec.path} is valid: {len(spec.stages)} stage(s), "
+               f"{len(spec.datasets)} dataset(s), provider {spec.compute.provider}.")
+
+
+@cli.command()
+@spec_argument
+@var_option
+@state_options
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan for `apply FILE`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/plan-json.md).")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when no changes, 2 when changes, 1 on error.")
+@click.option("--destroy", is_flag=True, help="Plan to destroy everything.")
+@handle_errors
+def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
+         refresh: bool, lock_timeout: str, out_file: str | None, as_json: bool, detailed_exitcode: bool,
+         destroy: bool) -> None:
+    """Refresh what exists, diff it against the spec, and say what apply would do and why."""
+    import runform.api as api
+    from runform.plan.render import render_plan
+
+    spec = load_spec_opts(spec_path, var)
+    p = api.plan(spec, refresh=refresh, targets=target, replace=replace, destroy=destroy,
+                 lock_timeout=parse_lock_timeout(lock_timeout), out=None if as_json else echo_err)
+    if out_file:
+        from pathlib import Path
+
+        from runform.plan.planfile import save_plan
+
+        save_plan(p, Path(out_file))
+    if as_json:
+        click.echo(json.dumps(p.to_json(), indent=1, default=str))
+    else:
+        click.echo(render_plan(p, saved=bool(out_file)))
+        if out_file:
+            click.echo(f"\nSaved the plan to: {out_file}\nTo perform exactly these actions, run:\n"
+                       f"  runform apply {out_file}")
+    if detailed_exitcode and p.has_changes:
+        sys.exit(2)
+
+
+@cli.command()
+@click.argument("spec_or_plan", required=False, default="runform.yaml", metavar="[SPEC|PLANFILE]")
+@var_option
+@state_options
+@click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
+@click.option("--parallelism", default=10, show_default=True, help="Actions run at once.")
+@click.option("--spec", "spec_for_plan", default=None, help="The spec a saved plan belongs to.")
+@click.option("--accept-host-key", multiple=True, metavar="HOST:PORT",
+              help="Forget the pinned SSH host key of a re-installed machine.")
+@handle_errors
+def apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
+          refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: int,
+          spec_for_plan: str | None, accept_host_key: tuple[str, ...]) -> None:
+    """Make the machine match the spec: journaled, idempotent, safe to kill and re-run."""
+    from runform.cli.applying import run_apply
+
+    run_apply(spec_or_plan, var, target, replace, refresh, lock_timeout, auto_approve, parallelism,
+              spec_for_plan, accept_host_key, destroy=False)
+
+
+@cli.command()
+@spec_argument
+@var_option
+@state_options
+@click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
+@handle_errors
+def destroy(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
+            refresh: bool, lock_timeout: str, auto_approve: bool) -> None:
+    """Give back everything the run rented (artifacts stay in storage)."""
+    from runform.cli.applying import run_apply
+
+    run_apply(spec_path, var, target, replace, refresh, lock_timeout, auto_approve, 10, None, (),
+              destroy=True)
+
+
+@cli.command()
+@spec_argument
+@var_option
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def show(spec_path: str, var: tuple[str, ...], as_json: bool) -> None:
+    """Show the state: resources, stages' last metrics, pushed artifacts."""
+    import runform.api as api
+    from runform.cli.showing import render_show
+
+    data = api.show(load_spec_opts(spec_path, var))
+    click.echo(json.dumps(data, indent=1, default=str) if as_json else render_show(data))
+
+
+@cli.command()
+@click.argument("stage")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
+@click.option("--spec", "spec_path", default="runform.yaml", show_default=True)
+@var_option
+@handle_errors
+def logs(stage: str, follow: bool, spec_path: str, var: tuple[str, ...]) -> None:
+    """Print a stage's log from the machine (re-attaches to a running job with -f)."""
+    from runform.cli.logging_ import stream_logs
+
+    stream_logs(load_spec_opts(spec_path, var), stage, follow)
+
+
+@cli.command()
+@spec_argument
+@var_option
+@handle_errors
+def offers(spec_path: str, var: tuple[str, ...]) -> None:
+    """List the offers the plan would choose from, the chosen one marked."""
+    from runform.cli.showing import print_offers
+
+    print_offers(load_spec_opts(spec_path, var))
+
+
+@cli.group()
+def state() -> None:
+    """Inspect the state."""
+
+
+@state.command("list")
+@spec_argument
+@var_option
+@handle_errors
+def state_list(spec_path: str, var: tuple[str, ...]) -> None:
+    """List the addresses in the state."""
+    import runform.api as api
+
+    for r in api.show(load_spec_opts(spec_path, var))["resources"]:
+        click.echo(r["address"])
+
+
+@cli.command("force-unlock")
+@click.argument("lock_id")
+@spec_argument
+@handle_errors
+def force_unlock(lock_id: str, spec_path: str) -> None:
+    """Remove a stuck lock by its ID (shown in the lock error)."""
+    from runform.workspace import Workspace
+
+    spec = load_spec_opts(spec_path, ())
+    Workspace(spec).backend.force_unlock(lock_id)
+    click.echo("runform state has been successfully unlocked!")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the spec's JSON Schema."""
+    from runform.spec.load import schema as get_schema
+
+    click.echo(json.dumps(get_schema(), indent=2))
+
+
+@cli.command()
+@handle_errors
+def plugins() -> None:
+    """List installed plugins, their versions and what they register."""
+    from runform.plugins import get_plugin_manager
+
+    for info in get_plugin_manager().plugin_infos():
+        status = f"  BROKEN: {info.error}" if info.error else ""
+        click.echo(f"{info.name:16} {info.distribution} {info.version}  {', '.join(info.registered)}{status}")
+
+
+def main() -> None:
+    cli(prog_name="runform")
+
+
+if __name__ == "__main__":
+    main()

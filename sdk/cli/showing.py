@@ -1,0 +1,60 @@
+"""``runform show`` and ``runform offers`` rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+def render_show(data: dict[str, Any]) -> str:
+    if not data.get("resources"):
+        return f"The state of {data.get('run')} is empty."
+    lines = [f"run {data['run']} (lineage {data.get('lineage', '?')[:8]}, serial {data.get('serial')})", ""]
+    for r in data["resources"]:
+        a = r["attrs"]
+        status = "" if r.get("status") == "ok" else f"  [{r['status']}]"
+        line = f"{r['address']}{status}"
+        if r["address"].startswith("stage."):
+            dur = a.get("duration")
+            line += f"  exit {a.get('exit_code')}" + (f", {dur:.1f}s" if dur else "")
+            metrics = a.get("metrics") or {}
+            if metrics:
+                shown = ", ".join(f"{k}={_num(v)}" for k, v in list(metrics.items())[:8])
+                line += f"\n    metrics: {shown}"
+        elif r["address"].startswith("artifact."):
+            line += f"  -> {a.get('to')} ({a.get('objects', 0)} objects)"
+            for rel, m in (a.get("manifests") or {}).items():
+                line += f"\n    {rel}: {len(m.get('entries', []))} objects, {m.get('digest', '')[:19]}"
+        elif r["address"] == "instance.main":
+            inst = a.get("instance", {})
+            line += f"  {inst.get('id')} ({inst.get('status')})"
+        elif r["address"] == "tracker.run":
+            line += f"  {a.get('kind')} run {a.get('run_id')}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def print_offers(spec: Any) -> None:
+    from runform.errors import RunformError
+    from runform.interfaces import SupportsOffers
+    from runform.state.model import State
+    from runform.workspace import Workspace
+
+    ws = Workspace(spec)
+    if not isinstance(ws.provider, SupportsOffers):
+        raise RunformError(f"provider {spec.compute.provider!r} has no offers to list",
+                           hint="`runform offers` is for market providers such as vast")
+    state = ws.read_state() or State.new(spec.run)
+    rows = ws.provider.offers(spec.compute.config, ws.provider_context(state))
+    render = getattr(ws.provider, "render_offers", None)
+    if render:
+        click.echo(render(rows))
+        return
+    for o in rows:
+        mark = "*" if o.get("chosen") else " "
+        click.echo(f"{mark} {o.get('id')}  {o.get('num_gpus')}x {o.get('gpu_name')}  ${o.get('dph_total')}/h")

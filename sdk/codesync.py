@@ -1,0 +1,214 @@
+"""Incremental code sync over any :class:`~runform.interfaces.Transport`.
+
+runform keeps, on the machine, a manifest of what *it* put in the run's root
+(``<root>/.runform/code-manifest.json``). A sync compares the local tree with it and, in
+one ``run`` call, sends only new and changed files and deletes only files it put there
+earlier that have left the tree. Everything else under the root (data, checkpoints,
+caches) is never touched.
+
+How one sync lands, so that a kill at any moment leaves nothing unaccounted for:
+
+1. the changed files travel as one tar stream (one round trip however many files) into
+   ``<root>/.runform/incoming``, together with a small script;
+2. if new paths are coming, a manifest that already lists them (digest ``pending``)
+   replaces the old one first, so an interrupted sync can still clean them up later;
+3. files that left the tree are deleted; new and changed files are renamed into place
+   (``mv``: each file is replaced atomically, never seen half-written);
+4. the new manifest is renamed into place last.
+
+Only ``Transport.run`` and ``Transport.get_bytes`` are used, so the local transport and
+the SSH transport behave alike. File modes travel with the files, but a mode-only change
+is not detected (the manifest holds sizes and digests).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import shlex
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from runform.digests import DigestCache, tree_manifest
+from runform.errors import RunformError
+from runform.interfaces import Manifest, ManifestEntry, Transport
+
+MANIFEST_PATH = ".runform/code-manifest.json"  # relative to the remote root
+STAGING = ".runform/incoming"
+PENDING = "pending"  # digest of a path announced before its content landed
+_BATCH = 200  # paths per mkdir / mv / rm command line
+
+
+class SyncError(RunformError):
+    """The machine refused part of a sync (disk full, a folder where a file should go, ...)."""
+
+
+@attrs.frozen
+class SyncReport:
+    """What one sync did. ``sent`` and ``deleted`` are paths relative to the root."""
+
+    sent: tuple[str, ...]
+    bytes_sent: int
+    deleted: tuple[str, ...]
+    unchanged: int
+    manifest: Manifest
+
+    @property
+    def files_sent(self) -> int:
+        return len(self.sent)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.sent or self.deleted)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sent": list(self.sent), "bytes_sent": self.bytes_sent, "deleted": list(self.deleted),
+                "unchanged": self.unchanged, "digest": self.manifest.digest}
+
+
+def local_manifest(root: Path, exclude: Iterable[str] = (), *, cache: DigestCache | None = None) -> Manifest:
+    """The files of the local tree ``root`` (sizes, sha256), minus ``exclude`` globs
+    (gitignore-like, see :func:`runform.digests.excluded`) and the always-excluded
+    ``.git/``, ``.runform/``, ``__pycache__/``, ``*.pyc``, ``.env``."""
+    root = Path(root)
+    files = tree_manifest(root, exclude, cache)
+    entries = tuple(ManifestEntry(path, size, digest) for path, (size, digest) in sorted(files.items()))
+    return Manifest(uri=root.resolve().as_uri(), entries=entries)
+
+
+def read_remote_manifest(transport: Transport, remote_root: str, path: str | None = None) -> Manifest | None:
+    """What runform put under ``remote_root`` (None: nothing, or an unreadable manifest).
+    Entries whose path could escape the root are dropped, so they are never deleted."""
+    try:
+        raw = json.loads(transport.get_bytes(path or posixpath.join(remote_root, MANIFEST_PATH)))
+        manifest = Manifest.from_json(raw)
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        return None  # a damaged manifest: resend everything, delete nothing
+    return attrs.evolve(manifest, entries=tuple(e for e in manifest.entries if _safe(e.path)))
+
+
+def diff(local: Manifest, remote: Manifest | None) -> tuple[list[ManifestEntry], list[str]]:
+    """(entries to send, paths to delete) to make the remote match ``local``."""
+    known = remote.by_path() if remote else {}
+    send = [e for e in local.entries if (old := known.get(e.path)) is None or (old.size, old.digest) != (e.size, e.digest)]
+    wanted = {e.path for e in local.entries}
+    delete = sorted(p for p in known if p not in wanted)
+    return send, delete
+
+
+def sync_tree(
+    transport: Transport,
+    local_root: Path,
+    remote_root: str,
+    manifest: Manifest | None = None,
+    remote_manifest_path: str | None = None,
+    *,
+    exclude: Iterable[str] = (),
+) -> SyncReport:
+    """Make ``remote_root`` hold the local tree (``manifest``, or the tree minus ``exclude``).
+
+    ``remote_root`` must be absolute. Sends only new and changed files; deletes only files
+    that an earlier sync put there and that have left the tree. Returns what it did.
+    """
+    if not posixpath.isabs(remote_root):
+        raise ValueError(f"sync_tree: remote root must be an absolute path, not {remote_root!r}")
+    local_root = Path(local_root)
+    manifest = manifest or local_manifest(local_root, exclude)
+    manifest_path = remote_manifest_path or posixpath.join(remote_root, MANIFEST_PATH)
+    remote = read_remote_manifest(transport, remote_root, manifest_path)
+    send, delete = diff(manifest, remote)
+    report = SyncReport(sent=tuple(e.path for e in send), bytes_sent=sum(e.size for e in send),
+                        deleted=tuple(delete), unchanged=len(manifest.entries) - len(send), manifest=manifest)
+    if remote is not None and not report.changed:
+        return report
+    known = remote.by_path() if remote else {}
+    intent = None
+    if any(e.path not in known for e in send):
+        announced = {**known, **{e.path: ManifestEntry(e.path, e.size, PENDING) for e in send if e.path not in known}}
+        intent = attrs.evolve(manifest, entries=tuple(announced[p] for p in sorted(announced)))
+    script = _script(remote_root, manifest_path, send, delete, intent is not None)
+    archive = _archive(local_root, send, script, manifest, intent)
+    command = ('set -e; mkdir -p "$1"; cd "$1"; rm -rf "$2"; mkdir -p "$2"; '
+               'tar -x -o -f - -C "$2"; exec sh "$2/.sync.sh"')
+    result = transport.run(["sh", "-c", command, "sh", remote_root, STAGING], stdin=archive)
+    if not result.ok:
+        tail = result.stderr.decode(errors="replace").strip()[-2000:]
+        raise SyncError(f"code sync to {remote_root} failed (exit {result.exit_code}): {tail}",
+                        hint="check the machine's free disk space and that the root is writable")
+    return report
+
+
+def _archive(local_root: Path, send: Sequence[ManifestEntry], script: str, manifest: Manifest,
+             intent: Manifest | None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_bytes(tar, ".sync.sh", script.encode(), 0o600)
+        _add_bytes(tar, ".manifest.json", _dumps(manifest), 0o644)
+        if intent is not None:
+            _add_bytes(tar, ".intent.json", _dumps(intent), 0o644)
+        for entry in send:
+            path = local_root / entry.path
+            st = path.stat()
+            info = tarfile.TarInfo(f"f/{entry.path}")
+            info.size, info.mode, info.mtime = st.st_size, st.st_mode & 0o777, int(st.st_mtime)
+            with open(path, "rb") as f:  # the content, also behind a symlink
+                tar.addfile(info, f)
+    return buf.getvalue()
+
+
+def _script(remote_root: str, manifest_path: str, send: Sequence[ManifestEntry], delete: Sequence[str],
+            announce: bool) -> str:
+    """The shell script that lands one sync (run in ``remote_root``; see the module docs)."""
+    q = shlex.quote
+    lines = ["set -eu", f"cd {q(remote_root)}", f"mkdir -p {q(posixpath.dirname(manifest_path))}"]
+    if announce:
+        lines.append(f"mv -f {STAGING}/.intent.json {q(manifest_path)}")
+    for chunk in _chunks(delete):
+        lines.append("rm -f -- " + " ".join(q(p) for p in chunk))
+    # folders emptied by the deletions go too (only if empty), so a file may take their name
+    emptied = sorted({d for p in delete for d in _parents(p)}, key=lambda d: -d.count("/"))
+    lines += [f"rmdir -- {q(d)} 2>/dev/null || true" for d in emptied]
+    for chunk in _chunks(sorted({d for e in send for d in _parents(e.path)})):
+        lines.append("mkdir -p -- " + " ".join(q(d) for d in chunk))
+    by_folder: dict[str, list[str]] = {}
+    for e in send:
+        by_folder.setdefault(posixpath.dirname(e.path), []).append(e.path)
+    for folder, paths in sorted(by_folder.items()):
+        for chunk in _chunks(paths):
+            lines.append("mv -f -- " + " ".join(q(f"{STAGING}/f/{p}") for p in chunk) + " " + q(f"{folder or '.'}/"))
+    lines.append(f"mv -f {STAGING}/.manifest.json {q(manifest_path)}")
+    lines.append(f"rm -rf {STAGING}")
+    return "\n".join(lines) + "\n"
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _dumps(manifest: Manifest) -> bytes:
+    return json.dumps(manifest.to_json(), separators=(",", ":")).encode()
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _BATCH):
+        yield items[i : i + _BATCH]
+
+
+def _safe(path: str) -> bool:
+    """A relative path that stays under the root (remote manifests are not trusted blindly)."""
+    parts = path.split("/")
+    return bool(path) and not path.startswith("/") and "\0" not in path and all(p not in ("", ".", "..") for p in parts)

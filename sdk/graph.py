@@ -1,0 +1,158 @@
+"""The resource graph: addresses, dependencies, topological order, cycles named."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from runform.errors import SpecError
+from runform.spec.model import Spec
+
+INSTANCE = "instance.main"
+SECRETS = "secrets.env"
+CODE = "code.workdir"
+TRACKER = "tracker.run"
+
+# Kinds whose objects live on the machine: a replaced machine re-creates them.
+ON_MACHINE = ("secrets", "code", "dataset", "stage")
+
+
+def kind_of(address: str) -> str:
+    return address.split(".", 1)[0]
+
+
+def name_of(address: str) -> str:
+    return address.split(".", 1)[1]
+
+
+@attrs.frozen
+class Graph:
+    nodes: tuple[str, ...]  # topological order
+    deps: Mapping[str, tuple[str, ...]]  # address -> what it depends on
+
+    def dependents(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for n, ds in self.deps.items():
+            for d in ds:
+                out[d].append(n)
+        return out
+
+    def downstream(self, roots: Iterable[str]) -> set[str]:
+        rev = self.dependents()
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            n = todo.pop()
+            for m in rev.get(n, ()):
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return seen
+
+    def upstream(self, roots: Iterable[str]) -> set[str]:
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            n = todo.pop()
+            for m in self.deps.get(n, ()):
+                if m not in seen:
+                    seen.add(m)
+                    todo.append(m)
+        return seen
+
+
+def build_graph(spec: Spec) -> Graph:
+    deps: dict[str, tuple[str, ...]] = {INSTANCE: ()}
+    machine = [INSTANCE]
+    if spec.env_file is not None:
+        deps[SECRETS] = (INSTANCE,)
+    deps[CODE] = (INSTANCE,)
+    if spec.tracker.kind != "none":
+        deps[TRACKER] = ()
+    base = machine + ([SECRETS] if spec.env_file is not None else [])
+    for d in spec.datasets.values():
+        deps[d.address] = tuple(base)
+    for s in spec.stages.values():
+        extra = [CODE] + ([TRACKER] if spec.tracker.kind != "none" else [])
+        deps[s.address] = tuple(dict.fromkeys(base + extra + list(s.needs)))
+    for a in spec.artifacts.values():
+        deps[a.address] = tuple(dict.fromkeys(base + list(producers(spec, a.paths))))
+    return Graph(nodes=tuple(toposort(deps, spec)), deps=deps)
+
+
+def producers(spec: Spec, paths: Iterable[str]) -> list[str]:
+    """The stages whose outputs cover (or live under) ``paths``; all stages when none declare them."""
+    found = []
+    for s in spec.stages.values():
+        for out in s.outputs:
+            o = out.rstrip("/")
+            if any(p.rstrip("/") == o or p.startswith(o + "/") or o.startswith(p.rstrip("/") + "/") for p in paths):
+                found.append(s.address)
+                break
+    return found or [s.address for s in spec.stages.values()]
+
+
+def toposort(deps: Mapping[str, Iterable[str]], spec: Spec | None = None) -> list[str]:
+    """Kahn's algorithm in declaration order; a cycle is reported by naming it."""
+    indeg = {n: 0 for n in deps}
+    rev: dict[str, list[str]] = {n: [] for n in deps}
+    for n, ds in deps.items():
+        for d in ds:
+            indeg[n] += 1
+            rev[d].append(n)
+    ready = [n for n in deps if indeg[n] == 0]
+    out: list[str] = []
+    i = 0
+    while i < len(ready):
+        n = ready[i]
+        i += 1
+        out.append(n)
+        for m in rev[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                ready.append(m)
+    if len(out) != len(deps):
+        cycle = find_cycle({n: list(ds) for n, ds in deps.items() if indeg[n] > 0})
+        where = {}
+        if spec is not None and cycle:
+            first = name_of(cycle[0])
+            where = {"file": str(spec.path), "field": f"stages.{first}.needs"}
+            line = spec.locations.get(("stages", first, "needs"))
+            if line:
+                where.update(line=line[0], column=line[1])
+        raise SpecError(
+            "dependency cycle: " + " -> ".join(cycle + cycle[:1]),
+            hint="remove one of these `needs` so the stages form a DAG",
+            **where,
+        )
+    return out
+
+
+def find_cycle(deps: Mapping[str, list[str]]) -> list[str]:
+    color: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        color[n] = 1
+        stack.append(n)
+        for m in deps.get(n, ()):
+            if m not in deps:
+                continue
+            if color.get(m) == 1:
+                return stack[stack.index(m):]
+            if color.get(m) is None:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        color[n] = 2
+        return None
+
+    for n in deps:
+        if color.get(n) is None:
+            found = visit(n)
+            if found:
+                # a stage `needs` its dependency: print in the order of `needs` arrows
+                return list(found)
+    return []

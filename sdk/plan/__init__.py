@@ -1,0 +1,1 @@
+"""Plans: what apply will do to each resource, and why."""

@@ -1,0 +1,101 @@
+"""What the spec wants, per resource: attributes and fingerprints, computed from local files.
+
+A stage's fingerprint hashes its command, non-secret env, launcher, the digests of its ``deps``
+(the whole code tree when absent), the digests of what it needs and its upstream fingerprints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from runform.agent.ops import salted_digest
+from runform.codesync import local_manifest
+from runform.digests import match_globs
+from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, Graph, producers
+from runform.interfaces import Manifest, digest_of
+from runform.state.model import State
+from runform.workspace import Workspace
+
+
+@attrs.frozen
+class Desired:
+    address: str
+    fingerprint: str | None
+    attrs: dict[str, Any]
+
+
+def compute_desired(ws: Workspace, state: State, graph: Graph) -> dict[str, Desired]:
+    spec = ws.spec
+    out: dict[str, Desired] = {}
+    compute = {k: v for k, v in spec.compute.config.items() if k not in ("teardown",)}
+    out[INSTANCE] = Desired(INSTANCE, digest_of(compute), {"label": ws.label(state), "compute": compute})
+    if spec.env_file is not None:
+        data = spec.env_file.read_bytes()
+        d = salted_digest(state.salt, data)
+        out[SECRETS] = Desired(SECRETS, d, {"digest": d, "keys": len(ws.secrets)})
+    code_m = local_manifest(spec.code.path, code_excludes(spec), cache=ws.digests)
+    ws.digests.save()
+    manifest = {e.path: (e.size, e.digest) for e in code_m.entries}
+    code_digest = code_m.digest
+    out[CODE] = Desired(CODE, code_digest, {"digest": code_digest, "files": len(manifest),
+                                            "bytes": code_m.total_bytes,
+                                            "manifest": {p: d for p, (_, d) in manifest.items()}})
+    if TRACKER in graph.deps:
+        out[TRACKER] = Desired(TRACKER, None, {"kind": spec.tracker.kind})
+    for d in spec.datasets.values():
+        m = resolve_dataset(ws, d.source)
+        out[d.address] = Desired(d.address, m.digest, {
+            "source": d.source, "dest": d.dest, "links": dict(d.links), "manifest": m.to_json(),
+            "digest": m.digest, "objects": len(m.entries), "bytes": m.total_bytes})
+    files = list(manifest)
+    for address in graph.nodes:
+        if not address.startswith("stage."):
+            continue
+        s = spec.stages[address.split(".", 1)[1]]
+        if s.deps is None:
+            deps: dict[str, Any] = {"tree": code_digest}
+        else:
+            deps = {p: manifest[p][1] for p in match_globs(spec.code.path, s.deps, files)}
+        needs = {}
+        for n in s.needs:
+            needs[n] = out[n].fingerprint
+        inputs = {"run": s.run, "env": dict(s.env), "launcher": s.launcher, "nproc": s.nproc,
+                  "deps": deps, "needs": needs}
+        fp = digest_of(inputs)
+        out[address] = Desired(address, fp, {
+            "inputs": inputs, "outputs": list(s.outputs), "metrics": s.metrics,
+            "timeout": s.timeout})
+    for a in spec.artifacts.values():
+        prod = producers(spec, a.paths)
+        inputs = {"paths": list(a.paths), "to": a.to, "stages": {p: out[p].fingerprint for p in prod}}
+        out[a.address] = Desired(a.address, digest_of(inputs), {"inputs": inputs, "to": a.to,
+                                                                 "paths": list(a.paths)})
+    return out
+
+
+def code_excludes(spec: Any) -> tuple[str, ...]:
+    """The spec's excludes, plus the env file when it lies in the code tree (never synced as code)."""
+    extra: tuple[str, ...] = ()
+    if spec.env_file is not None:
+        try:
+            extra = ("/" + spec.env_file.relative_to(spec.code.path).as_posix(),)
+        except ValueError:
+            pass
+    return tuple(spec.code.exclude) + extra
+
+
+def resolve_dataset(ws: Workspace, uri: str) -> Manifest:
+    scheme = uri.split("://", 1)[0]
+    backend = ws.pm.get("storage_backends", scheme).factory()
+    env = {**_os_environ(), **ws.secrets}
+    if scheme == "file":
+        env.setdefault("RUNFORM_BASE_DIR", str(ws.spec.dir))
+    return backend.resolve(uri, env)
+
+
+def _os_environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)

@@ -1,0 +1,265 @@
+"""The diff: one Action per resource, each with a reason, cascades included."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runform.durations import format_duration
+from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, Graph, kind_of
+from runform.plan.desired import Desired
+from runform.plan.model import Action
+from runform.plan.refresh import Observed
+from runform.state.model import ResourceState, State
+from runform.workspace import Workspace
+
+
+def _names(paths: list[str], limit: int = 5) -> str:
+    shown = ", ".join(paths[:limit])
+    return shown + (f" (+{len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+class Differ:
+    def __init__(self, ws: Workspace, state: State, graph: Graph, desired: dict[str, Desired],
+                 observed: Observed, replace: set[str]) -> None:
+        self.ws, self.state, self.graph, self.desired, self.obs = ws, state, graph, desired, observed
+        self.replace = replace
+        self.actions: dict[str, Action] = {}
+
+    def run(self) -> list[Action]:
+        for address in self.graph.nodes:
+            self.actions[address] = self.diff(address)
+        for address in self.state.addresses():
+            if address not in self.desired:
+                self.actions[address] = Action(address, "delete", "not in the configuration any more",
+                                               "delete_because_no_resource_config",
+                                               revision=self.state.resources[address].revision)
+        return list(self.actions.values())
+
+    def diff(self, address: str) -> Action:
+        kind = kind_of(address)
+        prior = self.state.get(address)
+        d = self.desired[address]
+        action = getattr(self, f"_{kind}")(address, prior, d)
+        if address in self.replace and action.kind in ("no-op", "update", "read", "attach"):
+            action = Action(address, "replace", "replacement requested with --replace", "replace_by_request",
+                            retry_failed=True)
+        after = dict(d.attrs)
+        after.pop("manifest", None)
+        return Action(address, action.kind, action.reason, action.code, action.details, d.fingerprint,
+                      prior.revision if prior else None, after, action.retry_failed)
+
+    # -------------------------------------------------------------- instance
+    def _machine_action(self) -> Action | None:
+        """The instance's action when it re-creates what lives on it."""
+        a = self.actions.get(INSTANCE)
+        return a if a and a.kind in ("create", "replace") else None
+
+    def _instance(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
+        inst = self.obs.instance
+        if not self.obs.refreshed:
+            if prior is None:
+                return Action(address, "create", "not yet created", "create")
+            return Action(address, "no-op", "not refreshed (--refresh=false)", "noop")
+        if inst is None:
+            if prior is None:
+                offer = ""
+                return Action(address, "create", f"no machine yet: rent/claim one{offer}", "create")
+            return Action(address, "create",
+                          f"instance {prior.attrs.get('instance', {}).get('id', '?')} is gone "
+                          "(destroyed outside runform, preempted or torn down)", "create_because_gone")
+        if inst.status != "running":
+            return Action(address, "replace", f"instance {inst.id} is {inst.status}"
+                          + (f" ({inst.attrs.get('status_msg')})" if inst.attrs.get("status_msg") else ""),
+                          "replace_because_not_running")
+        why = self.ws.provider.replace_reason(inst, self.ws.spec.compute.config)
+        if why:
+            return Action(address, "replace", why, "replace_because_cannot_update")
+        if prior is None:
+            return Action(address, "read", f"found instance {inst.id} by its label {inst.label} "
+                          "(left by an interrupted apply): adopt it", "read_because_adopt")
+        return Action(address, "no-op", f"instance {inst.id} is running", "noop")
+
+    # -------------------------------------------------------------- on the machine
+    def _on_new_machine(self, address: str, prior: ResourceState | None) -> Action | None:
+        m = self._machine_action()
+        if m is None or prior is None:
+            return None  # a first create gives its own reason
+        verb = "created" if m.kind == "create" else "replaced"
+        return Action(address, "create" if prior is None else "replace",
+                      f"instance.main will be {verb}", "replace_because_instance")
+
+    def _secrets(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
+        if a := self._on_new_machine(address, prior):
+            return a
+        keys = d.attrs["keys"]
+        if self.obs.machine is None:
+            if prior is not None and prior.fingerprint == d.fingerprint:
+                return Action(address, "no-op", "not refreshed; unchanged in state", "noop")
+            return Action(address, "create" if prior is None else "update",
+                          f"upload the env file ({keys} keys, mode 0600)", "create")
+        remote = self.obs.machine.get("secrets_digest")
+        if remote is None:
+            return Action(address, "create" if prior is None else "update",
+                          f"upload the env file ({keys} keys, mode 0600)" if prior is None
+                          else "the env file is missing on the machine", "create")
+        if remote != d.fingerprint:
+            return Action(address, "update", "the env file changed", "update")
+        if prior is None or prior.fingerprint != d.fingerprint:
+            return Action(address, "read", "the machine already has this env file: record it", "read")
+        return Action(address, "no-op", f"env file in place ({keys} keys, 0600)", "noop")
+
+    def _code(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
+        if a := self._on_new_machine(address, prior):
+            return a
+        files = d.attrs["files"]
+        remote = self.obs.machine.get("code_digest") if self.obs.machine else (
+            prior.fingerprint if prior else None)
+        if remote == d.fingerprint:
+            if prior is None or prior.fingerprint != d.fingerprint:
+                return Action(address, "read", "the machine already has this code: record it", "read")
+            return Action(address, "no-op", f"{files} files in sync", "noop")
+        if remote is None and prior is None:
+            mb = d.attrs["bytes"] / 1e6
+            return Action(address, "create", f"sync {files} files ({mb:.1f} MB)", "create")
+        changed = self._changed_files(prior, d)
+        if not changed:
+            return Action(address, "update", "the code on the machine differs from its record", "update")
+        return Action(address, "update", f"{len(changed)} file(s) changed: {_names(changed)}", "update",
+                      details=tuple(changed[:50]))
+
+    def _changed_files(self, prior: ResourceState | None, d: Desired) -> list[str]:
+        old = (prior.attrs.get("manifest") or {}) if prior else {}
+        new = d.attrs["manifest"]
+        changed = [p for p in new if old.get(p) != new[p]]
+        removed = [p for p in old if p not in new]
+        return sorted(changed) + [f"{p} (removed)" for p in sorted(removed)]
+
+    def _dataset(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
+        if a := self._on_new_machine(address, prior):
+            return a
+        n, mb, src = d.attrs["objects"], d.attrs["bytes"] / 1e6, d.attrs["source"]
+        obs = (self.obs.machine or {}).get("datasets", {}).get(address.split(".", 1)[1]) if self.obs.machine \
+            else ({"digest": prior.fingerprint, "missing": []} if prior else None)
+        if not obs or obs.get("digest") is None:
+            if prior is not None and prior.fingerprint != d.fingerprint:
+                return self._moved(address, prior, d)
+            return Action(address, "create", f"hydrate from {src} ({n} objects, {mb:.1f} MB)", "create")
+        if obs["digest"] != d.fingerprint:
+            return self._moved(address, prior, d)
+        if obs.get("missing"):
+            miss = obs["missing"]
+            return Action(address, "update", f"{len(miss)} file(s) missing or corrupted on the machine: "
+                          f"{_names(miss)}", "update_because_files_missing", details=tuple(miss[:50]))
+        if not obs.get("links_ok", True):
+            return Action(address, "update", "links missing on the machine", "update_because_files_missing")
+        if prior is None or prior.fingerprint != d.fingerprint:
+            return Action(address, "read", "already hydrated on the machine: record it", "read")
+        return Action(address, "no-op", f"{n} objects in place ({mb:.1f} MB)", "noop")
+
+    def _moved(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
+        old = {e[0]: e for e in ((prior.attrs.get("manifest") or {}).get("entries", []) if prior else [])}
+        new = {e[0]: e for e in d.attrs["manifest"]["entries"]}
+        changed = sorted(p for p in new if p not in old or old[p][1:] != new[p][1:])
+        removed = sorted(p for p in old if p not in new)
+        names = changed + [f"{p} (removed)" for p in removed]
+        return Action(address, "replace", f"source {d.attrs['source']} changed: {_names(names) or 'new version'}",
+                      "replace_because_source_changed", details=tuple(names[:50]))
+
+    def _stage(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
+        if a := self._on_new_machine(address, prior):
+            return a
+        name = address.split(".", 1)[1]
+        fp = d.fingerprint
+        if self.obs.machine is None:
+            job: dict[str, Any] = ({"state": "succeeded"} if prior and prior.fingerprint == fp
+                                   and prior.status == "ok" else {"state": "none"})
+            exists: dict[str, bool] = {}
+        else:
+            job = self.obs.machine["stages"].get(name, {"state": "none"})
+            exists = self.obs.machine.get("exists", {})
+        state = job["state"]
+        if state == "running":
+            since = format_duration(time.time() - (job.get("started") or time.time()))
+            return Action(address, "attach", f"its job is still running (pid {job.get('pid')}, for {since}); "
+                          "apply waits for it instead of starting another", "attach_because_running")
+        if state == "succeeded":
+            missing = [o for o in d.attrs["outputs"] if exists.get(o) is False]
+            if missing:
+                return Action(address, "replace", f"output(s) missing on the machine: {_names(missing)}",
+                              "replace_because_outputs_missing", retry_failed=True)
+            if prior is None or prior.fingerprint != fp or prior.status != "ok":
+                return Action(address, "read", "its job finished after the last apply "
+                              f"(exit 0): record the result", "read_because_job_finished")
+            took = prior.attrs.get("duration")
+            return Action(address, "no-op", "up to date (same fingerprint, outputs present"
+                          + (f", ran {format_duration(took)})" if took else ")"), "noop")
+        if state == "failed":
+            return Action(address, "replace" if prior else "create",
+                          f"its last run failed (exit {job.get('exit_code')})", "replace_because_tainted",
+                          retry_failed=True)
+        if state == "lost":
+            return Action(address, "replace" if prior else "create",
+                          "its job died without an exit code (machine restarted?)", "replace_because_lost")
+        if prior is None:
+            return Action(address, "create", "never ran", "create")
+        if prior.fingerprint == fp:
+            return Action(address, "replace", "no record of its job on the machine", "replace_because_missing")
+        reasons = self._why_changed(prior, d)
+        return Action(address, "replace", "; ".join(reasons) or "its inputs changed",
+                      "replace_because_fingerprint_changed", details=tuple(reasons))
+
+    def _why_changed(self, prior: ResourceState, d: Desired) -> list[str]:
+        old = prior.attrs.get("inputs") or {}
+        new = d.attrs["inputs"]
+        out = []
+        if old.get("run") != new["run"]:
+            out.append("command changed")
+        for k in sorted(set(old.get("env", {})) | set(new["env"])):
+            if old.get("env", {}).get(k) != new["env"].get(k):
+                out.append(f"env {k} changed")
+        if old.get("launcher") != new["launcher"] or old.get("nproc") != new["nproc"]:
+            out.append("launcher changed")
+        od, nd = old.get("deps", {}), new["deps"]
+        if "tree" in nd:
+            if od.get("tree") != nd["tree"]:
+                files = self._changed_files(self.state.get(CODE), self.desired[CODE])
+                out.append("code changed: " + (_names(files) if files else "the code tree")
+                           + " (no deps: the stage depends on the whole tree)")
+        else:
+            changed = sorted(p for p in nd if od.get(p) != nd[p])
+            removed = sorted(p for p in od if p not in nd and p != "tree")
+            if changed:
+                out.append(f"deps changed: {_names(changed)}")
+            if removed:
+                out.append(f"deps removed: {_names(removed)}")
+        for n, fp in new["needs"].items():
+            if old.get("needs", {}).get(n) != fp:
+                verb = "re-runs" if n.startswith("stage.") else "changed"
+                out.append(f"{n} {verb}")
+        return out
+
+    # -------------------------------------------------------------- off the machine
+    def _artifact(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
+        if prior is None:
+            return Action(address, "create", f"push {', '.join(d.attrs['paths'])} to {d.attrs['to']}", "create")
+        if prior.fingerprint != d.fingerprint or prior.status != "ok":
+            stages = [s for s, fp in d.attrs["inputs"]["stages"].items()
+                      if (prior.attrs.get("inputs") or {}).get("stages", {}).get(s) != fp]
+            why = f"{_names(stages)} produced new outputs" if stages else "destination changed"
+            return Action(address, "update", why, "update")
+        return Action(address, "no-op", f"pushed to {d.attrs['to']}", "noop")
+
+    def _tracker(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
+        if prior is None:
+            return Action(address, "create", f"start a {d.attrs['kind']} run", "create")
+        if prior.attrs.get("kind") != d.attrs["kind"]:
+            return Action(address, "replace", f"tracker kind changed to {d.attrs['kind']}", "replace")
+        return Action(address, "no-op", f"run {prior.attrs.get('run_id')} continues", "noop")
+
+
+def on_machine(address: str) -> bool:
+    return kind_of(address) in ("secrets", "code", "dataset", "stage")
+
+
+__all__ = ["Differ", "on_machine", "SECRETS", "TRACKER"]

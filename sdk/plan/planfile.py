@@ -1,0 +1,66 @@
+"""Saved plans: ``plan --out FILE`` writes JSON; ``apply FILE`` checks it per resource.
+
+Terraform refuses a saved plan after any state write. runform refuses only when a resource the
+plan touches changed since (its revision moved, or its local inputs changed), or the lineage
+differs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runform.errors import StateError
+from runform.plan.model import FORMAT_VERSION, Plan
+from runform.state.model import State
+
+
+def save_plan(plan: Plan, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
+    tmp.replace(path)
+
+
+def load_plan(path: Path) -> Plan:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StateError(f"{path}: plan file not found", hint="create one with `runform plan --out FILE`") from None
+    except ValueError as exc:
+        raise StateError(f"{path}:{getattr(exc, 'lineno', 1)}: not a runform plan file (invalid JSON)",
+                         hint="create one with `runform plan --out FILE`") from None
+    if not isinstance(raw, dict) or "format_version" not in raw:
+        raise StateError(f"{path}: not a runform plan file (no format_version)",
+                         hint="create one with `runform plan --out FILE`")
+    major = str(raw["format_version"]).split(".")[0]
+    if major != FORMAT_VERSION.split(".")[0]:
+        raise StateError(f"{path}: format_version {raw['format_version']} is not supported "
+                         f"(this runform reads {FORMAT_VERSION})", hint="re-create the plan with this runform")
+    try:
+        return Plan.from_json(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StateError(f"{path}: field {exc} is missing or malformed",
+                         hint="re-create the plan with `runform plan --out FILE`") from None
+
+
+def check_stale(plan: Plan, state: State | None, fresh: Plan) -> None:
+    """Refuse ``plan`` if what it touches changed since; ``fresh`` is a plan made now."""
+    if state is not None and plan.new_state is None and plan.lineage != state.lineage:
+        raise StateError("Saved plan does not match the given state: it was created from a different "
+                         "state lineage", hint="run `runform plan --out FILE` again")
+    if state is not None and plan.new_state is not None and state.resources:
+        raise StateError("Saved plan is stale: it was made against an empty state, which has been written since",
+                         hint="run `runform plan --out FILE` again")
+    stale = []
+    for a in plan.changes:
+        rec = state.get(a.address) if state else None
+        now = rec.revision if rec else None
+        if now != a.revision:
+            stale.append(f"{a.address} changed in state since the plan")
+            continue
+        f = fresh.get(a.address)
+        if f is not None and f.fingerprint != a.fingerprint:
+            stale.append(f"{a.address}: its inputs changed since the plan")
+    if stale:
+        raise StateError("Saved plan is stale: " + "; ".join(stale),
+                         hint="run `runform plan --out FILE` again and apply the new plan")

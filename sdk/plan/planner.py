@@ -1,0 +1,136 @@
+"""Make a plan: desired (from the spec) vs observed (refresh) vs recorded (state)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from runform.errors import PolicyError, RunformError
+from runform.graph import INSTANCE, build_graph, kind_of
+from runform.plan.desired import compute_desired
+from runform.plan.diff import Differ, on_machine
+from runform.plan.model import Action, Plan
+from runform.plan.refresh import Observed, refresh
+from runform.state.model import State
+from runform.workspace import Workspace
+
+
+def make_plan(
+    ws: Workspace,
+    state: State | None,
+    *,
+    refresh_enabled: bool = True,
+    targets: Iterable[str] = (),
+    replace: Iterable[str] = (),
+    destroy: bool = False,
+) -> Plan:
+    new_state = None
+    if state is None:
+        state = State.new(ws.spec.run)
+        new_state = {"lineage": state.lineage, "salt": state.salt, "run": state.run}
+    graph = build_graph(ws.spec)
+    targets, replace = tuple(targets), set(replace)
+    for addr in (*targets, *replace):
+        if addr not in graph.deps and addr not in state.resources:
+            raise RunformError(f"{addr}: no such resource", hint="see `runform state list` for addresses")
+    warnings = []
+    if state.pending:
+        keys = ", ".join(f"{p.get('addr')} ({p.get('action')})" for p in state.pending.values())
+        warnings.append(f"{len(state.pending)} pending operation(s) from an interrupted apply: {keys}. "
+                        "This refresh reconciles them (found by label or job markers, never made twice).")
+    if destroy:
+        actions = _destroy_actions(ws, state, refresh_enabled)
+        plan = Plan(run=ws.spec.run, lineage=state.lineage, serial=state.serial, actions=tuple(actions),
+                    destroy=True, warnings=tuple(warnings), pending=tuple(state.pending),
+                    spec_path=str(ws.spec.path), variables=dict(ws.spec.variables), new_state=new_state)
+        ws.pm.hook.runform_plan_ready(plan=plan)
+        return plan
+    desired = compute_desired(ws, state, graph)
+    observed = refresh(ws, state, desired, enabled=refresh_enabled)
+    actions = Differ(ws, state, graph, desired, observed, replace).run()
+    if targets:
+        keep = set(targets) | graph.upstream(targets)
+        actions = [a for a in actions if a.address in keep]
+        warnings.append("Resource targeting is in effect: the plan may be incomplete. "
+                        "--target is not for routine use.")
+    teardown = None
+    policy = ws.spec.compute.teardown
+    if policy in ("on_success", "always") and any(a.changes for a in actions):
+        teardown = f"instance.main will be destroyed after apply (teardown: {policy})"
+    plan = Plan(run=ws.spec.run, lineage=state.lineage, serial=state.serial, actions=tuple(actions),
+                teardown=teardown, warnings=tuple(warnings), pending=tuple(state.pending),
+                cost=_estimate(ws, state, actions), targets=targets, spec_path=str(ws.spec.path),
+                variables=dict(ws.spec.variables), new_state=new_state)
+    ws.pm.hook.runform_plan_ready(plan=plan)
+    return plan
+
+
+def check_policy(ws: Workspace, plan: Plan) -> None:
+    for reason in ws.pm.hook.runform_check_plan(plan=plan):
+        if reason:
+            raise PolicyError(f"the plan was rejected by a policy: {reason}",
+                              hint="change the spec, or remove the policy plugin")
+    max_cost = ws.spec.compute.config.get("max_cost")
+    total = plan.cost.get("total")
+    if max_cost is not None and total is not None and total > float(max_cost):
+        raise PolicyError(f"estimated cost ${total:.2f} exceeds compute.max_cost ${float(max_cost):.2f}",
+                          hint="raise max_cost, lower max_price_per_hour, or shorten the stages")
+
+
+def _estimate(ws: Workspace, state: State, actions: list[Action]) -> dict:
+    """Price × expected duration (from earlier runs when known, else max_duration)."""
+    from runform.durations import parse_duration
+    from runform.interfaces import ProviderContext, SupportsOffers
+
+    provider = ws.provider
+    if not isinstance(provider, SupportsOffers) or not any(a.changes for a in actions):
+        return {}
+    ctx: ProviderContext = ws.provider_context(state)
+    offers = provider.offers(ws.spec.compute.config, ctx)
+    if not offers:
+        return {}
+    chosen = next((o for o in offers if o.get("chosen")), offers[0])
+    price = float(chosen.get("dph_total") or 0)
+    known = 0.0
+    unknown = 0
+    for a in actions:
+        if a.address.startswith("stage.") and a.kind in ("create", "replace", "attach"):
+            rec = state.get(a.address)
+            if rec and rec.attrs.get("duration"):
+                known += float(rec.attrs["duration"])
+            else:
+                unknown += 1
+    hours = known / 3600
+    if unknown:
+        cap = ws.spec.compute.config.get("max_duration")
+        hours = parse_duration(cap) / 3600 if cap else hours + unknown * 1.0
+    return {"offer": dict(chosen), "price_per_hour": price, "hours": round(hours, 3),
+            "total": round(price * hours, 2)}
+
+
+def _destroy_actions(ws: Workspace, state: State, refresh_enabled: bool) -> list[Action]:
+    actions: list[Action] = []
+    inst_rec = state.get(INSTANCE)
+    live = None
+    if refresh_enabled:
+        pins = dict(inst_rec.attrs.get("pins", {})) if inst_rec else {}
+        live = ws.provider.find([ws.label(state)], ws.provider_context(state, pins)).get(ws.label(state))
+    for address, rec in reversed(list(state.resources.items())):
+        if address == INSTANCE:
+            continue
+        if on_machine(address):
+            actions.append(Action(address, "delete", "goes with instance.main", "delete_because_destroy",
+                                  revision=rec.revision))
+        else:
+            actions.append(Action(address, "forget",
+                                  "kept in storage; forgotten from state" if kind_of(address) == "artifact"
+                                  else "forgotten from state", "forget", revision=rec.revision))
+    if inst_rec is not None or live is not None:
+        why = "destroy requested"
+        if inst_rec is None:
+            why = f"found instance {live.id} by its label (not in state): destroy it"
+        elif refresh_enabled and live is None:
+            why = "already gone: remove it from state"
+        actions.append(Action(INSTANCE, "delete", why, "delete_because_destroy",
+                              revision=inst_rec.revision if inst_rec else None,
+                              after={"instance": live.to_json()} if live is not None else {}))
+    return actions

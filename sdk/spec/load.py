@@ -1,0 +1,321 @@
+"""Load a spec: YAML with positions, variables, JSON Schema validation, then attrs models.
+
+Every error names the file, line and column, the field path, what was expected and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from runform.durations import parse_duration
+from runform.envfile import EnvFileError, parse_env
+from runform.errors import SpecError
+from runform.spec.model import Artifact, Code, Compute, Dataset, Spec, Stage, TrackerConfig
+from runform.spec.yamlpos import dotted, load_with_locations
+
+_REF = re.compile(r"\$\{([^}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict[str, Any]:
+    """The JSON Schema shipped in the package (``runform schema`` prints it)."""
+    return json.loads(resources.files("runform.spec").joinpath("schema.json").read_text())
+
+
+def load_spec(
+    path: str | os.PathLike[str] = "runform.yaml",
+    *,
+    variables: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Spec:
+    """Load and validate a spec. ``variables`` are ``--var`` values (strings, parsed as YAML scalars)."""
+    spec_path = Path(path).resolve() if Path(path).is_absolute() else (Path.cwd() / path)
+    file = str(path)
+    if spec_path.is_dir():
+        spec_path = spec_path / "runform.yaml"
+        file = str(spec_path)
+    if not spec_path.is_file():
+        raise SpecError("spec file not found", file=file,
+                        hint="create runform.yaml here, or pass the spec's path")
+    text = spec_path.read_text(encoding="utf-8", errors="replace")
+    doc, locs = load_with_locations(text, file)
+    if not isinstance(doc, dict):
+        raise SpecError("the spec must be a mapping of keys (run, compute, stages, ...)", file=file,
+                        line=1, column=1, hint="see `runform schema` for the expected shape")
+    env = dict(os.environ if environ is None else environ)
+
+    def err(msg: str, field: tuple[Any, ...], hint: str | None = None) -> SpecError:
+        line, col = _locate(locs, field)
+        return SpecError(msg, file=file, line=line, column=col, field=dotted(field) or None, hint=hint)
+
+    # -- variables ------------------------------------------------------------------------
+    declared = doc.get("variables") or {}
+    if not isinstance(declared, dict):
+        raise err("expected a mapping of NAME: default", ("variables",))
+    values: dict[str, Any] = {}
+    for name, decl in declared.items():
+        values[name] = decl.get("default") if isinstance(decl, dict) else decl
+    for name, raw in (variables or {}).items():
+        if name not in declared:
+            raise SpecError(
+                f"--var {name}: no variable {name!r} is declared" + _suggest(name, declared),
+                file=file, field=f"variables.{name}",
+                hint=f"declare it under `variables:` in {file}, or drop the --var",
+            )
+        values[name] = _scalar(raw)
+    run_name = doc.get("run")
+
+    # secrets must not be pulled in through ${env.X}
+    secret_keys: set[str] = set()
+    env_file_rel = (doc.get("secrets") or {}).get("env_file") if isinstance(doc.get("secrets"), dict) else None
+
+    def substitute(value: Any, field: tuple[Any, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: substitute(v, field + (k,)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [substitute(v, field + (i,)) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        whole = _REF.fullmatch(value)
+
+        def resolve(ref: str) -> Any:
+            ref = ref.strip()
+            if ref == "run":
+                if not isinstance(run_name, str):
+                    raise err("${run} used but `run` is not set", field, hint="set `run: NAME`")
+                return run_name
+            kind, _, name = ref.partition(".")
+            if kind == "var" and _NAME.match(name):
+                if name not in values:
+                    raise err(f"unknown variable ${{var.{name}}}" + _suggest(name, values), field,
+                              hint=f"declare `{name}` under `variables:`")
+                if values[name] is None:
+                    raise err(f"variable {name!r} has no value", field,
+                              hint=f"give it a default, or pass --var {name}=VALUE")
+                return values[name]
+            if kind == "env" and _NAME.match(name):
+                if name in secret_keys:
+                    raise err(f"${{env.{name}}} names a secret from {env_file_rel}", field,
+                              hint="secrets reach stages through `secrets.env_file` only; remove this reference")
+                if name not in env:
+                    raise err(f"environment variable {name} is not set", field,
+                              hint=f"export {name}=... before running runform")
+                return env[name]
+            raise err(f"unknown reference ${{{ref}}}", field,
+                      hint="use ${var.NAME}, ${env.NAME} or ${run}")
+
+        if whole:
+            return resolve(whole.group(1))
+        return _REF.sub(lambda m: str(resolve(m.group(1))), value.replace("$${", "\0")).replace("\0", "${")
+
+    if env_file_rel and isinstance(env_file_rel, str) and "${" not in env_file_rel:
+        env_path = (spec_path.parent / env_file_rel)
+        if env_path.is_file():
+            secret_keys = set(_read_env_file(env_path, env_file_rel))
+    resolved = {k: (v if k == "variables" else substitute(v, (k,))) for k, v in doc.items()}
+
+    # -- schema -------------------------------------------------------------------------
+    _validate(resolved, locs, file)
+
+    # -- models and cross-field checks ----------------------------------------------------
+    base = spec_path.parent
+    compute_raw = dict(resolved.get("compute") or {"provider": "local"})
+    compute_raw.setdefault("provider", "local")
+    compute = Compute(provider=compute_raw["provider"], config=compute_raw)
+    for key in ("max_duration", "ready_timeout"):
+        if key in compute_raw:
+            parse_duration(compute_raw[key])
+
+    env_file = None
+    if resolved.get("secrets", {}).get("env_file"):
+        rel = resolved["secrets"]["env_file"]
+        env_file = (base / rel).resolve()
+        if not env_file.is_file():
+            raise err(f"env file {rel!r} not found (looked in {base})", ("secrets", "env_file"),
+                      hint="create it, or remove `secrets.env_file`")
+        _read_env_file(env_file, rel)
+
+    code_raw = resolved.get("code") or {}
+    code_path = (base / code_raw.get("path", ".")).resolve()
+    if not code_path.is_dir():
+        raise err(f"code path {code_raw.get('path')!r} is not a folder", ("code", "path"),
+                  hint="point `code.path` at the folder to sync")
+    code = Code(path=code_path, exclude=tuple(code_raw.get("exclude", ())))
+
+    datasets = {
+        name: Dataset(name=name, source=d["source"], dest=d["dest"], links=dict(d.get("links", {})))
+        for name, d in (resolved.get("datasets") or {}).items()
+    }
+    stages: dict[str, Stage] = {}
+    for name, s in resolved["stages"].items():
+        for i, need in enumerate(s.get("needs", [])):
+            kind, _, target = need.partition(".")
+            pool = datasets if kind == "dataset" else resolved["stages"]
+            if target not in pool:
+                raise err(f"{need!r} does not exist" + _suggest(target, pool, prefix=kind + "."),
+                          ("stages", name, "needs", i),
+                          hint=f"declare {kind} {target!r} or fix the name")
+            if kind == "stage" and target == name:
+                raise err("a stage cannot need itself", ("stages", name, "needs", i))
+        timeout = parse_duration(s["timeout"]) if "timeout" in s else None
+        stages[name] = Stage(
+            name=name,
+            run=s["run"],
+            deps=tuple(s["deps"]) if "deps" in s else None,
+            needs=tuple(s.get("needs", ())),
+            env={k: _env_str(v) for k, v in (s.get("env") or {}).items()},
+            outputs=tuple(s.get("outputs", ())),
+            metrics=s.get("metrics"),
+            launcher=s.get("launcher", "bash"),
+            nproc=s.get("nproc"),
+            timeout=timeout,
+        )
+        if stages[name].deps is not None:
+            _check_deps(stages[name], code_path, lambda f, n=name: err(
+                f"no file in the code tree matches {f!r}", ("stages", n, "deps", list(s["deps"]).index(f)),
+                hint=f"fix the path (relative to {code_path}) or remove it from deps"))
+    artifacts = {
+        name: Artifact(name=name, paths=tuple(a["paths"]), to=a["to"])
+        for name, a in (resolved.get("artifacts") or {}).items()
+    }
+    tracker_raw = dict(resolved.get("tracker") or {"kind": "jsonl"})
+    state_raw = resolved.get("state") or {}
+    spec = Spec(
+        path=spec_path,
+        run=resolved["run"],
+        variables=values,
+        compute=compute,
+        env_file=env_file,
+        code=code,
+        datasets=datasets,
+        stages=stages,
+        artifacts=artifacts,
+        tracker=TrackerConfig(kind=tracker_raw["kind"], config=tracker_raw),
+        state_backend=state_raw.get("backend", "local"),
+        lock_lease=parse_duration(state_raw.get("lock_lease", "30s")),
+        raw=resolved,
+        locations=locs,
+    )
+    _check_plugins(spec, err)
+    return spec
+
+
+def _check_plugins(spec: Spec, err: Any) -> None:
+    from runform.errors import PluginError
+    from runform.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    checks = [("providers", spec.compute.provider, ("compute", "provider"))]
+    if spec.tracker.kind != "none":
+        checks.append(("trackers", spec.tracker.kind, ("tracker", "kind")))
+    for name, d in spec.datasets.items():
+        checks.append(("storage_backends", d.source.split("://", 1)[0], ("datasets", name, "source")))
+    for name, a in spec.artifacts.items():
+        checks.append(("storage_backends", a.to.split("://", 1)[0], ("artifacts", name, "to")))
+    backend = spec.state_backend
+    checks.append(("state_backends", backend.split("://", 1)[0] if "://" in backend else backend,
+                   ("state", "backend")))
+    for kind, name, field in checks:
+        try:
+            pm.get(kind, name)
+        except PluginError as exc:
+            raise err(exc.message, field, hint=exc.hint) from None
+
+
+def _read_env_file(path: Path, shown: str) -> dict[str, str]:
+    try:
+        return parse_env(path.read_text(encoding="utf-8"))
+    except EnvFileError as exc:
+        raise SpecError(str(exc), file=shown, line=exc.line,
+                        hint="write KEY=VALUE, one per line; quote values with spaces") from None
+    except UnicodeDecodeError:
+        raise SpecError("not UTF-8 text", file=shown, hint="save the env file as UTF-8") from None
+
+
+def _validate(doc: dict[str, Any], locs: Mapping[tuple[Any, ...], tuple[int, int]], file: str) -> None:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    e = _deepest(errors[0])
+    field = tuple(e.absolute_path)
+    line, col = _locate(locs, field)
+    message, hint = _describe(e, field)
+    raise SpecError(message, file=file, line=line, column=col, field=dotted(field) or None, hint=hint)
+
+
+def _deepest(e: Any) -> Any:
+    while e.context:
+        e = max(e.context, key=lambda c: len(c.absolute_path))
+    return e
+
+
+def _describe(e: Any, field: tuple[Any, ...]) -> tuple[str, str | None]:
+    v = e.validator
+    if v == "additionalProperties":
+        extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
+        allowed = sorted(e.schema.get("properties", {}))
+        bad = extra[0] if extra else "?"
+        return (f"unknown key {bad!r}" + _suggest(bad, allowed),
+                f"allowed keys here: {', '.join(allowed)}")
+    if v == "required":
+        return (e.message.replace("is a required property", "is required"),
+                "add it (see `runform schema`)")
+    if v == "type":
+        return (f"expected {e.validator_value if isinstance(e.validator_value, str) else ' or '.join(e.validator_value)}, "
+                f"got {type(e.instance).__name__} {e.instance!r}"[:200], None)
+    if v == "enum":
+        return (f"{e.instance!r} is not one of {', '.join(map(repr, e.validator_value))}",
+                f"use one of {', '.join(map(str, e.validator_value))}")
+    if v == "pattern":
+        desc = e.schema.get("description", "")
+        return (f"{e.instance!r} does not have the expected form" + (f" ({desc})" if desc else ""),
+                f"it must match {e.validator_value}")
+    if v == "propertyNames":
+        return (f"invalid name: {e.message}", "names use letters, digits, _ and -")
+    return (e.message, e.schema.get("description"))
+
+
+def _locate(locs: Mapping[tuple[Any, ...], tuple[int, int]], field: tuple[Any, ...]) -> tuple[int, int]:
+    key = tuple(field)
+    while key and key not in locs:
+        key = key[:-1]
+    return locs.get(key, (1, 1))
+
+
+def _suggest(name: str, pool: Any, prefix: str = "") -> str:
+    close = difflib.get_close_matches(str(name), [str(p) for p in pool], n=1)
+    return f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+
+
+def _scalar(raw: str) -> Any:
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return value if isinstance(value, (str, int, float, bool)) else raw
+
+
+def _env_str(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+def _check_deps(stage: Stage, code_path: Path, err: Any) -> None:
+    from runform.digests import match_globs
+
+    for pattern in stage.deps or ():
+        if not match_globs(code_path, [pattern]):
+            raise err(pattern)

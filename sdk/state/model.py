@@ -1,0 +1,142 @@
+"""The state: what runform knows exists. Rebuilt from a snapshot plus the journal.
+
+Journal entry types (one JSON object per line, ``seq`` increasing):
+
+- ``meta``: lineage, run and salt of a new state.
+- ``intent``: an action is about to mutate something (``key`` is its idempotency key).
+- ``put``: a resource's new record (bumps the serial).
+- ``rm``: a resource is gone (bumps the serial).
+- ``done``: an intent ended without a state change (failure, nothing to record).
+- ``reconciled``: pending intents were resolved by a refresh.
+
+A secret value is never part of any record: the secrets resource keeps a salted digest.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from runform.errors import StateError
+
+STATE_VERSION = 1
+
+
+@attrs.define
+class ResourceState:
+    address: str
+    attrs: dict[str, Any]
+    fingerprint: str | None = None
+    status: str = "ok"  # ok | tainted
+    revision: int = 0  # the serial at which this record last changed
+    updated: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "attrs": self.attrs,
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "revision": self.revision,
+            "updated": self.updated,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ResourceState:
+        return cls(
+            address=raw["address"],
+            attrs=dict(raw.get("attrs") or {}),
+            fingerprint=raw.get("fingerprint"),
+            status=raw.get("status", "ok"),
+            revision=int(raw.get("revision", 0)),
+            updated=float(raw.get("updated", 0.0)),
+        )
+
+
+@attrs.define
+class State:
+    lineage: str
+    run: str
+    salt: str
+    serial: int = 0
+    seq: int = 0  # the last journal entry folded in
+    resources: dict[str, ResourceState] = attrs.field(factory=dict)
+    pending: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # key -> intent entry
+    version: int = STATE_VERSION
+
+    @classmethod
+    def new(cls, run: str) -> State:
+        return cls(lineage=str(uuid.uuid4()), run=run, salt=_secrets.token_hex(16))
+
+    def get(self, address: str) -> ResourceState | None:
+        return self.resources.get(address)
+
+    # ------------------------------------------------------------------ journal folding
+    def fold(self, entry: Mapping[str, Any]) -> None:
+        t = entry.get("t")
+        seq = int(entry.get("seq", 0))
+        if seq and seq <= self.seq:
+            return  # already in the snapshot
+        if t == "intent":
+            self.pending[entry["key"]] = dict(entry)
+        elif t == "put":
+            self.serial += 1
+            rec = ResourceState.from_json(entry["record"])
+            rec.revision = self.serial
+            self.resources[rec.address] = rec
+            self.pending.pop(entry.get("key", ""), None)
+        elif t == "rm":
+            self.serial += 1
+            self.resources.pop(entry["addr"], None)
+            self.pending.pop(entry.get("key", ""), None)
+        elif t == "done":
+            self.pending.pop(entry.get("key", ""), None)
+        elif t == "reconciled":
+            for k in entry.get("keys", ()):
+                self.pending.pop(k, None)
+        elif t == "meta":
+            pass
+        else:
+            raise StateError(f"unknown journal entry type {t!r}")
+        if seq:
+            self.seq = seq
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "lineage": self.lineage,
+            "run": self.run,
+            "salt": self.salt,
+            "serial": self.serial,
+            "seq": self.seq,
+            "written": time.time(),
+            "resources": [r.to_json() for r in self.resources.values()],
+            "pending": list(self.pending.values()),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> State:
+        version = raw.get("version")
+        if version != STATE_VERSION:
+            raise StateError(f"state format version {version!r} is not supported (expected {STATE_VERSION})")
+        st = cls(
+            lineage=str(raw["lineage"]),
+            run=str(raw["run"]),
+            salt=str(raw["salt"]),
+            serial=int(raw["serial"]),
+            seq=int(raw.get("seq", 0)),
+        )
+        for r in raw.get("resources", []):
+            rec = ResourceState.from_json(r)
+            st.resources[rec.address] = rec
+        for p in raw.get("pending", []):
+            st.pending[p["key"]] = dict(p)
+        return st
+
+    def addresses(self) -> Iterable[str]:
+        return self.resources.keys()

@@ -1,0 +1,213 @@
+"""A real SSH server for tests: Debian's OpenSSH ``sshd`` on 127.0.0.1, a free port, temporary
+host and user keys (ed25519), logging in as the current user.
+
+    with SSHD(tmp_path) as server:
+        SSHTransport(server.host, server.port, server.user, server.key_file).run(["true"])
+
+or the pytest fixture ``sshd`` (from runform's pytest plugin). Nothing here sleeps: readiness
+is sshd's own "Server listening" log line, awaited with a deadline.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SSHD_BIN = "/usr/sbin/sshd"
+
+
+class SSHD:
+    """One sshd process with its own config, keys and log under ``workdir``."""
+
+    def __init__(self, workdir: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.port = port or free_port(host)
+        self._auto_port = port is None  # a port taken between choosing and binding: choose again
+        self.user = getpass.getuser()
+        self.key_file = self.workdir / "id_ed25519"
+        self.host_key_file = self.workdir / "ssh_host_ed25519_key"
+        self.authorized_keys = self.workdir / "authorized_keys"
+        self.config = self.workdir / "sshd_config"
+        self.log_path = self.workdir / "sshd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._listening = threading.Event()
+
+    @staticmethod
+    def available() -> bool:
+        return os.access(SSHD_BIN, os.X_OK) and shutil.which("ssh-keygen") is not None
+
+    # ------------------------------------------------------------------ keys
+    @property
+    def host_key(self) -> str:
+        """The server's public host key, ``"ssh-ed25519 <base64>"`` (what runform pins)."""
+        return " ".join(self.host_key_file.with_suffix(".pub").read_text().split()[:2])
+
+    @property
+    def compute(self) -> dict[str, Any]:
+        """A spec ``compute`` block for the ``ssh`` provider pointing at this server (add ``root``)."""
+        return {"provider": "ssh", "host": self.host, "port": self.port, "user": self.user,
+                "key_file": str(self.key_file)}
+
+    def _keygen(self, path: Path) -> None:
+        for p in (path, path.with_suffix(".pub")):
+            p.unlink(missing_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "runform-test", "-f", str(path)],
+                       check=True, stdin=subprocess.DEVNULL)
+
+    def regenerate_host_key(self) -> str:
+        """Give the server a new host key (a re-installed machine); restarts sshd on the same
+        port and returns the new public key."""
+        self.stop()
+        self._keygen(self.host_key_file)
+        self.start()
+        return self.host_key
+
+    # ------------------------------------------------------------------ process
+    def start(self, timeout: float = 15.0) -> SSHD:
+        """Start sshd and wait (up to ``timeout`` s) until it listens."""
+        for _attempt in range(3 if self._auto_port else 1):
+            if self._start_once(timeout):
+                return self
+            if "Cannot bind" not in self.log_path.read_text(errors="replace"):
+                break
+            self.port = free_port(self.host)
+        raise RuntimeError(f"sshd did not start on {self.host}:{self.port}; see {self.log_path}:\n"
+                           + self.log_path.read_text(errors="replace")[-2000:])
+
+    def _start_once(self, timeout: float) -> bool:
+        if not self.key_file.exists():
+            self._keygen(self.key_file)
+            self.authorized_keys.write_text(self.key_file.with_suffix(".pub").read_text())
+        if not self.host_key_file.exists():
+            self._keygen(self.host_key_file)
+        self.config.write_text(self._config_text())
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
+        self._listening.clear()
+        self.proc = subprocess.Popen([SSHD_BIN, "-D", "-e", "-f", str(self.config)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        threading.Thread(target=self._pump_log, args=(self.proc,), daemon=True).start()
+        if not self._listening.wait(timeout) or self.proc.poll() is not None:
+            self.stop()
+            return False
+        return True
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        self.kill_sessions()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> SSHD:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def kill_sessions(self) -> int:
+        """SIGKILL every sshd child serving a connection (and what runs under it), cutting all
+        sessions; the listener keeps accepting. Returns how many processes were killed."""
+        if self.proc is None:
+            return 0
+        victims = _descendants(self.proc.pid)
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(victims)
+
+    def session_pids(self) -> list[int]:
+        """The sshd children serving connections now (one per connection)."""
+        return _children(self.proc.pid) if self.proc else []
+
+    def _pump_log(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        with open(self.log_path, "ab", buffering=0) as log:
+            for line in proc.stderr:
+                log.write(line)
+                if b"Server listening on" in line:
+                    self._listening.set()
+        self._listening.set()  # exited: stop waiting (start() then sees poll() is not None)
+
+    def _config_text(self) -> str:
+        return "\n".join([
+            f"Port {self.port}",
+            f"ListenAddress {self.host}",
+            f"HostKey {self.host_key_file}",
+            f"PidFile {self.workdir / 'sshd.pid'}",
+            f"AuthorizedKeysFile {self.authorized_keys}",
+            f"AllowUsers {self.user}",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "StrictModes no",
+            "UsePAM no",
+            "PrintMotd no",
+            "MaxStartups 100",
+            "MaxSessions 100",
+            "LogLevel VERBOSE",
+            "Subsystem sftp internal-sftp",
+            "",
+        ])
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, ppid, ...
+        if ppid == pid:
+            out.append(int(entry))
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = _children(pid)
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(_children(p))
+    return found
+
+
+@pytest.fixture
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
+    """A running :class:`SSHD` for one test (skipped where OpenSSH's sshd is not installed)."""
+    if not SSHD.available():
+        pytest.skip(f"{SSHD_BIN} or ssh-keygen missing: install openssh-server (apt-get install openssh-server)")
+    with SSHD(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

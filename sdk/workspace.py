@@ -1,0 +1,101 @@
+"""A Workspace ties a spec to its state, plugins and provider: what plan and apply work on."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runform.digests import DigestCache
+from runform.envfile import parse_env
+from runform.errors import RunformError
+from runform.interfaces import Machine, ProviderContext
+from runform.plugins import PluginManager, get_plugin_manager
+from runform.spec.model import Spec
+from runform.state.model import State
+
+
+class Workspace:
+    def __init__(self, spec: Spec, *, pm: PluginManager | None = None, out: Any = None) -> None:
+        self.spec = spec
+        self.pm = pm or get_plugin_manager()
+        self.out = out  # a callable for progress lines (the CLI passes its console printer)
+        backend_url = spec.state_backend
+        scheme = backend_url.split("://", 1)[0] if "://" in backend_url else backend_url
+        factory = self.pm.get("state_backends", scheme, field="state.backend").factory
+        self.backend = factory(backend_url, spec.dir, lease=spec.lock_lease)
+        self._provider: Any = None
+        self.digests = DigestCache(spec.state_dir / "digests.json")
+        self._machine: Machine | None = None
+        self._machine_lock = threading.Lock()
+        self.secret_values: list[str] = []
+        self.secrets: dict[str, str] = {}
+        if spec.env_file is not None:
+            self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
+            self.secret_values = [v for v in self.secrets.values() if len(v) >= 4]
+
+    # ------------------------------------------------------------------ state
+    def read_state(self) -> State | None:
+        return self.backend.read()
+
+    @contextlib.contextmanager
+    def locked(self, operation: str, timeout: float = 0.0) -> Iterator[Any]:
+        info = self.backend.lock(operation, timeout=timeout)
+        try:
+            yield info
+        finally:
+            self.backend.unlock(info.id)
+            close = getattr(self.backend, "close", None)
+            if close:
+                close()
+
+    # ------------------------------------------------------------------ provider
+    @property
+    def provider(self) -> Any:
+        if self._provider is None:
+            reg = self.pm.get("providers", self.spec.compute.provider, field="compute.provider")
+            self._provider = reg.factory()
+        return self._provider
+
+    def provider_context(self, state: State, pins: dict[str, Any] | None = None) -> ProviderContext:
+        return ProviderContext(state_dir=self.spec.state_dir, run=self.spec.run, lineage=state.lineage,
+                               pins=pins or {}, log=self.say)
+
+    def label(self, state: State) -> str:
+        return f"runform-{self.spec.run}-{state.lineage[:8]}"
+
+    def say(self, line: str) -> None:
+        if self.out:
+            self.out(self.redact(line))
+
+    def redact(self, text: str) -> str:
+        for v in sorted(self.secret_values, key=len, reverse=True):
+            text = text.replace(v, "***")
+        return text
+
+    # ------------------------------------------------------------------ machine
+    def machine(self, state: State) -> Machine:
+        """A connection to the live instance in ``state`` (opened once, shared by threads)."""
+        with self._machine_lock:
+            if self._machine is None:
+                from runform.interfaces import InstanceInfo
+
+                rec = state.get("instance.main")
+                if rec is None:
+                    raise RunformError("no machine: instance.main is not in the state")
+                info = InstanceInfo.from_json(rec.attrs["instance"])
+                pins = dict(rec.attrs.get("pins", {}))
+                self._machine = self.provider.connect(info, self.provider_context(state, pins))
+            return self._machine
+
+    def forget_machine(self) -> None:
+        with self._machine_lock:
+            if self._machine is not None:
+                with contextlib.suppress(Exception):
+                    self._machine.transport.close()
+            self._machine = None
+
+    def code_root(self) -> Path:
+        return self.spec.code.path
