@@ -55,12 +55,17 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
         state = ws.read_state()
         if state is not None and accept_host_keys:
             _unpin(ws, state, accept_host_keys)
-        fresh = make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)
+        saved = None
         if plan_file is not None:
             from runform.plan.planfile import check_stale, load_plan
 
-            the_plan = load_plan(Path(plan_file))
-            check_stale(the_plan, state, fresh)
+            saved = load_plan(Path(plan_file))
+        fresh = make_plan(ws, state, refresh_enabled=refresh, targets=targets or (saved.targets if saved else ()),
+                          replace=replace, destroy=destroy or bool(saved and saved.destroy),
+                          seed=dict(saved.new_state) if saved and saved.new_state else None)
+        if saved is not None:
+            check_stale(saved, state, fresh)
+            the_plan = saved
         else:
             the_plan = fresh
         check_policy(ws, the_plan)

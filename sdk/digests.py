@@ -9,7 +9,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-ALWAYS_EXCLUDED = (".runform/", ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", ".env")
+# Never synced as code: runform's own folder, VCS and caches, env files, and saved plans (*.plan).
+ALWAYS_EXCLUDED = (".runform/", ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", ".env", "*.plan")
 
 
 def file_digest(path: Path) -> str:

@@ -22,10 +22,12 @@ def make_plan(
     targets: Iterable[str] = (),
     replace: Iterable[str] = (),
     destroy: bool = False,
+    seed: dict | None = None,
 ) -> Plan:
+    """``seed``: lineage and salt for a state not yet written (a saved plan's, when applying it)."""
     new_state = None
     if state is None:
-        state = State.new(ws.spec.run)
+        state = State(**seed) if seed else State.new(ws.spec.run)
         new_state = {"lineage": state.lineage, "salt": state.salt, "run": state.run}
     graph = build_graph(ws.spec)
     targets, replace = tuple(targets), set(replace)

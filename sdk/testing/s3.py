@@ -161,12 +161,13 @@ def _error(start_response: Callable[..., Any], status: str, code: str, message: 
 
 
 def _checksum_header(environ: dict[str, Any]) -> str | None:
-    for key in environ:
-        if not key.startswith("HTTP_"):
-            continue
-        name = key[5:].replace("_", "-").lower()
-        if name in ("x-amz-sdk-checksum-algorithm", "x-amz-trailer") or (
-                name.startswith("x-amz-checksum-") and name != "x-amz-checksum-mode"):
+    """The flexible-checksum header B2 would complain about (B2 names the algorithm one)."""
+    names = [k[5:].replace("_", "-").lower() for k in environ if k.startswith("HTTP_")]
+    if "x-amz-sdk-checksum-algorithm" in names:
+        return "x-amz-sdk-checksum-algorithm"
+    for name in names:
+        if name == "x-amz-trailer" or (name.startswith("x-amz-checksum-")
+                                       and name != "x-amz-checksum-mode"):
             return name
     return None
 

@@ -1,0 +1,60 @@
+"""What the stand-in does wrong on purpose, and how fast its instances boot.
+
+All probabilities are in [0, 1] and drawn from the stand-in's seeded RNG, so a test run is
+reproducible up to the order of its requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+
+#: Per-instance failure kinds (``Faults.machine_faults`` values).
+INSTANCE_FAULTS = ("oci", "exited", "stuck", "offline")
+
+OCI_ERROR = ("Error response from daemon: failed to create task for container: failed to create shim task: "
+             "OCI runtime create failed: runc create failed: unable to start container process: "
+             "error during container init: nvidia-container-cli: initialization error: driver rpc error")
+
+
+@attrs.frozen
+class Lifecycle:
+    """Seconds an instance spends in each phase: ``null`` (created_s), ``loading`` (loading_s),
+    then ``running``. A destroyed instance still reads back for ``destroy_s``. Log URLs answer
+    404 for ``logs_delay_s``."""
+
+    created_s: float = 0.05
+    loading_s: float = 0.1
+    destroy_s: float = 0.0
+    logs_delay_s: float = 0.05
+
+
+@attrs.frozen
+class Faults:
+    """Fault injection. ``script`` forces statuses (429, 500, 502, 503, 504) on the next API
+    requests, in order, before any random draw; ``only`` (a regex on ``"METHOD /path"``)
+    limits the HTTP faults (script, 429, 5xx) to matching requests."""
+
+    rate_429: float = 0.0
+    rate_5xx: float = 0.0
+    retry_after: float | None = None  # sent as Retry-After on injected 429s when set
+    script: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    only: str | None = None
+    search_quota_exceeded: bool = False  # every /bundles/ answers 429 search_quota_exceeded
+    lost_create_rate: float = 0.0  # the instance is created but the answer is lost
+    lost_create_mode: str = "500"  # "500": a 500 answer; "drop": the connection closes unanswered
+    vanish_rate: float = 0.0  # the offer is rented by someone else just before our create
+    vanish_next: int = 0  # the next N creates find their offer gone (deterministic)
+    contract_on_failure_rate: float = 0.0  # create fails but leaves a stopped instance (new_contract)
+    stuck_loading_rate: float = 0.0
+    oci_error_rate: float = 0.0
+    exited_rate: float = 0.0
+    machine_faults: Mapping[int, str] = attrs.field(factory=dict)  # machine_id -> one of INSTANCE_FAULTS
+
+    def __attrs_post_init__(self) -> None:
+        if self.lost_create_mode not in ("500", "drop"):
+            raise ValueError(f"lost_create_mode must be '500' or 'drop', not {self.lost_create_mode!r}")
+        bad = {k: v for k, v in self.machine_faults.items() if v not in INSTANCE_FAULTS}
+        if bad:
+            raise ValueError(f"machine_faults values must be in {INSTANCE_FAULTS}: {bad}")
