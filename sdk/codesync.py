@@ -84,14 +84,20 @@ def local_manifest(root: Path, exclude: Iterable[str] = (), *, cache: DigestCach
 def read_remote_manifest(transport: Transport, remote_root: str, path: str | None = None) -> Manifest | None:
     """What runform put under ``remote_root`` (None: nothing, or an unreadable manifest).
     Entries whose path could escape the root are dropped, so they are never deleted."""
+    return _read(transport, path or posixpath.join(remote_root, MANIFEST_PATH))[0]
+
+
+def _read(transport: Transport, path: str) -> tuple[Manifest | None, str | None]:
+    """The remote manifest and the digest recorded with it."""
     try:
-        raw = json.loads(transport.get_bytes(path or posixpath.join(remote_root, MANIFEST_PATH)))
+        raw = json.loads(transport.get_bytes(path))
         manifest = Manifest.from_json(raw)
     except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError):
-        return None  # a damaged manifest: resend everything, delete nothing
-    return attrs.evolve(manifest, entries=tuple(e for e in manifest.entries if _safe(e.path)))
+        return None, None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, None  # a damaged manifest: resend everything, delete nothing
+    safe = attrs.evolve(manifest, entries=tuple(e for e in manifest.entries if _safe(e.path)))
+    return safe, raw.get("digest")
 
 
 def diff(local: Manifest, remote: Manifest | None) -> tuple[list[ManifestEntry], list[str]]:
@@ -108,25 +114,28 @@ def sync_tree(
     local_root: Path,
     remote_root: str,
     manifest: Manifest | None = None,
-    remote_manifest_path: str | None = None,
+    digest: str | None = None,
     *,
+    remote_manifest_path: str | None = None,
     exclude: Iterable[str] = (),
 ) -> SyncReport:
     """Make ``remote_root`` hold the local tree (``manifest``, or the tree minus ``exclude``).
 
     ``remote_root`` must be absolute. Sends only new and changed files; deletes only files
-    that an earlier sync put there and that have left the tree. Returns what it did.
+    that an earlier sync put there and that have left the tree. ``digest`` (default: the
+    manifest's) is recorded at the top of the remote manifest, where refreshes read it.
     """
     if not posixpath.isabs(remote_root):
         raise ValueError(f"sync_tree: remote root must be an absolute path, not {remote_root!r}")
     local_root = Path(local_root)
     manifest = manifest or local_manifest(local_root, exclude)
+    digest = digest or manifest.digest
     manifest_path = remote_manifest_path or posixpath.join(remote_root, MANIFEST_PATH)
-    remote = read_remote_manifest(transport, remote_root, manifest_path)
+    remote, recorded = _read(transport, manifest_path)
     send, delete = diff(manifest, remote)
     report = SyncReport(sent=tuple(e.path for e in send), bytes_sent=sum(e.size for e in send),
                         deleted=tuple(delete), unchanged=len(manifest.entries) - len(send), manifest=manifest)
-    if remote is not None and not report.changed:
+    if remote is not None and not report.changed and recorded == digest:
         return report
     known = remote.by_path() if remote else {}
     intent = None
@@ -134,7 +143,7 @@ def sync_tree(
         announced = {**known, **{e.path: ManifestEntry(e.path, e.size, PENDING) for e in send if e.path not in known}}
         intent = attrs.evolve(manifest, entries=tuple(announced[p] for p in sorted(announced)))
     script = _script(remote_root, manifest_path, send, delete, intent is not None)
-    archive = _archive(local_root, send, script, manifest, intent)
+    archive = _archive(local_root, send, script, _dumps(manifest, digest), intent and _dumps(intent, None))
     command = ('set -e; mkdir -p "$1"; cd "$1"; rm -rf "$2"; mkdir -p "$2"; '
                'tar -x -o -f - -C "$2"; exec sh "$2/.sync.sh"')
     result = transport.run(["sh", "-c", command, "sh", remote_root, STAGING], stdin=archive)
@@ -145,14 +154,14 @@ def sync_tree(
     return report
 
 
-def _archive(local_root: Path, send: Sequence[ManifestEntry], script: str, manifest: Manifest,
-             intent: Manifest | None) -> bytes:
+def _archive(local_root: Path, send: Sequence[ManifestEntry], script: str, manifest: bytes,
+             intent: bytes | None) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, ".sync.sh", script.encode(), 0o600)
-        _add_bytes(tar, ".manifest.json", _dumps(manifest), 0o644)
+        _add_bytes(tar, ".manifest.json", manifest, 0o644)
         if intent is not None:
-            _add_bytes(tar, ".intent.json", _dumps(intent), 0o644)
+            _add_bytes(tar, ".intent.json", intent, 0o644)
         for entry in send:
             path = local_root / entry.path
             st = path.stat()
@@ -194,8 +203,10 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _dumps(manifest: Manifest) -> bytes:
-    return json.dumps(manifest.to_json(), separators=(",", ":")).encode()
+def _dumps(manifest: Manifest, digest: str | None) -> bytes:
+    """The remote manifest file: the Manifest's JSON plus the recorded ``digest`` (None while
+    the sync that announced it is still landing)."""
+    return json.dumps({**manifest.to_json(), "digest": digest}, separators=(",", ":")).encode()
 
 
 def _parents(path: str) -> list[str]:

@@ -34,12 +34,16 @@ def parse_env(text: str) -> dict[str, str]:
         if stripped.startswith("export ") or stripped.startswith("export\t"):
             stripped = stripped[len("export"):].lstrip()
         if "=" not in stripped:
-            raise EnvFileError(f"expected KEY=VALUE, got {_shape(stripped)}", lineno)
+            raise EnvFileError(
+                "expected KEY=VALUE, but the line has no '=' (not shown: it may be part of a secret; "
+                "a value that spans lines must be quoted)",
+                lineno,
+            )
         key, _, rest = stripped.partition("=")
         key = key.strip()
         if not _KEY.match(key):
             raise EnvFileError(
-                f"invalid variable name {_shape(key)} (letters, digits and _; not starting with a digit)",
+                f"invalid variable name: {_shape(key)} (letters, digits and _; not starting with a digit)",
                 lineno,
             )
         rest = rest.lstrip()
@@ -78,9 +82,12 @@ def _closing(body: str, quote: str) -> int:
     return -1
 
 
-def _shape(text: str) -> str:
-    """Describe a bad line without echoing a possible secret value."""
-    key = text.split("=", 1)[0]
-    if len(key) > 40:
-        key = key[:37] + "..."
-    return repr(key)
+def _shape(key: str) -> str:
+    """What is wrong with a variable name, without echoing it: a bad "name" is often a piece of a
+    multi-line secret that was not quoted."""
+    if not key:
+        return "it is empty"
+    if key[0].isdigit():
+        return "it starts with a digit"
+    bad = next((c for c in key if not (c == "_" or (c.isascii() and c.isalnum()))), "?")
+    return "it contains a space" if bad.isspace() else f"it contains {bad!r}"

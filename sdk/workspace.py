@@ -13,6 +13,7 @@ from runform.envfile import parse_env
 from runform.errors import RunformError
 from runform.interfaces import Machine, ProviderContext
 from runform.plugins import PluginManager, get_plugin_manager
+from runform.redact import Redactor
 from runform.spec.model import Spec
 from runform.state.model import State
 
@@ -30,11 +31,10 @@ class Workspace:
         self.digests = DigestCache(spec.state_dir / "digests.json")
         self._machine: Machine | None = None
         self._machine_lock = threading.Lock()
-        self.secret_values: list[str] = []
         self.secrets: dict[str, str] = {}
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
-            self.secret_values = [v for v in self.secrets.values() if len(v) >= 4]
+        self.redactor = Redactor.from_env(self.secrets)
 
     # ------------------------------------------------------------------ state
     def read_state(self) -> State | None:
@@ -71,9 +71,7 @@ class Workspace:
             self.out(self.redact(line))
 
     def redact(self, text: str) -> str:
-        for v in sorted(self.secret_values, key=len, reverse=True):
-            text = text.replace(v, "***")
-        return text
+        return self.redactor.redact_text(text)
 
     # ------------------------------------------------------------------ machine
     def machine(self, state: State) -> Machine:

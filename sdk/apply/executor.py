@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from runform.apply.handlers import Handlers, StageFailed, record_of
+from runform.apply.handlers import Handlers, Interrupted, StageFailed, record_of
 from runform.errors import RunformError
 from runform.graph import INSTANCE, build_graph
 from runform.plan.diff import on_machine
@@ -96,6 +96,7 @@ class Executor:
         actions = {a.address: a for a in plan.changes}
         deps = self._deps(actions)
         handlers = Handlers(self.ws, self.state, self.tracker, self.run_id, self.tracker_env)
+        handlers.stop = self._stop
         outcomes: dict[str, Outcome] = {}
         running: dict[Future[Any], str] = {}
         t_start: dict[str, float] = {}
@@ -201,6 +202,9 @@ class Executor:
                 self._journal({"t": "put", "key": key, "record": rec.to_json()})
             outcome = Outcome(a.address, "done", time.monotonic() - t0)
             self.ws.say(f"{a.address}: {_verb(a.kind, done=True)} after {time.monotonic() - t0:.1f}s")
+        except Interrupted as exc:
+            outcome = Outcome(a.address, "interrupted", time.monotonic() - t0, str(exc))
+            self.ws.say(str(exc))
         except StageFailed as exc:
             rec = record_of(a.address, exc.record, a.fingerprint, status="tainted")
             self._journal({"t": "put", "key": key, "record": rec.to_json()})
@@ -247,8 +251,11 @@ class Executor:
         from runform.trackers.base import TrackerContext, deterministic_run_id
 
         factory = self.ws.pm.get("trackers", kind, field="tracker.kind").factory
+        import os
+
         ctx = TrackerContext(run=self.ws.spec.run, lineage=self.state.lineage, state_dir=self.ws.spec.state_dir,
-                             spec_dir=self.ws.spec.dir, redactor=_Redactor(self.ws))
+                             spec_dir=self.ws.spec.dir, redactor=self.ws.redactor,
+                             env={**os.environ, **self.ws.secrets})
         self.tracker = factory(dict(self.ws.spec.tracker.config), ctx)
         self.run_id = deterministic_run_id(self.ws.spec.run, self.state.lineage)
         config = {"run": self.ws.spec.run, "provider": self.ws.spec.compute.provider,
@@ -265,23 +272,6 @@ class Executor:
                 self.tracker.log_event(event)
             except Exception as exc:  # noqa: BLE001
                 self.ws.say(f"warning: tracker event failed: {exc}")
-
-
-class _Redactor:
-    def __init__(self, ws: Workspace) -> None:
-        self.ws = ws
-
-    def __call__(self, value: Any) -> Any:
-        return self.redact(value)
-
-    def redact(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.ws.redact(value)
-        if isinstance(value, dict):
-            return {k: self.redact(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.redact(v) for v in value]
-        return value
 
 
 def _verb(kind: str, done: bool = False) -> str:

@@ -25,11 +25,19 @@ class StageFailed(RunformError):
         self.record = record
 
 
+class Interrupted(RunformError):
+    """Apply was interrupted while waiting; the remote job goes on and is attached to next time."""
+
+
 class Handlers:
     def __init__(self, ws: Workspace, state: State, tracker: Any = None, run_id: str | None = None,
                  tracker_env: dict[str, str] | None = None) -> None:
         self.ws, self.state, self.trk = ws, state, tracker
         self.run_id, self.tracker_env = run_id, tracker_env or {}
+        self.stop: Any = None  # a threading.Event set on Ctrl-C
+
+    def machine_is_local(self) -> bool:
+        return self.ws.machine(self.state).local
 
     def agent(self) -> AgentClient:
         return AgentClient(self.ws.machine(self.state))
@@ -150,9 +158,11 @@ class Handlers:
             if st.get("attached") and st["state"] == "running":
                 self.ws.say(f"{a.address}: attached to the running job (pid {st.get('pid')})")
         while True:
-            st = agent.call("wait", stage=name, fingerprint=fp, timeout=30)
+            st = agent.call("wait", stage=name, fingerprint=fp, timeout=5 if self.machine_is_local() else 30)
             if st["state"] != "running":
                 break
+            if self.stop is not None and self.stop.is_set():
+                raise Interrupted(f"{a.address}: stopped waiting; its job goes on (pid {st.get('pid')})")
         m = agent.call("metrics", stage=name, fingerprint=fp, metrics_file=s.metrics)
         self._forward_metrics(name, m)
         record = {"inputs": a.after.get("inputs"), "exit_code": st.get("exit_code"),

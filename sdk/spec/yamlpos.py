@@ -18,12 +18,17 @@ def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        hint = "fix the YAML syntax at that position"
+        if "'\\t'" in problem:
+            hint = "indent with spaces, not tabs (YAML does not allow tabs for indentation)"
+        elif "mapping values are not allowed" in problem:
+            hint = "quote a value that contains ': ' (for example run: \"echo a: b\")"
         raise SpecError(
             f"invalid YAML: {problem}",
             file=file,
             line=mark.line + 1 if mark else None,
             column=mark.column + 1 if mark else None,
-            hint="fix the YAML syntax at that position",
+            hint=hint,
         ) from None
     locations: dict[Path_, tuple[int, int]] = {}
     if node is None:
@@ -38,7 +43,8 @@ def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
                 key = constructor.construct_object(key_node, deep=True)
                 if isinstance(key, (list, dict)):
                     raise SpecError("a mapping key must be a scalar", file=file,
-                                    line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1)
+                                    line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1,
+                                    hint="use a plain name as the key")
                 if key in out:
                     raise SpecError(
                         f"duplicate key {key!r}",
@@ -49,7 +55,9 @@ def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
                         hint="remove one of the two entries",
                     )
                 out[key] = build(value_node, path + (key,))
-                locations.setdefault(path + (key,), (key_node.start_mark.line + 1, key_node.start_mark.column + 1))
+                if value_node.start_mark.line != key_node.start_mark.line:
+                    # a block value starts below its key: point at the line that names the field
+                    locations[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             return out
         if isinstance(n, yaml.SequenceNode):
             return [build(item, path + (i,)) for i, item in enumerate(n.value)]
@@ -57,7 +65,8 @@ def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
             return constructor.construct_object(n, deep=True)
         except yaml.YAMLError as exc:
             raise SpecError(f"invalid value: {exc}", file=file, line=n.start_mark.line + 1,
-                            column=n.start_mark.column + 1, field=_dotted(path)) from None
+                            column=n.start_mark.column + 1, field=_dotted(path),
+                            hint="quote the value to keep it as text") from None
 
     return build(node, ()), locations
 

@@ -228,6 +228,7 @@ class S3Server:
     stats: Accounting
     _server: Any = attrs.field(repr=False)
     _thread: threading.Thread = attrs.field(repr=False)
+    _clients: dict[str, Any] = attrs.field(factory=dict, repr=False)
 
     @property
     def port(self) -> int:
@@ -244,13 +245,16 @@ class S3Server:
         return session.client("s3", endpoint_url=self.endpoint, config=config, **kwargs)
 
     def runform_client(self) -> Any:
-        """A client configured as runform configures its own (checksums when required, path
-        addressing)."""
+        """A (cached) client configured as runform configures its own: checksums only when
+        required, path addressing."""
         from botocore.config import Config
 
-        return self.client(Config(request_checksum_calculation="when_required",
-                                  response_checksum_validation="when_required",
-                                  s3={"addressing_style": "path"}))
+        if "runform" not in self._clients:
+            self._clients["runform"] = self.client(Config(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                s3={"addressing_style": "path"}))
+        return self._clients["runform"]
 
     def make_bucket(self, name: str | None = None, *, versioned: bool = False) -> str:
         """Create a bucket (a unique name when none is given); returns its name."""

@@ -106,10 +106,10 @@ class SSHD:
         return True
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
+        if self.proc is None:
             return
-        self.kill_sessions()
+        self.kill_sessions()  # the listener's exit alone leaves running sessions up
+        proc, self.proc = self.proc, None
         if proc.poll() is None:
             proc.terminate()
             try:

@@ -1,0 +1,195 @@
+"""The HTTP face of the stand-in: a threaded stdlib server that routes to :class:`World`.
+
+Auth is a Bearer header or ``?api_key=`` (both accepted, like the real API). ``/bundles/``
+works without a key; a wrong key there gets 404, elsewhere 401 ``auth_error``. Query values
+are JSON-decoded one by one, the way the SDK encodes them. ``/_standin/...`` routes (audit,
+log files) need no key and see no faults.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from runform.testing.vast.world import DROP, World
+
+Handler = Callable[[World, dict[str, Any], dict[str, Any], tuple[str, ...]], tuple[Any, ...]]
+
+ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
+    ("POST", re.compile(r"/api/v0/bundles/?"), lambda w, q, b, m: w.search(b)),
+    ("PUT", re.compile(r"/api/v0/search/asks/?"), lambda w, q, b, m: w.search(b.get("q") or {})),
+    ("PUT", re.compile(r"/api/v0/asks/(\d+)/?"), lambda w, q, b, m: w.create(int(m[0]), b)),
+    ("GET", re.compile(r"/api/v0/instances/?"), lambda w, q, b, m: w.list_legacy()),
+    ("GET", re.compile(r"/api/v1/instances/?"), lambda w, q, b, m: w.list_v1(q)),
+    ("GET", re.compile(r"/api/v0/instances/(\d+)/?"), lambda w, q, b, m: w.show(int(m[0]))),
+    ("DELETE", re.compile(r"/api/v0/instances/(\d+)/?"), lambda w, q, b, m: w.destroy(int(m[0]))),
+    ("PUT", re.compile(r"/api/v0/instances/(\d+)/?"), lambda w, q, b, m: w.update(int(m[0]), b)),
+    ("POST", re.compile(r"/api/v0/instances/(\d+)/ssh/?"), lambda w, q, b, m: w.attach_key(int(m[0]), b)),
+    ("GET", re.compile(r"/api/v0/instances/(\d+)/ssh/?"), lambda w, q, b, m: w.list_keys(int(m[0]))),
+    ("DELETE", re.compile(r"/api/v0/instances/(\d+)/ssh/(\d+)/?"),
+     lambda w, q, b, m: w.detach_key(int(m[0]), int(m[1]))),
+    ("PUT", re.compile(r"/api/v0/instances/request_logs/(\d+)/?"),
+     lambda w, q, b, m: w.request_logs(int(m[0]), b)),
+    ("GET", re.compile(r"/api/v0/users/current/?"),
+     lambda w, q, b, m: (200, {"id": 1, "email": "standin@example.invalid", "credit": 100.0, "ssh_key": None})),
+]
+
+
+def _query(raw: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in parse_qsl(raw, keep_blank_values=True):
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    world: World
+    api_key: str
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # ------------------------------------------------------------------
+    def _dispatch(self, method: str) -> None:
+        at = time.monotonic()
+        url = urlsplit(self.path)
+        path, query = url.path, _query(url.query)
+        size = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(size) if size else b""
+        world = self.server.world
+        if path.startswith("/_standin/"):
+            self._standin(method, path)
+            return
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            self._send(400, {"success": False, "error": "invalid_args", "msg": "body is not JSON"})
+            return
+        route = next(((h, m) for verb, rx, h in ROUTES if verb == method and (m := rx.fullmatch(path))), None)
+        if route is None:
+            self._send(404, {"success": False, "error": "not_found", "msg": f"no route {method} {path}"})
+            world.record(method, path, 404, at, None)
+            return
+        denied = self._auth(path, query)
+        if denied:
+            self._send(*denied)
+            world.record(method, path, denied[0], at, "auth")
+            return
+        fault = world.http_fault(method, path)
+        if fault is not None:
+            status, headers, text = fault
+            self._send(status, text, headers)
+            world.record(method, path, status, at, f"http-{status}")
+            return
+        handler, match = route
+        if not isinstance(body, dict):
+            body = {}
+        reply = handler(world, query, body, match.groups())
+        status, payload = reply[0], reply[1]
+        headers = reply[2] if len(reply) > 2 else {}
+        if payload is DROP:
+            self.close_connection = True
+            world.record(method, path, 0, at, "dropped")
+            return
+        self._send(status, payload, headers)
+        world.record(method, path, status, at, "lost-create" if status == 500 else None)
+
+    def _auth(self, path: str, query: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        header = self.headers.get("Authorization") or ""
+        key = header[7:].strip() if header.startswith("Bearer ") else query.get("api_key")
+        if key == self.server.api_key:
+            return None
+        if path.rstrip("/").endswith("/bundles"):
+            if key is None:
+                return None  # searching works unauthenticated
+            return 404, {"success": False, "error": "auth_error", "msg": "Invalid user key"}
+        return 401, {"success": False, "error": "auth_error", "msg": "Invalid user key"}
+
+    def _standin(self, method: str, path: str) -> None:
+        world = self.server.world
+        if method == "GET" and path == "/_standin/audit":
+            self._send(200, world.audit().to_json())
+        elif method == "GET" and (m := re.fullmatch(r"/_standin/logs/(\w+)\.log", path)):
+            self._send(*world.fetch_log(m[1]))
+        else:
+            self._send(404, {"success": False, "error": "not_found", "msg": path})
+
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        if isinstance(payload, str):
+            data, ctype = payload.encode(), "text/plain; charset=utf-8"
+        else:
+            data, ctype = json.dumps(payload).encode(), "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve(world: World, api_key: str, host: str = "127.0.0.1", port: int = 0) -> _Server:
+    """A server bound to ``host:port`` (0: a free port); call ``serve_forever`` in a thread."""
+    server = _Server((host, port), _Handler)
+    server.world = world
+    server.api_key = api_key
+    return server
+
+
+class BannerServer:
+    """A TCP port that greets like sshd and hangs up: the SSH endpoint of instances when no
+    real sshd is configured (enough for a "port answers SSH" readiness check)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._sock = socket.create_server((host, 0))
+        self._sock.settimeout(0.2)
+        self.host, self.port = host, self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="vast-standin-banner", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 runform-vast-standin\r\n")
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()

@@ -1,0 +1,486 @@
+"""The stand-in's state: the market, the instances and their clock-driven lifecycle.
+
+Every public method takes the lock and returns ``(status, body)`` the way the real endpoint
+answers (reference §2-§6); the HTTP layer only routes and serialises. ``body`` is a dict, a
+plain string, or :data:`DROP` (close the connection without answering).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from runform.testing.vast.audit import Audit, CreateRecord, RequestRecord
+from runform.testing.vast.catalogue import generate_offers, priced
+from runform.testing.vast.faults import OCI_ERROR, Faults, Lifecycle
+from runform.testing.vast.query import CONTROL_KEYS, OFFER_TYPES, QueryError, matches, order_rows
+
+DROP = object()
+Reply = tuple[Any, ...]  # (status, body) or (status, body, headers)
+SENTINEL = ".runform/vast/onstart.done"  # what runform's onstart touches when it is done
+ONSTART_LIMIT = 4048
+FIRST_INSTANCE_ID = 30_000_001
+INSTANCE_FILTER_COLS = ("id", "label", "machine_id", "host_id", "actual_status", "intended_status",
+                        "cur_state", "gpu_name", "num_gpus", "image_uuid", "start_date")
+
+
+def _err(status: int, error: str, msg: str, **extra: Any) -> Reply:
+    return status, {"success": False, "error": error, "msg": msg, **extra}
+
+
+@attrs.define
+class Instance:
+    """One rented instance (mutable, guarded by the world's lock)."""
+
+    id: int
+    offer: dict[str, Any]
+    label: str
+    image: str
+    disk: float
+    env: dict[str, str]
+    onstart: str
+    runtype: str
+    created_at: float
+    start_date: float
+    root: Path
+    api_key: str
+    fault: str | None = None  # "oci", "exited", "stuck", "offline"
+    override: str | None = None  # a status forced by preemption or stop
+    override_msg: str = ""
+    destroyed_at: float | None = None
+    keys: list[dict[str, Any]] = attrs.field(factory=list)
+    log: list[str] = attrs.field(factory=list)
+
+    def phase(self, now: float, life: Lifecycle) -> tuple[str | None, str]:
+        """(actual_status, status_msg) at ``now``."""
+        if self.override:
+            return self.override, self.override_msg
+        t = now - self.created_at
+        if t < life.created_s:
+            return None, ""
+        if self.fault == "oci":
+            return "created", OCI_ERROR
+        if self.fault == "stuck" or t < life.created_s + life.loading_s:
+            return "loading", f"Pulling image {self.image}: downloading layers"
+        if self.fault == "exited":
+            return "exited", "container exited with code 1"
+        if self.fault == "offline":
+            return "offline", "host stopped responding"
+        return "running", f"success, running {self.image}/ssh"
+
+
+class World:
+    """The market and the account, behind one lock."""
+
+    def __init__(self, *, seed: int = 0, n_offers: int = 120, lifecycle: Lifecycle | None = None,
+                 faults: Faults | None = None, ssh_host: str = "127.0.0.1", ssh_port: int = 22,
+                 ssh_user: str | None = None, authorized_keys: Path | None = None,
+                 root_dir: Path, base_url: str = "") -> None:
+        self.lock = threading.RLock()
+        self.rng = random.Random(seed)
+        self.offers: dict[int, dict[str, Any]] = {o["id"]: o for o in generate_offers(seed, n_offers)}
+        self.lifecycle = lifecycle or Lifecycle()
+        self.faults = faults or Faults()
+        self.ssh_host, self.ssh_port, self.ssh_user = ssh_host, ssh_port, ssh_user
+        self.authorized_keys = authorized_keys
+        self.root_dir = root_dir
+        self.base_url = base_url
+        self.instances: dict[int, Instance] = {}
+        self.gone: dict[int, Instance] = {}
+        self.requests: list[RequestRecord] = []
+        self.creates: list[CreateRecord] = []
+        self.preempted: list[int] = []
+        self.stop_requests: list[int] = []
+        self.log_urls: dict[str, tuple[float, str]] = {}
+        self._next_id = FIRST_INSTANCE_ID
+        self._next_key_id = 1
+
+    # ------------------------------------------------------------------ faults
+    def http_fault(self, method: str, path: str) -> tuple[int, dict[str, str], Any] | None:
+        """An injected error for this request, or None: (status, headers, body)."""
+        with self.lock:
+            f = self.faults
+            if f.only and not re.search(f.only, f"{method} {path}"):
+                return None
+            status = None
+            if f.script:
+                status, rest = f.script[0], f.script[1:]
+                self.faults = attrs.evolve(f, script=rest)
+            elif f.rate_429 and self.rng.random() < f.rate_429:
+                status = 429
+            elif f.rate_5xx and self.rng.random() < f.rate_5xx:
+                status = self.rng.choice([500, 502, 503, 504])
+            if status is None:
+                return None
+            if status == 429:
+                headers = {"Retry-After": f"{f.retry_after:g}"} if f.retry_after is not None else {}
+                body: Any = self.rng.choice([
+                    "API requests too frequent: endpoint threshold=1.0",
+                    {"detail": "API requests too frequent endpoint threshold=4.5"},
+                    {"success": False, "error": "rate_limit_exceeded", "msg": "API requests too frequent"},
+                ])
+                return 429, headers, body
+            text = {500: "Internal Server Error", 502: "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                    503: "Service Temporarily Unavailable", 504: "<html><h1>504 Gateway Time-out</h1></html>"}
+            return status, {}, text.get(status, "error")
+
+    def record(self, method: str, path: str, status: int, at: float, fault: str | None) -> None:
+        with self.lock:
+            self.requests.append(RequestRecord(method, path, status, at, fault))
+
+    # ------------------------------------------------------------------ search
+    def search(self, query: dict[str, Any]) -> Reply:
+        """``POST /bundles/``."""
+        if self.faults.search_quota_exceeded:
+            reset = int(time.time() // 86400 + 1) * 86400
+            return 429, {"error": "search_quota_exceeded", "msg": "Daily search quota exceeded"}, \
+                {"X-RateLimit-Reset": str(reset)}
+        q = dict(query)
+        control = {k: q.pop(k) for k in CONTROL_KEYS if k in q}
+        kind = str(control.get("type", "on-demand"))
+        if kind not in OFFER_TYPES:
+            return _err(400, "invalid_args", f"Invalid offer type {kind!r}")
+        try:
+            storage = float(control.get("allocated_storage", 5.0))
+            limit = int(control.get("limit") or 1000)
+        except (TypeError, ValueError):
+            return _err(400, "invalid_args", "allocated_storage and limit must be numbers")
+        with self.lock:
+            rows = [priced(o, storage, bid=kind in ("bid", "interruptible")) for o in self.offers.values()]
+        fields = set(rows[0]) if rows else set()
+        try:
+            rows = [r for r in rows if matches(r, q, fields=fields)]
+        except QueryError as exc:
+            return _err(400, "invalid_args", f"Error in query parameters: {exc}")
+        rows = order_rows(rows, control.get("order", [["score", "desc"]]))
+        return 200, {"offers": rows[:limit]}
+
+    # ------------------------------------------------------------------ create
+    def create(self, ask_id: int, body: dict[str, Any]) -> Reply:
+        """``PUT /asks/{id}/``."""
+        with self.lock:
+            f = self.faults
+            cancel = bool(body.get("cancel_unavail"))
+            offer = self.offers.get(ask_id)
+            if offer is not None and not offer["rented"]:
+                if f.vanish_next or (f.vanish_rate and self.rng.random() < f.vanish_rate):
+                    if f.vanish_next:
+                        self.faults = attrs.evolve(f, vanish_next=f.vanish_next - 1)
+                    offer.update(rented=True, rentable=False, vanished=True)  # someone else got it
+            if offer is None or offer["rented"]:
+                if cancel:
+                    return 410, {"error": "no_such_ask",
+                                 "msg": f"error 410/3907: no_such_ask Instance type {ask_id} is no longer available."}
+                return _err(404, "invalid_args",
+                            f"error 404/3603: no_such_ask Instance type by id {ask_id} is not available.")
+            problem = self._check_create(body, offer)
+            if problem:
+                return _err(400, "invalid_args", f"error 400/3467: Invalid args: {problem}", ask_id=ask_id)
+            inst = self._make_instance(offer, body)
+            answered = "ok"
+            if f.contract_on_failure_rate and self.rng.random() < f.contract_on_failure_rate:
+                inst.override, inst.override_msg = "stopped", "scheduling failed: not enough capacity"
+                answered = "failed-with-contract"
+            elif f.lost_create_rate and self.rng.random() < f.lost_create_rate:
+                answered = f"lost-{f.lost_create_mode}"
+            self.creates.append(CreateRecord(inst.id, ask_id, offer["machine_id"], inst.label, answered))
+            if answered == "failed-with-contract":
+                return 200, {"success": False, "error": "insufficient_capacity",
+                             "msg": "Unable to start the instance on this machine", "new_contract": inst.id}
+            if answered == "lost-drop":
+                return 0, DROP
+            if answered == "lost-500":
+                return 500, "Internal Server Error"
+            return 200, {"success": True, "new_contract": inst.id, "instance_api_key": inst.api_key}
+
+    def _check_create(self, body: dict[str, Any], offer: dict[str, Any]) -> str | None:
+        if not body.get("image") and not body.get("template_hash_id"):
+            return "image is required"
+        if len(str(body.get("image") or "")) > 1024:
+            return "image longer than 1024 characters"
+        try:
+            disk = float(body.get("disk", 10))
+        except (TypeError, ValueError):
+            return "disk must be a number"
+        if disk < 8:
+            return "disk must be at least 8 GB"
+        if disk > offer["disk_space"]:
+            return f"disk {disk:g} GB is more than the machine offers ({offer['disk_space']:g} GB)"
+        if len(str(body.get("label") or "")) > 256:
+            return "label longer than 256 characters"
+        onstart = body.get("onstart") or ""
+        if len(onstart) + len(str(body.get("args_str") or "")) > ONSTART_LIMIT:
+            return f"len(args) > {ONSTART_LIMIT}"
+        env = body.get("env") or {}
+        if not isinstance(env, dict):
+            return "env must be an object"
+        total = 0
+        for k, v in env.items():
+            size = len(str(k)) + len(str(v)) + 1
+            if size > 256:
+                return f"env entry {k!r} longer than 256 characters"
+            total += size
+        if total > 32768:
+            return "env longer than 32768 characters"
+        return None
+
+    def _make_instance(self, offer: dict[str, Any], body: dict[str, Any]) -> Instance:
+        iid = self._next_id
+        self._next_id += 1
+        root = self.root_dir / f"instance-{iid}"
+        root.mkdir(parents=True, exist_ok=True)
+        f = self.faults
+        fault = f.machine_faults.get(offer["machine_id"])
+        if fault is None:
+            draw = self.rng.random()
+            for name, rate in (("stuck", f.stuck_loading_rate), ("oci", f.oci_error_rate), ("exited", f.exited_rate)):
+                if draw < rate:
+                    fault = name
+                    break
+                draw -= rate
+        offer.update(rented=True, rentable=False)
+        inst = Instance(
+            id=iid, offer=offer, label=str(body.get("label") or ""), image=str(body.get("image") or ""),
+            disk=float(body.get("disk", 10)), env={str(k): str(v) for k, v in (body.get("env") or {}).items()},
+            onstart=str(body.get("onstart") or ""), runtype=str(body.get("runtype") or "ssh"),
+            created_at=time.monotonic(), start_date=time.time(), root=root,
+            api_key=secrets.token_hex(16), fault=fault,
+        )
+        inst.log.append(f"instance {iid} created on machine {offer['machine_id']}")
+        self.instances[iid] = inst
+        return inst
+
+    # ------------------------------------------------------------------ read
+    def row(self, inst: Instance, now: float) -> dict[str, Any]:
+        """The instance as ``GET /instances/{id}/`` shows it."""
+        status, msg = inst.phase(now, self.lifecycle)
+        if status == "running" and not (inst.root / SENTINEL).exists():
+            (inst.root / SENTINEL).parent.mkdir(parents=True, exist_ok=True)
+            (inst.root / SENTINEL).touch()  # what runform's onstart would do on a real host
+            inst.log.append("onstart finished")
+        o = inst.offer
+        stopped = status == "stopped"
+        started = status not in (None,)
+        return {
+            "id": inst.id, "label": inst.label or None, "machine_id": o["machine_id"], "host_id": o["host_id"],
+            "actual_status": status,
+            "intended_status": "stopped" if stopped else "running",
+            "cur_state": "stopped" if stopped else "running",
+            "next_state": "stopped" if stopped else "running",
+            "status_msg": msg or None,
+            "image_uuid": inst.image, "image_runtype": inst.runtype, "image_args": [],
+            "onstart": inst.onstart,
+            "gpu_name": o["gpu_name"], "num_gpus": o["num_gpus"], "gpu_ram": o["gpu_ram"],
+            "gpu_totalram": o["gpu_total_ram"], "cuda_max_good": o["cuda_max_good"],
+            "driver_version": o["driver_version"], "cpu_cores": o["cpu_cores"], "cpu_ram": o["cpu_ram"],
+            "disk_space": inst.disk, "geolocation": o["geolocation"], "reliability2": o["reliability2"],
+            "dph_base": o["dph_base"], "storage_cost": o["storage_cost"],
+            "dph_total": priced(o, inst.disk)["dph_total"],
+            "storage_total_cost": round(o["storage_cost"] * inst.disk * (now - inst.created_at) / (30 * 24 * 3600), 9),
+            "public_ipaddr": f"{self.ssh_host}\n",
+            "ssh_idx": "4", "ssh_host": self.ssh_host if started else None,
+            "ssh_port": self.ssh_port if started else None,
+            "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.ssh_port)}]} if status == "running" else {},
+            "direct_port_start": self.ssh_port, "direct_port_end": self.ssh_port,
+            "extra_env": [[k, v] for k, v in inst.env.items()],
+            "start_date": inst.start_date, "end_date": inst.start_date + o["duration"],
+            "template_hash_id": None, "is_bid": False, "min_bid": o["min_bid"],
+            "runform_root": str(inst.root), "runform_ssh_user": self.ssh_user,
+        }
+
+    def _visible(self, now: float) -> list[Instance]:
+        return [i for i in self.instances.values()
+                if i.destroyed_at is None or now - i.destroyed_at < self.lifecycle.destroy_s]
+
+    def list_legacy(self) -> Reply:
+        """``GET /instances/``."""
+        with self.lock:
+            now = time.monotonic()
+            rows = [self.row(i, now) for i in self._visible(now)]
+        return 200, {"instances_found": len(rows), "instances": rows}
+
+    def list_v1(self, params: dict[str, Any]) -> Reply:
+        """``GET /api/v1/instances/``: filters on stored columns, ``order_by``, pages of ≤ 25."""
+        filters = params.get("select_filters") or {}
+        if not isinstance(filters, dict):
+            return _err(400, "invalid_args", "select_filters must be an object")
+        try:
+            limit = max(1, min(int(params.get("limit") or 25), 25))
+            offset = int(params.get("after_token") or 0)
+        except (TypeError, ValueError):
+            return _err(400, "invalid_args", "Error in query parameters: bad limit or after_token")
+        with self.lock:
+            now = time.monotonic()
+            rows = [self.row(i, now) for i in self._visible(now)]
+        try:
+            rows = [r for r in rows if matches(r, filters, fields=INSTANCE_FILTER_COLS)]
+        except QueryError as exc:
+            return _err(400, "invalid_args", f"Error in query parameters: {exc}")
+        rows = order_rows(rows, params.get("order_by") or [{"col": "id", "dir": "asc"}])
+        page = rows[offset:offset + limit]
+        more = offset + limit < len(rows)
+        labels: dict[str, int] = {}
+        for r in rows:
+            if r["label"]:
+                labels[r["label"]] = labels.get(r["label"], 0) + 1
+        return 200, {"success": True, "instances_found": len(page), "total_instances": len(rows),
+                     "label_counts": labels, "next_token": str(offset + limit) if more else None,
+                     "instances": page}
+
+    def _get(self, iid: int) -> Instance | None:
+        now = time.monotonic()
+        inst = self.instances.get(iid)
+        if inst is None or (inst.destroyed_at is not None and now - inst.destroyed_at >= self.lifecycle.destroy_s):
+            return None
+        return inst
+
+    def show(self, iid: int) -> Reply:
+        """``GET /instances/{id}/``: ``{"instances": null}`` once gone."""
+        with self.lock:
+            inst = self._get(iid)
+            return 200, {"instances": self.row(inst, time.monotonic()) if inst else None}
+
+    # ------------------------------------------------------------------ change
+    def destroy(self, iid: int) -> Reply:
+        """``DELETE /instances/{id}/``."""
+        with self.lock:
+            inst = self.instances.get(iid)
+            if inst is None or inst.destroyed_at is not None:
+                return _err(404, "not_found", "Instance not found")
+            self._end(inst)
+            return 200, {"success": True}
+
+    def _end(self, inst: Instance) -> None:
+        inst.destroyed_at = time.monotonic()
+        inst.log.append("destroyed")
+        if not inst.offer.get("vanished"):
+            inst.offer.update(rented=False, rentable=True)  # the machine is back on the market
+        self._sync_authorized_keys()
+
+    def update(self, iid: int, body: dict[str, Any]) -> Reply:
+        """``PUT /instances/{id}/``: label, or state stopped/running."""
+        with self.lock:
+            inst = self._get(iid)
+            if inst is None:
+                return _err(404, "no_such_instance", "Instance not found")
+            if "label" in body:
+                if len(str(body["label"] or "")) > 256:
+                    return _err(400, "invalid_args", "label longer than 256 characters")
+                inst.label = str(body["label"] or "")
+            if body.get("state") == "stopped":
+                self.stop_requests.append(iid)
+                inst.override, inst.override_msg = "stopped", "stopped by user"
+            elif body.get("state") == "running" and inst.override == "stopped":
+                inst.override, inst.override_msg = None, ""
+            return 200, {"success": True}
+
+    def attach_key(self, iid: int, body: dict[str, Any]) -> Reply:
+        """``POST /instances/{id}/ssh/``."""
+        key = str(body.get("ssh_key") or "").strip()
+        if not re.match(r"^(ssh-(ed25519|rsa)|ecdsa-sha2-\S+) [A-Za-z0-9+/=]+", key):
+            return _err(400, "invalid_args", "Invalid SSH key")
+        with self.lock:
+            inst = self._get(iid)
+            if inst is None:
+                return _err(404, "no_such_instance", "Instance not found")
+            if not any(k["public_key"] == key for k in inst.keys):
+                inst.keys.append({"id": self._next_key_id, "public_key": key, "created_at": time.time()})
+                self._next_key_id += 1
+                self._sync_authorized_keys()
+            return 200, {"success": True, "msg": "SSH key attached successfully"}
+
+    def list_keys(self, iid: int) -> Reply:
+        with self.lock:
+            inst = self._get(iid)
+            if inst is None:
+                return _err(404, "no_such_instance", "Instance not found")
+            return 200, {"success": True, "ssh_keys": json.dumps(inst.keys)}
+
+    def detach_key(self, iid: int, key_id: int) -> Reply:
+        with self.lock:
+            inst = self._get(iid)
+            if inst is None:
+                return _err(404, "no_such_instance", "Instance not found")
+            inst.keys = [k for k in inst.keys if k["id"] != key_id]
+            self._sync_authorized_keys()
+            return 200, {"success": True}
+
+    def _sync_authorized_keys(self) -> None:
+        """Keep the sshd's authorized_keys holding exactly the keys of live instances (plus
+        whatever lines were there that the stand-in did not write)."""
+        if self.authorized_keys is None:
+            return
+        ours = {k["public_key"] for i in self.instances.values() for k in i.keys}
+        live = [k["public_key"] for i in self.instances.values() if i.destroyed_at is None for k in i.keys]
+        path = self.authorized_keys
+        old = path.read_text().splitlines() if path.exists() else []
+        kept = [line for line in old if line.strip() and line.strip() not in ours]
+        path.write_text("".join(f"{line}\n" for line in kept + list(dict.fromkeys(live))))
+        path.chmod(0o600)
+
+    def request_logs(self, iid: int, body: dict[str, Any]) -> Reply:
+        """``PUT /instances/request_logs/{id}/``: a ``result_url`` that answers 404 for a moment."""
+        with self.lock:
+            inst = self.instances.get(iid)
+            if inst is None:
+                return _err(404, "invalid_id", "Invalid instance id")
+            try:
+                tail = int(body.get("tail") or 1000)
+            except (TypeError, ValueError):
+                tail = 1000
+            status, msg = inst.phase(time.monotonic(), self.lifecycle)
+            lines = inst.log + [f"status {status}: {msg}"]
+            token = secrets.token_hex(12)
+            self.log_urls[token] = (time.monotonic() + self.lifecycle.logs_delay_s, "\n".join(lines[-tail:]) + "\n")
+            return 200, {"success": True, "result_url": f"{self.base_url}/_standin/logs/{token}.log"}
+
+    def fetch_log(self, token: str) -> Reply:
+        with self.lock:
+            ready_at, text = self.log_urls.get(token, (None, ""))
+        if ready_at is None or time.monotonic() < ready_at:
+            return 404, "<Error><Code>NoSuchKey</Code></Error>"
+        return 200, text
+
+    def preempt(self, iid: int, mode: str = "gone") -> None:
+        """The host takes the instance away: ``gone`` (it vanishes), ``exited``, ``offline`` or
+        ``stopped`` (outbid)."""
+        with self.lock:
+            inst = self.instances[iid]
+            self.preempted.append(iid)
+            if mode == "gone":
+                inst.destroyed_at = time.monotonic() - self.lifecycle.destroy_s
+                inst.offer.update(vanished=True)
+                self._sync_authorized_keys()
+            elif mode in ("exited", "offline", "stopped"):
+                msgs = {"exited": "container exited: host reclaimed the machine", "offline": "host went offline",
+                        "stopped": "outbid"}
+                inst.override, inst.override_msg = mode, msgs[mode]
+            else:
+                raise ValueError(f"preempt mode must be gone, exited, offline or stopped, not {mode!r}")
+
+    def audit(self) -> Audit:
+        with self.lock:
+            now = time.monotonic()
+            visible = {i.id for i in self._visible(now)}
+            return Audit(
+                requests=tuple(self.requests),
+                creates=tuple(self.creates),
+                live=tuple(sorted(i.id for i in self.instances.values() if i.destroyed_at is None)),
+                destroyed=tuple(sorted(i.id for i in self.instances.values()
+                                       if i.destroyed_at is not None and i.id not in self.preempted)),
+                preempted=tuple(self.preempted),
+                stop_requests=tuple(self.stop_requests),
+                instances={i.id: {"label": i.label, "root": str(i.root), "machine_id": i.offer["machine_id"],
+                                  "offer_id": i.offer["id"], "fault": i.fault, "visible": i.id in visible,
+                                  "status": i.phase(now, self.lifecycle)[0] if i.destroyed_at is None else "gone",
+                                  "keys": [k["public_key"] for k in i.keys], "env": dict(i.env)}
+                           for i in self.instances.values()},
+            )
