@@ -16,9 +16,13 @@ How one sync lands, so that a kill at any moment leaves nothing unaccounted for:
    (``mv``: each file is replaced atomically, never seen half-written);
 4. the new manifest is renamed into place last.
 
+The remote manifest file is the :class:`Manifest` JSON plus a top-level ``digest`` (the
+caller's code fingerprint; ``None`` while a sync is landing), which refreshes read.
+
 Only ``Transport.run`` and ``Transport.get_bytes`` are used, so the local transport and
 the SSH transport behave alike. File modes travel with the files, but a mode-only change
-is not detected (the manifest holds sizes and digests).
+is not detected (the manifest holds sizes and digests). The archive is built in memory:
+this is for code; data belongs in ``datasets``.
 """
 
 from __future__ import annotations
@@ -67,21 +71,32 @@ class SyncReport:
         return bool(self.sent or self.deleted)
 
     def to_json(self) -> dict[str, Any]:
-        return {"sent": list(self.sent), "bytes_sent": self.bytes_sent, "deleted": list(self.deleted),
-                "unchanged": self.unchanged, "digest": self.manifest.digest}
+        return {
+            "sent": list(self.sent),
+            "bytes_sent": self.bytes_sent,
+            "deleted": list(self.deleted),
+            "unchanged": self.unchanged,
+            "digest": self.manifest.digest,
+        }
 
 
-def local_manifest(root: Path, exclude: Iterable[str] = (), *, cache: DigestCache | None = None) -> Manifest:
+def local_manifest(
+    root: Path, exclude: Iterable[str] = (), *, cache: DigestCache | None = None
+) -> Manifest:
     """The files of the local tree ``root`` (sizes, sha256), minus ``exclude`` globs
     (gitignore-like, see :func:`runform.digests.excluded`) and the always-excluded
     ``.git/``, ``.runform/``, ``__pycache__/``, ``*.pyc``, ``.env``."""
     root = Path(root)
     files = tree_manifest(root, exclude, cache)
-    entries = tuple(ManifestEntry(path, size, digest) for path, (size, digest) in sorted(files.items()))
+    entries = tuple(
+        ManifestEntry(path, size, digest) for path, (size, digest) in sorted(files.items())
+    )
     return Manifest(uri=root.resolve().as_uri(), entries=entries)
 
 
-def read_remote_manifest(transport: Transport, remote_root: str, path: str | None = None) -> Manifest | None:
+def read_remote_manifest(
+    transport: Transport, remote_root: str, path: str | None = None
+) -> Manifest | None:
     """What runform put under ``remote_root`` (None: nothing, or an unreadable manifest).
     Entries whose path could escape the root are dropped, so they are never deleted."""
     return _read(transport, path or posixpath.join(remote_root, MANIFEST_PATH))[0]
@@ -103,7 +118,11 @@ def _read(transport: Transport, path: str) -> tuple[Manifest | None, str | None]
 def diff(local: Manifest, remote: Manifest | None) -> tuple[list[ManifestEntry], list[str]]:
     """(entries to send, paths to delete) to make the remote match ``local``."""
     known = remote.by_path() if remote else {}
-    send = [e for e in local.entries if (old := known.get(e.path)) is None or (old.size, old.digest) != (e.size, e.digest)]
+    send = [
+        e
+        for e in local.entries
+        if (old := known.get(e.path)) is None or (old.size, old.digest) != (e.size, e.digest)
+    ]
     wanted = {e.path for e in local.entries}
     delete = sorted(p for p in known if p not in wanted)
     return send, delete
@@ -133,29 +152,48 @@ def sync_tree(
     manifest_path = remote_manifest_path or posixpath.join(remote_root, MANIFEST_PATH)
     remote, recorded = _read(transport, manifest_path)
     send, delete = diff(manifest, remote)
-    report = SyncReport(sent=tuple(e.path for e in send), bytes_sent=sum(e.size for e in send),
-                        deleted=tuple(delete), unchanged=len(manifest.entries) - len(send), manifest=manifest)
+    report = SyncReport(
+        sent=tuple(e.path for e in send),
+        bytes_sent=sum(e.size for e in send),
+        deleted=tuple(delete),
+        unchanged=len(manifest.entries) - len(send),
+        manifest=manifest,
+    )
     if remote is not None and not report.changed and recorded == digest:
         return report
     known = remote.by_path() if remote else {}
     intent = None
     if any(e.path not in known for e in send):
-        announced = {**known, **{e.path: ManifestEntry(e.path, e.size, PENDING) for e in send if e.path not in known}}
+        announced = {
+            **known,
+            **{e.path: ManifestEntry(e.path, e.size, PENDING) for e in send if e.path not in known},
+        }
         intent = attrs.evolve(manifest, entries=tuple(announced[p] for p in sorted(announced)))
     script = _script(remote_root, manifest_path, send, delete, intent is not None)
-    archive = _archive(local_root, send, script, _dumps(manifest, digest), intent and _dumps(intent, None))
-    command = ('set -e; mkdir -p "$1"; cd "$1"; rm -rf "$2"; mkdir -p "$2"; '
-               'tar -x -o -f - -C "$2"; exec sh "$2/.sync.sh"')
+    archive = _archive(
+        local_root, send, script, _dumps(manifest, digest), intent and _dumps(intent, None)
+    )
+    command = (
+        'set -e; mkdir -p "$1"; cd "$1"; rm -rf "$2"; mkdir -p "$2"; '
+        'tar -x -o -f - -C "$2"; exec sh "$2/.sync.sh"'
+    )
     result = transport.run(["sh", "-c", command, "sh", remote_root, STAGING], stdin=archive)
     if not result.ok:
         tail = result.stderr.decode(errors="replace").strip()[-2000:]
-        raise SyncError(f"code sync to {remote_root} failed (exit {result.exit_code}): {tail}",
-                        hint="check the machine's free disk space and that the root is writable")
+        raise SyncError(
+            f"code sync to {remote_root} failed (exit {result.exit_code}): {tail}",
+            hint="check the machine's free disk space and that the root is writable",
+        )
     return report
 
 
-def _archive(local_root: Path, send: Sequence[ManifestEntry], script: str, manifest: bytes,
-             intent: bytes | None) -> bytes:
+def _archive(
+    local_root: Path,
+    send: Sequence[ManifestEntry],
+    script: str,
+    manifest: bytes,
+    intent: bytes | None,
+) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, ".sync.sh", script.encode(), 0o600)
@@ -172,8 +210,13 @@ def _archive(local_root: Path, send: Sequence[ManifestEntry], script: str, manif
     return buf.getvalue()
 
 
-def _script(remote_root: str, manifest_path: str, send: Sequence[ManifestEntry], delete: Sequence[str],
-            announce: bool) -> str:
+def _script(
+    remote_root: str,
+    manifest_path: str,
+    send: Sequence[ManifestEntry],
+    delete: Sequence[str],
+    announce: bool,
+) -> str:
     """The shell script that lands one sync (run in ``remote_root``; see the module docs)."""
     q = shlex.quote
     lines = ["set -eu", f"cd {q(remote_root)}", f"mkdir -p {q(posixpath.dirname(manifest_path))}"]
@@ -191,7 +234,12 @@ def _script(remote_root: str, manifest_path: str, send: Sequence[ManifestEntry],
         by_folder.setdefault(posixpath.dirname(e.path), []).append(e.path)
     for folder, paths in sorted(by_folder.items()):
         for chunk in _chunks(paths):
-            lines.append("mv -f -- " + " ".join(q(f"{STAGING}/f/{p}") for p in chunk) + " " + q(f"{folder or '.'}/"))
+            lines.append(
+                "mv -f -- "
+                + " ".join(q(f"{STAGING}/f/{p}") for p in chunk)
+                + " "
+                + q(f"{folder or '.'}/")
+            )
     lines.append(f"mv -f {STAGING}/.manifest.json {q(manifest_path)}")
     lines.append(f"rm -rf {STAGING}")
     return "\n".join(lines) + "\n"
@@ -222,4 +270,9 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 def _safe(path: str) -> bool:
     """A relative path that stays under the root (remote manifests are not trusted blindly)."""
     parts = path.split("/")
-    return bool(path) and not path.startswith("/") and "\0" not in path and all(p not in ("", ".", "..") for p in parts)
+    return (
+        bool(path)
+        and not path.startswith("/")
+        and "\0" not in path
+        and all(p not in ("", ".", "..") for p in parts)
+    )

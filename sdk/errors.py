@@ -29,7 +29,7 @@ class SpecError(RunformError):
         hint: str | None = None,
     ) -> None:
         self.file, self.line, self.column, self.field = file, line, column, field
-        where = file or "<input>"
+        where = file or "command line"  # no file: the bad input is a flag
         if line is not None:
             where += f":{line}"
             if column is not None:

@@ -67,12 +67,6 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
 
 
 def _is_plan_file(path: str) -> bool:
+    """A positional argument that is not a YAML spec (nor a folder holding one) is a saved plan."""
     p = Path(path)
-    if not p.is_file() or p.suffix in (".yaml", ".yml"):
-        return False
-    try:
-        with open(p, "rb") as f:
-            head = f.read(64).lstrip()
-    except OSError:
-        return False
-    return head.startswith(b"{")
+    return not p.is_dir() and p.suffix not in (".yaml", ".yml")

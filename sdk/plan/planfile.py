@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from runform.errors import StateError
 from runform.plan.model import FORMAT_VERSION, Plan
@@ -36,11 +37,37 @@ def load_plan(path: Path) -> Plan:
     if major != FORMAT_VERSION.split(".")[0]:
         raise StateError(f"{path}: format_version {raw['format_version']} is not supported "
                          f"(this runform reads {FORMAT_VERSION})", hint="re-create the plan with this runform")
+    _check_changes(path, raw)
     try:
         return Plan.from_json(raw)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise StateError(f"{path}: field {exc} is missing or malformed",
                          hint="re-create the plan with `runform plan --out FILE`") from None
+
+
+def _check_changes(path: Path, raw: dict[str, Any]) -> None:
+    """Name the entry of ``resource_changes`` that is malformed, before anything reads it."""
+    from runform.plan.model import SYMBOLS
+
+    hint = "re-create the plan with `runform plan --out FILE`"
+    if "resource_changes" not in raw:
+        raise StateError(f"{path}: field 'resource_changes' is missing", hint=hint)
+    changes = raw["resource_changes"]
+    if not isinstance(changes, list):
+        raise StateError(f"{path}: resource_changes: expected a list, got {type(changes).__name__}", hint=hint)
+    for i, a in enumerate(changes):
+        where = f"resource_changes[{i}]"
+        if not isinstance(a, dict):
+            raise StateError(f"{path}: {where}: expected an object, got {type(a).__name__}", hint=hint)
+        for key in ("address", "action", "reason"):
+            if key not in a:
+                raise StateError(f"{path}: {where}: field {key!r} is missing", hint=hint)
+        if not isinstance(a["address"], str) or "." not in a["address"]:
+            raise StateError(f"{path}: {where}.address: {a['address']!r} is not an address (KIND.NAME)",
+                             hint=hint)
+        if a["action"] not in SYMBOLS:
+            raise StateError(f"{path}: {where}.action: unknown action {a['action']!r} "
+                             f"(known: {', '.join(SYMBOLS)})", hint=hint)
 
 
 def check_stale(plan: Plan, state: State | None, fresh: Plan) -> None:

@@ -66,9 +66,10 @@ def load_spec(
         values[name] = decl.get("default") if isinstance(decl, dict) else decl
     for name, raw in (variables or {}).items():
         if name not in declared:
+            line, col = locs.get(("variables",), (None, None))
             raise SpecError(
                 f"--var {name}: no variable {name!r} is declared" + _suggest(name, declared),
-                file=file, field=f"variables.{name}",
+                file=file, line=line, column=col, field=f"variables.{name}",
                 hint=f"declare it under `variables:` in {file}, or drop the --var",
             )
         values[name] = _scalar(raw)
@@ -97,7 +98,7 @@ def load_spec(
             if kind == "var" and _NAME.match(name):
                 if name not in values:
                     raise err(f"unknown variable ${{var.{name}}}" + _suggest(name, values), field,
-                              hint=f"declare `{name}` under `variables:`")
+                              hint=f"fix the name, or declare `{name}` under `variables:`")
                 if values[name] is None:
                     raise err(f"variable {name!r} has no value", field,
                               hint=f"give it a default, or pass --var {name}=VALUE")
@@ -165,7 +166,8 @@ def load_spec(
                           ("stages", name, "needs", i),
                           hint=f"declare {kind} {target!r} or fix the name")
             if kind == "stage" and target == name:
-                raise err("a stage cannot need itself", ("stages", name, "needs", i))
+                raise err("a stage cannot need itself", ("stages", name, "needs", i),
+                          hint=f"remove {need!r} from the needs of stage {name!r}")
         timeout = parse_duration(s["timeout"]) if "timeout" in s else None
         stages[name] = Stage(
             name=name,
@@ -232,13 +234,20 @@ def _check_plugins(spec: Spec, err: Any) -> None:
 
 
 def _read_env_file(path: Path, shown: str) -> dict[str, str]:
+    # Messages name the file and line, never a value: the file holds secrets.
+    data = path.read_bytes()
     try:
-        return parse_env(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", file=shown, line=line,
+                        hint="save the env file as UTF-8") from None
+    try:
+        return parse_env(text)
     except EnvFileError as exc:
         raise SpecError(str(exc), file=shown, line=exc.line,
-                        hint="write KEY=VALUE, one per line; quote values with spaces") from None
-    except UnicodeDecodeError:
-        raise SpecError("not UTF-8 text", file=shown, hint="save the env file as UTF-8") from None
+                        hint="write KEY=VALUE, one per line; quote a value that has spaces or spans "
+                        "lines (KEY=\"...\")") from None
 
 
 def _validate(doc: dict[str, Any], locs: Mapping[tuple[Any, ...], tuple[int, int]], file: str) -> None:
@@ -250,7 +259,12 @@ def _validate(doc: dict[str, Any], locs: Mapping[tuple[Any, ...], tuple[int, int
         return
     e = _deepest(errors[0])
     field = tuple(e.absolute_path)
-    line, col = _locate(locs, field)
+    at = field
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        extra = sorted(set(e.instance) - set(e.schema.get("properties", {})), key=str)
+        if extra:
+            at = field + (extra[0],)  # point at the unknown key itself
+    line, col = _locate(locs, at)
     message, hint = _describe(e, field)
     raise SpecError(message, file=file, line=line, column=col, field=dotted(field) or None, hint=hint)
 
@@ -273,18 +287,59 @@ def _describe(e: Any, field: tuple[Any, ...]) -> tuple[str, str | None]:
         return (e.message.replace("is a required property", "is required"),
                 "add it (see `runform schema`)")
     if v == "type":
-        return (f"expected {e.validator_value if isinstance(e.validator_value, str) else ' or '.join(e.validator_value)}, "
-                f"got {type(e.instance).__name__} {e.instance!r}"[:200], None)
+        expected = [e.validator_value] if isinstance(e.validator_value, str) else list(e.validator_value)
+        return (f"expected {' or '.join(expected)}, got {type(e.instance).__name__} {e.instance!r}"[:200],
+                _type_hint(expected, e.instance))
     if v == "enum":
         return (f"{e.instance!r} is not one of {', '.join(map(repr, e.validator_value))}",
                 f"use one of {', '.join(map(str, e.validator_value))}")
     if v == "pattern":
         desc = e.schema.get("description", "")
+        known = _pattern_hints().get(e.validator_value)
+        if known:
+            return (f"{e.instance!r} does not have the expected form", known)
         return (f"{e.instance!r} does not have the expected form" + (f" ({desc})" if desc else ""),
                 f"it must match {e.validator_value}")
     if v == "propertyNames":
         return (f"invalid name: {e.message}", "names use letters, digits, _ and -")
-    return (e.message, e.schema.get("description"))
+    if v in ("minProperties", "minItems", "minLength"):
+        return (f"{e.instance!r} is empty", "add at least one entry" if v != "minLength" else "give it a value")
+    return (e.message, e.schema.get("description") or "see `runform schema` for what this field takes")
+
+
+_TYPE_HINTS = {
+    "string": "write text (quote it if it looks like a number or a boolean)",
+    "number": "write a number, such as 100 or 2.5",
+    "integer": "write a whole number, such as 2",
+    "boolean": "write true or false",
+    "object": "write a mapping of `key: value` entries",
+    "array": "write a list, such as [a, b]",
+    "null": "leave it empty",
+}
+
+
+def _type_hint(expected: list[str], instance: Any) -> str:
+    if expected == ["array"] and isinstance(instance, (str, int, float)):
+        return f"write a list, such as [{instance}]"
+    return "; or ".join(_TYPE_HINTS.get(t, f"write a {t}") for t in expected)
+
+
+@functools.lru_cache(maxsize=1)
+def _pattern_hints() -> dict[str, str]:
+    """The fix for each pattern of the schema, in words rather than as a regex."""
+    s = schema()
+    defs, props = s["$defs"], s["properties"]
+    stage = props["stages"]["additionalProperties"]["properties"]
+    return {
+        defs["duration"]["pattern"]: "write a duration such as 90s, 30m, 8h or 1h30m",
+        defs["relpath"]["pattern"]: "use a path relative to the run root: no leading '/' and no '..'",
+        defs["name"]["pattern"]: "names use letters, digits, _ and - (at most 64 characters)",
+        props["run"]["pattern"]: "start with a letter or digit, then use letters, digits, '.', '_' and '-' "
+        "(at most 63 characters)",
+        stage["needs"]["items"]["pattern"]: "write stage.NAME or dataset.NAME",
+        props["datasets"]["additionalProperties"]["properties"]["source"]["pattern"]:
+            "start with a storage scheme: b2://, s3://, wandb:// or file://",
+    }
 
 
 def _locate(locs: Mapping[tuple[Any, ...], tuple[int, int]], field: tuple[Any, ...]) -> tuple[int, int]:
@@ -296,7 +351,7 @@ def _locate(locs: Mapping[tuple[Any, ...], tuple[int, int]], field: tuple[Any, .
 
 def _suggest(name: str, pool: Any, prefix: str = "") -> str:
     close = difflib.get_close_matches(str(name), [str(p) for p in pool], n=1)
-    return f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+    return f" (did you mean {prefix + close[0]!r}?)" if close else ""
 
 
 def _scalar(raw: str) -> Any:

@@ -46,6 +46,8 @@ class LocalStateBackend:
                 ) from None
             try:
                 state = State.from_json(raw)
+            except StateError as exc:
+                raise StateError(f"{self.snapshot}: {exc.message}", hint=exc.hint) from None
             except (KeyError, TypeError, ValueError) as exc:
                 raise StateError(f"{self.snapshot}: field {exc} is missing or malformed",
                                  hint="restore the state from state.json.bak") from None
@@ -69,15 +71,21 @@ class LocalStateBackend:
                     try:
                         state = State(lineage=entry["lineage"], run=entry["run"], salt=entry["salt"])
                     except KeyError as exc:
-                        raise StateError(f"{self.journal}:{i}: meta entry lacks {exc}") from None
+                        raise StateError(f"{self.journal}:{i}: meta entry lacks {exc}",
+                                         hint="restore .runform/ from a backup (a new state would not "
+                                         "know what this one rented)") from None
                     continue
                 if state is None:
                     raise StateError(f"{self.journal}:{i}: journal without a state header",
                                      hint="remove .runform/journal.jsonl")
                 try:
                     state.fold(entry)
-                except (KeyError, TypeError) as exc:
-                    raise StateError(f"{self.journal}:{i}: malformed journal entry (field {exc})") from None
+                except StateError as exc:
+                    raise StateError(f"{self.journal}:{i}: {exc.message}", hint=exc.hint) from None
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    raise StateError(f"{self.journal}:{i}: malformed journal entry (field {exc})",
+                                     hint="restore the state from a backup; if this is the last line, "
+                                     "remove it") from None
                 self._seq = max(self._seq, int(entry.get("seq", 0)))
         if state is not None:
             self._seq = max(self._seq, state.seq)

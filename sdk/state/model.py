@@ -102,7 +102,9 @@ class State:
         elif t == "meta":
             pass
         else:
-            raise StateError(f"unknown journal entry type {t!r}")
+            raise StateError(f"unknown journal entry type {t!r}",
+                             hint="this journal was written by a newer runform: use that version, "
+                             "or restore the state from a backup")
         if seq:
             self.seq = seq
 
@@ -121,9 +123,17 @@ class State:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> State:
+        if not isinstance(raw, Mapping):
+            raise StateError(f"the state is a JSON {type(raw).__name__}, not an object",
+                             hint="restore the state from state.json.bak")
         version = raw.get("version")
         if version != STATE_VERSION:
-            raise StateError(f"state format version {version!r} is not supported (expected {STATE_VERSION})")
+            newer = isinstance(version, int) and version > STATE_VERSION
+            raise StateError(
+                f"state format version {version!r} is not supported (expected {STATE_VERSION})",
+                hint="this state was written by a newer runform: use that version" if newer
+                else "restore the state from state.json.bak",
+            )
         st = cls(
             lineage=str(raw["lineage"]),
             run=str(raw["run"]),
@@ -131,11 +141,19 @@ class State:
             serial=int(raw["serial"]),
             seq=int(raw.get("seq", 0)),
         )
-        for r in raw.get("resources", []):
-            rec = ResourceState.from_json(r)
+        for i, r in enumerate(raw.get("resources", [])):
+            try:
+                rec = ResourceState.from_json(r)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise StateError(f"resources[{i}]: field {exc} is missing or malformed",
+                                 hint="restore the state from state.json.bak") from None
             st.resources[rec.address] = rec
-        for p in raw.get("pending", []):
-            st.pending[p["key"]] = dict(p)
+        for i, p in enumerate(raw.get("pending", [])):
+            try:
+                st.pending[p["key"]] = dict(p)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StateError(f"pending[{i}]: field {exc} is missing or malformed",
+                                 hint="restore the state from state.json.bak") from None
         return st
 
     def addresses(self) -> Iterable[str]:

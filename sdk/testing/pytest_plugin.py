@@ -6,4 +6,4 @@ Each line imports the fixtures of one stand-in; see the modules for their docs.
 from __future__ import annotations
 from runform.testing.sshd import sshd  # noqa: F401
 from runform.testing.s3 import _runform_s3_servers, s3_server, s3_server_b2  # noqa: F401
-from runform.testing.vast.fixture import make_vast_standin, vast_standin  # noqa: F401
+from runform.testing.vast.fixture import make_vast_standin, vast_provider, vast_standin  # noqa: F401

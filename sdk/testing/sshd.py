@@ -56,15 +56,23 @@ class SSHD:
 
     @property
     def compute(self) -> dict[str, Any]:
-        """A spec ``compute`` block for the ``ssh`` provider pointing at this server (add ``root``)."""
-        return {"provider": "ssh", "host": self.host, "port": self.port, "user": self.user,
-                "key_file": str(self.key_file)}
+        """A spec ``compute`` block for the ``ssh`` provider, this server (add ``root``)."""
+        return {
+            "provider": "ssh",
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "key_file": str(self.key_file),
+        }
 
     def _keygen(self, path: Path) -> None:
         for p in (path, path.with_suffix(".pub")):
             p.unlink(missing_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "runform-test", "-f", str(path)],
-                       check=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "runform-test", "-f", str(path)],
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
 
     def regenerate_host_key(self) -> str:
         """Give the server a new host key (a re-installed machine); restarts sshd on the same
@@ -83,8 +91,10 @@ class SSHD:
             if "Cannot bind" not in self.log_path.read_text(errors="replace"):
                 break
             self.port = free_port(self.host)
-        raise RuntimeError(f"sshd did not start on {self.host}:{self.port}; see {self.log_path}:\n"
-                           + self.log_path.read_text(errors="replace")[-2000:])
+        raise RuntimeError(
+            f"sshd did not start on {self.host}:{self.port}; see {self.log_path}:\n"
+            + self.log_path.read_text(errors="replace")[-2000:]
+        )
 
     def _start_once(self, timeout: float) -> bool:
         if not self.key_file.exists():
@@ -96,9 +106,13 @@ class SSHD:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
         self._listening.clear()
-        self.proc = subprocess.Popen([SSHD_BIN, "-D", "-e", "-f", str(self.config)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [SSHD_BIN, "-D", "-e", "-f", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         threading.Thread(target=self._pump_log, args=(self.proc,), daemon=True).start()
         if not self._listening.wait(timeout) or self.proc.poll() is not None:
             self.stop()
@@ -151,26 +165,28 @@ class SSHD:
         self._listening.set()  # exited: stop waiting (start() then sees poll() is not None)
 
     def _config_text(self) -> str:
-        return "\n".join([
-            f"Port {self.port}",
-            f"ListenAddress {self.host}",
-            f"HostKey {self.host_key_file}",
-            f"PidFile {self.workdir / 'sshd.pid'}",
-            f"AuthorizedKeysFile {self.authorized_keys}",
-            f"AllowUsers {self.user}",
-            "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "StrictModes no",
-            "UsePAM no",
-            "PrintMotd no",
-            "MaxStartups 100",
-            "MaxSessions 100",
-            "LogLevel VERBOSE",
-            "Subsystem sftp internal-sftp",
-            "",
-        ])
+        return "\n".join(
+            [
+                f"Port {self.port}",
+                f"ListenAddress {self.host}",
+                f"HostKey {self.host_key_file}",
+                f"PidFile {self.workdir / 'sshd.pid'}",
+                f"AuthorizedKeysFile {self.authorized_keys}",
+                f"AllowUsers {self.user}",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "StrictModes no",
+                "UsePAM no",
+                "PrintMotd no",
+                "MaxStartups 100",
+                "MaxSessions 100",
+                "LogLevel VERBOSE",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -208,6 +224,6 @@ def _descendants(pid: int) -> list[int]:
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
     """A running :class:`SSHD` for one test (skipped where OpenSSH's sshd is not installed)."""
     if not SSHD.available():
-        pytest.skip(f"{SSHD_BIN} or ssh-keygen missing: install openssh-server (apt-get install openssh-server)")
+        pytest.skip(f"{SSHD_BIN} or ssh-keygen missing: apt-get install openssh-server")
     with SSHD(tmp_path_factory.mktemp("sshd")) as server:
         yield server

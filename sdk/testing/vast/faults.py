@@ -36,8 +36,8 @@ class Faults:
     requests, in order, before any random draw; ``only`` (a regex on ``"METHOD /path"``)
     limits the HTTP faults (script, 429, 5xx) to matching requests."""
 
-    rate_429: float = 0.0
-    rate_5xx: float = 0.0
+    rate_429: float = 0.0  # share of requests answered 429
+    rate_5xx: float = 0.0  # share answered 500/502/503/504 (rate_429 + rate_5xx ≤ 1)
     retry_after: float | None = None  # sent as Retry-After on injected 429s when set
     script: tuple[int, ...] = attrs.field(default=(), converter=tuple)
     only: str | None = None

@@ -6,6 +6,8 @@
 - ``make_vast_standin(**kwargs)``: start one with other settings (any ``VastStandIn``
   argument), e.g. instances reached through the real sshd fixture: ``make_vast_standin(sshd=sshd)``
   (its host, port, user and authorized_keys). Every stand-in it starts is stopped after the test.
+- ``vast_provider``: a :class:`~runform.providers.vast.provider.VastProvider` talking to
+  ``vast_standin`` with test-speed retries and polls (:func:`fast_provider` builds others).
 """
 
 from __future__ import annotations
@@ -43,3 +45,30 @@ def make_vast_standin(tmp_path: Path) -> Iterator[Callable[..., VastStandIn]]:
 @pytest.fixture
 def vast_standin(make_vast_standin: Callable[..., VastStandIn]) -> VastStandIn:
     return make_vast_standin()
+
+
+def fast_provider(standin: VastStandIn, **kwargs: Any) -> Any:
+    """A VastProvider wired to ``standin`` with test-speed retries and polls.
+
+    Readiness is the SSH-banner check unless ``on_ready=`` is given (the stand-in's default
+    SSH endpoint is a banner port, not an sshd); pass ``on_ready=None`` for the real SSH probe.
+    """
+    from runform.providers.vast.client import RetryPolicy, VastClient
+    from runform.providers.vast.provider import VastProvider, ssh_banner
+
+    client = VastClient(api_key=standin.api_key, base_url=standin.url,
+                        retry=RetryPolicy(attempts=12, initial=0.001, max_wait=0.01, max_retry_after=5.0))
+    kwargs.setdefault("on_ready", lambda info: ssh_banner(str(info.attrs["ssh_host"]), int(info.attrs["ssh_port"])))
+    kwargs.setdefault("poll_initial", 0.01)
+    kwargs.setdefault("poll_max", 0.05)
+    kwargs.setdefault("lost_create_grace", 0.0)
+    kwargs.setdefault("destroy_timeout", 10.0)
+    return VastProvider(client=client, **kwargs)
+
+
+@pytest.fixture
+def vast_provider(vast_standin: VastStandIn) -> Iterator[Any]:
+    """A VastProvider talking to ``vast_standin`` (see :func:`fast_provider`)."""
+    provider = fast_provider(vast_standin)
+    yield provider
+    provider.client.close()

@@ -114,10 +114,12 @@ class World:
             if f.script:
                 status, rest = f.script[0], f.script[1:]
                 self.faults = attrs.evolve(f, script=rest)
-            elif f.rate_429 and self.rng.random() < f.rate_429:
-                status = 429
-            elif f.rate_5xx and self.rng.random() < f.rate_5xx:
-                status = self.rng.choice([500, 502, 503, 504])
+            elif f.rate_429 or f.rate_5xx:  # shares of all requests: 429s, then 5xx
+                draw = self.rng.random()
+                if draw < f.rate_429:
+                    status = 429
+                elif draw < f.rate_429 + f.rate_5xx:
+                    status = self.rng.choice([500, 502, 503, 504])
             if status is None:
                 return None
             if status == 429:
@@ -284,7 +286,7 @@ class World:
             "disk_space": inst.disk, "geolocation": o["geolocation"], "reliability2": o["reliability2"],
             "dph_base": o["dph_base"], "storage_cost": o["storage_cost"],
             "dph_total": priced(o, inst.disk)["dph_total"],
-            "storage_total_cost": round(o["storage_cost"] * inst.disk * (now - inst.created_at) / (30 * 24 * 3600), 9),
+            "storage_total_cost": o["storage_cost"] * inst.disk * (now - inst.created_at) / (30 * 24 * 3600),
             "public_ipaddr": f"{self.ssh_host}\n",
             "ssh_idx": "4", "ssh_host": self.ssh_host if started else None,
             "ssh_port": self.ssh_port if started else None,
@@ -437,7 +439,7 @@ class World:
             except (TypeError, ValueError):
                 tail = 1000
             status, msg = inst.phase(time.monotonic(), self.lifecycle)
-            lines = inst.log + [f"status {status}: {msg}"]
+            lines = inst.log + [f"status {status or 'created'}" + (f": {msg}" if msg else "")]
             token = secrets.token_hex(12)
             self.log_urls[token] = (time.monotonic() + self.lifecycle.logs_delay_s, "\n".join(lines[-tail:]) + "\n")
             return 200, {"success": True, "result_url": f"{self.base_url}/_standin/logs/{token}.log"}
