@@ -12,13 +12,13 @@ def test_plan_apply_replan_and_one_file_edit(hello: Path) -> None:
     p = run_cli("plan", "--detailed-exitcode", cwd=hello)
     assert p.returncode == 2, p.stderr
     for addr in ("instance.main", "secrets.env", "code.workdir", "dataset.greetings",
-                 "stage.prepare", "stage.left", "stage.right", "stage.join"):
+                 "stage.prepare", "stage.left", "stage.right", "stage.join", "tracker.run"):
         assert f"+ {addr}" in p.stdout
-    assert "Plan: 8 to add, 0 to change, 0 to destroy." in p.stdout
+    assert "Plan: 9 to add, 0 to change, 0 to destroy." in p.stdout
 
     a = run_cli("apply", "--auto-approve", cwd=hello)
     assert a.returncode == 0, a.stderr + a.stdout
-    assert "Apply complete! Resources: 8 added, 0 changed, 0 destroyed." in a.stdout
+    assert "Apply complete! Resources: 9 added, 0 changed, 0 destroyed." in a.stdout
     root = machine_root(hello)
     assert (root / "out" / "joined.txt").read_text().count("\n") == 6
     assert (root / "data" / "names.txt").is_symlink()
