@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ class LocalTransport:
 
     def put_bytes(self, data: bytes, remote_path: str, *, mode: int = 0o644) -> None:
         os.makedirs(os.path.dirname(remote_path), exist_ok=True)
-        tmp = f"{remote_path}.{os.getpid()}.tmp"
+        tmp = f"{remote_path}.{os.getpid()}.{threading.get_ident()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)  # mode from the start
         try:
             os.fchmod(fd, mode)  # umask must not widen or narrow it
@@ -41,7 +42,7 @@ class LocalTransport:
 
     def put_file(self, local_path: Path, remote_path: str, *, mode: int = 0o644) -> None:
         os.makedirs(os.path.dirname(remote_path), exist_ok=True)
-        tmp = f"{remote_path}.{os.getpid()}.tmp"
+        tmp = f"{remote_path}.{os.getpid()}.{threading.get_ident()}.tmp"
         shutil.copyfile(local_path, tmp)
         os.chmod(tmp, mode)
         os.replace(tmp, remote_path)

@@ -117,7 +117,7 @@ class Handlers:
         agent = self.agent()
         t0 = time.monotonic()
         if d.source.startswith("file://") and not machine.local:
-            moved = self._upload_file_dataset(machine, manifest, d.dest)
+            moved = self._upload_file_dataset(machine, manifest, name, d.dest)
             agent.call("record_dataset", name=name, dest=d.dest, links=dict(d.links),
                        manifest=manifest.to_json(), digest=manifest.digest)
         else:
@@ -128,18 +128,25 @@ class Handlers:
         return {"source": d.source, "dest": d.dest, "digest": manifest.digest, "manifest": manifest.to_json(),
                 "bytes_moved": moved}
 
-    def _upload_file_dataset(self, machine: Any, manifest: Manifest, dest: str) -> int:
+    def _upload_file_dataset(self, machine: Any, manifest: Manifest, name: str, dest: str) -> int:
+        """A ``file://`` source lives on the client: send it over the transport, incrementally."""
+        import posixpath
         from pathlib import Path
+
+        from runform.agent.layout import meta
+        from runform.codesync import local_manifest, sync_tree
 
         base = Path(manifest.uri.split("://", 1)[1])
         if not base.is_absolute():
             base = self.ws.spec.dir / base
-        moved = 0
-        for e in manifest.entries:
-            src = base / e.path if base.is_dir() else base
-            machine.transport.put_file(src, f"{machine.root}/{dest}/{e.path}")
-            moved += e.size
-        return moved
+        target = posixpath.join(machine.root, dest)
+        if base.is_dir():
+            report = sync_tree(machine.transport, base, target, local_manifest(base),
+                               remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"))
+            return report.bytes_sent
+        machine.transport.run(["mkdir", "-p", target])
+        machine.transport.put_file(base, posixpath.join(target, base.name))
+        return base.stat().st_size
 
     # ------------------------------------------------------------------ stage
     def stage(self, a: Action) -> dict[str, Any] | None:

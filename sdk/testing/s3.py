@@ -310,8 +310,7 @@ def start_s3_server(mode: str = "s3") -> S3Server:
     server = make_server("127.0.0.1", 0, stats, threaded=True, request_handler=Quiet)
     thread = threading.Thread(target=server.serve_forever, name=f"moto-{mode}", daemon=True)
     thread.start()
-    host, port = server.server_address[:2]
-    return S3Server(f"http://{host}:{port}", mode, stats, server, thread)
+    return S3Server(f"http://127.0.0.1:{server.server_port}", mode, stats, server, thread)
 
 
 # --------------------------------------------------------------------------- fixtures

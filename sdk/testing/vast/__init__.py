@@ -28,6 +28,7 @@ from typing import Any
 import attrs
 
 from runform.testing.vast.audit import Audit, CreateRecord, RequestRecord
+from runform.testing.vast.catalogue import generate_offers
 from runform.testing.vast.faults import Faults, Lifecycle
 from runform.testing.vast.server import BannerServer, serve
 from runform.testing.vast.world import World
@@ -138,30 +139,31 @@ class VastStandIn:
             return [dict(o) for o in self.world.offers.values()]
 
     def add_offer(self, **fields: Any) -> dict[str, Any]:
-        """Put an offer on the market: a copy of the first catalogue offer with ``fields`` changed."""
+        """Put one offer on the market: a catalogue offer with ``fields`` changed (its own id
+        and machine unless given)."""
         with self.world.lock:
-            template = dict(next(iter(self.world.offers.values())))
-            offer_id = max(self.world.offers) + 1
-            template.update(id=offer_id, ask_contract_id=offer_id, machine_id=90_000 + len(self.world.offers),
-                            rented=False, rentable=True, vanished=False)
-            template.update(fields)
-            if "reliability" in fields and "reliability2" not in fields:
-                template["reliability2"] = fields["reliability"]
-            self.world.offers[template["id"]] = template
-            return dict(template)
+            offer = self._offer(len(self.world.offers), fields)
+            self.world.offers[offer["id"]] = offer
+            return dict(offer)
 
     def set_offers(self, offers: list[Mapping[str, Any]]) -> None:
         """Replace the market with exactly ``offers`` (each built like :meth:`add_offer`)."""
         with self.world.lock:
-            template = dict(next(iter(self.world.offers.values())))
-            self.world.offers = {}
-            for i, fields in enumerate(offers):
-                o = dict(template, id=template["id"] + 1000 + i, machine_id=80_000 + i,
-                         rented=False, rentable=True, vanished=False)
-                o.update(fields)
-                if "reliability" in fields and "reliability2" not in fields:
-                    o["reliability2"] = fields["reliability"]
-                self.world.offers[o["id"]] = o
+            built = [self._offer(i, fields) for i, fields in enumerate(offers)]
+            self.world.offers = {o["id"]: o for o in built}
+
+    def _offer(self, n: int, fields: Mapping[str, Any]) -> dict[str, Any]:
+        existing = list(self.world.offers.values())
+        template = dict(existing[0] if existing else generate_offers(0, 1)[0])
+        offer_id = 90_000_000 + n
+        while offer_id in self.world.offers:
+            offer_id += 1_000
+        template.update(id=offer_id, ask_contract_id=offer_id, machine_id=90_000 + n,
+                        rented=False, rentable=True, vanished=False)
+        template.update(fields)
+        if "reliability" in fields and "reliability2" not in fields:
+            template["reliability2"] = fields["reliability"]
+        return template
 
     def instance_root(self, instance_id: int | str) -> Path:
         """The folder an instance's SSH sessions treat as the run root."""

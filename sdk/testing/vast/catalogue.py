@@ -44,7 +44,7 @@ def generate_offers(seed: int = 0, count: int = 120) -> list[dict[str, Any]]:
         n = rng.choice([1, 1, 1, 1, 2, 2, 4, 8])
         dph_base = round(price * n * rng.uniform(0.75, 1.45), 4)
         rel = round(rng.choice([rng.uniform(0.80, 0.95), rng.uniform(0.95, 0.9995), rng.uniform(0.97, 0.9995)]), 4)
-        offers.append({
+        offer: dict[str, Any] = {
             "id": FIRST_ID + i * 17 + rng.randint(0, 16),
             "ask_contract_id": FIRST_ID + i * 17,
             "machine_id": 4000 + i * 3 + rng.randint(0, 2),
@@ -101,9 +101,9 @@ def generate_offers(seed: int = 0, count: int = 120) -> list[dict[str, Any]]:
             "ubuntu_version": "22.04",
             "vms_enabled": False,
             "cluster_id": None,
-            "score": 0.0,
-        })
-        offers[-1]["score"] = round(offers[-1]["dlperf"] / max(dph_base, 0.01) * rel, 3)
+        }
+        offer["score"] = round(offer["dlperf"] / max(dph_base, 0.01) * rel, 3)
+        offers.append(offer)
     return offers
 
 

@@ -75,7 +75,7 @@ def order_rows(rows: list[dict[str, Any]], order: Any) -> list[dict[str, Any]]:
         order = [order]
     for item in reversed(list(order)):
         if isinstance(item, Mapping):
-            field, direction = item.get("col"), item.get("dir", "asc")
+            field, direction = str(item.get("col")), item.get("dir", "asc")
         else:
             field, direction = item[0], (item[1] if len(item) > 1 else "asc")
         desc = str(direction).lower().startswith("desc")

@@ -20,12 +20,12 @@ import attrs
 
 from runform.testing.vast.audit import Audit, CreateRecord, RequestRecord
 from runform.testing.vast.catalogue import generate_offers, priced
-from runform.testing.vast.faults import OCI_ERROR, Faults, Lifecycle
+from runform.testing.vast.faults import Faults, Lifecycle
+from runform.testing.vast.instance import Instance, instance_row
 from runform.testing.vast.query import CONTROL_KEYS, OFFER_TYPES, QueryError, matches, order_rows
 
 DROP = object()
 Reply = tuple[Any, ...]  # (status, body) or (status, body, headers)
-SENTINEL = ".runform/vast/onstart.done"  # what runform's onstart touches when it is done
 ONSTART_LIMIT = 4048
 FIRST_INSTANCE_ID = 30_000_001
 INSTANCE_FILTER_COLS = ("id", "label", "machine_id", "host_id", "actual_status", "intended_status",
@@ -36,47 +36,6 @@ def _err(status: int, error: str, msg: str, **extra: Any) -> Reply:
     return status, {"success": False, "error": error, "msg": msg, **extra}
 
 
-@attrs.define
-class Instance:
-    """One rented instance (mutable, guarded by the world's lock)."""
-
-    id: int
-    offer: dict[str, Any]
-    label: str
-    image: str
-    disk: float
-    env: dict[str, str]
-    onstart: str
-    runtype: str
-    created_at: float
-    start_date: float
-    root: Path
-    api_key: str
-    fault: str | None = None  # "oci", "exited", "stuck", "offline"
-    override: str | None = None  # a status forced by preemption or stop
-    override_msg: str = ""
-    destroyed_at: float | None = None
-    keys: list[dict[str, Any]] = attrs.field(factory=list)
-    log: list[str] = attrs.field(factory=list)
-
-    def phase(self, now: float, life: Lifecycle) -> tuple[str | None, str]:
-        """(actual_status, status_msg) at ``now``."""
-        if self.override:
-            return self.override, self.override_msg
-        t = now - self.created_at
-        if t < life.created_s:
-            return None, ""
-        if self.fault == "oci":
-            return "created", OCI_ERROR
-        if self.fault == "stuck" or t < life.created_s + life.loading_s:
-            return "loading", f"Pulling image {self.image}: downloading layers"
-        if self.fault == "exited":
-            return "exited", "container exited with code 1"
-        if self.fault == "offline":
-            return "offline", "host stopped responding"
-        return "running", f"success, running {self.image}/ssh"
-
-
 class World:
     """The market and the account, behind one lock."""
 
@@ -85,7 +44,10 @@ class World:
                  ssh_user: str | None = None, authorized_keys: Path | None = None,
                  root_dir: Path, base_url: str = "") -> None:
         self.lock = threading.RLock()
-        self.rng = random.Random(seed)
+        # two streams: HTTP faults depend on how many requests polling makes (timing), while
+        # the fate of the n-th create (vanish, lost answer, instance fault) must not
+        self.rng = random.Random(f"{seed}-http")
+        self.create_rng = random.Random(f"{seed}-create")
         self.offers: dict[int, dict[str, Any]] = {o["id"]: o for o in generate_offers(seed, n_offers)}
         self.lifecycle = lifecycle or Lifecycle()
         self.faults = faults or Faults()
@@ -170,10 +132,11 @@ class World:
         """``PUT /asks/{id}/``."""
         with self.lock:
             f = self.faults
+            vanish, answer, fault = (self.create_rng.random() for _ in range(3))
             cancel = bool(body.get("cancel_unavail"))
             offer = self.offers.get(ask_id)
             if offer is not None and not offer["rented"]:
-                if f.vanish_next or (f.vanish_rate and self.rng.random() < f.vanish_rate):
+                if f.vanish_next or vanish < f.vanish_rate:
                     if f.vanish_next:
                         self.faults = attrs.evolve(f, vanish_next=f.vanish_next - 1)
                     offer.update(rented=True, rentable=False, vanished=True)  # someone else got it
@@ -186,12 +149,12 @@ class World:
             problem = self._check_create(body, offer)
             if problem:
                 return _err(400, "invalid_args", f"error 400/3467: Invalid args: {problem}", ask_id=ask_id)
-            inst = self._make_instance(offer, body)
+            inst = self._make_instance(offer, body, fault)
             answered = "ok"
-            if f.contract_on_failure_rate and self.rng.random() < f.contract_on_failure_rate:
+            if answer < f.contract_on_failure_rate:
                 inst.override, inst.override_msg = "stopped", "scheduling failed: not enough capacity"
                 answered = "failed-with-contract"
-            elif f.lost_create_rate and self.rng.random() < f.lost_create_rate:
+            elif answer < f.contract_on_failure_rate + f.lost_create_rate:
                 answered = f"lost-{f.lost_create_mode}"
             self.creates.append(CreateRecord(inst.id, ask_id, offer["machine_id"], inst.label, answered))
             if answered == "failed-with-contract":
@@ -234,7 +197,7 @@ class World:
             return "env longer than 32768 characters"
         return None
 
-    def _make_instance(self, offer: dict[str, Any], body: dict[str, Any]) -> Instance:
+    def _make_instance(self, offer: dict[str, Any], body: dict[str, Any], draw: float) -> Instance:
         iid = self._next_id
         self._next_id += 1
         root = self.root_dir / f"instance-{iid}"
@@ -242,7 +205,6 @@ class World:
         f = self.faults
         fault = f.machine_faults.get(offer["machine_id"])
         if fault is None:
-            draw = self.rng.random()
             for name, rate in (("stuck", f.stuck_loading_rate), ("oci", f.oci_error_rate), ("exited", f.exited_rate)):
                 if draw < rate:
                     fault = name
@@ -263,40 +225,8 @@ class World:
     # ------------------------------------------------------------------ read
     def row(self, inst: Instance, now: float) -> dict[str, Any]:
         """The instance as ``GET /instances/{id}/`` shows it."""
-        status, msg = inst.phase(now, self.lifecycle)
-        if status == "running" and not (inst.root / SENTINEL).exists():
-            (inst.root / SENTINEL).parent.mkdir(parents=True, exist_ok=True)
-            (inst.root / SENTINEL).touch()  # what runform's onstart would do on a real host
-            inst.log.append("onstart finished")
-        o = inst.offer
-        stopped = status == "stopped"
-        started = status not in (None,)
-        return {
-            "id": inst.id, "label": inst.label or None, "machine_id": o["machine_id"], "host_id": o["host_id"],
-            "actual_status": status,
-            "intended_status": "stopped" if stopped else "running",
-            "cur_state": "stopped" if stopped else "running",
-            "next_state": "stopped" if stopped else "running",
-            "status_msg": msg or None,
-            "image_uuid": inst.image, "image_runtype": inst.runtype, "image_args": [],
-            "onstart": inst.onstart,
-            "gpu_name": o["gpu_name"], "num_gpus": o["num_gpus"], "gpu_ram": o["gpu_ram"],
-            "gpu_totalram": o["gpu_total_ram"], "cuda_max_good": o["cuda_max_good"],
-            "driver_version": o["driver_version"], "cpu_cores": o["cpu_cores"], "cpu_ram": o["cpu_ram"],
-            "disk_space": inst.disk, "geolocation": o["geolocation"], "reliability2": o["reliability2"],
-            "dph_base": o["dph_base"], "storage_cost": o["storage_cost"],
-            "dph_total": priced(o, inst.disk)["dph_total"],
-            "storage_total_cost": o["storage_cost"] * inst.disk * (now - inst.created_at) / (30 * 24 * 3600),
-            "public_ipaddr": f"{self.ssh_host}\n",
-            "ssh_idx": "4", "ssh_host": self.ssh_host if started else None,
-            "ssh_port": self.ssh_port if started else None,
-            "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(self.ssh_port)}]} if status == "running" else {},
-            "direct_port_start": self.ssh_port, "direct_port_end": self.ssh_port,
-            "extra_env": [[k, v] for k, v in inst.env.items()],
-            "start_date": inst.start_date, "end_date": inst.start_date + o["duration"],
-            "template_hash_id": None, "is_bid": False, "min_bid": o["min_bid"],
-            "runform_root": str(inst.root), "runform_ssh_user": self.ssh_user,
-        }
+        return instance_row(inst, now, self.lifecycle, ssh_host=self.ssh_host, ssh_port=self.ssh_port,
+                            ssh_user=self.ssh_user)
 
     def _visible(self, now: float) -> list[Instance]:
         return [i for i in self.instances.values()
