@@ -1,0 +1,433 @@
+"""A small client for the Vast.ai REST API, on httpx with tenacity retries.
+
+- Auth: ``Authorization: Bearer <key>``; the key comes from ``VAST_API_KEY`` or
+  ``~/.config/vastai/vast_api_key`` (``$XDG_CONFIG_HOME`` honoured, then the legacy
+  ``~/.vast_api_key``). It is only ever put in that header, never in a URL, a log line,
+  an error message or a repr.
+- Base URL: ``VAST_API_URL`` (default ``https://console.vast.ai``); paths are under ``/api/v0``.
+- Retries: 429 and 5xx (and connection failures) are retried with jittered exponential
+  backoff, waiting out ``Retry-After`` when the server sends one. The daily
+  ``search_quota_exceeded`` 429 is never retried: it raises :class:`SearchQuotaExceeded`.
+- Creating is not idempotent: a 5xx or a dropped connection on ``PUT /asks/{id}/`` raises
+  :class:`CreateOutcomeUnknown` (the instance may exist; the caller looks it up by label)
+  instead of being retried blindly.
+- Against the real API the client spaces calls to each endpoint by Vast's documented
+  minimum intervals; against another server (a stand-in) it does not.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+import tenacity
+
+from runform.providers.vast.errors import (
+    AuthError,
+    CreateFailed,
+    CreateOutcomeUnknown,
+    OfferGone,
+    RateLimited,
+    SearchQuotaExceeded,
+    VastAPIError,
+)
+
+__all__ = ["AuthError", "CreateFailed", "CreateOutcomeUnknown", "OfferGone", "RateLimited", "RetryPolicy",
+           "SearchQuotaExceeded", "VastAPIError", "VastClient", "resolve_api_key", "resolve_base_url"]
+
+log = logging.getLogger("runform.providers.vast")
+
+DEFAULT_URL = "https://console.vast.ai"
+API_PREFIX = "/api/v0"
+
+#: Documented minimum seconds between calls to one endpoint (reference §8).
+VAST_MIN_INTERVALS: Mapping[str, float] = {
+    "POST /bundles/": 6.0,
+    "PUT /asks/{id}/": 4.5,
+    "GET /instances/{id}/": 2.0,
+    "GET /instances/": 1.0,
+    "DELETE /instances/{id}/": 3.0,
+    "PUT /instances/{id}/": 1.0,
+    "POST /instances/{id}/ssh/": 1.0,
+}
+
+
+class _Transient(Exception):
+    """A retryable failure inside one attempt (not raised to callers)."""
+
+    def __init__(self, what: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.status = status
+        self.retry_after = retry_after
+
+
+# --------------------------------------------------------------------------- config
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How hard to retry 429/5xx: ``attempts`` in all, backoff from ``initial`` up to ``max_wait``."""
+
+    attempts: int = 10
+    initial: float = 0.5
+    max_wait: float = 30.0
+    max_retry_after: float = 120.0  # a longer Retry-After is reported, not waited out
+    max_elapsed: float = 600.0
+
+
+def resolve_api_key(environ: Mapping[str, str] | None = None) -> str | None:
+    """The API key from ``VAST_API_KEY``, else the vastai CLI's key file; None when absent."""
+    env = os.environ if environ is None else environ
+    if env.get("VAST_API_KEY"):
+        return env["VAST_API_KEY"].strip()
+    config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    for path in (config_home / "vastai" / "vast_api_key", Path.home() / ".vast_api_key"):
+        if path.is_file():
+            key = path.read_text(encoding="utf-8").strip()
+            if key:
+                return key
+    return None
+
+
+def resolve_base_url(environ: Mapping[str, str] | None = None) -> str:
+    """``VAST_API_URL`` (an ``/api/v0`` suffix is tolerated) or the default console URL."""
+    env = os.environ if environ is None else environ
+    url = (env.get("VAST_API_URL") or DEFAULT_URL).rstrip("/")
+    return url[: -len(API_PREFIX)] if url.endswith(API_PREFIX) else url
+
+
+def _is_vast_host(host: str) -> bool:
+    return host == "vast.ai" or host.endswith(".vast.ai")
+
+
+_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
+
+
+def _endpoint(method: str, path: str) -> str:
+    """``PUT /asks/123/`` → ``PUT /asks/{id}/`` (the key for per-endpoint limits)."""
+    return method + " " + _ID_SEGMENT.sub("/{id}", path)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _describe(resp: httpx.Response, secret: str | None = None) -> str:
+    """``404 not_found: Instance not found`` from whatever shape the error body has."""
+    body = _json(resp)
+    if isinstance(body, dict):
+        parts = [str(body[k]) for k in ("error", "msg", "detail", "message") if body.get(k)]
+        text = ": ".join(parts) if parts else str(body)
+    else:
+        text = " ".join(resp.text.split())[:200]
+    if secret:
+        text = text.replace(secret, "***")
+    return f"{resp.status_code} {text}".strip()
+
+
+class _Throttle:
+    """Keeps a minimum interval between calls to the same endpoint."""
+
+    def __init__(self, intervals: Mapping[str, float], sleep: Callable[[float], None]) -> None:
+        self._intervals = dict(intervals)
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._sleep = sleep
+
+    def wait(self, endpoint: str) -> None:
+        gap = self._intervals.get(endpoint, 0.0)
+        if gap <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            due = self._last.get(endpoint, -1e9) + gap
+            self._last[endpoint] = max(now, due)
+        if due > now:
+            self._sleep(due - now)
+
+
+# --------------------------------------------------------------------------- client
+
+
+class VastClient:
+    """The Vast endpoints runform uses. Methods return parsed JSON or raise :class:`VastAPIError`."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        min_intervals: Mapping[str, float] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = (base_url or resolve_base_url()).rstrip("/")
+        self._key = api_key if api_key is not None else resolve_api_key()
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        host = urlsplit(self.base_url).hostname or ""
+        if min_intervals is None:
+            min_intervals = VAST_MIN_INTERVALS if _is_vast_host(host) else {}
+        self._throttle = _Throttle(min_intervals, sleep)
+        self._host = host
+        self._http = httpx.Client(
+            base_url=self.base_url + API_PREFIX,
+            timeout=timeout,
+            follow_redirects=True,
+            headers={"User-Agent": "runform-vast", "Accept": "application/json"},
+            event_hooks={"request": [self._authorize]},
+        )
+
+    def __repr__(self) -> str:  # never the key
+        return f"VastClient({self.base_url!r}, key={'set' if self._key else 'missing'})"
+
+    def __enter__(self) -> VastClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self._key)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values to redact from anything this client's callers print."""
+        return (self._key,) if self._key else ()
+
+    # ------------------------------------------------------------------ plumbing
+    def _authorize(self, request: httpx.Request) -> None:
+        """Add the key to API requests on our host (or *.vast.ai, across redirects); only there."""
+        host = request.url.host
+        if self._key and request.url.path.startswith("/api/") and (host == self._host or _is_vast_host(host)):
+            request.headers["Authorization"] = f"Bearer {self._key}"
+        else:
+            request.headers.pop("Authorization", None)
+
+    def _need_key(self) -> None:
+        if not self._key:
+            raise AuthError("no Vast API key found",
+                            hint="set VAST_API_KEY, or save the key to ~/.config/vastai/vast_api_key")
+
+    def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+              json: Any = None, idempotent: bool = True) -> httpx.Response:
+        """One logical call: attempts with backoff until it answers (any non-retryable status)."""
+        endpoint = _endpoint(method, path)
+        policy = self.retry
+        backoff = tenacity.wait_random_exponential(multiplier=policy.initial, max=policy.max_wait)
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Transient) and exc.retry_after is not None:
+                return exc.retry_after
+            return backoff(state)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait_s = state.next_action.sleep if state.next_action else 0.0
+            log.info("vast: %s %s: %s; retry %d in %.2fs", method, path, exc, state.attempt_number, wait_s)
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(policy.max_elapsed),
+            wait=wait,
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, method, path, endpoint, params, json, idempotent)
+        except _Transient as exc:
+            cls = RateLimited if exc.status == 429 else VastAPIError
+            tries = retrying.statistics.get("attempt_number", policy.attempts)
+            raise cls(f"Vast API {method} {path}: {exc} (gave up after {tries} attempts)",
+                      status=exc.status, hint="Vast is overloaded or rate limiting; try again later") from None
+
+    def _attempt(self, method: str, path: str, endpoint: str, params: Mapping[str, Any] | None,
+                 json: Any, idempotent: bool) -> httpx.Response:
+        self._throttle.wait(endpoint)
+        try:
+            resp = self._http.request(method, path, params=params, json=json)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _Transient(f"cannot connect: {type(exc).__name__}") from None  # nothing was sent
+        except httpx.TransportError as exc:
+            if idempotent:
+                raise _Transient(f"connection lost: {type(exc).__name__}") from None
+            raise CreateOutcomeUnknown(f"Vast API {method} {path}: connection lost before the answer "
+                                       f"({type(exc).__name__})") from None
+        status = resp.status_code
+        if status == 429:
+            body = _json(resp)
+            if isinstance(body, dict) and body.get("error") == "search_quota_exceeded":
+                raise self._quota_error(resp)
+            wait = _retry_after(resp.headers.get("Retry-After"))
+            if wait is not None and wait > self.retry.max_retry_after:
+                raise RateLimited(f"Vast API {method} {path}: rate limited for {wait:.0f}s",
+                                  status=429, hint="wait and run again")
+            raise _Transient(_describe(resp, self._key), status=429, retry_after=wait)
+        if status >= 500:
+            if not idempotent:
+                raise CreateOutcomeUnknown(f"Vast API {method} {path}: {_describe(resp, self._key)}", status=status)
+            wait = _retry_after(resp.headers.get("Retry-After"))
+            raise _Transient(_describe(resp, self._key), status=status, retry_after=wait)
+        body = _json(resp) if status in (403, 404) else None
+        if status == 401 or (isinstance(body, dict) and body.get("error") == "auth_error"):
+            raise AuthError(f"Vast API {method} {path}: {_describe(resp, self._key)}", status=status, code="auth_error",
+                            hint="check VAST_API_KEY / ~/.config/vastai/vast_api_key")
+        return resp
+
+    @staticmethod
+    def _quota_error(resp: httpx.Response) -> SearchQuotaExceeded:
+        reset = resp.headers.get("X-RateLimit-Reset")
+        when = ""
+        if reset:
+            try:
+                when = " until " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(reset)))
+            except ValueError:
+                when = f" until {reset}"
+        return SearchQuotaExceeded(
+            f"Vast's daily offer-search quota is used up{when}", status=429, code="search_quota_exceeded",
+            hint="offer searches resume after the reset (UTC midnight); runform does not retry this")
+
+    def _fail(self, method: str, path: str, resp: httpx.Response) -> VastAPIError:
+        body = _json(resp)
+        code = body.get("error") if isinstance(body, dict) else None
+        return VastAPIError(f"Vast API {method} {path}: {_describe(resp, self._key)}",
+                            status=resp.status_code, code=code)
+
+    # ------------------------------------------------------------------ endpoints
+    def search_offers(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``POST /bundles/``: offers matching ``query`` (works without a key)."""
+        resp = self._call("POST", "/bundles/", json=dict(query))
+        body = _json(resp)
+        if resp.status_code != 200 or not isinstance(body, dict):
+            raise self._fail("POST", "/bundles/", resp)
+        return list(body.get("offers") or [])
+
+    def create_instance(self, offer_id: int, body: Mapping[str, Any]) -> int:
+        """``PUT /asks/{offer_id}/``: rent the offer; returns the new instance id (``new_contract``).
+
+        Raises :class:`OfferGone`, :class:`CreateFailed` (with a leftover ``new_contract`` to
+        destroy) or :class:`CreateOutcomeUnknown` (look the label up before trying again).
+        """
+        self._need_key()
+        path = f"/asks/{int(offer_id)}/"
+        resp = self._call("PUT", path, json=dict(body), idempotent=False)
+        data = _json(resp)
+        data = data if isinstance(data, dict) else {}
+        contract = data.get("new_contract")
+        if resp.status_code == 200 and data.get("success") and contract:
+            return int(contract)
+        text = f"{data.get('error', '')} {data.get('msg', '')} {resp.text[:500]}"
+        if "no_such_ask" in text:
+            raise OfferGone(f"offer {offer_id} is no longer available ({_describe(resp, self._key)})",
+                            status=resp.status_code, code="no_such_ask")
+        if contract:
+            raise CreateFailed(f"create on offer {offer_id} failed: {_describe(resp, self._key)}",
+                               new_contract=int(contract), status=resp.status_code, code=data.get("error"))
+        raise self._fail("PUT", path, resp)
+
+    def list_instances(self) -> list[dict[str, Any]]:
+        """``GET /instances/``: all of the account's instances, in one call."""
+        self._need_key()
+        resp = self._call("GET", "/instances/", params={"owner": "me"})
+        body = _json(resp)
+        if resp.status_code != 200 or not isinstance(body, dict):
+            raise self._fail("GET", "/instances/", resp)
+        return list(body.get("instances") or [])
+
+    def show_instance(self, instance_id: int) -> dict[str, Any] | None:
+        """``GET /instances/{id}/``: the instance, or None when it is gone (null or 404)."""
+        self._need_key()
+        path = f"/instances/{int(instance_id)}/"
+        resp = self._call("GET", path, params={"owner": "me"})
+        if resp.status_code == 404:
+            return None
+        body = _json(resp)
+        if resp.status_code != 200 or not isinstance(body, dict):
+            raise self._fail("GET", path, resp)
+        row = body.get("instances")
+        if isinstance(row, list):  # tolerate the list shape some deployments return
+            row = row[0] if row else None
+        return row or None
+
+    def destroy_instance(self, instance_id: int) -> bool:
+        """``DELETE /instances/{id}/``: True if destroyed now, False if it was already gone."""
+        self._need_key()
+        path = f"/instances/{int(instance_id)}/"
+        resp = self._call("DELETE", path, json={})
+        body = _json(resp)
+        code = body.get("error") if isinstance(body, dict) else None
+        if resp.status_code == 404 or code in ("not_found", "no_such_instance"):
+            return False
+        if resp.status_code == 200 and isinstance(body, dict) and body.get("success", True):
+            return True
+        raise self._fail("DELETE", path, resp)
+
+    def set_label(self, instance_id: int, label: str) -> None:
+        """``PUT /instances/{id}/`` with ``{"label": ...}``."""
+        self._need_key()
+        path = f"/instances/{int(instance_id)}/"
+        resp = self._call("PUT", path, json={"label": label})
+        if resp.status_code != 200:
+            raise self._fail("PUT", path, resp)
+
+    def attach_ssh_key(self, instance_id: int, public_key: str) -> None:
+        """``POST /instances/{id}/ssh/``: authorise ``public_key`` (OpenSSH format) on the instance."""
+        self._need_key()
+        path = f"/instances/{int(instance_id)}/ssh/"
+        resp = self._call("POST", path, json={"ssh_key": public_key.strip()})
+        body = _json(resp)
+        if resp.status_code != 200 or (isinstance(body, dict) and body.get("success") is False):
+            raise self._fail("POST", path, resp)
+
+    def request_logs(self, instance_id: int, *, tail: int = 200, timeout: float = 10.0) -> str:
+        """The container log tail: request it, then poll the ``result_url`` (no auth) until ready."""
+        self._need_key()
+        path = f"/instances/request_logs/{int(instance_id)}/"
+        resp = self._call("PUT", path, json={"tail": str(tail)})
+        body = _json(resp)
+        url = body.get("result_url") if isinstance(body, dict) else None
+        if resp.status_code != 200 or not url:
+            raise self._fail("PUT", path, resp)
+        deadline, pause = time.monotonic() + timeout, 0.05
+        while True:
+            got = self._http.get(url)
+            if got.status_code == 200:
+                return got.text
+            if time.monotonic() + pause > deadline:
+                raise VastAPIError(f"instance {instance_id} logs not ready after {timeout:g}s", status=got.status_code)
+            self._sleep(pause)
+            pause = min(pause * 2, 1.0)

@@ -1,0 +1,421 @@
+"""VastProvider: runform's Provider (and SupportsOffers) for the Vast.ai marketplace.
+
+- ``find``: one ``GET /instances/`` call, matched by label.
+- ``create``: the label is the idempotency key. An instance that already carries it is
+  adopted; a create whose answer was lost is found by label before anything is retried; a
+  ``new_contract`` that came with a failure is destroyed; a vanished offer moves on to the
+  next one. Each instance gets its own ed25519 key (``<state_dir>/keys/<label>``). Ready =
+  ``running`` + an SSH endpoint + :meth:`VastProvider.on_ready` (SSH handshake and the
+  onstart sentinel), under ``ready_timeout`` (default 20 min). A failed attempt is destroyed,
+  confirmed gone and its host excluded before the next offer is tried.
+- ``destroy``: ``DELETE``, never stop, confirmed by reading the instance back.
+
+This module stays cheap to import: httpx, tenacity, rich, cryptography and the SSH
+transport are imported on first use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from runform.durations import format_duration
+from runform.errors import ProviderError
+from runform.interfaces import InstanceInfo, InstanceRequest, Machine, ProviderContext
+from runform.providers.vast import keys, reach
+from runform.providers.vast.config import DEFAULT_ROOT, VastCompute
+from runform.providers.vast.errors import AuthError, CreateFailed, CreateOutcomeUnknown, OfferGone, VastAPIError
+from runform.providers.vast.gpu_names import same_gpu
+from runform.providers.vast.instances import VastInstance, failure_reason
+from runform.providers.vast.offers import Offer, broad_query, build_query, explain_empty, offer_rows, rank
+from runform.providers.vast.onstart import build_onstart, check_env, check_onstart
+from runform.providers.vast.reach import ssh_banner
+
+__all__ = ["AttemptFailed", "VastProvider", "ssh_banner"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from runform.providers.vast.client import VastClient
+
+
+@attrs.define
+class _Attempts:
+    """Book-keeping of one ``create``: what was tried, which hosts failed, and why."""
+
+    limit: int
+    failures: int = 0
+    tried: set[int] = attrs.field(factory=set)
+    excluded: set[int] = attrs.field(factory=set)  # machine_ids
+    errors: list[str] = attrs.field(factory=list)
+
+
+class AttemptFailed(ProviderError):
+    """One instance did not become ready; it is destroyed and its host excluded."""
+
+    def __init__(self, message: str, *, machine_id: int | None) -> None:
+        super().__init__(message)
+        self.machine_id = machine_id
+
+
+class VastProvider:
+    """Rents Vast.ai instances. ``VastProvider()`` reads ``VAST_API_KEY``/``VAST_API_URL``.
+
+    :param client: a ready :class:`~runform.providers.vast.client.VastClient` (tests, embedding).
+    :param poll_initial: first pause between status polls; it grows ×1.5 up to ``poll_max``.
+    :param lost_create_grace: how long a create whose answer was lost is looked for by label
+        before the create is tried again.
+    :param destroy_timeout: how long ``destroy`` waits for the instance to read back as gone.
+    :param on_ready: replaces :meth:`on_ready` (the readiness probe of a running instance).
+    :param bootstrap: ``connect`` installs runform's agent (runform.providers.ssh.bootstrap);
+        ``wheel``/``cache_dir`` are passed to it.
+    """
+
+    name = "vast"
+
+    def __init__(
+        self,
+        *,
+        client: VastClient | None = None,
+        poll_initial: float = 0.25,
+        poll_max: float = 10.0,
+        lost_create_grace: float = 5.0,
+        destroy_timeout: float = 120.0,
+        on_ready: Callable[[InstanceInfo], bool] | None = None,
+        bootstrap: bool = True,
+        wheel: Any = None,
+        cache_dir: Path | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self.poll_initial = poll_initial
+        self.poll_max = poll_max
+        self.lost_create_grace = lost_create_grace
+        self.destroy_timeout = destroy_timeout
+        if on_ready is not None:
+            self.on_ready = on_ready  # type: ignore[method-assign,assignment]  # a per-instance override
+        self.bootstrap = bootstrap
+        self._wheel = wheel
+        self._cache_dir = cache_dir
+        self._sleep = sleep
+        self._host_keys: dict[str, str] = {}  # endpoint -> host key learned by on_ready
+
+    @property
+    def client(self) -> VastClient:
+        if self._client is None:
+            from runform.providers.vast.client import VastClient
+
+            self._client = VastClient()
+        return self._client
+
+    # ------------------------------------------------------------------ offers
+    def offers(self, compute: Mapping[str, Any], ctx: ProviderContext | None = None) -> list[Mapping[str, Any]]:
+        """The offers a plan would choose from, best first (``chosen`` marks the first).
+
+        Raises ProviderError ``no feasible offer: ...`` saying which filter removed how many.
+        """
+        cfg = VastCompute.from_compute(compute)
+        return offer_rows(self.search(cfg), cfg)
+
+    def search(self, cfg: VastCompute, *, exclude_machines: Iterable[int] = ()) -> list[Offer]:
+        """Ranked feasible offers: a server-side filtered search, re-checked here."""
+        excluded = set(exclude_machines)
+        found = [Offer.from_json(o) for o in self.client.search_offers(build_query(cfg))]
+        ranked = rank(found, cfg, exclude_machines=excluded)
+        if not ranked:
+            everything = [Offer.from_json(o) for o in self.client.search_offers(broad_query(cfg))]
+            raise ProviderError(explain_empty(everything, cfg, exclude_machines=excluded),
+                                hint="relax compute.gpus, min_reliability, min_cuda, disk_gb, "
+                                     "max_duration or max_price_per_hour")
+        return ranked
+
+    # ------------------------------------------------------------------ refresh
+    def find(self, labels: Iterable[str], ctx: ProviderContext) -> dict[str, InstanceInfo]:
+        """The live instances among ``labels``: one list call for all of them."""
+        wanted = set(labels)
+        by_label: dict[str, list[VastInstance]] = {}
+        for row in self.client.list_instances():
+            inst = VastInstance.from_json(row)
+            if inst.label in wanted:
+                by_label.setdefault(inst.label, []).append(inst)
+        return {label: self._best(found).to_info(root=DEFAULT_ROOT, key_file=self._key_file(ctx, label))
+                for label, found in by_label.items()}
+
+    @staticmethod
+    def _best(found: list[VastInstance]) -> VastInstance:
+        """Of several instances with one label (should not happen): a healthy one, oldest first."""
+        return sorted(found, key=lambda i: (i.failure() is not None, i.id))[0]
+
+    def _with_label(self, label: str) -> list[VastInstance]:
+        return [i for i in (VastInstance.from_json(r) for r in self.client.list_instances()) if i.label == label]
+
+    @staticmethod
+    def _key_file(ctx: ProviderContext, label: str) -> str | None:
+        path = keys.key_path(ctx.state_dir, label)
+        return str(path) if path.is_file() else None
+
+    # ------------------------------------------------------------------ create
+    def create(self, request: InstanceRequest, ctx: ProviderContext) -> InstanceInfo:
+        """Create (or adopt) the instance labelled ``request.label`` and wait until it is ready."""
+        cfg = VastCompute.from_compute(request.compute)
+        label = request.label
+        key_file, public_key = keys.ensure_keypair(ctx.state_dir, label)
+        run = _Attempts(limit=cfg.max_attempts)
+
+        adopted = self._adoptable(label, ctx)  # a crash after create, or a re-run
+        if adopted is not None:
+            ctx.log(f"vast: adopting instance {adopted.id} (label {label}, {adopted.status})")
+            try:
+                return self._bring_up(adopted.id, cfg, public_key, str(key_file))
+            except AttemptFailed as exc:
+                self._failed(exc, adopted.id, run, ctx)
+
+        body = self._create_body(request, cfg)
+        for offer in self._candidates(cfg, run):
+            instance_id = self._rent(offer, body, label, ctx, run.errors)
+            if instance_id is None:
+                continue
+            try:
+                return self._bring_up(instance_id, cfg, public_key, str(key_file))
+            except AttemptFailed as exc:
+                self._failed(exc, instance_id, run, ctx)
+        raise ProviderError(f"could not rent a Vast instance for {label} ({len(run.tried)} offers tried): "
+                            + ("; ".join(run.errors) or "no offers left"),
+                            hint="run `runform offers` to see the market, or relax compute")
+
+    def _adoptable(self, label: str, ctx: ProviderContext) -> VastInstance | None:
+        """The instance that already carries ``label``; duplicates (never made by runform on
+        purpose, but possible after a lost create) are destroyed so only one bills."""
+        existing = self._with_label(label)
+        if not existing:
+            return None
+        keep = self._best(existing)
+        for extra in existing:
+            if extra.id != keep.id:
+                ctx.log(f"vast: instance {extra.id} duplicates label {label} (keeping {keep.id}); destroying it")
+                self._discard(extra.id)
+        return keep
+
+    def _candidates(self, cfg: VastCompute, run: _Attempts) -> Iterator[Offer]:
+        """Offers to try, best first, skipping failed hosts: one search, and a fresh one when
+        those run out; ``max_offers`` in all. The first search raises "no feasible offer"."""
+        for round_ in range(2):
+            try:
+                ranked = self.search(cfg, exclude_machines=run.excluded)
+            except ProviderError:
+                if round_ == 0:
+                    raise
+                return
+            fresh = [o for o in ranked if o.id not in run.tried]
+            if not fresh:
+                return
+            for offer in fresh:
+                if len(run.tried) >= cfg.max_offers:
+                    return
+                if offer.machine_id not in run.excluded:
+                    run.tried.add(offer.id)
+                    yield offer
+
+    def _failed(self, exc: AttemptFailed, instance_id: int, run: _Attempts, ctx: ProviderContext) -> None:
+        """Destroy a failed attempt (confirmed; raises if it will not go), exclude its host,
+        and give up once ``max_attempts`` instances have failed."""
+        ctx.log(f"vast: {exc}; destroying instance {instance_id} and trying another host")
+        run.errors.append(str(exc))
+        self._discard(instance_id)
+        if exc.machine_id is not None:
+            run.excluded.add(exc.machine_id)
+        run.failures += 1
+        if run.failures >= run.limit:
+            raise ProviderError(f"no Vast instance became ready after {run.failures} attempts: "
+                                + "; ".join(run.errors),
+                                hint="raise compute.ready_timeout, or try other GPUs or hosts")
+
+    def _create_body(self, request: InstanceRequest, cfg: VastCompute) -> dict[str, Any]:
+        env = {**cfg.env, **{k: str(v) for k, v in request.env.items()}}
+        env.update(RUNFORM_ROOT=cfg.root, RUNFORM_RUN=request.run, RUNFORM_LABEL=request.label,
+                   RUNFORM_VAST_URL=self.client.base_url)
+        if cfg.max_duration_s is not None:
+            env["RUNFORM_MAX_DURATION_S"] = str(int(cfg.max_duration_s))
+        onstart = check_onstart(build_onstart(), self.client.secrets)
+        return {
+            "client_id": "me",
+            "image": cfg.image,
+            "disk": cfg.disk_gb,
+            "label": request.label,
+            "env": check_env(env),
+            "onstart": onstart,
+            "runtype": "ssh_direc ssh_proxy",
+            "cancel_unavail": True,
+            "target_state": "running",
+        }
+
+    def _rent(self, offer: Offer, body: Mapping[str, Any], label: str, ctx: ProviderContext,
+              errors: list[str]) -> int | None:
+        """Rent ``offer``; the new instance id, or None when this offer is out (gone, refused)."""
+        ctx.log(f"vast: renting offer {offer.id} ({offer.num_gpus}x {offer.gpu_name}, "
+                f"${offer.dph_total:.3f}/h, machine {offer.machine_id})")
+        for _ in range(3):
+            try:
+                return self.client.create_instance(offer.id, body)
+            except OfferGone as exc:
+                ctx.log(f"vast: {exc}; next offer")
+                errors.append(str(exc))
+                return None
+            except CreateFailed as exc:
+                ctx.log(f"vast: {exc}; destroying the instance it left ({exc.new_contract})")
+                errors.append(str(exc))
+                if exc.new_contract:
+                    self._discard(exc.new_contract)
+                return None
+            except CreateOutcomeUnknown as exc:
+                ctx.log(f"vast: {exc}; looking for {label} before trying again")
+                found = self._find_lost(label)
+                if found is not None:
+                    ctx.log(f"vast: the create did happen: instance {found} carries {label}")
+                    return found
+            except VastAPIError as exc:
+                if exc.status is not None and 400 <= exc.status < 500 and exc.code != "auth_error":
+                    errors.append(str(exc))  # this offer refused us (invalid_args, ...): next one
+                    return None
+                raise
+        errors.append(f"offer {offer.id}: create answer lost 3 times")
+        return None
+
+    def _find_lost(self, label: str) -> int | None:
+        """The instance a lost create made, polling the list for ``lost_create_grace`` seconds."""
+        deadline = time.monotonic() + self.lost_create_grace
+        pause = self.poll_initial
+        while True:
+            found = self._with_label(label)
+            if found:
+                return min(i.id for i in found)
+            if time.monotonic() + pause > deadline:
+                return None
+            self._sleep(pause)
+            pause = min(pause * 1.5, self.poll_max)
+
+    # ------------------------------------------------------------------ readiness
+    def _bring_up(self, instance_id: int, cfg: VastCompute, public_key: str, key_file: str) -> InstanceInfo:
+        """Attach the key and poll until ready; AttemptFailed on a failure or the deadline."""
+        deadline = time.monotonic() + cfg.ready_timeout_s
+        pause = self.poll_initial
+        key_error: str | None = "not tried"
+        while True:
+            if key_error is not None:  # attach as early as possible: keys can lag behind
+                try:
+                    self.client.attach_ssh_key(instance_id, public_key)
+                    key_error = None
+                except AuthError:
+                    raise
+                except VastAPIError as exc:  # not accepted yet, or already there: SSH will tell
+                    key_error = str(exc)
+            row = self.client.show_instance(instance_id)
+            if row is None:
+                raise AttemptFailed(f"instance {instance_id} disappeared while starting", machine_id=None)
+            inst = VastInstance.from_json(row)
+            reason = inst.failure()
+            if reason:
+                raise AttemptFailed(reason, machine_id=inst.machine_id)
+            last = inst.status + (f": {inst.status_msg}" if inst.status_msg else "")
+            if inst.running and inst.ssh_endpoint(cfg.ssh_via):
+                info = inst.to_info(root=cfg.root, key_file=key_file, via=cfg.ssh_via)
+                if self.on_ready(info):
+                    learned = self._host_keys.get(reach.endpoint(info.attrs))
+                    return attrs.evolve(info, attrs={**info.attrs, "host_key": learned}) if learned else info
+                last = "running, SSH not answering yet" + (f" (key not attached: {key_error})" if key_error else "")
+            now = time.monotonic()
+            if now >= deadline:
+                raise AttemptFailed(f"instance {instance_id} not ready after {format_duration(cfg.ready_timeout_s)} "
+                                    f"(last: {last})", machine_id=inst.machine_id)
+            self._sleep(min(pause, deadline - now))
+            pause = min(pause * 1.5, self.poll_max)
+
+    def on_ready(self, instance: InstanceInfo) -> bool:
+        """Whether a running instance is usable: True ends the wait, False polls again.
+
+        The default (:func:`~runform.providers.vast.reach.probe`) opens an SSH session with the
+        instance's key and checks the onstart sentinel ``<root>/.runform/vast/onstart.done``;
+        the host key it sees is returned in ``attrs["host_key"]`` (trust on first use). Without
+        runform.providers.ssh it only checks that the port answers with an SSH banner. Pass
+        ``on_ready=`` (or subclass) to change it; raise to fail the attempt.
+        """
+        ok, host_key = reach.probe(instance.attrs)
+        if ok and host_key:
+            self._host_keys[reach.endpoint(instance.attrs)] = host_key
+        return ok
+
+    # ------------------------------------------------------------------ destroy
+    def destroy(self, instance: InstanceInfo, ctx: ProviderContext) -> None:
+        """Delete the instance (never stop: a stopped instance still bills storage) and confirm it is gone."""
+        self._discard(int(instance.id))
+        keys.remove_keypair(ctx.state_dir, instance.label)
+        ctx.log(f"vast: instance {instance.id} destroyed")
+
+    def _discard(self, instance_id: int) -> None:
+        """DELETE, then read back until gone; re-sends the DELETE once if it lingers."""
+        self.client.destroy_instance(instance_id)
+        deadline = time.monotonic() + self.destroy_timeout
+        resend = time.monotonic() + self.destroy_timeout / 2
+        pause = self.poll_initial
+        while self.client.show_instance(instance_id) is not None:
+            now = time.monotonic()
+            if now >= deadline:
+                waited = format_duration(self.destroy_timeout)
+                raise ProviderError(f"instance {instance_id} still exists {waited} after DELETE; it may still bill",
+                                    hint=f"check it and run `runform destroy` again "
+                                         f"(or `vastai destroy instance {instance_id}`)")
+            if now >= resend:
+                self.client.destroy_instance(instance_id)
+                resend = deadline
+            self._sleep(min(pause, deadline - now))
+            pause = min(pause * 1.5, self.poll_max)
+
+    # ------------------------------------------------------------------ connect and diff
+    def connect(self, instance: InstanceInfo, ctx: ProviderContext) -> Machine:
+        """An SSH transport to the instance (its per-instance key, the host key pinned in
+        ``ctx.pins`` under ``host:port`` or learned at readiness) with runform's agent installed."""
+        a = dict(instance.attrs)
+        if not a.get("ssh_host") or not a.get("ssh_port"):
+            row = self.client.show_instance(int(instance.id))
+            if row is None:
+                raise ProviderError(f"instance {instance.id} is gone", hint="run `runform apply` to replace it")
+            a.update(VastInstance.from_json(row).to_info(root=a.get("root") or DEFAULT_ROOT,
+                                                         key_file=a.get("key_file")).attrs)
+        a["key_file"] = a.get("key_file") or self._key_file(ctx, instance.label)
+        if not a["key_file"]:
+            raise ProviderError(f"no SSH key for instance {instance.id} under {ctx.state_dir / 'keys'}",
+                                hint="run `runform apply` to replace the instance")
+        pinned = ctx.pins.get(reach.endpoint(a)) or a.get("host_key")
+        transport = reach.open_transport(a, pinned=pinned, retry_timeout=60.0, log=ctx.log)
+        root = str(a.get("root") or DEFAULT_ROOT)
+        if not self.bootstrap:
+            return Machine(transport=transport, root=root, python="python3")
+        from runform.providers.ssh.bootstrap import ensure_agent
+
+        try:
+            agent = ensure_agent(transport, root, python="python3", wheel=self._wheel, cache_dir=self._cache_dir,
+                                 log=ctx.log)
+        except BaseException:
+            transport.close()
+            raise
+        return Machine(transport=transport, root=root, python=agent.python)
+
+    def replace_reason(self, instance: InstanceInfo, compute: Mapping[str, Any]) -> str | None:
+        """Why ``instance`` must be replaced: it failed or is gone, or ``compute`` changed."""
+        a = instance.attrs
+        reason = failure_reason(instance.id, instance.status, str(a.get("status_msg") or ""))
+        if reason:
+            return reason
+        cfg = VastCompute.from_compute(compute)
+        gpu = a.get("gpu_name")
+        if gpu and not any(same_gpu(str(gpu), g) for g in cfg.gpus):
+            return f"gpu {gpu} is not in gpus [{', '.join(cfg.gpus)}]"
+        if a.get("num_gpus") is not None and int(a["num_gpus"]) != cfg.num_gpus:
+            return f"num_gpus changed: {a['num_gpus']} → {cfg.num_gpus}"
+        if a.get("image") and a["image"] != cfg.image:
+            return f"image changed: {a['image']} → {cfg.image}"
+        if a.get("disk_gb") is not None and float(a["disk_gb"]) != cfg.disk_gb:
+            return f"disk_gb changed: {float(a['disk_gb']):g} → {cfg.disk_gb:g} (disk is fixed at create)"
+        return None

@@ -1,0 +1,120 @@
+"""Bootstrap: the running runform as a wheel, installed into a venv on the "remote" (this
+machine over the real sshd), skipped when the sentinel already names the version."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from runform.errors import ProviderError
+from runform.providers.ssh.bootstrap import READY, ensure_agent, ready_version
+from runform.providers.ssh.transport import SSHTransport
+from runform.providers.ssh.wheel import build_wheel, content_hash
+from runform.testing.sshd import SSHD
+
+# The image python: Debian's lacks attrs/pluggy/tenacity here, so the shipped deps are exercised.
+IMAGE_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
+
+
+@pytest.fixture
+def transport(sshd: SSHD):
+    with SSHTransport(sshd.host, sshd.port, sshd.user, sshd.key_file) as t:
+        yield t
+
+
+def test_the_wheel_holds_every_runform_package_and_a_valid_record(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
+    assert re.fullmatch(r"\d+\.\d+\.\d+\+[0-9a-f]{12}", wheel.version)
+    assert wheel.name == f"runform-{wheel.version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel.path) as zf:
+        names = set(zf.namelist())
+        for module in (
+            "runform/__init__.py",
+            "runform/interfaces.py",
+            "runform/codesync.py",
+            "runform/providers/ssh/transport.py",
+            "runform/testing/sshd.py",
+        ):
+            assert module in names
+        assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+        dist_info = f"runform-{wheel.version}.dist-info"
+        assert f"Version: {wheel.version}" in zf.read(f"{dist_info}/METADATA").decode()
+        assert "[runform]" in zf.read(f"{dist_info}/entry_points.txt").decode()
+        for line in zf.read(f"{dist_info}/RECORD").decode().splitlines():
+            path, digest, size = line.split(",")
+            if digest:
+                data = zf.read(path)
+                expected = (
+                    base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                )
+                assert digest == f"sha256={expected}" and int(size) == len(data)
+    assert build_wheel(tmp_path).path == wheel.path  # cached by version
+
+
+def test_the_version_follows_the_content(tmp_path: Path) -> None:
+    a = tmp_path / "a.py"
+    a.write_text("x = 1\n")
+    before = content_hash({"runform/a.py": a})
+    a.write_text("x = 2\n")
+    assert content_hash({"runform/a.py": a}) != before
+
+
+def test_bootstrap_installs_into_a_venv_then_skips(transport: SSHTransport, tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path / "cache")  # one wheel: the checkout may change during the test
+    root = str(tmp_path / "machine" / "run")
+    logged: list[str] = []
+    first = ensure_agent(
+        transport,
+        root,
+        python=IMAGE_PYTHON,
+        wheel=wheel,
+        cache_dir=tmp_path / "cache",
+        log=logged.append,
+    )
+    assert first.installed and first.python == f"{root}/.runform/venv/bin/python"
+    assert logged and wheel.version in logged[0]
+    code = (
+        "import runform, runform.plugins, importlib.metadata as m; "
+        "print(runform.__file__); print(m.version('runform'))"
+    )
+    probe = transport.run([first.python, "-c", code])
+    assert probe.ok, probe.stderr
+    where, version = probe.stdout.decode().split()
+    assert where.startswith(f"{root}/.runform/venv/") and version == wheel.version
+    assert ready_version(transport, root) == wheel.version
+    assert os.listdir(f"{root}/.runform/wheels") == [wheel.name]  # the dependency wheels are gone
+
+    second = ensure_agent(
+        transport, root, python=IMAGE_PYTHON, wheel=wheel, cache_dir=tmp_path / "cache"
+    )
+    assert not second.installed and second.python == first.python
+
+    # another checkout (another version in the sentinel) installs again
+    sentinel = Path(root) / READY
+    sentinel.write_text(json.dumps({"version": "0.0.0+000000000000", "python": first.python}))
+    third = ensure_agent(
+        transport, root, python=IMAGE_PYTHON, wheel=wheel, cache_dir=tmp_path / "cache"
+    )
+    assert third.installed and ready_version(transport, root) == wheel.version
+
+
+def test_a_machine_without_a_usable_python_is_a_clear_error(
+    transport: SSHTransport, tmp_path: Path
+) -> None:
+    wheel = build_wheel(tmp_path / "cache")
+    with pytest.raises(ProviderError, match="Python >= 3.10"):
+        ensure_agent(
+            transport,
+            str(tmp_path / "run"),
+            python="/bin/false",
+            wheel=wheel,
+            cache_dir=tmp_path / "cache",
+        )
+    assert ready_version(transport, str(tmp_path / "run")) is None

@@ -1,0 +1,235 @@
+"""VastProvider against the stand-in over HTTP: create/adopt by label, lost creates, vanishing
+offers, failed instances, destroy, find, replace reasons, and a 20-trial convergence run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runform.errors import ProviderError
+from runform.interfaces import InstanceInfo, InstanceRequest, Provider, ProviderContext, SupportsOffers
+from runform.providers.vast import VastProvider
+from runform.providers.vast.onstart import ONSTART_LIMIT, build_onstart, check_onstart
+from runform.testing.vast.fixture import fast_provider
+
+IMAGE = "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
+COMPUTE = {"provider": "vast", "gpus": ["RTX 4090", "RTX 3090", "A100 SXM4"], "image": IMAGE, "disk_gb": 50,
+           "max_duration": "2h", "max_price_per_hour": 3.0, "min_reliability": 0.9,
+           "env": {"WANDB_MODE": "offline"}}
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> ProviderContext:
+    return ProviderContext(state_dir=tmp_path / "state", run="demo", lineage="0123abcd", log=lambda _m: None)
+
+
+def request(label: str = "runform-demo-0123abcd", **compute) -> InstanceRequest:
+    return InstanceRequest(label=label, run="demo", compute={**COMPUTE, **compute}, env={"STAGE_SEED": "17"})
+
+
+def creates(vast_standin, label: str = "runform-demo-0123abcd") -> list:
+    return vast_standin.audit().creates_for(label)
+
+
+def test_it_is_a_provider_with_offers() -> None:
+    provider = VastProvider()
+    assert isinstance(provider, Provider) and isinstance(provider, SupportsOffers)
+    assert provider.name == "vast"
+
+
+def test_importing_the_plugin_stays_light() -> None:
+    code = ("import sys, runform.providers.vast as v; v.VastProvider(); "
+            "print([m for m in ('httpx', 'tenacity', 'rich', 'cryptography', 'paramiko') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_create_rents_the_best_offer_and_waits_until_ready(vast_standin, vast_provider, ctx) -> None:
+    chosen = vast_provider.offers(COMPUTE, ctx)[0]
+    info = vast_provider.create(request(), ctx)
+    assert info.status == "running" and info.label == "runform-demo-0123abcd"
+    (made,) = creates(vast_standin)
+    assert info.id == str(made.instance_id) and made.offer_id == chosen["id"]
+    a = info.attrs
+    assert a["gpu_name"] == chosen["gpu_name"] and a["machine_id"] == chosen["machine_id"]
+    assert a["ssh_host"] == "127.0.0.1" and a["ssh_port"] == vast_standin.world.ssh_port
+    assert a["root"] == str(vast_standin.instance_root(info.id))
+    key_file = Path(a["key_file"])
+    assert key_file.parent == ctx.state_dir / "keys" and key_file.stat().st_mode & 0o777 == 0o600
+    seen = vast_standin.audit().instances[int(info.id)]
+    assert seen["keys"] == [key_file.with_name(key_file.name + ".pub").read_text().strip()]
+    assert seen["env"]["WANDB_MODE"] == "offline" and seen["env"]["STAGE_SEED"] == "17"
+    assert seen["env"]["RUNFORM_ROOT"] == "/root/runform" and seen["env"]["RUNFORM_MAX_DURATION_S"] == "7200"
+    assert vast_standin.world.instances[int(info.id)].onstart == build_onstart()
+
+
+def test_onstart_is_small_and_holds_no_secret(vast_standin, vast_provider) -> None:
+    script = build_onstart()
+    assert len(script) < ONSTART_LIMIT
+    assert "CONTAINER_API_KEY" in script and vast_standin.api_key not in script
+    with pytest.raises(ProviderError, match="would contain a secret"):
+        check_onstart(script + "\nexport K=sk-secret-value", ["sk-secret-value"])
+    with pytest.raises(ProviderError, match="Vast accepts fewer than 4048"):
+        check_onstart("#" * ONSTART_LIMIT)
+    proc = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_an_existing_instance_with_the_label_is_adopted(vast_standin, vast_provider, ctx) -> None:
+    first = vast_provider.create(request(), ctx)
+    again = vast_provider.create(request(), ctx)
+    assert again.id == first.id and len(creates(vast_standin)) == 1
+    assert vast_provider.find(["runform-demo-0123abcd", "runform-other"], ctx).keys() == {"runform-demo-0123abcd"}
+
+
+@pytest.mark.parametrize("mode", ["500", "drop"])
+def test_a_lost_create_response_is_found_by_label(vast_standin, vast_provider, ctx, mode) -> None:
+    vast_standin.set_faults(lost_create_rate=1.0, lost_create_mode=mode)
+    info = vast_provider.create(request(), ctx)
+    (made,) = creates(vast_standin)
+    assert made.answered == f"lost-{mode}" and info.id == str(made.instance_id)
+    assert vast_standin.audit().live == (made.instance_id,)
+
+
+def test_a_vanished_offer_moves_on_to_the_next(vast_standin, vast_provider, ctx) -> None:
+    first, second = vast_provider.offers(COMPUTE, ctx)[:2]
+    vast_standin.set_faults(vanish_next=1)
+    info = vast_provider.create(request(), ctx)
+    (made,) = creates(vast_standin)
+    assert made.offer_id == second["id"] and info.attrs["machine_id"] == second["machine_id"]
+    asks = [r.path for r in vast_standin.audit().requests_to("PUT", "/api/v0/asks/")]
+    assert asks == [f"/api/v0/asks/{first['id']}/", f"/api/v0/asks/{second['id']}/"]
+
+
+def test_an_oci_error_destroys_the_attempt_and_tries_another_host(vast_standin, vast_provider, ctx) -> None:
+    first, second = vast_provider.offers(COMPUTE, ctx)[:2]
+    vast_standin.set_faults(machine_faults={first["machine_id"]: "oci"})
+    logs: list[str] = []
+    info = vast_provider.create(request(), ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
+    bad, good = creates(vast_standin)
+    assert (bad.machine_id, good.machine_id) == (first["machine_id"], second["machine_id"])
+    audit = vast_standin.audit()
+    assert audit.destroyed == (bad.instance_id,) and audit.live == (good.instance_id,)
+    assert info.id == str(good.instance_id)
+    assert any("OCI runtime create failed" in line and "destroying" in line for line in logs)
+
+
+@pytest.mark.parametrize("fault, words", [("exited", "is exited"), ("offline", "is offline")])
+def test_failed_states_fail_fast(vast_standin, vast_provider, ctx, fault, words) -> None:
+    vast_standin.set_faults(exited_rate=1.0 if fault == "exited" else 0.0,
+                            machine_faults={} if fault == "exited" else
+                            {o["machine_id"]: "offline" for o in vast_standin.offers()})
+    with pytest.raises(ProviderError, match=rf"after 3 attempts: instance \d+ {words}") as err:
+        vast_provider.create(request(), ctx)
+    assert str(err.value).count(words) == 3
+    audit = vast_standin.audit()
+    assert len(audit.creates) == 3 and audit.live == () and len(set(c.machine_id for c in audit.creates)) == 3
+
+
+def test_stuck_loading_hits_the_ready_deadline(vast_standin, vast_provider, ctx) -> None:
+    vast_standin.set_faults(stuck_loading_rate=1.0)
+    with pytest.raises(ProviderError, match=r"not ready after 0\.2s \(last: loading: Pulling image"):
+        vast_provider.create(request(ready_timeout="200ms", options={"max_attempts": 1}), ctx)
+    assert vast_standin.audit().live == ()
+
+
+def test_a_contract_left_by_a_failed_create_is_destroyed(vast_standin, vast_provider, ctx) -> None:
+    vast_standin.set_faults(contract_on_failure_rate=1.0)
+    with pytest.raises(ProviderError, match="10 offers tried"):
+        vast_provider.create(request(), ctx)
+    audit = vast_standin.audit()
+    assert len(audit.creates) == 10 and audit.live == () and audit.stop_requests == ()
+
+
+def test_destroy_deletes_and_confirms(vast_standin, vast_provider, ctx) -> None:
+    info = vast_provider.create(request(), ctx)
+    vast_standin.set_lifecycle(destroy_s=0.2)  # the instance still reads back for a moment
+    vast_provider.destroy(info, ctx)
+    audit = vast_standin.audit()
+    assert audit.live == () and audit.destroyed == (int(info.id),) and audit.stop_requests == ()
+    assert vast_provider.client.show_instance(int(info.id)) is None  # confirmed, not just requested
+    assert not Path(info.attrs["key_file"]).exists()
+    vast_provider.destroy(info, ctx)  # already gone: success
+
+
+def test_find_is_one_list_call(vast_standin, vast_provider, ctx) -> None:
+    a = vast_provider.create(request("runform-demo-a"), ctx)
+    b = vast_provider.create(request("runform-demo-b"), ctx)
+    before = len(vast_standin.audit().requests)
+    found = vast_provider.find(["runform-demo-a", "runform-demo-b", "runform-demo-c"], ctx)
+    calls = vast_standin.audit().requests[before:]
+    assert [(r.method, r.path) for r in calls] == [("GET", "/api/v0/instances/")]
+    assert {k: v.id for k, v in found.items()} == {"runform-demo-a": a.id, "runform-demo-b": b.id}
+
+
+def test_preempted_instances_are_gone_or_need_replacing(vast_standin, vast_provider, ctx) -> None:
+    a = vast_provider.create(request("runform-demo-a"), ctx)
+    b = vast_provider.create(request("runform-demo-b"), ctx)
+    vast_standin.preempt(a.id, "gone")
+    vast_standin.preempt(b.id, "exited")
+    found = vast_provider.find(["runform-demo-a", "runform-demo-b"], ctx)
+    assert list(found) == ["runform-demo-b"]
+    assert vast_provider.replace_reason(found["runform-demo-b"], COMPUTE) == (
+        f"instance {b.id} is exited (container exited: host reclaimed the machine)")
+    gone = InstanceInfo(a.id, a.label, "gone", {})
+    assert vast_provider.replace_reason(gone, COMPUTE) == f"instance {a.id} is gone"
+
+
+def test_replace_reasons_for_changed_config(vast_provider, ctx) -> None:
+    info = vast_provider.create(request(), ctx)
+    gpu = info.attrs["gpu_name"]
+    assert vast_provider.replace_reason(info, COMPUTE) is None
+    assert vast_provider.replace_reason(info, {**COMPUTE, "gpus": [gpu.replace(" ", "_").lower()]}) is None
+    assert vast_provider.replace_reason(info, {**COMPUTE, "gpus": ["H200"]}) == f"gpu {gpu} is not in gpus [H200]"
+    assert vast_provider.replace_reason(info, {**COMPUTE, "image": "other:1"}) == f"image changed: {IMAGE} → other:1"
+    assert "disk_gb changed: 50 → 80" in vast_provider.replace_reason(info, {**COMPUTE, "disk_gb": 80})
+
+
+def test_twenty_intents_converge_under_faults(vast_standin, ctx) -> None:
+    vast_standin.set_lifecycle(created_s=0.01, loading_s=0.02)
+    provider = fast_provider(vast_standin)
+    vast_standin.set_faults(rate_429=0.15, rate_5xx=0.15, lost_create_rate=0.1, vanish_rate=0.1)
+    results = {}
+    for i in range(20):
+        label = f"runform-demo-{i:02d}"
+        info = provider.create(request(label), ctx)
+        provider.destroy(info, ctx)
+        results[label] = info.id
+    audit = vast_standin.audit()
+    for label, instance_id in results.items():
+        made = audit.creates_for(label)
+        assert [c.instance_id for c in made] == [int(instance_id)], (label, made)
+    assert audit.live == () and audit.stop_requests == ()
+    faults = [r.fault for r in audit.requests if r.fault]
+    assert faults.count("http-429") > 10 and any(f.startswith("http-5") for f in faults)
+    assert any(c.answered.startswith("lost") for c in audit.creates)
+    assert any(o.get("vanished") for o in vast_standin.offers())
+    provider.client.close()
+
+
+def test_end_to_end_with_a_real_sshd(make_vast_standin, sshd, ctx) -> None:
+    """The default readiness (SSH handshake with the per-instance key + onstart sentinel), and
+    connect with runform's agent bootstrapped, against the stand-in pointing at a real sshd."""
+    pytest.importorskip("runform.providers.ssh.bootstrap")
+    standin = make_vast_standin(sshd=sshd)
+    provider = fast_provider(standin, on_ready=None)
+    info = provider.create(request(), ctx)
+    assert info.attrs["host_key"] == sshd.host_key  # pinned at first contact
+    machine = provider.connect(info, ctx)
+    try:
+        assert machine.root == str(standin.instance_root(info.id))
+        assert machine.python == f"{machine.root}/.runform/venv/bin/python"
+        out = machine.transport.run(["sh", "-c", 'cd "$1" && ls .runform/vast && "$2" -c "import runform"',
+                                     "sh", machine.root, machine.python])
+        assert out.ok and out.stdout.decode().split() == ["onstart.done"], out
+    finally:
+        machine.transport.close()
+    public_key = Path(info.attrs["key_file"] + ".pub").read_text().strip()
+    assert public_key in sshd.authorized_keys.read_text()
+    provider.destroy(info, ctx)
+    assert public_key not in sshd.authorized_keys.read_text()  # the instance's key left with it
+    json.dumps(info.to_json())  # state can keep it
