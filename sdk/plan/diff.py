@@ -163,8 +163,9 @@ class Differ:
         changed = sorted(p for p in new if p not in old or old[p][1:] != new[p][1:])
         removed = sorted(p for p in old if p not in new)
         names = changed + [f"{p} (removed)" for p in removed]
-        return Action(address, "replace", f"source {d.attrs['source']} changed: {_names(names) or 'new version'}",
-                      "replace_because_source_changed", details=tuple(names[:50]))
+        # hydration is incremental (only the changed objects move): an in-place update
+        return Action(address, "update", f"source {d.attrs['source']} changed: {_names(names) or 'new version'}",
+                      "update_because_source_changed", details=tuple(names[:50]))
 
     def _stage(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
         if a := self._on_new_machine(address, prior):
