@@ -6,7 +6,7 @@ so the agent on a bare machine and ``runform --help`` start fast.
     import runform
     spec = runform.load("runform.yaml")
     plan = runform.plan(spec)
-    result = runform.apply(spec, plan=plan)
+    result = runform.apply(spec)            # plans again under the lock, then converges
     runform.destroy(spec)
 """
 
@@ -24,9 +24,9 @@ _EXPORTS = {
     "show": "runform.api",
     "Workspace": "runform.workspace",
     "Spec": "runform.spec.model",
-    "Plan": "runform.plan.model",
-    "Action": "runform.plan.model",
-    "ApplyResult": "runform.apply.executor",
+    "Plan": "runform.planning.model",
+    "Action": "runform.planning.model",
+    "ApplyResult": "runform.execution.executor",
     "RunformError": "runform.errors",
     "SpecError": "runform.errors",
     "hookimpl": "runform.hookspecs",
@@ -46,9 +46,9 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from runform.api import apply, destroy, load, plan, show
-    from runform.apply.executor import ApplyResult
+    from runform.execution.executor import ApplyResult
     from runform.errors import RunformError, SpecError
     from runform.hookspecs import hookimpl
-    from runform.plan.model import Action, Plan
+    from runform.planning.model import Action, Plan
     from runform.spec.model import Spec
     from runform.workspace import Workspace

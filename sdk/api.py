@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runform.apply.executor import ApplyResult, Executor
-from runform.plan.model import Plan
-from runform.plan.planner import check_policy, make_plan
+from runform.execution.executor import ApplyResult, Executor
+from runform.planning.model import Plan
+from runform.planning.planner import check_policy, make_plan
 from runform.spec.load import load_spec
 from runform.spec.model import Spec
 from runform.state.model import State
@@ -57,7 +57,7 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
             _unpin(ws, state, accept_host_keys)
         saved = None
         if plan_file is not None:
-            from runform.plan.planfile import check_stale, load_plan
+            from runform.planning.planfile import check_stale, load_plan
 
             saved = load_plan(Path(plan_file))
         fresh = make_plan(ws, state, refresh_enabled=refresh, targets=targets or (saved.targets if saved else ()),

@@ -68,7 +68,7 @@ def runform_register_state_backends(register: Register) -> None:
 def runform_plan_ready(plan: Any) -> None:
     """Called once a plan is computed, before it is shown or applied.
 
-    :param plan: the :class:`runform.plan.model.Plan`.
+    :param plan: the :class:`runform.planning.model.Plan`.
     """
 
 
@@ -76,7 +76,7 @@ def runform_plan_ready(plan: Any) -> None:
 def runform_check_plan(plan: Any) -> str | None:
     """Policy: return a reason to reject the plan (over budget, forbidden GPU), or None.
 
-    :param plan: the :class:`runform.plan.model.Plan` about to be applied.
+    :param plan: the :class:`runform.planning.model.Plan` about to be applied.
     """
 
 
@@ -84,7 +84,7 @@ def runform_check_plan(plan: Any) -> str | None:
 def runform_action_started(action: Any) -> None:
     """Called when apply starts an action.
 
-    :param action: the :class:`runform.plan.model.Action`.
+    :param action: the :class:`runform.planning.model.Action`.
     """
 
 
@@ -92,8 +92,8 @@ def runform_action_started(action: Any) -> None:
 def runform_action_finished(action: Any, outcome: Any) -> None:
     """Called when an action ends, successfully or not.
 
-    :param action: the :class:`runform.plan.model.Action`.
-    :param outcome: the :class:`runform.apply.executor.Outcome` (status, duration, error).
+    :param action: the :class:`runform.planning.model.Action`.
+    :param outcome: the :class:`runform.execution.executor.Outcome` (status, duration, error).
     """
 
 
@@ -111,5 +111,5 @@ def runform_stage_metrics(stage: str, metrics: dict[str, float], step: int | Non
 def runform_apply_finished(result: Any) -> None:
     """Called when apply (or destroy) ends, also on failure.
 
-    :param result: the :class:`runform.apply.executor.ApplyResult`.
+    :param result: the :class:`runform.execution.executor.ApplyResult`.
     """

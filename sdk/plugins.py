@@ -57,20 +57,26 @@ class PluginManager:
         for ep in metadata.entry_points(group=hookspecs.PROJECT):
             if self.pm.is_blocked(ep.name) or self.pm.has_plugin(ep.name):
                 continue
-            try:
-                plugin = ep.load()
-                self.pm.register(plugin, name=ep.name)
-            except Exception as exc:  # a broken plugin must not break the others
-                self.broken[ep.name] = f"{type(exc).__name__}: {exc}"
-                continue
             dist = ep.dist
             self.infos[ep.name] = (dist.name if dist else "?", dist.version if dist else "?")
-        self.pm.check_pending()
+            try:
+                self._register_checked(ep.load(), ep.name)
+            except Exception as exc:  # a broken plugin must not break the others
+                self.broken[ep.name] = f"{type(exc).__name__}: {exc}"
+
+    def _register_checked(self, plugin: object, name: str | None) -> None:
+        """Register, then check for misspelled hooks; a plugin that fails is not kept."""
+        registered = self.pm.register(plugin, name=name)
+        try:
+            self.pm.check_pending()
+        except Exception:
+            self.pm.unregister(plugin)
+            raise
+        del registered
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register an in-process plugin (tests, embedding applications)."""
-        self.pm.register(plugin, name=name)
-        self.pm.check_pending()
+        self._register_checked(plugin, name)  # a misspelled hook raises PluginValidationError
         self._registries = None
 
     def unregister(self, name: str) -> None:

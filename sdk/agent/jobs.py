@@ -111,10 +111,7 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 pass_fds=(fd,), start_new_session=True, env=env, cwd=root,
             )
-        # the supervisor writes its pid first thing; report once it did (bounded wait)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(os.path.join(d, "pid")) and time.monotonic() < deadline:
-            time.sleep(0.002)
+        # the supervisor holds the job's lock from its first instruction: the job reads as running
         return {**job_status(root, stage, fp), "attached": False}
     finally:
         os.close(fd)

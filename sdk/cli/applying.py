@@ -14,13 +14,13 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
               refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: int,
               spec_for_plan: str | None, accept_host_key: tuple[str, ...], *, destroy: bool) -> None:
     import runform.api as api
-    from runform.plan.model import Plan
-    from runform.plan.render import render_plan
+    from runform.planning.model import Plan
+    from runform.planning.render import render_plan
 
     plan_file = None
     spec_path = spec_or_plan
     if not destroy and _is_plan_file(spec_or_plan):
-        from runform.plan.planfile import load_plan
+        from runform.planning.planfile import load_plan
 
         plan_file = spec_or_plan
         saved = load_plan(Path(plan_file))

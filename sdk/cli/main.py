@@ -71,7 +71,7 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
          destroy: bool) -> None:
     """Refresh what exists, diff it against the spec, and say what apply would do and why."""
     import runform.api as api
-    from runform.plan.render import render_plan
+    from runform.planning.render import render_plan
 
     spec = load_spec_opts(spec_path, var)
     p = api.plan(spec, refresh=refresh, targets=target, replace=replace, destroy=destroy,
@@ -79,7 +79,7 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
     if out_file:
         from pathlib import Path
 
-        from runform.plan.planfile import save_plan
+        from runform.planning.planfile import save_plan
 
         save_plan(p, Path(out_file))
     if as_json:

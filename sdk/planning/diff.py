@@ -7,9 +7,9 @@ from typing import Any
 
 from runform.durations import format_duration
 from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, Graph, kind_of
-from runform.plan.desired import Desired
-from runform.plan.model import Action
-from runform.plan.refresh import Observed
+from runform.planning.desired import Desired
+from runform.planning.model import Action
+from runform.planning.refresh import Observed
 from runform.state.model import ResourceState, State
 from runform.workspace import Workspace
 

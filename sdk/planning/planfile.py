@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runform.errors import StateError
-from runform.plan.model import FORMAT_VERSION, Plan
+from runform.planning.model import FORMAT_VERSION, Plan
 from runform.state.model import State
 
 
@@ -47,7 +47,7 @@ def load_plan(path: Path) -> Plan:
 
 def _check_changes(path: Path, raw: dict[str, Any]) -> None:
     """Name the entry of ``resource_changes`` that is malformed, before anything reads it."""
-    from runform.plan.model import SYMBOLS
+    from runform.planning.model import SYMBOLS
 
     hint = "re-create the plan with `runform plan --out FILE`"
     if "resource_changes" not in raw:

@@ -14,7 +14,7 @@ from runform.agent.layout import secrets_path
 from runform.errors import RunformError
 from runform.graph import INSTANCE, name_of
 from runform.interfaces import InstanceInfo, InstanceRequest, Manifest
-from runform.plan.model import Action
+from runform.planning.model import Action
 from runform.state.model import ResourceState, State
 from runform.workspace import Workspace
 
@@ -89,7 +89,7 @@ class Handlers:
         if a.kind == "delete":
             return None
         from runform.codesync import local_manifest, sync_tree
-        from runform.plan.desired import code_excludes
+        from runform.planning.desired import code_excludes
 
         spec = self.ws.spec
         machine = self.ws.machine(self.state)
@@ -105,7 +105,7 @@ class Handlers:
     def dataset(self, a: Action) -> dict[str, Any] | None:
         if a.kind == "delete":
             return None
-        from runform.plan.desired import resolve_dataset
+        from runform.planning.desired import resolve_dataset
 
         name = name_of(a.address)
         d = self.ws.spec.datasets[name]
@@ -193,11 +193,11 @@ class Handlers:
             nums = {k: v for k, v in rec.items() if k != "step" and isinstance(v, (int, float))
                     and not isinstance(v, bool)}
             if nums:
-                hook.runform_stage_metrics(stage=stage, metrics=nums, step=step)
+                _safe(hook.runform_stage_metrics, stage=stage, metrics=nums, step=step)
                 if self.trk:
                     self.trk.log_metrics(nums, stage=stage, step=step)
         if m.get("final"):
-            hook.runform_stage_metrics(stage=stage, metrics=m["final"], step=None)
+            _safe(hook.runform_stage_metrics, stage=stage, metrics=m["final"], step=None)
             if self.trk:
                 self.trk.log_metrics(m["final"], stage=stage, step=None)
 
@@ -232,3 +232,10 @@ def _tracker_config(ws: Workspace) -> dict[str, Any]:
 def record_of(address: str, attrs_: dict[str, Any], fingerprint: str | None, status: str = "ok") -> ResourceState:
     return ResourceState(address=address, attrs=attrs_, fingerprint=fingerprint, status=status,
                          updated=time.time())
+
+
+def _safe(fn: Any, **kwargs: Any) -> None:
+    try:
+        fn(**kwargs)
+    except Exception:  # noqa: BLE001 - a plugin's metrics hook never fails a stage
+        pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runform.plan.model import SYMBOLS, Plan
+from runform.planning.model import SYMBOLS, Plan
 
 
 def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -> str:

@@ -9,7 +9,7 @@ import attrs
 from runform.agent.client import AgentClient
 from runform.graph import INSTANCE
 from runform.interfaces import InstanceInfo
-from runform.plan.desired import Desired
+from runform.planning.desired import Desired
 from runform.state.model import State
 from runform.workspace import Workspace
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import attrs
 
-from runform.apply.handlers import Handlers, Interrupted, StageFailed, record_of
+from runform.execution.handlers import Handlers, Interrupted, StageFailed, record_of
 from runform.errors import RunformError
 from runform.graph import INSTANCE, build_graph
-from runform.plan.diff import on_machine
-from runform.plan.model import Action, Plan
+from runform.planning.diff import on_machine
+from runform.planning.model import Action, Plan
 from runform.state.model import State
 from runform.workspace import Workspace
 
@@ -157,7 +157,7 @@ class Executor:
         self._event({"type": "apply_finished", "ok": result.ok, "summary": result.line(plan.destroy),
                      "added": result.added, "changed": result.changed, "destroyed": result.destroyed,
                      "failed": [o.address for o in result.failed]})
-        self.ws.pm.hook.runform_apply_finished(result=result)
+        self._hook("runform_apply_finished", result=result)
         if self.tracker is not None:
             try:
                 self.tracker.finish()
@@ -182,7 +182,7 @@ class Executor:
         t0 = time.monotonic()
         if self._stop.is_set():
             return Outcome(a.address, "interrupted")
-        self.ws.pm.hook.runform_action_started(action=a)
+        self._hook("runform_action_started", action=a)
         self._event({"type": "action_started", "address": a.address, "action": a.kind, "reason": a.reason})
         self.ws.say(f"{a.address}: {_verb(a.kind)}...")
         key = self._key(a)
@@ -220,7 +220,7 @@ class Executor:
         self._event({"type": "action_finished", "address": a.address, "action": a.kind,
                      "status": outcome.status, "duration": round(outcome.duration, 3),
                      "error": outcome.error})
-        self.ws.pm.hook.runform_action_finished(action=a, outcome=outcome)
+        self._hook("runform_action_finished", action=a, outcome=outcome)
         return outcome
 
     def _teardown(self, handlers: Handlers, policy: str) -> str:
@@ -265,6 +265,13 @@ class Executor:
         self._event({"type": "plan", "add": s.add, "change": s.change, "destroy": s.destroy,
                      "actions": [{"address": a.address, "action": a.kind, "reason": a.reason}
                                  for a in self.plan.changes], "cost": dict(self.plan.cost)})
+
+    def _hook(self, name: str, **kwargs: Any) -> None:
+        """Call an event hook; a failing plugin is reported, never fatal to the apply."""
+        try:
+            getattr(self.ws.pm.hook, name)(**kwargs)
+        except Exception as exc:  # noqa: BLE001
+            self.ws.say(f"warning: a plugin's {name} hook failed: {type(exc).__name__}: {exc}")
 
     def _event(self, event: dict[str, Any]) -> None:
         if self.tracker is not None:

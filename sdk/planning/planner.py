@@ -6,10 +6,10 @@ from collections.abc import Iterable
 
 from runform.errors import PolicyError, RunformError
 from runform.graph import INSTANCE, build_graph, kind_of
-from runform.plan.desired import compute_desired
-from runform.plan.diff import Differ, on_machine
-from runform.plan.model import Action, Plan
-from runform.plan.refresh import Observed, refresh
+from runform.planning.desired import compute_desired
+from runform.planning.diff import Differ, on_machine
+from runform.planning.model import Action, Plan
+from runform.planning.refresh import Observed, refresh
 from runform.state.model import State
 from runform.workspace import Workspace
 

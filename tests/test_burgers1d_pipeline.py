@@ -1,0 +1,224 @@
+"""burgers1d: one tiny epoch of every stage, in order, plus cache keying and checkpoint rules."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
+sys.path.insert(0, str(EXAMPLE))
+
+from burgers1d import (
+    check_splits,
+    distill,
+    evaluate,
+    precompute,
+    simulate,
+    train_operator,
+    train_residual,
+    train_steady_prior,
+)
+from burgers1d.checkpoints import StaleCheckpointError, read_pointer
+from burgers1d.config import load_config
+from burgers1d.latent_cache import StaleCacheError
+from burgers1d.latents import load_latents
+from burgers1d.metrics import METRICS_ENV
+from burgers1d.runtime import DeviceError
+from burgers1d.tiny import make_run_root
+
+TRAINED = ("encoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
+STAGES = [
+    (simulate.main, "data"),
+    (check_splits.main, "base"),
+    (precompute.main, "encoder"),
+    (train_operator.main, "operator"),
+    (train_residual.main, "diff_residual"),
+    (distill.main, "consistency_distill"),
+    (train_steady_prior.main, "steady_prior"),
+    (evaluate.main, "eval"),
+]
+
+
+@contextlib.contextmanager
+def inside(root: Path, metrics_file: Path | None = None) -> Iterator[io.StringIO]:
+    """cwd = the run root (as runform runs stages), stdout captured."""
+    old_cwd, old_env = os.getcwd(), os.environ.get(METRICS_ENV)
+    os.chdir(root)
+    if metrics_file is not None:
+        os.environ[METRICS_ENV] = str(metrics_file)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            yield out
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop(METRICS_ENV, None)
+        else:
+            os.environ[METRICS_ENV] = old_env
+
+
+def run(main, config: str, *extra: str) -> None:
+    assert main(["--config", f"configs/tiny/{config}.yaml", *extra]) == 0
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_run_root(tmp_path_factory.mktemp("burgers1d") / "run")
+    with inside(root, root / "runform-metrics.jsonl") as out:
+        for main, config in STAGES:
+            run(main, config)
+    (root / "pipeline.log").write_text(out.getvalue())
+    return root
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_stage_publishes_an_immutable_addressed_checkpoint(pipeline: Path) -> None:
+    for stage in TRAINED:
+        pointer = json.loads((pipeline / "checkpoints" / stage / "latest.json").read_text())
+        ckpt = pipeline / "checkpoints" / stage / pointer["file"]
+        assert ckpt.name == f"{stage}-{pointer['sha256'][:12]}.pt"
+        assert _sha(ckpt) == pointer["sha256"]
+        resolved = (ckpt.parent / pointer["config"]).read_text()
+        assert f"{stage}:" in resolved  # its own section, includes resolved
+        assert "include" not in load_config(ckpt.parent / pointer["config"])
+        report = json.loads(
+            (
+                pipeline / "reports" / f"{'precompute' if stage == 'encoder' else stage}.json"
+            ).read_text()
+        )
+        assert report and all(isinstance(v, (int, float)) for v in report.values())
+
+
+def test_distillation_writes_its_own_file_and_records_lineage(pipeline: Path) -> None:
+    ckpts = pipeline / "checkpoints"
+    teacher = read_pointer(ckpts, "diff_residual")
+    student = read_pointer(ckpts, "consistency_distill")
+    operator = read_pointer(ckpts, "operator")
+    assert teacher.path.parent != student.path.parent and teacher.path.is_file()
+    assert _sha(teacher.path) == teacher.sha256  # never overwritten
+    assert student.lineage["diff_residual"] == teacher.sha256
+    assert student.lineage["operator"] == operator.sha256 == teacher.lineage["operator"]
+
+
+def test_training_streams_json_lines_for_runform(pipeline: Path) -> None:
+    lines = [json.loads(x) for x in (pipeline / "runform-metrics.jsonl").read_text().splitlines()]
+    losses = [x for x in lines if "loss" in x]
+    assert losses and all(isinstance(x["step"], int) for x in losses)
+
+
+def test_eval_reports_nrmse_with_and_without_ttc(pipeline: Path) -> None:
+    report = json.loads((pipeline / "reports" / "eval.json").read_text())
+    for split in ("val", "test"):
+        for method in ("autoencoder", "operator", "no_ttc", "ttc"):
+            assert 0.0 < report[f"{split}_nrmse_{method}"] < 10.0
+        assert report[f"{split}_trajectories"] == 4
+    log = (pipeline / "pipeline.log").read_text()
+    assert "| split |" in log and "| val | 4 |" in log and "| test | 4 |" in log
+
+
+def test_same_cache_key_is_a_noop(pipeline: Path) -> None:
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in pipeline.rglob("*")
+        if p.is_file() and "reports" not in p.parts and p.name != ".digest_memo.json"
+    }
+    with inside(pipeline) as out:
+        run(precompute.main, "encoder")
+    text = out.getvalue()
+    assert "skipping fit" in text and "skipping encode" in text
+    after = {
+        p: p.stat().st_mtime_ns
+        for p in pipeline.rglob("*")
+        if p.is_file() and "reports" not in p.parts and p.name != ".digest_memo.json"
+    }
+    assert after == before  # nothing written, nothing new
+
+
+@pytest.fixture()
+def scratch(pipeline: Path, tmp_path: Path) -> Path:
+    """A copy of the finished pipeline that a test may change."""
+    return Path(shutil.copytree(pipeline, tmp_path / "run"))
+
+
+def test_changed_encoder_config_recomputes_under_a_new_key(scratch: Path) -> None:
+    old = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    with inside(scratch) as out:
+        run(precompute.main, "encoder", "--set", "encoder.model.width=12")
+    assert "fitting encoder" in out.getvalue() and "encoding latent cache" in out.getvalue()
+    new = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    assert new["key"] != old["key"] and new["encoder_sha256"] != old["encoder_sha256"]
+    assert (scratch / "data/latent_cache" / old["file"]).is_file()  # old entry kept, not reused
+    # the operator was trained on the old latents: eval refuses it
+    with inside(scratch), pytest.raises(StaleCheckpointError, match="re-run operator"):
+        run(evaluate.main, "eval")
+
+
+def test_changed_cache_dtype_reuses_the_encoder(scratch: Path) -> None:
+    old = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    with inside(scratch) as out:
+        run(precompute.main, "encoder", "--set", "encoder.cache_dtype=float16")
+    assert "skipping fit" in out.getvalue() and "encoding latent cache" in out.getvalue()
+    new = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    assert new["encoder_sha256"] == old["encoder_sha256"] and new["key"] != old["key"]
+    with h5py.File(scratch / "data/latent_cache" / new["file"], "r") as f:
+        assert f["train"].dtype.name == "float16"
+
+
+def test_changed_data_makes_the_cache_stale(scratch: Path) -> None:
+    with h5py.File(scratch / "data/burgers1d/burgers1d_train.h5", "r+") as f:
+        f["tensor"][0, 0, 0] += 1.0
+    with inside(scratch):
+        cfg = load_config("configs/tiny/operator.yaml")
+        with pytest.raises(StaleCacheError, match="train changed"):
+            load_latents(cfg, torch.device("cpu"))
+
+
+def test_training_is_seeded(scratch: Path) -> None:
+    before = read_pointer(scratch / "checkpoints", "operator").sha256
+    with inside(scratch):
+        run(train_operator.main, "operator")
+    assert read_pointer(scratch / "checkpoints", "operator").sha256 == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_fails_without_cuda(pipeline: Path) -> None:
+    with inside(pipeline), pytest.raises(DeviceError, match="CUDA is not available"):
+        run(evaluate.main, "eval", "--device", "cuda")
+
+
+def test_ttc_candidates_are_the_operator_step_plus_noisy_corrections(pipeline: Path) -> None:
+    from burgers1d.ttc import Proposer, TTCConfig
+
+    with inside(pipeline):
+        cfg = load_config("configs/tiny/eval.yaml")
+        data = load_latents(cfg, torch.device("cpu"), ("val",))
+        models = evaluate.Models(cfg, data, torch.device("cpu"))
+    proposer = Proposer(
+        models.operator,
+        models.student,
+        models.mcfg,
+        models.r_std,
+        models.sample_sigmas,
+        torch.Generator().manual_seed(0),
+    )
+    z = data.splits["val"][:, 0]
+    cands = proposer.propose(z, TTCConfig(candidates=3))
+    assert cands.shape == (4, 3, *z.shape[1:])
+    torch.testing.assert_close(cands[:, 0], models.operator(z))
+    assert not torch.allclose(cands[:, 1], cands[:, 2])  # different noise, different samples
+    assert models.decode(z).shape == (4, 32)  # decoded to physical space for the reward

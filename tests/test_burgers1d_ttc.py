@@ -1,0 +1,100 @@
+"""burgers1d: the physics reward (physical space) and the TTC beam search."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
+sys.path.insert(0, str(EXAMPLE))
+
+from burgers1d.reward import BurgersReward, RewardConfig
+from burgers1d.solver import Grid, random_initial_conditions, solve
+from burgers1d.ttc import TTCConfig, ttc_rollout
+
+
+def _step(nu: float = 0.01, dt: float = 0.02) -> tuple[BurgersReward, torch.Tensor, torch.Tensor]:
+    grid = Grid(128)
+    u0 = random_initial_conditions(np.random.default_rng(0), 6, grid, abs_probability=0.5)
+    u = solve(u0, grid, nu, np.array([0.0, 0.1, 0.1 + dt]))
+    reward = BurgersReward(grid.dx, dt, nu, RewardConfig())
+    return reward, torch.from_numpy(u[:, 1]), torch.from_numpy(u[:, 2])
+
+
+def test_true_step_scores_better_than_perturbed_steps() -> None:
+    reward, prev, true_next = _step()
+    noisy = true_next + 0.05 * torch.randn(
+        true_next.shape, generator=torch.Generator().manual_seed(0), dtype=true_next.dtype
+    )
+    shifted = true_next + 0.05
+    stalled = prev.clone()
+    r_true = reward(prev, true_next)
+    for worse in (noisy, shifted, stalled, 1.1 * true_next):
+        assert torch.all(r_true > reward(prev, worse))
+
+
+def test_reward_terms() -> None:
+    reward, prev, true_next = _step()
+    terms = reward.terms(prev, true_next)
+    assert torch.all(terms["mass"] < 1e-12)  # the solver conserves the mean exactly
+    assert torch.all(reward.terms(prev, true_next + 0.1)["mass"] > 1e-4)
+    assert torch.all(terms["energy"] < 1e-3)
+    assert torch.all(reward.terms(prev, 1.2 * prev)["energy"] > 0.1)  # energy may not grow
+
+
+class _TreeProposer:
+    """Latent = node id of a binary tree; node n proposes children 2n+1 and 2n+2."""
+
+    def propose(self, z: torch.Tensor, cfg: TTCConfig) -> torch.Tensor:
+        return torch.stack([2 * z + 1, 2 * z + 2], dim=1)
+
+
+class _TableReward:
+    """Reward of a step = a value per child node (u_next is the node id)."""
+
+    def __init__(self, table: dict[int, float]) -> None:
+        self.table = table
+
+    def __call__(self, u_prev: torch.Tensor, u_next: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([self.table.get(int(v), -100.0) for v in u_next[:, 0]])
+
+
+def _first_choice(horizon: int, beam: int) -> int:
+    table = {1: 1.0, 2: 0.5, 3: -5.0, 4: -5.0, 5: 2.0, 6: 0.0}
+    cfg = TTCConfig(candidates=2, beam_width=beam, horizon=horizon)
+    z0 = torch.zeros(1, 1, 1)
+    z, rewards = ttc_rollout(
+        _TreeProposer(),
+        lambda z: z.reshape(z.shape[0], 1),  # type: ignore[arg-type]
+        _TableReward(table),
+        z0,
+        steps=2,
+        cfg=cfg,
+    )  # type: ignore[arg-type]
+    assert z.shape == (1, 2, 1, 1) and rewards.shape == (1, 2)
+    return int(z[0, 0].item())
+
+
+def test_beam_search_looks_ahead() -> None:
+    assert _first_choice(horizon=1, beam=2) == 1  # greedy takes the best immediate reward
+    assert _first_choice(horizon=2, beam=2) == 2  # 0.5 + 2.0 beats 1.0 - 5.0
+    assert _first_choice(horizon=2, beam=1) == 1  # a beam of 1 prunes node 2 before looking
+
+
+def test_beam_search_is_per_trajectory() -> None:
+    table = {1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: 0.0}
+    table.update({2 * 10 + 1: 0.0, 2 * 10 + 2: 1.0})  # from node 10 the second child is best
+    cfg = TTCConfig(candidates=2, beam_width=2, horizon=1)
+    z0 = torch.tensor([0.0, 10.0]).reshape(2, 1, 1)
+    z, _ = ttc_rollout(
+        _TreeProposer(),
+        lambda z: z.reshape(z.shape[0], 1),  # type: ignore[arg-type]
+        _TableReward(table),
+        z0,
+        steps=1,
+        cfg=cfg,
+    )  # type: ignore[arg-type]
+    assert z[:, 0].flatten().tolist() == [1.0, 22.0]
