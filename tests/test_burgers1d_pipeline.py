@@ -222,3 +222,13 @@ def test_ttc_candidates_are_the_operator_step_plus_noisy_corrections(pipeline: P
     torch.testing.assert_close(cands[:, 0], models.operator(z))
     assert not torch.allclose(cands[:, 1], cands[:, 2])  # different noise, different samples
     assert models.decode(z).shape == (4, 32)  # decoded to physical space for the reward
+
+
+def test_changed_encoder_code_refits(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    monkeypatch.setattr(precompute, "source_digest", lambda *modules: "edited")
+    with inside(scratch) as out:
+        run(precompute.main, "encoder")
+    assert "fitting encoder" in out.getvalue()
+    new = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    assert new["key"] != old["key"] and new["code_digest"] == "edited"

@@ -95,6 +95,7 @@ class Models:
         return u.view(n, t, -1).numpy()
 
 
+@torch.no_grad()
 def evaluate_split(
     models: Models, cfg: Mapping[str, Any], split: str, device: torch.device, seed: int
 ) -> dict[str, float]:

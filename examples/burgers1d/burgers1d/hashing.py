@@ -78,6 +78,16 @@ def file_sha256(path: str | Path, memo: str | Path | None = None) -> str:
     return digest
 
 
+def source_digest(*modules: str) -> str:
+    """sha256 over the source of ``burgers1d`` modules (by name): keys that reuse earlier work
+    (simulated files, a fitted encoder, a latent cache) include the code that produced it."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in sorted(set(modules)):
+        h.update(name.encode("utf-8") + b"\0" + (here / f"{name}.py").read_bytes())
+    return h.hexdigest()
+
+
 def trajectory_hash(traj: np.ndarray) -> str:
     """sha256 of one trajectory's float32 values in C order (shape [T, X]).
 

@@ -30,10 +30,18 @@ class StaleCacheError(RuntimeError):
     """The cache is missing, incomplete, or keyed by data/encoder that is no longer current."""
 
 
-def cache_key(data_digests: Mapping[str, str], encoder_sha256: str, dtype: str) -> str:
-    """The cache key: 20 hex of sha256 over (data digests per split, encoder sha256, dtype)."""
+def cache_key(
+    data_digests: Mapping[str, str], encoder_sha256: str, dtype: str, code: str = ""
+) -> str:
+    """The cache key: 20 hex of sha256 over (data digests per split, encoder weights sha256,
+    dtype, and the digest of the encoding code)."""
     return sha256_json(
-        {"data": dict(sorted(data_digests.items())), "encoder": encoder_sha256, "dtype": dtype}
+        {
+            "data": dict(sorted(data_digests.items())),
+            "encoder": encoder_sha256,
+            "dtype": dtype,
+            "code": code,
+        }
     )[:20]
 
 
@@ -56,6 +64,8 @@ class CacheWriter:
     def __init__(self, cache_dir: str | Path, key: str, dtype: str) -> None:
         self.final = cache_path(cache_dir, key)
         self.final.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in self.final.parent.glob(f".{self.final.name}.tmp*"):
+            leftover.unlink(missing_ok=True)  # a killed earlier attempt at this key
         self.tmp = self.final.with_name(f".{self.final.name}.tmp{os.getpid()}")
         self.file = h5py.File(self.tmp, "w")
         self.key, self.dtype = key, dtype
@@ -141,7 +151,9 @@ def open_current(cache_dir: str | Path, current_digests: Mapping[str, str]) -> L
             f"latent cache {info['key']} was built from other data ({', '.join(sorted(stale))} "
             "changed): re-run precompute"
         )
-    key = cache_key(info["data_digests"], info["encoder_sha256"], info["dtype"])
+    key = cache_key(
+        info["data_digests"], info["encoder_sha256"], info["dtype"], info.get("code_digest", "")
+    )
     path = Path(cache_dir) / info["file"]
     if key != info["key"] or not is_complete(path, key):
         raise StaleCacheError(f"latent cache {path} is incomplete or not keyed {key}")

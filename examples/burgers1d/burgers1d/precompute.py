@@ -32,7 +32,7 @@ from .autoencoder import AutoencoderConfig, ConvAutoencoder, load_encoder
 from .config import parse_stage_args, section
 from .dataset import TrajectorySource
 from .distributed import DistContext, init_distributed
-from .hashing import atomic_write_text, sha256_json
+from .hashing import atomic_write_text, sha256_json, source_digest
 from .latent_cache import CacheWriter, cache_key, cache_path, is_complete, write_pointer
 from .metrics import MetricsStream, nrmse, write_metrics_json
 from .normalization import FieldStats, compute_field_stats
@@ -43,10 +43,17 @@ from .training import OptimConfig, run_epochs
 STAGE = "encoder"
 
 
+FIT_CODE = ("autoencoder", "networks", "normalization", "training", "dataset", "precompute")
+ENCODE_CODE = ("autoencoder", "networks", "normalization", "dataset", "precompute")
+
+
 def fit_key(train_digest: str, enc: Mapping[str, Any], seed: int) -> str:
-    """Key of an encoder fit: train data, the ``encoder`` section (minus cache settings), seed."""
+    """Key of an encoder fit: train data, the ``encoder`` section (minus cache settings), seed
+    and the code that fits it."""
     recipe = {k: v for k, v in enc.items() if k not in ("cache_dtype", "encode_chunk")}
-    return sha256_json({"train": train_digest, "encoder": recipe, "seed": seed})[:20]
+    return sha256_json(
+        {"train": train_digest, "encoder": recipe, "seed": seed, "code": source_digest(*FIT_CODE)}
+    )[:20]
 
 
 def _read_fit_snapshots(train: TrajectorySource, max_traj: int, seed: int) -> np.ndarray:
@@ -219,7 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     payload, enc_pointer = checkpoints.load(ckpt_root, STAGE, map_location=ctx.device)
     model, stats = load_encoder(payload, ctx.device)
     dtype = str(enc.get("cache_dtype", "float32"))
-    key = cache_key(digests, enc_pointer.sha256, dtype)
+    code = source_digest(*ENCODE_CODE)
+    key = cache_key(digests, enc_pointer.sha256, dtype, code)
     path = cache_path(cache_dir, key)
     desc = (
         f"data train/val/test {'/'.join(d[:8] for d in digests.values())}, "
@@ -268,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "encoder_sha256": enc_pointer.sha256,
         "encoder_file": str(enc_pointer.path),
         "dtype": dtype,
+        "code_digest": code,
         "field_stats": stats.to_dict(),
         **latent_stats,
         "metrics": metrics,

@@ -34,6 +34,8 @@ def select_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     if requested == "cpu" or not has_cuda:
         return torch.device("cpu")
     torch.cuda.set_device(local_rank)
+    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls/convs outside autocast
+    torch.backends.cudnn.allow_tf32 = True
     return torch.device("cuda", local_rank)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import config_digest, parse_stage_args, section
 from .dataset import write_pdebench
+from .hashing import source_digest
 from .metrics import write_metrics_json
 from .solver import Grid, coarsen, random_initial_conditions, solve
 from .splits import SPLITS, split_spec
@@ -89,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "simulate": {k: v for k, v in sim.items() if k != "splits"},
                 "n": n,
+                "code": source_digest("solver", "simulate"),
                 "seed": seeds[split],
             }
         )
