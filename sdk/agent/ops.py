@@ -62,20 +62,28 @@ def salted_digest(salt: str, data: bytes) -> str:
 
 
 def _dataset_state(root: str, name: str, d: dict[str, Any]) -> dict[str, Any]:
-    """What was hydrated (its manifest digest) and which files are missing or the wrong size."""
+    """What was hydrated (its manifest digest) and which files are missing, resized or modified
+    since runform wrote them (a ``stat`` per file against the fetch record; no bytes read)."""
     try:
         with open(dataset_record(root, name)) as f:
             rec = json.load(f)
     except (OSError, ValueError):
         return {"digest": None, "missing": []}
     dest = os.path.join(root, d["dest"])
+    try:
+        with open(os.path.join(dest, ".runform-manifest.json")) as f:
+            fetched = json.load(f).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        fetched = {}
     missing = []
     for path, size, _digest in rec.get("entries", []):
-        p = os.path.join(dest, path)
         try:
-            if os.path.getsize(p) != size:
-                missing.append(path)
+            st = os.stat(os.path.join(dest, path))
         except OSError:
+            missing.append(path)
+            continue
+        written = fetched.get(path)
+        if st.st_size != size or (written and written.get("mtime_ns") not in (None, st.st_mtime_ns)):
             missing.append(path)
     links_ok = all(os.path.lexists(os.path.join(root, link)) for link in d.get("links", {}))
     return {"digest": rec.get("digest"), "missing": missing, "links_ok": links_ok}

@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from runform.execution.handlers import Handlers, Interrupted, StageFailed, record_of
+from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
 from runform.errors import RunformError
 from runform.graph import INSTANCE, build_graph
 from runform.planning.diff import on_machine
@@ -198,7 +198,8 @@ class Executor:
             if new is None:
                 self._journal({"t": "rm", "key": key, "addr": a.address})
             else:
-                rec = record_of(a.address, new, a.fingerprint)
+                fingerprint = new.pop(FINGERPRINT, a.fingerprint)
+                rec = record_of(a.address, new, fingerprint)
                 self._journal({"t": "put", "key": key, "record": rec.to_json()})
             outcome = Outcome(a.address, "done", time.monotonic() - t0)
             self.ws.say(f"{a.address}: {_verb(a.kind, done=True)} after {time.monotonic() - t0:.1f}s")

@@ -19,6 +19,9 @@ from runform.state.model import ResourceState, State
 from runform.workspace import Workspace
 
 
+FINGERPRINT = "__fingerprint__"  # a handler's record may carry the fingerprint it really achieved
+
+
 class StageFailed(RunformError):
     def __init__(self, message: str, record: dict[str, Any]) -> None:
         super().__init__(message)
@@ -95,11 +98,13 @@ class Handlers:
         machine = self.ws.machine(self.state)
         manifest = local_manifest(spec.code.path, code_excludes(spec), cache=self.ws.digests)
         if manifest.digest != a.fingerprint:
-            raise RunformError("code.workdir: the code changed since the plan", hint="run `runform plan` again")
+            # a file changed between plan and apply (a saved plan was checked before we got here):
+            # sync what is there now and record exactly that; the next plan shows the consequences
+            self.ws.say("code.workdir: the code changed since the plan; syncing the current tree")
         report = sync_tree(machine.transport, spec.code.path, machine.root, manifest)
         self.ws.say(f"code.workdir: sent {report.files_sent} file(s), {report.bytes_sent} bytes")
         return {"digest": manifest.digest, "files": len(manifest.entries), "bytes": manifest.total_bytes,
-                "manifest": {e.path: e.digest for e in manifest.entries}}
+                "manifest": {e.path: e.digest for e in manifest.entries}, FINGERPRINT: manifest.digest}
 
     # ------------------------------------------------------------------ dataset
     def dataset(self, a: Action) -> dict[str, Any] | None:
