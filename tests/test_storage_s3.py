@@ -302,6 +302,35 @@ def test_missing_bucket_is_a_clear_error(store):
         backend.resolve(f"{backend.scheme}://No-Such-Bucket/x/", env)
 
 
+def test_missing_credentials_fail_fast(s3_server, monkeypatch):
+    from runform.errors import RunformError
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    env = {"AWS_ENDPOINT_URL": s3_server.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
+    with pytest.raises(RunformError, match="no credentials"):
+        S3Backend().resolve("s3://any/x/", env)
+
+
+def test_unreachable_endpoint_fails_with_a_hint():
+    import socket
+
+    from runform.errors import RunformError
+    from runform.storage_backends import _s3conn
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_MAX_ATTEMPTS": "1"}
+    assert _s3conn.Connection.from_env("s3", env).max_attempts == 1
+    with pytest.raises(RunformError, match="cannot reach"):
+        S3Backend().resolve("s3://b/x/", env)
+
+
 def test_unsafe_keys_are_refused(store):
     server, backend, bucket, env = store
     _put(server, bucket, {"ds/../../etc/passwd": b"x"})

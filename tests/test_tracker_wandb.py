@@ -70,8 +70,8 @@ def test_offline_run_resumes_same_id_and_holds_no_secret(ctx: TrackerContext):
 
     # A re-apply continues the same run id.
     _one_apply(ctx, range(3, 5))
-    files = run_files(wandb_dir, ctx.run_id)
-    assert files and all(RunFile.read(f).run_id == ctx.run_id for f in files)
+    files = run_files(wandb_dir, ctx.run_id)  # one run file per process that joined the run
+    assert len(files) == 2 and all(RunFile.read(f).run_id == ctx.run_id for f in files)
     later = [r for f in files for r in RunFile.read(f).history if "operator/step" in r]
     assert sorted(r["operator/step"] for r in later) == [0, 1, 2, 3, 4]
 
@@ -89,6 +89,16 @@ def test_online_without_key_is_refused(ctx: TrackerContext, monkeypatch: pytest.
     online = attrs.evolve(ctx, env={"WANDB_MODE": "online"})
     with pytest.raises(RunformError, match="WANDB_API_KEY"):
         WandbTracker({}, online).start(run_id="x", name="x", config={})
+
+
+def test_disabled_mode_records_nothing(ctx: TrackerContext):
+    import attrs
+
+    t = WandbTracker({"mode": "disabled"}, attrs.evolve(ctx, env={}))
+    assert t.start(run_id="x", name="x", config={})["WANDB_MODE"] == "disabled"
+    t.log_metrics({"a": 1.0}, stage="s", step=1)
+    t.finish()
+    assert not list((ctx.state_dir / "wandb").glob("*run-*"))
 
 
 def test_use_before_start(ctx: TrackerContext):

@@ -1,0 +1,113 @@
+"""``wandb://entity/project/name:alias`` storage: W&B artifacts.
+
+``resolve`` pins the alias to a version at plan time (``Manifest.version`` is ``vN``; the
+entries carry each file's MD5), so the machine fetches exactly what the plan showed even if
+the alias moves meanwhile. ``fetch`` moves only missing or changed files, one by one,
+verified and renamed into place. ``push`` logs a new version (W&B makes none when the
+content is unchanged).
+
+``wandb://project/name:alias`` takes the entity from ``WANDB_ENTITY``; a missing alias is
+``latest``. The server is reached through :mod:`.wandb_api` (real, or the folder fake when
+``RUNFORM_WANDB_FAKE_DIR`` is set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import attrs
+import runform.hookspecs
+from runform.errors import RunformError
+from runform.interfaces import Manifest, ManifestEntry
+
+from ._hydrate import HydrateOptions, Progress, hydrate
+from ._record import walk_files
+from ._verify import VerifyReport, verify
+from .wandb_api import WandbArtifactAPI, api_from_env
+
+
+@attrs.frozen
+class ArtifactRef:
+    entity: str
+    project: str
+    name: str
+    alias: str
+
+    @classmethod
+    def parse(cls, uri: str, env: Mapping[str, str] | None = None) -> ArtifactRef:
+        if not uri.startswith("wandb://"):
+            raise RunformError(f"not a wandb:// URI: {uri!r}")
+        body = uri[len("wandb://"):].strip("/")
+        path, _, alias = body.partition(":")
+        parts = path.split("/")
+        if len(parts) == 2 and (env or {}).get("WANDB_ENTITY"):
+            parts = [str((env or {})["WANDB_ENTITY"]), *parts]
+        if len(parts) != 3 or not all(parts):
+            raise RunformError(f"{uri!r}: expected wandb://entity/project/name:alias",
+                               hint="or set WANDB_ENTITY and write wandb://project/name:alias")
+        return cls(parts[0], parts[1], parts[2], alias or "latest")
+
+    @property
+    def uri(self) -> str:
+        """The normalised URI (entity and alias spelled out)."""
+        return f"wandb://{self.entity}/{self.project}/{self.name}:{self.alias}"
+
+
+class WandbBackend:
+    """The ``wandb`` scheme. ``api`` replaces the server (tests); by default it is chosen
+    from the env (see :func:`.wandb_api.api_from_env`)."""
+
+    schemes = ("wandb",)
+
+    def __init__(self, api: WandbArtifactAPI | None = None, *, artifact_type: str = "dataset") -> None:
+        self.api = api
+        self.artifact_type = artifact_type
+
+    def _api(self, env: Mapping[str, str]) -> WandbArtifactAPI:
+        return self.api or api_from_env(env)
+
+    def resolve(self, uri: str, env: Mapping[str, str]) -> Manifest:
+        """Pin the alias: ``version`` = ``vN``, entries with ``md5:`` digests; the manifest's
+        ``uri`` is normalised (``wandb://entity/project/name:alias``)."""
+        ref = ArtifactRef.parse(uri, env)
+        found = self._api(env).resolve(ref.entity, ref.project, ref.name, ref.alias)
+        entries = tuple(ManifestEntry(p, s, d) for p, s, d in found.files)
+        return Manifest(ref.uri, entries, version=found.version)
+
+    def fetch(self, manifest: Manifest, dest: Path, env: Mapping[str, str], *,
+              progress: Callable[[int], None] | None = None) -> int:
+        """Download the pinned version's missing or changed files; returns bytes moved."""
+        ref = ArtifactRef.parse(manifest.uri, env)
+        version = manifest.version or ref.alias
+        api = self._api(env)
+
+        def transfer(entry: ManifestEntry, tmp: Path, report: Progress) -> None:
+            api.download(ref.entity, ref.project, ref.name, version, entry.path, tmp)
+            report(entry.size)
+
+        return hydrate(manifest, Path(dest), transfer=transfer, progress=progress,
+                       options=HydrateOptions(workers=8))
+
+    def verify(self, manifest: Manifest, dest: Path) -> VerifyReport:
+        return verify(manifest, dest)
+
+    def push(self, src: Path, uri: str, env: Mapping[str, str], *,
+             prior: Manifest | None = None) -> Manifest:
+        """Log ``src`` as a new version of the artifact; the alias in ``uri`` (other than
+        ``latest``) is added to it. Returns the manifest of the version now there."""
+        ref = ArtifactRef.parse(uri, env)
+        files = dict(walk_files(Path(src)))
+        pinned = ref.alias[:1] == "v" and ref.alias[1:].isdigit()
+        aliases = [] if ref.alias == "latest" or pinned else [ref.alias]
+        api = self._api(env)
+        version = api.upload(ref.entity, ref.project, ref.name, files,
+                             type=self.artifact_type, aliases=aliases)
+        found = api.resolve(ref.entity, ref.project, ref.name, version)
+        return Manifest(ref.uri, tuple(ManifestEntry(p, s, d) for p, s, d in found.files),
+                        version=found.version)
+
+
+@runform.hookspecs.hookimpl
+def runform_register_storage_backends(register: Callable[..., None]) -> None:
+    register("wandb", WandbBackend)

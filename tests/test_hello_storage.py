@@ -1,0 +1,81 @@
+"""The hello example with a b2:// dataset (moto's S3 server in B2 mode) and artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from conftest import machine_root, run_cli
+
+
+def _setup(project: Path, server, bucket: str, **extra: object) -> None:  # type: ignore[no-untyped-def]
+    c = server.runform_client()
+    for name, body in {"names.txt": b"ada\ngrace\nlinus\n", "big.bin": b"x" * 300_000,
+                       "sub/more.txt": b"more names\n"}.items():
+        c.put_object(Bucket=bucket, Key=f"greetings/{name}", Body=body)
+    env = "".join(f"{k}={v}\n" for k, v in server.env("b2").items())
+    (project / "hello.env").write_text('HELLO_TOKEN="not-a-real-secret-0000"\n' + env)
+    spec = yaml.safe_load((project / "runform.yaml").read_text())
+    spec["datasets"]["greetings"]["source"] = f"b2://{bucket}/greetings/"
+    spec.update(extra)
+    (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def test_b2_dataset_hydrates_incrementally_and_heals(hello: Path, s3_server_b2) -> None:  # type: ignore[no-untyped-def]
+    server = s3_server_b2
+    bucket = server.make_bucket()
+    _setup(hello, server, bucket)
+    a = run_cli("apply", "--auto-approve", cwd=hello)
+    assert a.returncode == 0, a.stderr
+    root = machine_root(hello)
+    assert (root / "data" / "greetings" / "big.bin").stat().st_size == 300_000
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+    # a re-apply moves 0 bytes
+    server.stats.reset()
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    assert server.stats.object_bytes_out == 0
+
+    # one object replaced in the bucket: ~ dataset.greetings naming it; apply moves only it
+    server.runform_client().put_object(Bucket=bucket, Key="greetings/sub/more.txt", Body=b"even more names\n")
+    p = run_cli("plan", "--json", cwd=hello)
+    ds = next(c for c in json.loads(p.stdout)["resource_changes"] if c["address"] == "dataset.greetings")
+    assert ds["action"] == "update" and "sub/more.txt" in ds["reason"]
+    human = run_cli("plan", cwd=hello)
+    assert "~ dataset.greetings" in human.stdout
+    server.stats.reset()
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    assert server.stats.object_bytes_out == len(b"even more names\n")
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+    # a file corrupted on the machine (same size) is detected and fetched again
+    big = root / "data" / "greetings" / "big.bin"
+    big.write_bytes(b"y" * 300_000)
+    p = run_cli("plan", "--json", cwd=hello)
+    ds = next(c for c in json.loads(p.stdout)["resource_changes"] if c["address"] == "dataset.greetings")
+    assert ds["action"] == "update" and "big.bin" in ds["reason"]
+    server.stats.reset()
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    assert big.read_bytes() == b"x" * 300_000
+    assert server.stats.object_bytes_out == 300_000
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+
+def test_artifacts_are_pushed_listed_and_survive_teardown(hello: Path, s3_server_b2) -> None:  # type: ignore[no-untyped-def]
+    server = s3_server_b2
+    bucket = server.make_bucket()
+    _setup(hello, server, bucket, artifacts={"results": {"paths": ["out/"], "to": f"b2://{bucket}/runs/${{run}}/"}})
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["compute"]["teardown"] = "always"
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    a = run_cli("apply", "--auto-approve", cwd=hello)
+    assert a.returncode == 0, a.stderr
+    assert "destroyed (teardown: always)" in a.stdout
+    assert not [p for p in (hello / ".runform" / "machines").iterdir() if not p.name.endswith(".deleting")]
+    keys = {o["Key"] for o in server.runform_client().list_objects_v2(Bucket=bucket, Prefix="runs/hello/")
+            .get("Contents", [])}
+    assert "runs/hello/out/joined.txt" in keys
+    show = run_cli("show", cwd=hello)
+    assert "artifact.results" in show.stdout and f"b2://{bucket}/runs/hello/" in show.stdout
+    assert "joined.txt" not in show.stderr
