@@ -30,6 +30,9 @@ def test_b2_dataset_hydrates_incrementally_and_heals(hello: Path, s3_server_b2) 
     assert a.returncode == 0, a.stderr
     root = machine_root(hello)
     assert (root / "data" / "greetings" / "big.bin").stat().st_size == 300_000
+    # the agent reports progress (bytes, total, start) for the client's rate/ETA line
+    progress = json.loads((root / ".runform" / "datasets" / "greetings.json.progress").read_text())
+    assert progress["total"] == 300_000 + len(b"ada\ngrace\nlinus\n") + len(b"more names\n")
     assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
 
     # a re-apply moves 0 bytes

@@ -134,12 +134,48 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     backend = get_plugin_manager().get("storage_backends", scheme).factory()
     from pathlib import Path
 
-    moved = backend.fetch(manifest, Path(dest), _secret_env(root))
+    moved = backend.fetch(manifest, Path(dest), _secret_env(root),
+                          progress=_ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes))
     make_links(root, req["dest"], req.get("links", {}))
     record = manifest.to_json()
     record["digest"] = manifest.digest
     atomic_write(dataset_record(root, name), json.dumps(record).encode())
     return {"bytes": moved, "digest": manifest.digest}
+
+
+class _ProgressFile:
+    """Counts bytes fetched and writes ``{"bytes", "total", "started"}`` at most twice a second,
+    so the client can show bytes, rate and ETA while the hydration runs."""
+
+    def __init__(self, path: str, total: int) -> None:
+        import threading
+        import time
+
+        self.path, self.total, self.done = path, total, 0
+        self.started = self._last = time.time()
+        self._lock = threading.Lock()
+        self._write()
+
+    def __call__(self, n: int) -> None:
+        import time
+
+        with self._lock:
+            self.done += n
+            if time.time() - self._last >= 0.5:
+                self._last = time.time()
+                self._write()
+
+    def _write(self) -> None:
+        doc = {"bytes": self.done, "total": self.total, "started": self.started}
+        atomic_write(self.path, json.dumps(doc).encode())
+
+
+def progress(req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        with open(dataset_record(req["root"], req["name"]) + ".progress") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"bytes": 0, "total": 0, "started": None}
 
 
 def record_dataset(req: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +248,7 @@ OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "gpus": gpus,
     "hydrate": hydrate,
     "record_dataset": record_dataset,
+    "progress": progress,
     "push": push,
     "remove": remove,
 }

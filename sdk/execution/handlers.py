@@ -126,8 +126,9 @@ class Handlers:
             agent.call("record_dataset", name=name, dest=d.dest, links=dict(d.links),
                        manifest=manifest.to_json(), digest=manifest.digest)
         else:
-            moved = agent.call("hydrate", name=name, dest=d.dest, links=dict(d.links),
-                               manifest=manifest.to_json())["bytes"]
+            with _ProgressReporter(self.ws, agent, a.address, name):
+                moved = agent.call("hydrate", name=name, dest=d.dest, links=dict(d.links),
+                                   manifest=manifest.to_json())["bytes"]
         took = time.monotonic() - t0
         self.ws.say(f"{a.address}: {moved / 1e6:.1f} MB moved in {took:.1f}s")
         return {"source": d.source, "dest": d.dest, "digest": manifest.digest, "manifest": manifest.to_json(),
@@ -227,6 +228,41 @@ class Handlers:
         if a.kind in ("delete", "forget"):
             return None
         return {"kind": self.ws.spec.tracker.kind, "run_id": self.run_id, "env": dict(self.tracker_env)}
+
+
+class _ProgressReporter:
+    """While a hydration runs on the machine, print bytes, rate and ETA every few seconds."""
+
+    def __init__(self, ws: Workspace, agent: AgentClient, address: str, name: str, every: float = 5.0) -> None:
+        import threading
+
+        self.ws, self.agent, self.address, self.name, self.every = ws, agent, address, name, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"progress-{name}")
+
+    def __enter__(self) -> _ProgressReporter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from runform.durations import format_duration
+
+        while not self._stop.wait(self.every):
+            try:
+                p = self.agent.call("progress", name=self.name)
+            except Exception:  # noqa: BLE001 - progress is best effort
+                continue
+            done, total, started = p.get("bytes", 0), p.get("total", 0), p.get("started")
+            if not started or not total:
+                continue
+            rate = done / max(1e-6, time.time() - started)
+            eta = format_duration((total - done) / rate) if rate > 0 else "?"
+            self.ws.say(f"{self.address}: {done / 1e6:.1f}/{total / 1e6:.1f} MB "
+                        f"({rate / 1e6:.1f} MB/s, ETA {eta})")
 
 
 def _tracker_config(ws: Workspace) -> dict[str, Any]:
