@@ -134,8 +134,9 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     backend = get_plugin_manager().get("storage_backends", scheme).factory()
     from pathlib import Path
 
-    moved = backend.fetch(manifest, Path(dest), _secret_env(root),
-                          progress=_ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes))
+    prog = _ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes)
+    moved = backend.fetch(manifest, Path(dest), _secret_env(root), progress=prog)
+    prog._write()  # the final count
     make_links(root, req["dest"], req.get("links", {}))
     record = manifest.to_json()
     record["digest"] = manifest.digest
