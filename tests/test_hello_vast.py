@@ -48,6 +48,9 @@ def test_rent_run_teardown(hello: Path, standin) -> None:  # type: ignore[no-unt
     p = run_cli("plan", cwd=hello, env=env)
     assert p.returncode == 0, p.stderr
     assert "Chosen offer:" in p.stdout and "RTX 4090" in p.stdout and "Estimated cost: $" in p.stdout
+    offers = run_cli("offers", cwd=hello, env=env)
+    assert offers.returncode == 0, offers.stderr
+    assert "RTX 4090" in offers.stdout and "chosen" in offers.stdout.lower()
     a = run_cli("apply", "--auto-approve", cwd=hello, env=env)
     assert a.returncode == 0, a.stderr
     label = _label(hello)

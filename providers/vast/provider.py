@@ -119,6 +119,12 @@ class VastProvider:
         cfg = VastCompute.from_compute(compute)
         return offer_rows(self.search(cfg), cfg)
 
+    def render_offers(self, rows: list[Mapping[str, Any]]) -> Any:
+        """The table `runform offers` prints (a rich renderable), the chosen offer marked."""
+        from runform.providers.vast.offers import render_table
+
+        return render_table(rows, title="Vast offers, best first")
+
     def search(self, cfg: VastCompute, *, exclude_machines: Iterable[int] = ()) -> list[Offer]:
         """Ranked feasible offers: a server-side filtered search, re-checked here."""
         excluded = set(exclude_machines)

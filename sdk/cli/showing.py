@@ -53,7 +53,9 @@ def print_offers(spec: Any) -> None:
     rows = ws.provider.offers(spec.compute.config, ws.provider_context(state))
     render = getattr(ws.provider, "render_offers", None)
     if render:
-        click.echo(render(rows))
+        from rich.console import Console
+
+        Console(width=160).print(render(rows))
         return
     for o in rows:
         mark = "*" if o.get("chosen") else " "
