@@ -26,12 +26,12 @@ sys.path.insert(0, str(EXAMPLE))
 import torch
 from burgers1d.autoencoder import AutoencoderConfig, ConvAutoencoder
 from burgers1d.config import load_config
+from burgers1d.corrector import condition
 from burgers1d.diffusion import (
     DenoiserConfig,
     ResidualNet,
-    consistency_fn,
+    consistency_loss,
     edm_loss,
-    heun_step,
     karras_sigmas,
 )
 from burgers1d.latent_operator import LatentOperator, OperatorConfig
@@ -121,9 +121,8 @@ def _residual_setup(s: Setup) -> tuple[DenoiserConfig, Callable[[int], tuple[tor
 
     def pairs(b: int) -> tuple[torch.Tensor, torch.Tensor]:
         w = s.windows(b, 1)
-        with torch.no_grad():
-            z_op = operator(w[:, 0]).float()
-        return w[:, 1] - z_op, torch.cat([w[:, 0], z_op], dim=1)
+        z_op, cond = condition(operator, w[:, 0])
+        return w[:, 1] - z_op, cond
 
     return mcfg, pairs
 
@@ -149,13 +148,7 @@ def bench_consistency_distill(s: Setup) -> tuple[nn.Module, Loss, int]:
 
     def loss(b: int) -> torch.Tensor:
         r, cond = pairs(b)
-        n = torch.randint(0, sigmas.numel() - 1, (b,), device=s.device)
-        s_hi, s_lo = sigmas[n], sigmas[n + 1]
-        x_hi = r + s_hi[:, None, None] * torch.randn_like(r)
-        with torch.no_grad():
-            x_lo = heun_step(teacher, x_hi, s_hi, s_lo, cond, mcfg)
-            y = consistency_fn(target, x_lo, s_lo, cond, mcfg)
-        return torch.mean((consistency_fn(model, x_hi, s_hi, cond, mcfg) - y) ** 2)
+        return consistency_loss(model, teacher, target, r, cond, sigmas, mcfg)
 
     return model, loss, _batch(sec)
 

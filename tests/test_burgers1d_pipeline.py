@@ -87,6 +87,28 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _cache_pointer(root: Path) -> dict:
+    return json.loads((root / "data/latent_cache/current.json").read_text())
+
+
+def _precompute_again(root: Path, *settings: str) -> tuple[dict, dict, str]:
+    """Re-run precompute in ``root`` with ``--set`` ``settings``: the latent cache pointer before
+    and after, and what the stage printed."""
+    old = _cache_pointer(root)
+    with inside(root) as out:
+        run(precompute.main, "encoder", *(a for s in settings for a in ("--set", s)))
+    return old, _cache_pointer(root), out.getvalue()
+
+
+def _mtimes(root: Path) -> dict[Path, int]:
+    """Modification times of the run root's files but the reports and the digest memo."""
+    return {
+        p: p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and "reports" not in p.parts and p.name != ".digest_memo.json"
+    }
+
+
 def test_every_stage_publishes_an_immutable_addressed_checkpoint(pipeline: Path) -> None:
     for stage in TRAINED:
         pointer = json.loads((pipeline / "checkpoints" / stage / "latest.json").read_text())
@@ -132,21 +154,12 @@ def test_eval_reports_nrmse_with_and_without_ttc(pipeline: Path) -> None:
 
 
 def test_same_cache_key_is_a_noop(pipeline: Path) -> None:
-    before = {
-        p: p.stat().st_mtime_ns
-        for p in pipeline.rglob("*")
-        if p.is_file() and "reports" not in p.parts and p.name != ".digest_memo.json"
-    }
+    before = _mtimes(pipeline)
     with inside(pipeline) as out:
         run(precompute.main, "encoder")
     text = out.getvalue()
     assert "skipping fit" in text and "skipping encode" in text
-    after = {
-        p: p.stat().st_mtime_ns
-        for p in pipeline.rglob("*")
-        if p.is_file() and "reports" not in p.parts and p.name != ".digest_memo.json"
-    }
-    assert after == before  # nothing written, nothing new
+    assert _mtimes(pipeline) == before  # nothing written, nothing new
 
 
 @pytest.fixture()
@@ -156,11 +169,8 @@ def scratch(pipeline: Path, tmp_path: Path) -> Path:
 
 
 def test_changed_encoder_config_recomputes_under_a_new_key(scratch: Path) -> None:
-    old = json.loads((scratch / "data/latent_cache/current.json").read_text())
-    with inside(scratch) as out:
-        run(precompute.main, "encoder", "--set", "encoder.model.width=12")
-    assert "fitting encoder" in out.getvalue() and "encoding latent cache" in out.getvalue()
-    new = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    old, new, log = _precompute_again(scratch, "encoder.model.width=12")
+    assert "fitting encoder" in log and "encoding latent cache" in log
     assert new["key"] != old["key"] and new["encoder_sha256"] != old["encoder_sha256"]
     assert (scratch / "data/latent_cache" / old["file"]).is_file()  # old entry kept, not reused
     # the operator was trained on the old latents: eval refuses it
@@ -169,11 +179,8 @@ def test_changed_encoder_config_recomputes_under_a_new_key(scratch: Path) -> Non
 
 
 def test_changed_cache_dtype_reuses_the_encoder(scratch: Path) -> None:
-    old = json.loads((scratch / "data/latent_cache/current.json").read_text())
-    with inside(scratch) as out:
-        run(precompute.main, "encoder", "--set", "encoder.cache_dtype=float16")
-    assert "skipping fit" in out.getvalue() and "encoding latent cache" in out.getvalue()
-    new = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    old, new, log = _precompute_again(scratch, "encoder.cache_dtype=float16")
+    assert "skipping fit" in log and "encoding latent cache" in log
     assert new["encoder_sha256"] == old["encoder_sha256"] and new["key"] != old["key"]
     with h5py.File(scratch / "data/latent_cache" / new["file"], "r") as f:
         assert f["train"].dtype.name == "float16"
@@ -225,10 +232,7 @@ def test_ttc_candidates_are_the_operator_step_plus_noisy_corrections(pipeline: P
 
 
 def test_changed_encoder_code_refits(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    old = json.loads((scratch / "data/latent_cache/current.json").read_text())
     monkeypatch.setattr(precompute, "source_digest", lambda *modules: "edited")
-    with inside(scratch) as out:
-        run(precompute.main, "encoder")
-    assert "fitting encoder" in out.getvalue()
-    new = json.loads((scratch / "data/latent_cache/current.json").read_text())
+    old, new, log = _precompute_again(scratch)
+    assert "fitting encoder" in log
     assert new["key"] != old["key"] and new["code_digest"] == "edited"

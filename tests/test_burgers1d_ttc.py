@@ -62,18 +62,24 @@ class _TableReward:
         return torch.tensor([self.table.get(int(v), -100.0) for v in u_next[:, 0]])
 
 
+def _tree_rollout(
+    table: dict[int, float], z0: torch.Tensor, steps: int, cfg: TTCConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ttc_rollout over the binary tree, the node ids decoded as they are."""
+    return ttc_rollout(
+        _TreeProposer(),  # type: ignore[arg-type]
+        lambda z: z.reshape(z.shape[0], 1),
+        _TableReward(table),  # type: ignore[arg-type]
+        z0,
+        steps=steps,
+        cfg=cfg,
+    )
+
+
 def _first_choice(horizon: int, beam: int) -> int:
     table = {1: 1.0, 2: 0.5, 3: -5.0, 4: -5.0, 5: 2.0, 6: 0.0}
     cfg = TTCConfig(candidates=2, beam_width=beam, horizon=horizon)
-    z0 = torch.zeros(1, 1, 1)
-    z, rewards = ttc_rollout(
-        _TreeProposer(),
-        lambda z: z.reshape(z.shape[0], 1),  # type: ignore[arg-type]
-        _TableReward(table),
-        z0,
-        steps=2,
-        cfg=cfg,
-    )  # type: ignore[arg-type]
+    z, rewards = _tree_rollout(table, torch.zeros(1, 1, 1), 2, cfg)
     assert z.shape == (1, 2, 1, 1) and rewards.shape == (1, 2)
     return int(z[0, 0].item())
 
@@ -88,13 +94,5 @@ def test_beam_search_is_per_trajectory() -> None:
     table = {1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0, 6: 0.0}
     table.update({2 * 10 + 1: 0.0, 2 * 10 + 2: 1.0})  # from node 10 the second child is best
     cfg = TTCConfig(candidates=2, beam_width=2, horizon=1)
-    z0 = torch.tensor([0.0, 10.0]).reshape(2, 1, 1)
-    z, _ = ttc_rollout(
-        _TreeProposer(),
-        lambda z: z.reshape(z.shape[0], 1),  # type: ignore[arg-type]
-        _TableReward(table),
-        z0,
-        steps=1,
-        cfg=cfg,
-    )  # type: ignore[arg-type]
+    z, _ = _tree_rollout(table, torch.tensor([0.0, 10.0]).reshape(2, 1, 1), 1, cfg)
     assert z[:, 0].flatten().tolist() == [1.0, 22.0]

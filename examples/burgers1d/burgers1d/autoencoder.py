@@ -9,13 +9,13 @@ and the same weights encode the cache and decode predictions for the reward and 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .networks import ResBlock, periodic_conv
+from .networks import ResBlock, config_from_dict, frozen, periodic_conv
 from .normalization import FieldStats
 
 
@@ -30,7 +30,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> AutoencoderConfig:
-        return cls(**{k: raw[k] for k in asdict(cls()) if k in raw})
+        return config_from_dict(cls, raw)
 
 
 class ConvAutoencoder(nn.Module):
@@ -83,7 +83,4 @@ def load_encoder(
     """The frozen autoencoder and the train stats from an encoder checkpoint payload."""
     model = ConvAutoencoder(AutoencoderConfig.from_dict(payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model, FieldStats.from_dict(payload["field_stats"])
+    return frozen(model, device), FieldStats.from_dict(payload["field_stats"])

@@ -18,13 +18,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from .networks import ConvNet, FourierEmbedding
+from .networks import ConvNet, FourierEmbedding, config_from_dict, frozen
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,7 @@ class DenoiserConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> DenoiserConfig:
-        known = {k: raw[k] for k in asdict(cls()) if k in raw}
-        if "dilations" in known:
-            known["dilations"] = tuple(int(d) for d in known["dilations"])
-        return cls(**known)
+        return config_from_dict(cls, raw)
 
 
 class ResidualNet(nn.Module):
@@ -69,6 +66,25 @@ def _col(s: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     return s.reshape(-1, *([1] * (like.ndim - 1))) if s.ndim else s
 
 
+def _preconditioned(
+    net: nn.Module,
+    x: torch.Tensor,
+    sigma: torch.Tensor | float,
+    cond: torch.Tensor,
+    cfg: DenoiserConfig,
+    s_shift: float,
+) -> torch.Tensor:
+    """c_skip x + c_out F(c_in x, c_noise, cond), with sigma - ``s_shift`` in c_skip and c_out:
+    ``s_shift`` = 0 is EDM's denoiser, ``s_shift`` = sigma_min the consistency model."""
+    s = _col(sigma, x)
+    sd = cfg.sigma_data
+    c_skip = sd**2 / ((s - s_shift) ** 2 + sd**2)
+    c_out = (s - s_shift) * sd / torch.sqrt(s**2 + sd**2)
+    c_in = 1.0 / torch.sqrt(s**2 + sd**2)
+    c_noise = torch.log(torch.as_tensor(sigma, device=x.device).expand(x.shape[0])) / 4.0
+    return c_skip * x + c_out * net(c_in * x, c_noise, cond).float()
+
+
 def edm_denoise(
     net: nn.Module,
     x: torch.Tensor,
@@ -77,13 +93,7 @@ def edm_denoise(
     cfg: DenoiserConfig,
 ) -> torch.Tensor:
     """EDM-preconditioned denoiser D(x, sigma) -> estimate of the clean residual."""
-    s = _col(sigma, x)
-    sd = cfg.sigma_data
-    c_skip = sd**2 / (s**2 + sd**2)
-    c_out = s * sd / torch.sqrt(s**2 + sd**2)
-    c_in = 1.0 / torch.sqrt(s**2 + sd**2)
-    c_noise = torch.log(torch.as_tensor(sigma, device=x.device).expand(x.shape[0])) / 4.0
-    return c_skip * x + c_out * net(c_in * x, c_noise, cond).float()
+    return _preconditioned(net, x, sigma, cond, cfg, 0.0)
 
 
 def consistency_fn(
@@ -94,13 +104,7 @@ def consistency_fn(
     cfg: DenoiserConfig,
 ) -> torch.Tensor:
     """Consistency model f(x, sigma) with f(x, sigma_min) = x exactly."""
-    s = _col(sigma, x)
-    sd, smin = cfg.sigma_data, cfg.sigma_min
-    c_skip = sd**2 / ((s - smin) ** 2 + sd**2)
-    c_out = (s - smin) * sd / torch.sqrt(s**2 + sd**2)
-    c_in = 1.0 / torch.sqrt(s**2 + sd**2)
-    c_noise = torch.log(torch.as_tensor(sigma, device=x.device).expand(x.shape[0])) / 4.0
-    return c_skip * x + c_out * net(c_in * x, c_noise, cond).float()
+    return _preconditioned(net, x, sigma, cond, cfg, cfg.sigma_min)
 
 
 def edm_loss(
@@ -142,6 +146,27 @@ def heun_step(
     return x + (st - sf) * 0.5 * (d + d2)
 
 
+def consistency_loss(
+    student: nn.Module,
+    teacher: nn.Module,
+    target: nn.Module,
+    r: torch.Tensor,
+    cond: torch.Tensor,
+    sigmas: torch.Tensor,
+    cfg: DenoiserConfig,
+) -> torch.Tensor:
+    """Consistency distillation loss: for x_{n+1} = r + s_{n+1} eps at random adjacent levels of
+    the decreasing ``sigmas``, one teacher Heun step gives x_n, and the student's
+    f(x_{n+1}, s_{n+1}) is pulled towards the (EMA) target's f(x_n, s_n)."""
+    n = torch.randint(0, sigmas.numel() - 1, (r.shape[0],), device=r.device)
+    s_hi, s_lo = sigmas[n], sigmas[n + 1]
+    x_hi = r + s_hi[:, None, None] * torch.randn_like(r)
+    with torch.no_grad():
+        x_lo = heun_step(teacher, x_hi, s_hi, s_lo, cond, cfg)
+        y = consistency_fn(target, x_lo, s_lo, cond, cfg)
+    return torch.mean((consistency_fn(student, x_hi, s_hi, cond, cfg) - y) ** 2)
+
+
 @torch.no_grad()
 def teacher_sample(
     net: nn.Module, cond: torch.Tensor, noise: torch.Tensor, steps: int, cfg: DenoiserConfig
@@ -178,7 +203,4 @@ def build_residual_net(
     cfg = DenoiserConfig.from_dict(payload["model_config"])
     net = ResidualNet(int(payload["channels"]), cfg)
     net.load_state_dict(payload["state_dict"])
-    net.to(device).eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net, cfg
+    return frozen(net, device), cfg

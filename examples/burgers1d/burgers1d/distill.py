@@ -14,8 +14,6 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -24,15 +22,14 @@ from .corrector import load_operator, residual_pairs
 from .diffusion import (
     ResidualNet,
     build_residual_net,
-    consistency_fn,
+    consistency_loss,
     consistency_sample,
-    heun_step,
     karras_sigmas,
     teacher_sample,
 )
 from .distributed import unwrap
 from .latents import load_latents, window_count
-from .training import run_epochs
+from .networks import frozen
 
 NAME = "consistency_distill"
 
@@ -43,18 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = load_latents(run.cfg, dev)
     train, val = data.splits["train"], data.splits["val"]
     operator, op_pointer = load_operator(run.cfg, data, dev)
-    t_payload, t_pointer = checkpoints.load(
-        Path(run.cfg["paths"]["checkpoints"]), "diff_residual", dev
-    )
+    t_payload, t_pointer = checkpoints.load(run.ckpt_root, "diff_residual", dev)
     checkpoints.require_lineage(t_payload, {"operator": op_pointer}, "diff_residual")
     teacher, mcfg = build_residual_net(t_payload, dev)
     r_std = t_payload["r_std"].to(dev)
 
     student = ResidualNet(train.shape[2], mcfg)
     student.load_state_dict(t_payload["state_dict"])
-    target = copy.deepcopy(student).to(dev).eval()
-    for p in target.parameters():
-        p.requires_grad_(False)
+    target = frozen(copy.deepcopy(student), dev)  # the EMA target: updated by hand, no grads
     model = run.ctx.wrap(student)
     sigmas = karras_sigmas(int(sec.get("discretization", 18)), mcfg).to(dev)  # decreasing
     target_decay = float(sec.get("target_ema", 0.95))
@@ -62,13 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def loss_fn(idx: torch.Tensor) -> torch.Tensor:
         r, cond = residual_pairs(operator, train, idx, r_std)
-        n = torch.randint(0, sigmas.numel() - 1, (r.shape[0],), device=dev)
-        s_hi, s_lo = sigmas[n], sigmas[n + 1]
-        x_hi = r + s_hi[:, None, None] * torch.randn_like(r)
-        with torch.no_grad():
-            x_lo = heun_step(teacher, x_hi, s_hi, s_lo, cond, mcfg)
-            y = consistency_fn(target, x_lo, s_lo, cond, mcfg)
-        return torch.mean((consistency_fn(model, x_hi, s_hi, cond, mcfg) - y) ** 2)
+        return consistency_loss(model, teacher, target, r, cond, sigmas, mcfg)
 
     @torch.no_grad()
     def update_target() -> None:
@@ -89,18 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
 
-    result = run_epochs(
-        model,
-        loss_fn,
-        window_count(train, 1),
-        run.optim,
-        run.ctx,
-        run.seed,
-        run.stream,
-        validate,
-        name=NAME,
-        on_step=update_target,
-    )
+    result = run.train(model, loss_fn, window_count(train, 1), validate, on_step=update_target)
     best = ResidualNet(train.shape[2], mcfg).to(dev).eval()
     best.load_state_dict(result.best_state)
     one_step = consistency_sample(best, cond_val, noises[:1], sample_sigmas[:1], mcfg)
@@ -121,20 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{metrics['val_residual_mse_student']:.4f}, 1-step "
         f"{metrics['val_residual_mse_student_1step']:.4f}"
     )
-    payload = {
-        "channels": train.shape[2],
-        "model_config": asdict(mcfg),
-        "state_dict": result.best_state,
-        "r_std": r_std.cpu(),
-        "sample_sigmas": sample_sigmas,
-        "latent_cache_key": data.cache_key,
-    }
     lineage = {
         "diff_residual": t_pointer.sha256,
         "operator": op_pointer.sha256,
         "latent_cache": data.cache_key,
     }
-    stage.finish(run, payload, lineage, metrics)
+    extra = {"r_std": r_std.cpu(), "sample_sigmas": sample_sigmas}
+    stage.finish_model(run, data, mcfg, result, lineage, metrics, **extra)
     return 0
 
 

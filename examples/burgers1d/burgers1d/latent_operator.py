@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from .networks import ConvNet
+from .networks import ConvNet, config_from_dict, frozen
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,7 @@ class OperatorConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> OperatorConfig:
-        known = {k: raw[k] for k in asdict(cls()) if k in raw}
-        if "dilations" in known:
-            known["dilations"] = tuple(int(d) for d in known["dilations"])
-        return cls(**known)
+        return config_from_dict(cls, raw)
 
 
 class LatentOperator(nn.Module):
@@ -55,7 +52,4 @@ def build_operator(payload: Mapping[str, Any], device: torch.device) -> LatentOp
         int(payload["channels"]), OperatorConfig.from_dict(payload["model_config"])
     )
     model.load_state_dict(payload["state_dict"])
-    model.to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return frozen(model, device)

@@ -33,6 +33,11 @@ class LatentData:
     def cache_key(self) -> str:
         return str(self.info["key"])
 
+    @property
+    def channels(self) -> int:
+        """Latent channels C."""
+        return int(self.mean.shape[0])
+
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """Raw latents [..., C, L] -> normalised."""
         return (z - self.mean[:, None]) / self.std[:, None]

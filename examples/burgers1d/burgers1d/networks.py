@@ -1,4 +1,5 @@
-"""Building blocks shared by the models: periodic convolutions, residual blocks, embeddings.
+"""Building blocks shared by the models: periodic convolutions, residual blocks, embeddings,
+and the plumbing of their configs and frozen copies.
 
 The domain is periodic, so every convolution pads circularly; the networks are translation
 equivariant like the PDE itself. Latents are laid out [batch, channels, tokens].
@@ -7,10 +8,15 @@ equivariant like the PDE itself. Latents are laid out [batch, channels, tokens].
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
+
+ConfigT = TypeVar("ConfigT")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def periodic_conv(c_in: int, c_out: int, kernel: int = 5, dilation: int = 1) -> nn.Conv1d:
@@ -86,6 +92,23 @@ class FourierEmbedding(nn.Module):
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         angles = s.reshape(-1, 1).float() * self.freqs
         return self.mlp(torch.cat([angles.sin(), angles.cos()], dim=-1))
+
+
+def config_from_dict(cls: type[ConfigT], raw: Mapping[str, Any]) -> ConfigT:
+    """The config dataclass ``cls`` from the keys of ``raw`` it knows (others are ignored), with
+    ``dilations`` (YAML gives a list) as a tuple of ints."""
+    known = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}  # type: ignore[arg-type]
+    if "dilations" in known:
+        known["dilations"] = tuple(int(d) for d in known["dilations"])
+    return cls(**known)
+
+
+def frozen(model: ModuleT, device: torch.device) -> ModuleT:
+    """``model`` on ``device`` in eval mode with gradients off (an upstream stage's weights)."""
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,19 +1,23 @@
-"""Boilerplate shared by the training entry points: start (args, config, device, seed) and
-finish (publish the checkpoint and the metrics JSON on rank 0, leave the process group)."""
+"""Boilerplate shared by the training entry points: start (args, config, device, seed), train
+(the one loop with the stage's settings) and finish (publish the checkpoint and the metrics JSON
+on rank 0, leave the process group)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from . import checkpoints
 from .config import Config, parse_stage_args, section
 from .distributed import DistContext, init_distributed, shutdown
+from .latents import LatentData
 from .metrics import MetricsStream, write_metrics_json
 from .runtime import seed_everything, stage_seed
-from .training import OptimConfig
+from .training import OptimConfig, TrainResult, run_epochs
 
 
 @dataclass
@@ -42,6 +46,28 @@ class StageRun:
         if self.ctx.is_main:
             print(f"[{self.name}] {message}", flush=True)
 
+    def train(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[[torch.Tensor], torch.Tensor],
+        n_items: int,
+        validate: Callable[[torch.nn.Module], float],
+        on_step: Callable[[], None] | None = None,
+    ) -> TrainResult:
+        """:func:`~burgers1d.training.run_epochs` with this stage's optim block, seed and name."""
+        return run_epochs(
+            model,
+            loss_fn,
+            n_items,
+            self.optim,
+            self.ctx,
+            self.seed,
+            self.stream,
+            validate,
+            name=self.name,
+            on_step=on_step,
+        )
+
 
 def start(argv: Sequence[str] | None, description: str, name: str) -> StageRun:
     """Parse ``--config/--set/--device``, resolve the config, join DDP if launched by torchrun,
@@ -68,3 +94,25 @@ def finish(
         write_metrics_json(Path(run.cfg["paths"]["reports"]) / f"{run.name}.json", metrics)
         run.log(f"checkpoint {pointer.path} (sha256 {pointer.short})")
     shutdown(run.ctx)
+
+
+def finish_model(
+    run: StageRun,
+    data: LatentData,
+    model_cfg: Any,
+    result: TrainResult,
+    lineage: Mapping[str, str],
+    metrics: Mapping[str, float] | None = None,
+    **extra: Any,
+) -> None:
+    """:func:`finish` for a model trained on latents. The payload holds the latent channels, the
+    model config, the best weights, ``extra`` and the latent cache key; ``metrics`` default to
+    the loop's."""
+    payload = {
+        "channels": data.channels,
+        "model_config": asdict(model_cfg),
+        "state_dict": result.best_state,
+        **extra,
+        "latent_cache_key": data.cache_key,
+    }
+    finish(run, payload, lineage, result.metrics if metrics is None else metrics)

@@ -8,13 +8,13 @@ its final-state nRMSE from t = 0 next to the operator rollout's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from .networks import ConvNet, FourierEmbedding
+from .networks import ConvNet, FourierEmbedding, config_from_dict
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,7 @@ class SteadyPriorConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SteadyPriorConfig:
-        known = {k: raw[k] for k in asdict(cls()) if k in raw}
-        if "dilations" in known:
-            known["dilations"] = tuple(int(d) for d in known["dilations"])
-        return cls(**known)
+        return config_from_dict(cls, raw)
 
 
 class SteadyPrior(nn.Module):

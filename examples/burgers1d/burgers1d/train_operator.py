@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 
 import torch
 
 from . import stage
 from .latent_operator import LatentOperator, OperatorConfig
 from .latents import load_latents, window_count, windows
-from .training import run_epochs
 
 NAME = "operator"
 
@@ -57,25 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             ).mean()
         )
 
-    result = run_epochs(
-        model,
-        loss_fn,
-        window_count(train, rollout),
-        run.optim,
-        run.ctx,
-        run.seed,
-        run.stream,
-        validate,
-        name=NAME,
-    )
-    payload = {
-        "channels": train.shape[2],
-        "model_config": asdict(model_cfg),
-        "state_dict": result.best_state,
-        "latent_cache_key": data.cache_key,
-    }
+    result = run.train(model, loss_fn, window_count(train, rollout), validate)
     lineage = {"latent_cache": data.cache_key, "encoder": data.info["encoder_sha256"]}
-    stage.finish(run, payload, lineage, {"rollout": rollout, **result.metrics})
+    metrics = {"rollout": rollout, **result.metrics}
+    stage.finish_model(run, data, model_cfg, result, lineage, metrics)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 
 import torch
 
@@ -19,7 +18,6 @@ from . import stage
 from .corrector import estimate_residual_std, load_operator, residual_pairs
 from .diffusion import DenoiserConfig, ResidualNet, edm_denoise, edm_loss, teacher_sample
 from .latents import load_latents, window_count
-from .training import run_epochs
 
 NAME = "diff_residual"
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0)
@@ -56,17 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         return float(torch.stack(losses).mean())
 
-    result = run_epochs(
-        model,
-        loss_fn,
-        window_count(train, 1),
-        run.optim,
-        run.ctx,
-        run.seed,
-        run.stream,
-        validate,
-        name=NAME,
-    )
+    result = run.train(model, loss_fn, window_count(train, 1), validate)
     # How much the teacher's samples reduce the operator's one-step error on val (scaled units).
     net = ResidualNet(train.shape[2], model_cfg).to(dev).eval()
     net.load_state_dict(result.best_state)
@@ -86,15 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"val residual mse: operator {metrics['val_residual_mse_operator']:.4f} -> "
         f"operator+teacher {metrics['val_residual_mse_teacher']:.4f}"
     )
-    payload = {
-        "channels": train.shape[2],
-        "model_config": asdict(model_cfg),
-        "state_dict": result.best_state,
-        "r_std": r_std.cpu(),
-        "latent_cache_key": data.cache_key,
-    }
     lineage = {"operator": op_pointer.sha256, "latent_cache": data.cache_key}
-    stage.finish(run, payload, lineage, metrics)
+    stage.finish_model(run, data, model_cfg, result, lineage, metrics, r_std=r_std.cpu())
     return 0
 
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 
 import torch
 
 from . import stage
 from .latents import load_latents
 from .steady_prior import SteadyPrior, SteadyPriorConfig
-from .training import run_epochs
 
 NAME = "steady_prior"
 
@@ -48,16 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def validate(module: torch.nn.Module) -> float:
         return float(torch.stack([prior_loss(module, val, b) for b in val_idx.split(2048)]).mean())
 
-    result = run_epochs(
-        model, loss_fn, n_train, run.optim, run.ctx, run.seed, run.stream, validate, name=NAME
-    )
-    payload = {
-        "channels": train.shape[2],
-        "model_config": asdict(model_cfg),
-        "state_dict": result.best_state,
-        "latent_cache_key": data.cache_key,
-    }
-    stage.finish(run, payload, {"latent_cache": data.cache_key}, result.metrics)
+    result = run.train(model, loss_fn, n_train, validate)
+    stage.finish_model(run, data, model_cfg, result, {"latent_cache": data.cache_key})
     return 0
 
 
