@@ -35,6 +35,9 @@ class Workspace:
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
         self.redactor = Redactor.from_env(self.secrets)
+        use_env = getattr(self.backend, "use_env", None)
+        if use_env is not None:  # remote state backends take their credentials from the env file too
+            use_env(self.secrets)
 
     # ------------------------------------------------------------------ state
     def read_state(self) -> State | None:

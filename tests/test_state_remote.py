@@ -1,0 +1,415 @@
+"""Remote state backends (s3:// and b2://) against moto's S3 server over HTTP.
+
+Both modes run each test: ``s3`` (conditional writes: the If-None-Match lock) and ``b2`` (the
+fixture rejects conditional writes as B2 does: the versioned-lock fallback). No fixed sleeps:
+everything polls with a deadline.
+
+moto's conditional PutObject/DeleteObject is check-then-write without a lock (storage.md §5),
+so concurrent conditional creates could both succeed there, which real S3 never allows. The
+``moto`` fixture serialises those two handlers (the server runs in this process) to give moto
+S3's atomicity, and records every PUT body so a test can look for secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import runform.api
+import yaml
+from conftest import EXAMPLES
+from runform.errors import LockError, StateError
+from runform.plugins import get_plugin_manager
+from runform.state import remote as remote_module
+from runform.state.model import State
+from runform.state.remote import RemoteStateBackend
+from runform.testing.s3 import S3Server
+
+pytestmark = pytest.mark.timeout(180)
+
+SECRET = "not-a-real-secret-0000"  # examples/hello/hello.env
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@attrs.define
+class Moto:
+    puts: list[tuple[str, str, bytes]] = attrs.field(factory=list)
+
+
+@pytest.fixture
+def moto(monkeypatch: pytest.MonkeyPatch) -> Moto:
+    from moto.s3.responses import S3Response
+
+    rec = Moto()
+    guard = threading.Lock()
+    put, delete = S3Response.put_object, S3Response.delete_object
+
+    def atomic_put(self: Any) -> Any:
+        with guard:
+            rec.puts.append((self.bucket_name, self.parse_key_name(), bytes(self.body or b"")))
+            return put(self)
+
+    def atomic_delete(self: Any) -> Any:
+        with guard:
+            return delete(self)
+
+    monkeypatch.setattr(S3Response, "put_object", atomic_put)
+    monkeypatch.setattr(S3Response, "delete_object", atomic_delete)
+    return rec
+
+
+@attrs.define
+class Remote:
+    mode: str
+    server: S3Server
+    bucket: str
+    url: str
+    moto: Moto
+
+    def backend(self, lease: float = 30.0, **kwargs: Any) -> RemoteStateBackend:
+        return RemoteStateBackend(self.url, lease=lease, settle=0.05, **kwargs)
+
+    def object_keys(self) -> list[str]:
+        c = self.server.runform_client()
+        return sorted(o["Key"] for o in c.list_objects_v2(Bucket=self.bucket).get("Contents", []))
+
+    def lock_versions(self) -> list[str]:
+        c = self.server.runform_client()
+        r = c.list_object_versions(Bucket=self.bucket, Prefix="runs/hello.state.lock")
+        return [v["Key"] for v in r.get("Versions", [])]
+
+
+@pytest.fixture(params=["s3", "b2"])
+def remote(request: pytest.FixtureRequest, moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Remote:
+    mode = request.param
+    server: S3Server = request.getfixturevalue("s3_server_b2" if mode == "b2" else "s3_server")
+    bucket = server.make_bucket(versioned=mode == "b2")
+    for k, v in server.env(mode).items():
+        monkeypatch.setenv(k, v)
+    return Remote(mode, server, bucket, f"{mode}://{bucket}/runs/hello.state", moto)
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    """The remote backends on the process-wide plugin manager (until the entry point exists)."""
+    pm = get_plugin_manager()
+    added = not pm.pm.is_registered(remote_module)
+    if added:
+        pm.register(remote_module, name="remote_state")
+    yield
+    if added:
+        pm.unregister("remote_state")
+
+
+def _until(cond: Callable[[], Any], what: str, deadline: float = 20.0, step: float = 0.05) -> Any:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _journal_puts(r: Remote) -> list[str]:
+    return [q.path for q in r.server.stats.of("PutObject") if q.status == 200 and ".journal/" in q.path]
+
+
+# --------------------------------------------------------------------------- apply / plan
+
+
+def test_apply_then_empty_plan_state_in_the_bucket(remote: Remote, registered: None, tmp_path: Path) -> None:
+    project = tmp_path / "hello"
+    shutil.copytree(EXAMPLES / "hello", project, ignore=shutil.ignore_patterns(".runform", "out", "__pycache__"))
+    doc = yaml.safe_load((project / "runform.yaml").read_text())
+    doc["tracker"] = {"kind": "none"}
+    doc["state"] = {"backend": remote.url, "lock_lease": "20s"}
+    (project / "runform.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    spec = runform.api.load(project / "runform.yaml")
+    result = runform.api.apply(spec)
+    assert result is not None and result.ok, result
+    assert result.added == 8
+
+    # the journal: one immutable object per append batch, at least intent + result per action
+    puts = _journal_puts(remote)
+    assert len(puts) >= 2 * 8 + 1, puts
+    seqs = [int(p.rsplit("/", 1)[1].split(".")[0]) for p in puts]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # ... compacted at the end: the snapshot holds them all, no journal object and no lock is left
+    assert remote.object_keys() == ["runs/hello.state"]
+    assert remote.lock_versions() == []
+    if remote.mode == "b2":  # compaction deleted the journal versions for good
+        c = remote.server.runform_client()
+        v = c.list_object_versions(Bucket=remote.bucket, Prefix="runs/hello.state.journal/")
+        assert not v.get("Versions") and not v.get("DeleteMarkers")
+    state = remote.backend().read()
+    assert state is not None and state.seq == max(seqs) and not state.pending
+    assert set(state.resources) >= {"instance.main", "secrets.env", "stage.join"}
+    assert not (project / ".runform" / "state.json").exists()  # the state is remote only
+
+    # a second plan is empty
+    again = runform.api.plan(spec)
+    assert not again.has_changes, [(a.address, a.kind, a.reason) for a in again.changes]
+    # no secret value was ever written to the bucket (snapshot, journal or lock)
+    assert remote.moto.puts and not [k for _, k, body in remote.moto.puts if SECRET.encode() in body]
+    if remote.mode == "b2":  # the b2 backend never sent a conditional header
+        cond = [q for q in remote.server.stats.of() if any(h in ("if-none-match", "if-match")
+                                                         for h, _ in q.headers)]
+        assert cond == []
+
+
+# --------------------------------------------------------------------------- locking
+
+
+def test_concurrent_lock_attempts_exactly_one_wins(remote: Remote) -> None:
+    contenders = 8
+    for _round in range(10):
+        backends = [remote.backend() for _ in range(contenders)]
+        barrier = threading.Barrier(contenders)
+        won: list[Any] = []
+        lost: list[BaseException] = []
+
+        def attempt(b: RemoteStateBackend, barrier: threading.Barrier = barrier, won: list[Any] = won,
+                    lost: list[BaseException] = lost) -> None:
+            barrier.wait()
+            try:
+                won.append((b, b.lock("apply", timeout=0)))
+            except LockError as err:
+                lost.append(err)
+
+        threads = [threading.Thread(target=attempt, args=(b,)) for b in backends]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert len(won) == 1 and len(lost) == contenders - 1, (won, lost)
+        winner, info = won[0]
+        for exc in lost:
+            assert "Error acquiring the state lock" in str(exc) and "runform force-unlock" in str(exc)
+        if remote.mode == "s3":
+            assert all(info.id in str(exc) for exc in lost)
+        assert remote.backend().lock_info().id == info.id
+        winner.unlock(info.id)
+        assert remote.lock_versions() == []  # losers took their versions back, the winner its own
+
+
+def test_force_unlock_by_id_and_the_old_holder_is_fenced(remote: Remote) -> None:
+    a = remote.backend(lease=3)
+    info = a.lock("apply")
+    a.read()
+    b = remote.backend(lease=3)
+    with pytest.raises(LockError) as wrong:
+        b.force_unlock("not-the-id")
+    assert info.id in str(wrong.value) and "does not match" in str(wrong.value)
+    b.force_unlock(info.id)
+    assert b.lock_info() is None
+    taken = b.lock("apply", timeout=0)
+    assert taken.id != info.id
+
+    def fenced() -> bool:
+        try:
+            a._lock.check()
+        except LockError:
+            return True
+        return False
+
+    _until(fenced, "the old holder to notice it lost the lock", deadline=15)
+    with pytest.raises(LockError, match="was lost"):
+        a.append([{"t": "done", "key": "x"}])
+    assert not [k for k in remote.object_keys() if ".journal/" in k]
+    b.unlock(taken.id)
+    a.close()
+    with pytest.raises(LockError, match="not locked"):
+        b.force_unlock(info.id)
+
+
+_HOLDER = """
+import sys, time
+from runform.state import remote_lock
+if sys.argv[3] == "foreign":
+    remote_lock.BOOT_ID = "another-machine"  # judged by its lease only, as a holder elsewhere is
+from runform.state.remote import RemoteStateBackend
+b = RemoteStateBackend(sys.argv[1], lease=float(sys.argv[2]), settle=0.05)
+info = b.lock("apply")
+print(info.id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_killed_holder_lease_lapses_and_the_lock_is_taken_over(remote: Remote) -> None:
+    lease = 2.0 if remote.mode == "s3" else 3.0  # b2 spends ~1.1 s of its lease deciding (moto: 1 s stamps)
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER, remote.url, str(lease), "foreign"],
+                             env=dict(os.environ), stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        printed: list[str] = []
+        threading.Thread(target=lambda: printed.append(child.stdout.readline().strip()), daemon=True).start()
+
+        def child_locked() -> str | None:
+            assert child.poll() is None or printed, f"the child exited with {child.returncode}"
+            return printed[0] if printed else None
+
+        held_id = _until(child_locked, "the child to take the lock", deadline=30)
+        me = remote.backend(lease=lease)
+        held = me.lock_info()
+        assert held is not None and held.id == held_id
+        taken_at = time.monotonic()
+        # alive: its heartbeat keeps the lock past its lease (lapse is judged at lease + 1 s)
+        while time.monotonic() - taken_at < lease + 2.0:
+            with pytest.raises(LockError) as busy:
+                me.lock("apply", timeout=0)
+            assert held.id in str(busy.value)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        killed = time.monotonic()
+        info = me.lock("apply", timeout=30)
+        took = time.monotonic() - killed
+        assert info.id != held.id and me.lock_info().id == info.id
+        assert took < lease + 10, took
+        me.unlock(info.id)
+        assert me.lock_info() is None
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_a_dead_holder_on_this_machine_is_taken_over_at_once(remote: Remote) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = remote.backend(lease=300)
+    info = holder.lock("apply")
+    holder._lock._stop_heartbeat()  # freeze it: a crashed process ...
+    holder._lock.held = None  # ... that never releases
+    # rewrite its pid to the dead one, keeping its boot ID (same machine, this boot)
+    c = remote.server.runform_client()
+    key = "runs/hello.state.lock"
+    if remote.mode == "s3":
+        body = c.get_object(Bucket=remote.bucket, Key=key)["Body"].read().replace(
+            f'"pid": {os.getpid()}'.encode(), f'"pid": {dead.pid}'.encode())
+        c.put_object(Bucket=remote.bucket, Key=key, Body=body)
+    else:
+        vid = holder._lock._vid
+        body = c.get_object(Bucket=remote.bucket, Key=key, VersionId=vid)["Body"].read().replace(
+            f'"pid": {os.getpid()}'.encode(), f'"pid": {dead.pid}'.encode())
+        c.delete_object(Bucket=remote.bucket, Key=key, VersionId=vid)
+        c.put_object(Bucket=remote.bucket, Key=key, Body=body)
+    other = remote.backend(lease=300)
+    t0 = time.monotonic()
+    got = other.lock("apply", timeout=0)  # no waiting for the 300 s lease
+    assert got.id != info.id and time.monotonic() - t0 < 10
+    other.unlock(got.id)
+
+
+# --------------------------------------------------------------------------- journal
+
+
+def test_journal_append_read_compact(remote: Remote) -> None:
+    b = remote.backend()
+    with pytest.raises(StateError, match="without holding the state lock"):
+        b.append([{"t": "done", "key": "x"}])
+    info = b.lock("apply")
+    assert b.read() is None
+    st = State.new("hello")
+    for batch in ([{"t": "meta", "lineage": st.lineage, "run": "hello", "salt": st.salt}],
+                  [{"t": "intent", "key": "k1", "addr": "stage.a", "action": "create"}],
+                  [{"t": "put", "key": "k1", "record": {"address": "stage.a", "attrs": {"n": 1}}},
+                   {"t": "intent", "key": "k2", "addr": "stage.b", "action": "create"}]):
+        for e in b.append(batch):
+            st.fold(e)
+    journal = [k for k in remote.object_keys() if ".journal/" in k]
+    assert journal == [f"runs/hello.state.journal/{n:012d}.json" for n in (1, 2, 4)]
+    # another reader replays the snapshot-less journal, pending intent included
+    seen = remote.backend().read()
+    assert seen is not None and seen.seq == 4 and seen.resources["stage.a"].attrs == {"n": 1}
+    assert list(seen.pending) == ["k2"]
+    b.compact(st)
+    assert [k for k in remote.object_keys() if ".journal/" in k] == []
+    for e in b.append([{"t": "done", "key": "k2"}]):
+        st.fold(e)
+    again = remote.backend().read()
+    assert again is not None and again.seq == 5 and not again.pending and again.lineage == st.lineage
+    b.unlock(info.id)
+
+
+def test_corrupt_journal_object_names_it(remote: Remote) -> None:
+    b = remote.backend()
+    info = b.lock("apply")
+    st = State.new("hello")
+    b.append([{"t": "meta", "lineage": st.lineage, "run": "hello", "salt": st.salt}])
+    b.unlock(info.id)
+    remote.server.runform_client().put_object(Bucket=remote.bucket, Key="runs/hello.state.journal/000000000002.json",
+                                              Body=b"{not json")
+    with pytest.raises(StateError, match=r"000000000002\.json: corrupt journal object"):
+        remote.backend().read()
+
+
+# --------------------------------------------------------------------------- B2 specifics
+
+
+def test_b2_mode_rejects_conditional_writes_and_the_b2_backend_still_works(s3_server_b2: S3Server, moto: Moto,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import ClientError
+
+    bucket = s3_server_b2.make_bucket(versioned=True)
+    c = s3_server_b2.runform_client()
+    with pytest.raises(ClientError) as exc:
+        c.put_object(Bucket=bucket, Key="x", Body=b"1", IfNoneMatch="*")
+    assert exc.value.response["Error"]["Code"] == "NotImplemented"
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+
+    # s3:// against a B2 endpoint: the lock says what to do instead
+    s3_env = s3_server_b2.env("s3")
+    with pytest.raises(StateError) as s3err:
+        RemoteStateBackend(f"s3://{bucket}/st", env=s3_env).lock("apply")
+    assert "conditional writes" in str(s3err.value) and "b2://" in str(s3err.value)
+
+    b = RemoteStateBackend(f"b2://{bucket}/st", env=s3_server_b2.env("b2"), settle=0.05)
+    info = b.lock("apply")
+    st = State.new("r")
+    for e in b.append([{"t": "meta", "lineage": st.lineage, "run": "r", "salt": st.salt}]):
+        st.fold(e)
+    b.compact(st)
+    b.unlock(info.id)
+    back = RemoteStateBackend(f"b2://{bucket}/st", env=s3_server_b2.env("b2")).read()
+    assert back is not None and back.lineage == st.lineage
+    ops = s3_server_b2.stats.operations()
+    assert "DeleteObjects" not in ops  # B2: per-key deletes only
+
+
+def test_b2_without_versioning_gives_a_clear_error(s3_server_b2: S3Server, moto: Moto) -> None:
+    bucket = s3_server_b2.make_bucket(versioned=False)
+    b = RemoteStateBackend(f"b2://{bucket}/st", env=s3_server_b2.env("b2"), settle=0.05)
+    with pytest.raises(StateError) as exc:
+        b.lock("apply")
+    msg = str(exc.value)
+    assert "does not keep object versions" in msg and "enable versioning on the bucket" in msg
+    c = s3_server_b2.runform_client()
+    assert not c.list_objects_v2(Bucket=bucket).get("Contents")  # nothing left behind
+
+
+def test_a_folder_url_and_a_missing_bucket_are_clear(s3_server: S3Server, moto: Moto) -> None:
+    with pytest.raises(StateError, match="names a folder"):
+        RemoteStateBackend("s3://bucket/runs/")
+    b = RemoteStateBackend("s3://no-such-bucket/st", env=s3_server.env("s3"))
+    with pytest.raises(StateError, match="does not exist"):
+        b.read()
+
+
+def test_remote_module_is_cheap_to_import() -> None:
+    code = "import sys, runform.state.remote; print('boto3' in sys.modules, 'botocore' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]  # runform loads it at start-up via the entry point
