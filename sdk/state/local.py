@@ -20,7 +20,7 @@ from typing import Any
 from runform.errors import StateError
 from runform.hookspecs import hookimpl
 from runform.state.lock import FileLock, LockInfo
-from runform.state.model import State
+from runform.state.model import State, replay_entry
 
 
 class LocalStateBackend:
@@ -67,25 +67,8 @@ class LocalStateBackend:
                     raise StateError(f"{self.journal}:{i}: corrupt journal entry",
                                      hint="remove that line if it is the last one written; "
                                      "otherwise restore the state from a backup") from None
-                if entry.get("t") == "meta" and state is None:
-                    try:
-                        state = State(lineage=entry["lineage"], run=entry["run"], salt=entry["salt"])
-                    except KeyError as exc:
-                        raise StateError(f"{self.journal}:{i}: meta entry lacks {exc}",
-                                         hint="restore .runform/ from a backup (a new state would not "
-                                         "know what this one rented)") from None
-                    continue
-                if state is None:
-                    raise StateError(f"{self.journal}:{i}: journal without a state header",
-                                     hint="remove .runform/journal.jsonl")
-                try:
-                    state.fold(entry)
-                except StateError as exc:
-                    raise StateError(f"{self.journal}:{i}: {exc.message}", hint=exc.hint) from None
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise StateError(f"{self.journal}:{i}: malformed journal entry (field {exc})",
-                                     hint="restore the state from a backup; if this is the last line, "
-                                     "remove it") from None
+                state = replay_entry(state, entry, f"{self.journal}:{i}",
+                                     reset_hint="remove .runform/journal.jsonl")
                 self._seq = max(self._seq, int(entry.get("seq", 0)))
         if state is not None:
             self._seq = max(self._seq, state.seq)

@@ -158,3 +158,29 @@ class State:
 
     def addresses(self) -> Iterable[str]:
         return self.resources.keys()
+
+
+def replay_entry(state: State | None, entry: Mapping[str, Any], where: str, *, reset_hint: str) -> State:
+    """Fold one journal entry into ``state`` (a ``meta`` entry starts a new state).
+
+    ``where`` names the entry in errors (``file:line`` or an object URI); ``reset_hint`` says how
+    to discard a journal that has no header. Shared by every state backend.
+    """
+    if entry.get("t") == "meta" and state is None:
+        try:
+            return State(lineage=entry["lineage"], run=entry["run"], salt=entry["salt"])
+        except KeyError as exc:
+            raise StateError(f"{where}: meta entry lacks {exc}",
+                             hint="restore the state from a backup (a new state would not "
+                             "know what this one rented)") from None
+    if state is None:
+        raise StateError(f"{where}: journal without a state header", hint=reset_hint)
+    try:
+        state.fold(entry)
+    except StateError as exc:
+        raise StateError(f"{where}: {exc.message}", hint=exc.hint) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StateError(f"{where}: malformed journal entry (field {exc})",
+                         hint="restore the state from a backup; if this is the last entry written, "
+                         "remove it") from None
+    return state

@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from runform.errors import StateError
 from runform.hookspecs import hookimpl
 from runform.state.lock import LockInfo
-from runform.state.model import State
+from runform.state.model import State, replay_entry
 from runform.state.remote_lock import B2Lock, S3Lock, not_found, precondition_failed, translating
 from runform.storage_backends._s3conn import Connection, Location
 
@@ -130,24 +130,8 @@ class RemoteStateBackend:
             if body is None:
                 continue  # compacted away between the listing and the read
             for entry in self._entries(key, body):
-                if entry.get("t") == "meta" and state is None:
-                    try:
-                        state = State(lineage=entry["lineage"], run=entry["run"], salt=entry["salt"])
-                    except KeyError as exc:
-                        raise StateError(f"{self._uri(key)}: meta entry lacks {exc}",
-                                         hint="restore the state from a backup (a new state would not "
-                                         "know what this one rented)") from None
-                    continue
-                if state is None:
-                    raise StateError(f"{self._uri(key)}: journal without a state header",
-                                     hint=f"remove the objects under {self._uri(self.journal_prefix)}")
-                try:
-                    state.fold(entry)
-                except StateError as exc:
-                    raise StateError(f"{self._uri(key)}: {exc.message}", hint=exc.hint) from None
-                except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    raise StateError(f"{self._uri(key)}: malformed journal entry (field {exc})",
-                                     hint="restore the state from a backup") from None
+                state = replay_entry(state, entry, self._uri(key),
+                                     reset_hint=f"remove the objects under {self._uri(self.journal_prefix)}")
                 seq = max(seq, int(entry.get("seq", 0)))
         if state is not None:
             seq = max(seq, state.seq)
