@@ -107,3 +107,18 @@ def test_logs_command(hello: Path) -> None:
     out = run_cli("logs", "prepare", cwd=hello)
     assert out.returncode == 0, out.stderr
     assert "prepared 3 greetings" in out.stdout
+
+
+def test_machine_gone_outside_runform_is_a_replacement_with_the_reason(hello: Path) -> None:
+    import shutil
+
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    shutil.rmtree(machine_root(hello))  # the machine vanished (preempted, deleted by hand)
+    p = run_cli("plan", "--json", cwd=hello)
+    changes = {c["address"]: c for c in json.loads(p.stdout)["resource_changes"]}
+    assert changes["instance.main"]["action"] == "replace"
+    assert "is gone" in changes["instance.main"]["reason"]
+    assert changes["stage.join"]["action"] == "replace"
+    assert changes["stage.join"]["reason"] == "instance.main will be replaced"
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0

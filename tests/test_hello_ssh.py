@@ -75,6 +75,11 @@ def test_connection_cut_while_a_stage_runs(hello: Path, sshd: SSHD, tmp_path: Pa
             break
         seen += line
     assert "stage.join: Creating" in seen, seen
+    # wait until the job really runs on the machine (its supervisor wrote its pid)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list((root / ".runform" / "jobs" / "join").glob("*/pid")):
+        time.sleep(0.05)
+    assert list((root / ".runform" / "jobs" / "join").glob("*/pid"))
     # cut every SSH session: the client loses its connection mid-wait
     assert sshd.kill_sessions() >= 1
     proc.kill()  # and the client dies too

@@ -73,6 +73,13 @@ def test_ctrl_c_leaves_a_consistent_state_and_the_job_goes_on(hello: Path) -> No
             break
         seen += line
     assert "stage.join: Creating" in seen, seen
+    from conftest import machine_root
+
+    jobs = machine_root(hello) / ".runform" / "jobs" / "join"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(jobs.glob("*/pid")):
+        time.sleep(0.05)  # poll (with a deadline) until the job really runs
+    assert list(jobs.glob("*/pid"))
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 1

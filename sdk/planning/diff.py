@@ -65,9 +65,9 @@ class Differ:
             if prior is None:
                 offer = ""
                 return Action(address, "create", f"no machine yet: rent/claim one{offer}", "create")
-            return Action(address, "create",
+            return Action(address, "replace",
                           f"instance {prior.attrs.get('instance', {}).get('id', '?')} is gone "
-                          "(destroyed outside runform, preempted or torn down)", "create_because_gone")
+                          "(preempted, or destroyed outside runform)", "replace_because_gone")
         if inst.status != "running":
             return Action(address, "replace", f"instance {inst.id} is {inst.status}"
                           + (f" ({inst.attrs.get('status_msg')})" if inst.attrs.get("status_msg") else ""),
