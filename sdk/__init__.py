@@ -44,7 +44,7 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs (the exports above are lazy)
     from runform.api import apply, destroy, load, plan, show
     from runform.execution.executor import ApplyResult
     from runform.errors import RunformError, SpecError

@@ -66,13 +66,12 @@ class PluginManager:
 
     def _register_checked(self, plugin: object, name: str | None) -> None:
         """Register, then check for misspelled hooks; a plugin that fails is not kept."""
-        registered = self.pm.register(plugin, name=name)
+        self.pm.register(plugin, name=name)
         try:
             self.pm.check_pending()
         except Exception:
             self.pm.unregister(plugin)
             raise
-        del registered
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register an in-process plugin (tests, embedding applications)."""

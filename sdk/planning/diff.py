@@ -191,7 +191,7 @@ class Differ:
                               "replace_because_outputs_missing", retry_failed=True)
             if prior is None or prior.fingerprint != fp or prior.status != "ok":
                 return Action(address, "read", "its job finished after the last apply "
-                              f"(exit 0): record the result", "read_because_job_finished")
+                              "(exit 0): record the result", "read_because_job_finished")
             took = prior.attrs.get("duration")
             return Action(address, "no-op", "up to date (same fingerprint, outputs present"
                           + (f", ran {format_duration(took)})" if took else ")"), "noop")

@@ -9,7 +9,7 @@ from runform.graph import INSTANCE, build_graph, kind_of
 from runform.planning.desired import compute_desired
 from runform.planning.diff import Differ, on_machine
 from runform.planning.model import Action, Plan
-from runform.planning.refresh import Observed, refresh
+from runform.planning.refresh import refresh
 from runform.state.model import State
 from runform.workspace import Workspace
 
