@@ -106,4 +106,5 @@ def _unpin(ws: Workspace, state: State, hosts: Iterable[str]) -> None:
     for h in hosts:
         pins.pop(h, None)
     rec.attrs["pins"] = pins
-    ws.backend.append([{"t": "put", "key": "accept-host-key", "record": rec.to_json()}])
+    for entry in ws.backend.append([{"t": "put", "key": "accept-host-key", "record": rec.to_json()}]):
+        state.fold(entry)  # keep the in-memory state at the journal's serial

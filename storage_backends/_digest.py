@@ -17,6 +17,8 @@ from typing import Any
 
 import attrs
 
+from runform.digests import file_digest
+
 CHUNK = 4 << 20
 MIB = 1 << 20
 _PLAIN = ("sha256", "md5", "xxh128")
@@ -29,8 +31,8 @@ _PART_SIZES = (8 * MIB, 5 * MIB, 16 * MIB, 50 * MIB, 64 * MIB, 96 * MIB, 100 * M
 
 
 def sha256_file(path: Path) -> str:
-    """``sha256:<hex>`` of a file."""
-    return "sha256:" + _hash(path, "sha256")
+    """``sha256:<hex>`` of a file (the core's own file digest)."""
+    return file_digest(path)
 
 
 def md5_hex(path: Path) -> str:

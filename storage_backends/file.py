@@ -10,12 +10,12 @@ fetch works from any working directory.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import runform.hookspecs
+from runform.digests import DigestCache
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry, digest_of
 
@@ -34,8 +34,7 @@ class FileBackend:
 
     def __init__(self, base_dir: Path | None = None) -> None:
         self.base_dir = base_dir
-        self._cache: dict[tuple[str, int, int], str] = {}
-        self._lock = threading.Lock()
+        self._digests = DigestCache(None)  # in memory: (size, mtime) -> sha256, shared with the core
 
     # ------------------------------------------------------------------ paths
     def path_of(self, uri: str, env: Mapping[str, str] | None = None) -> Path:
@@ -51,15 +50,7 @@ class FileBackend:
         return Path(os.path.normpath(path))
 
     def _sha256(self, path: Path) -> str:
-        st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is None:
-            hit = _digest.sha256_file(path)
-            with self._lock:
-                self._cache[key] = hit
-        return hit
+        return self._digests.digest(path)[1]
 
     # ------------------------------------------------------------------ protocol
     def resolve(self, uri: str, env: Mapping[str, str]) -> Manifest:

@@ -71,7 +71,6 @@ class Handlers:
             info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,
                                                    env=dict(compute.get("env") or {})), ctx)
         ws.forget_machine()
-        pins = dict(pins)
         if info.attrs.get("host_key") and info.attrs.get("host"):
             pins[f"{info.attrs['host']}:{info.attrs.get('port', 22)}"] = info.attrs["host_key"]
         return {"instance": info.to_json(), "pins": pins, "label": label,
