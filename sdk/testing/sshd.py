@@ -122,6 +122,7 @@ class SSHD:
     def stop(self) -> None:
         if self.proc is None:
             return
+        commands = [pid for pid in _descendants(self.proc.pid) if _comm(pid) not in _SSHD_NAMES]
         self.kill_sessions()  # the listener's exit alone leaves running sessions up
         proc, self.proc = self.proc, None
         if proc.poll() is None:
@@ -131,6 +132,8 @@ class SSHD:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        # What still runs under a session ends with SIGTERM, so shells run their exit traps
+        _signal_all(commands, signal.SIGTERM)
 
     def __enter__(self) -> SSHD:
         return self.start()
@@ -139,16 +142,16 @@ class SSHD:
         self.stop()
 
     def kill_sessions(self) -> int:
-        """SIGKILL every sshd child serving a connection (and what runs under it), cutting all
-        sessions; the listener keeps accepting. Returns how many processes were killed."""
+        """SIGKILL every sshd process serving a connection, cutting all sessions as a dropped
+        network does; the listener keeps accepting. Returns how many were killed.
+
+        Commands running under those sessions are left alone, as on a real drop (no pty, so no
+        hangup): they see their pipes close. Killing them too would cut shells short in their rc
+        files, where tools such as pyenv hold a lock that then outlives them."""
         if self.proc is None:
             return 0
-        victims = _descendants(self.proc.pid)
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        victims = [pid for pid in _descendants(self.proc.pid) if _comm(pid) in _SSHD_NAMES]
+        _signal_all(victims, signal.SIGKILL)
         return len(victims)
 
     def session_pids(self) -> list[int]:
@@ -208,6 +211,25 @@ def _children(pid: int) -> list[int]:
         if ppid == pid:
             out.append(int(entry))
     return out
+
+
+# OpenSSH 9.8 split the per-connection process into sshd-session (and sshd-auth)
+_SSHD_NAMES = ("sshd", "sshd-session", "sshd-auth")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
 
 
 def _descendants(pid: int) -> list[int]:
