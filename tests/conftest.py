@@ -6,12 +6,32 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+
+
+# pyenv (in this image's ~/.bashrc) takes a lock file at every shell start-up; a shell killed in
+# that moment leaves it behind and every later shell (ssh sessions, stages' `bash -lc`) waits 60 s
+# on it. A rehash takes well under a second, so a lock older than this is stale.
+_PYENV_LOCK = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "shims" / ".pyenv-shim"
+_PYENV_LOCK_STALE_S = 30.0
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    try:
+        age = time.time() - _PYENV_LOCK.stat().st_mtime
+    except OSError:
+        return
+    if age > _PYENV_LOCK_STALE_S:
+        _PYENV_LOCK.unlink(missing_ok=True)
+        warnings.warn(f"removed a stale pyenv rehash lock ({age:.0f} s old) before {item.nodeid}",
+                      stacklevel=1)
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None,
