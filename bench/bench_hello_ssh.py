@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from runform.testing.sshd import SSHD
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,7 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cli(*args: str, cwd: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "runform.cli.main", *args], cwd=cwd, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "runform.cli.main", *args], cwd=cwd, capture_output=True,
+                       text=True, check=False)
     took = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"runform {' '.join(args)} failed:\n{p.stderr}")
@@ -50,7 +50,7 @@ def main() -> None:
             boot.append(float(line.rsplit(" ", 1)[-1].rstrip("s")) if line else float("nan"))
             noop.append(cli("apply", "--auto-approve", cwd=project)[0])
     med = statistics.median
-    print("| hello over SSH (loopback) | median of %d | share |" % args.runs)
+    print(f"| hello over SSH (loopback) | median of {args.runs} | share |")
     print("|---|---:|---:|")
     print(f"| first apply | {med(first):.2f} s | 100% |")
     print(f"| of which instance.main (claim + agent bootstrap) | {med(boot):.2f} s | {med(boot) / med(first):.0%} |")

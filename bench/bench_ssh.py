@@ -23,7 +23,6 @@ from runform.providers.ssh.transport import SSHTransport
 from runform.providers.ssh.wheel import build_wheel
 from runform.testing.sshd import SSHD
 
-
 T = TypeVar("T")
 
 

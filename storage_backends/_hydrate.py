@@ -27,16 +27,20 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-import tenacity
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
 
 from . import _digest
 from ._record import TMP_MARK, Fetched, Record, safe_join
+
+if TYPE_CHECKING:  # the no-change path imports neither (it runs on every re-apply)
+    from concurrent.futures import Future
+
+    import tenacity
 
 log = logging.getLogger("runform.storage")
 
@@ -74,6 +78,8 @@ def _stop(state: tenacity.RetryCallState, attempts: int) -> bool:
 def _wait(state: tenacity.RetryCallState) -> float:
     if state.outcome is not None and isinstance(state.outcome.exception(), DigestMismatch):
         return 0.0
+    import tenacity
+
     return float(tenacity.wait_exponential(multiplier=0.2, max=5)(state))
 
 
@@ -128,6 +134,8 @@ def hydrate(
         record.save()
         return 0
 
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     job = _Job(record, transfer, _locked(progress), options)
     dest.mkdir(parents=True, exist_ok=True)
     todo.sort(key=lambda item: -item[0].size)  # largest first: no big file left alone at the end
@@ -173,6 +181,8 @@ class _Job:
         rec = self.record.files.get(entry.path)
         if self._adopt(entry, target, rec):
             return
+        import tenacity
+
         retrying = tenacity.Retrying(
             stop=lambda state: _stop(state, self.options.attempts),
             wait=_wait,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +97,8 @@ def head_sha256(client: Any, bucket: str, keys: Iterable[str]) -> dict[str, str]
     def one(key: str) -> tuple[str, str | None]:
         meta = client.head_object(Bucket=bucket, Key=key).get("Metadata", {})
         return key, next((meta[k] for k in META_KEYS if meta.get(k)), None)
+
+    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
         return {k: v.lower() for k, v in pool.map(one, keys) if v}

@@ -7,7 +7,6 @@ missing or corrupted are dropped from the local record; the next ``fetch`` moves
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -62,6 +61,8 @@ def _one(entry: ManifestEntry, dest: Path, rec: Fetched | None) -> tuple[str, Fe
 
 def verify(manifest: Manifest, dest: Path, *, workers: int = 4) -> VerifyReport:
     """Check every file of ``manifest`` under ``dest`` byte for byte; fix the local record."""
+    from concurrent.futures import ThreadPoolExecutor
+
     dest = Path(dest)
     record = Record.load(dest)
     entries = list(manifest.entries)

@@ -17,13 +17,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import attrs
 import runform.hookspecs
-import tenacity
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
 
@@ -258,6 +256,8 @@ class B2Backend(S3Backend):
     def _delete_keys(self, client: Any, bucket: str, keys: list[str]) -> None:
         if not keys:
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(16, len(keys))) as pool:
             list(pool.map(lambda k: client.delete_object(Bucket=bucket, Key=k), keys))
 
@@ -290,6 +290,8 @@ def _retry(fn: Callable[[], Any]) -> Any:
     """Retry a listing cut off mid-response; botocore already retried each request (throttling,
     5xx, connection errors) and an unreachable endpoint becomes a clear error."""
     try:
+        import tenacity
+
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(3),
             wait=tenacity.wait_exponential(multiplier=0.5, max=8),
@@ -305,6 +307,8 @@ def _retry(fn: Callable[[], Any]) -> Any:
 
 def _hash_all(files: Mapping[str, Path]) -> dict[str, str]:
     """sha256 hex of every file, in parallel (hashlib releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1, max(1, len(files)))) as pool:
         hexes = pool.map(lambda p: _digest.sha256_file(p)[7:], files.values())
         return dict(zip(files, hexes, strict=True))
