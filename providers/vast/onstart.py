@@ -6,10 +6,11 @@ create-time env only into PID 1's environment), (2) makes sure sshd and python3 
 instance back, and (4) touches the readiness sentinel ``<root>/.runform/vast/onstart.done``.
 
 The watchdog keeps an absolute deadline in ``<root>/.runform/vast/deadline`` (so a restart
-does not extend it). At the deadline it stops every process but PID 1 and sshd, then calls
-the Vast API from inside the container with the instance's own ``CONTAINER_API_KEY``
-(injected by Vast; never written by runform): ``DELETE /instances/$CONTAINER_ID/``, or, if
-that is refused, ``PUT {"state": "stopped"}``. What still bills: nothing after a delete;
+does not extend it). At the deadline it stops every process but PID 1 and sshd (TERM; KILL for
+whatever is left after 30 s, with no wait when nothing is left), then calls the Vast API from
+inside the container with the instance's own ``CONTAINER_API_KEY`` (injected by Vast; never
+written by runform): ``DELETE /instances/$CONTAINER_ID/``, or, if that is refused,
+``PUT {"state": "stopped"}``. What still bills: nothing after a delete;
 storage after a stop (until ``runform destroy``); GPU time as well if both calls fail.
 
 No secret is ever in this script: :func:`check_onstart` enforces that, and the size limit.
@@ -47,10 +48,12 @@ while [ "$(date +%s)" -lt "$(cat "$S/deadline")" ]; do sleep 20; done
 echo "$(date -u +%FT%TZ) max_duration reached: ending the workload"
 touch "$S/max_duration_reached"
 mine="$$ $PPID"
-stop() { for p in $(ps -eo pid=); do
-  [ "$p" = 1 ] && continue; case " $mine " in *" $p "*) continue;; esac
-  [ "$(cat /proc/$p/comm 2>/dev/null)" = sshd ] && continue; kill "-$1" "$p" 2>/dev/null; done; }
-stop TERM; sleep 30; stop KILL
+others() { for d in /proc/[0-9]*; do p=${d#/proc/}
+  case " 1 $mine $BASHPID " in *" $p "*) continue;; esac
+  s=$(cat $d/stat 2>/dev/null) || continue; s=${s##*) }; [ "${s%% *}" = Z ] && continue
+  [ "$(cat $d/comm 2>/dev/null)" = sshd ] || echo "$p"; done; }
+stop() { for p in $(others); do kill "-$1" "$p" 2>/dev/null; done; }
+stop TERM; n=0; while [ $n -lt 30 ] && [ -n "$(others)" ]; do sleep 1; n=$((n+1)); done; stop KILL
 python3 - "${RUNFORM_VAST_URL:-https://console.vast.ai}" <<'PY'
 import json, sys, urllib.request
 env = dict(kv.split("=", 1) for kv in open("/proc/1/environ").read().split("\0") if "=" in kv)

@@ -280,6 +280,17 @@ class World:
             inst = self._get(iid)
             return 200, {"instances": self.row(inst, time.monotonic()) if inst else None}
 
+    def instance_key_allows(self, key: str, method: str, path: str) -> bool:
+        """Whether an instance's own API key (the container's ``CONTAINER_API_KEY``) may make
+        this request: GET, PUT or DELETE of that instance, nothing else. (Vast documents no
+        scope for it; the stand-in grants the least a container needs to end itself.)"""
+        m = re.fullmatch(r"/api/v0/instances/(\d+)/?", path)
+        if m is None or method not in ("GET", "PUT", "DELETE"):
+            return False
+        with self.lock:
+            inst = self.instances.get(int(m[1]))
+            return inst is not None and secrets.compare_digest(inst.api_key, key)
+
     # ------------------------------------------------------------------ change
     def destroy(self, iid: int) -> Reply:
         """``DELETE /instances/{id}/``."""
