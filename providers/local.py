@@ -7,6 +7,7 @@ agent code that runs on remote machines, without a process per call.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,10 @@ class LocalTransport:
     def run(self, argv: list[str], *, stdin: bytes | None = None, env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> CommandResult:
         full_env = {**os.environ, **(env or {})}
-        p = subprocess.run(argv, input=stdin, capture_output=True, env=full_env, timeout=timeout)
+        try:
+            p = subprocess.run(argv, input=stdin, capture_output=True, env=full_env, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:  # the Transport contract: TimeoutError
+            raise TimeoutError(f"`{shlex.join(argv)}` timed out after {timeout:g}s") from exc
         return CommandResult(p.returncode, p.stdout, p.stderr)
 
     def put_bytes(self, data: bytes, remote_path: str, *, mode: int = 0o644) -> None:

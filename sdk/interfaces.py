@@ -134,7 +134,10 @@ class Transport(Protocol):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
-        """Run ``argv`` (no shell) and return its exit code and output."""
+        """Run ``argv`` (no shell) and return its exit code and output.
+
+        Past ``timeout`` seconds the command is ended and :class:`TimeoutError` raised, whatever
+        the transport (callers catch that one exception, not a transport's own)."""
         ...
 
     def put_bytes(self, data: bytes, remote_path: str, *, mode: int = 0o644) -> None:

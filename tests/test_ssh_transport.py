@@ -178,3 +178,12 @@ def test_a_rejected_key_fails_at_once(sshd: SSHD, tmp_path) -> None:
     with pytest.raises(ProviderError, match="authentication failed"):
         SSHTransport(sshd.host, sshd.port, sshd.user, stranger, retry_timeout=30).connect()
     assert time.monotonic() - t0 < 10  # not retried for 30 s
+
+
+def test_the_local_transport_keeps_the_same_timeout_contract() -> None:
+    from runform.providers.local import LocalTransport
+
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="timed out after 0.5s"):
+        LocalTransport().run(["sleep", "30"], timeout=0.5)
+    assert time.monotonic() - t0 < 5
