@@ -16,6 +16,12 @@ Per file the engine:
 3. otherwise transfers it to a temp file beside the target, checks size and digest, and
    renames it over the target (atomic: a reader never sees half a file).
 
+A path that left the manifest (it is in the record, not in the manifest) is deleted before
+the transfers, but only when ``stat`` shows the file is still the one the engine wrote (the
+recorded size and mtime); a file changed since is left in place with a warning. Folders
+those deletions emptied go too, never ``dest`` itself; a file the record does not list is
+never touched.
+
 Transfers run in a thread pool; each is retried (tenacity) on transient errors and on a
 digest mismatch. The record is saved as files complete, so a killed fetch resumes.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -128,8 +135,8 @@ def hydrate(
         return 0  # nothing to do, nothing to write
 
     record.uri, record.version = manifest.uri, manifest.version
-    for path in stale:  # no longer part of what dest should hold; the file stays
-        del record.files[path]
+    if stale:  # before the transfers: a removed ``x`` may make room for a new ``x/y``
+        _remove_stale(dest, record, stale, wanted, manifest.uri)
     if not todo:
         record.save()
         return 0
@@ -153,6 +160,90 @@ def hydrate(
     finally:
         record.save()
     return job.moved
+
+
+def _remove_stale(dest: Path, record: Record, stale: list[str], wanted: set[str], uri: str) -> int:
+    """Delete the files of ``stale`` (recorded paths no longer in the manifest) that are
+    provably the ones hydration wrote: a regular file with the recorded size and mtime. A file
+    changed since (or replaced by a link or a folder) is left in place with a warning. Each
+    path leaves the record, except one whose deletion failed (tried again next time), so
+    anything left behind is a foreign file from then on. Folders emptied by these deletions go
+    too, up to but never including ``dest``. Returns the number of files deleted."""
+    aliases = _aliases(stale, wanted)
+    removed: list[tuple[str, ...]] = []
+    for path in sorted(stale):
+        rec = record.files[path]
+        try:
+            target = safe_join(dest, path)
+        except ValueError:
+            log.warning("%r: unsafe path in the fetch record of %s: dropped, nothing deleted",
+                        path, dest)
+            del record.files[path]
+            continue
+        try:
+            st = target.lstat()
+        except OSError as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("%s: no longer in %s, cannot be checked (%s): left in place",
+                            target, uri, exc)
+            del record.files[path]
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_size != rec.size or st.st_mtime_ns != rec.mtime_ns:
+            log.warning("%s: no longer in %s, but changed since it was fetched: left in place",
+                        target, uri)
+            del record.files[path]
+            continue
+        if _same_as_wanted(dest, st, aliases.get(path, ())):
+            del record.files[path]  # another name of a file still wanted: keep the file
+            continue
+        try:
+            target.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("%s: no longer in %s, could not be deleted (%s)", target, uri, exc)
+            continue  # still recorded: the next fetch tries again
+        del record.files[path]
+        removed.append(target.relative_to(dest).parts)
+    for parts in removed:  # the folders these deletions emptied: from each file's folder up
+        for depth in range(len(parts) - 1, 0, -1):
+            try:
+                os.rmdir(dest.joinpath(*parts[:depth]))
+            except OSError:  # not empty (or not a folder): neither it nor its parents go
+                break
+    if removed:
+        log.info("%s: removed %d file(s) no longer in %s", dest, len(removed), uri)
+    return len(removed)
+
+
+def _fold(path: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFKC", path).casefold()
+
+
+def _aliases(stale: list[str], wanted: set[str]) -> dict[str, list[str]]:
+    """The wanted paths that a case- or normalization-insensitive filesystem could store
+    under the same name as a stale path (no filesystem call)."""
+    folded: dict[str, list[str]] = {}
+    for p in stale:
+        folded.setdefault(_fold(p), []).append(p)
+    out: dict[str, list[str]] = {}
+    for w in wanted:
+        for p in folded.get(_fold(w), ()):
+            out.setdefault(p, []).append(w)
+    return out
+
+
+def _same_as_wanted(dest: Path, st: os.stat_result, aliases: list[str] | tuple[()]) -> bool:
+    for w in aliases:
+        try:
+            other = safe_join(dest, w).stat()
+        except (OSError, ValueError):
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
 
 
 def _first_error(failed: list[Future[None]]) -> BaseException:

@@ -64,6 +64,16 @@ def test_b2_dataset_hydrates_incrementally_and_heals(hello: Path, s3_server_b2) 
     assert server.stats.object_bytes_out == 300_000
     assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
 
+    # an object deleted from the bucket: planned as removed, gone from the machine after apply
+    server.runform_client().delete_object(Bucket=bucket, Key="greetings/sub/more.txt")
+    p = run_cli("plan", "--json", cwd=hello)
+    ds = next(c for c in json.loads(p.stdout)["resource_changes"] if c["address"] == "dataset.greetings")
+    assert ds["action"] == "update" and "sub/more.txt (removed)" in ds["reason"]
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    assert not (root / "data" / "greetings" / "sub").exists()
+    assert (root / "data" / "greetings" / "names.txt").exists()
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
 
 def test_artifacts_are_pushed_listed_and_survive_teardown(hello: Path, s3_server_b2) -> None:  # type: ignore[no-untyped-def]
     server = s3_server_b2
