@@ -110,13 +110,20 @@ class InstanceRequest:
 
 @attrs.frozen
 class ProviderContext:
-    """What a provider may use: where runform keeps local files, and the run identity."""
+    """What a provider may use: where runform keeps local files, and the run identity.
+
+    ``pins`` holds the host keys pinned in state, by endpoint (``host:port``, ``[v6]:port``).
+    A provider whose transport accepts a host key on first use (no pin for its endpoint) calls
+    ``pin(endpoint, key)`` at once, so that the core pins it in state: every later connection,
+    in this apply or the next, then accepts that key only.
+    """
 
     state_dir: Path
     run: str
     lineage: str
     pins: Mapping[str, Any] = attrs.field(factory=dict)  # pinned host keys etc. from state
     log: Callable[[str], None] = print
+    pin: Callable[[str, str], None] = lambda endpoint, key: None
 
 
 # --------------------------------------------------------------------------- protocols

@@ -31,6 +31,7 @@ class Workspace:
         self.digests = DigestCache(spec.state_dir / "digests.json")
         self._machine: Machine | None = None
         self._machine_lock = threading.Lock()
+        self._journal_lock = threading.Lock()
         self.secrets: dict[str, str] = {}
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
@@ -64,7 +65,29 @@ class Workspace:
 
     def provider_context(self, state: State, pins: dict[str, Any] | None = None) -> ProviderContext:
         return ProviderContext(state_dir=self.spec.state_dir, run=self.spec.run, lineage=state.lineage,
-                               pins=pins or {}, log=self.say)
+                               pins=pins or {}, log=self.say,
+                               pin=lambda endpoint, key: self.pin_host_key(state, endpoint, key))
+
+    # ------------------------------------------------------------------ journal
+    def journal(self, state: State, *entries: dict[str, Any]) -> None:
+        """Append ``entries`` to the state's journal (fsynced) and fold them into ``state``.
+        One writer at a time: actions, and pins learned by transports, share it."""
+        with self._journal_lock:
+            for e in self.backend.append(list(entries)):
+                state.fold(e)
+
+    def pin_host_key(self, state: State, endpoint: str, key: str) -> None:
+        """Pin a host key a transport accepted on first use (``ProviderContext.pin``)."""
+        rec = state.get("instance.main")
+        if rec is None:
+            return  # being created: the instance handler stores what the provider saw
+        pins = dict(rec.attrs.get("pins") or {})
+        if endpoint in pins:
+            return  # a pin exists: the transport never accepts another key for it
+        pins[endpoint] = key
+        record = {**rec.to_json(), "attrs": {**rec.attrs, "pins": pins}}
+        self.journal(state, {"t": "put", "key": f"pin:{endpoint}", "record": record})
+        self.say(f"instance.main: pinned the host key of {endpoint} (first use)")
 
     def label(self, state: State) -> str:
         return f"runform-{self.spec.run}-{state.lineage[:8]}"

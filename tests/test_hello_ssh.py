@@ -108,7 +108,14 @@ def test_changed_host_key_is_refused_with_the_fix(hello: Path, sshd: SSHD, tmp_p
     assert "Traceback" not in refused.stderr
     accepted = run_cli("apply", "--auto-approve", "--accept-host-key", endpoint, cwd=hello)
     assert accepted.returncode == 0, accepted.stderr
+    # the accepted key is pinned at once: a second change is refused again, never taken silently
+    state = json.loads(run_cli("show", "--json", cwd=hello).stdout)
+    pins = next(r for r in state["resources"] if r["address"] == "instance.main")["attrs"]["pins"]
+    assert set(pins) == {endpoint}
     assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+    sshd.regenerate_host_key()
+    again = run_cli("apply", "--auto-approve", cwd=hello)
+    assert again.returncode == 1 and f"--accept-host-key {endpoint}" in again.stderr
 
 
 def test_canary_not_in_remote_ps(hello: Path, sshd: SSHD, tmp_path: Path) -> None:

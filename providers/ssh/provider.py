@@ -235,6 +235,7 @@ class SSHProvider:
             target.user,
             target.key_file,
             pinned_host_key=ctx.pins.get(target.endpoint),
+            on_first_key=ctx.pin,
             retry_timeout=retry_timeout,
             connect_timeout=min(15.0, retry_timeout),
             log=ctx.log,
@@ -322,6 +323,7 @@ def _info(
     attrs_ = {
         **_location(target, root),
         "host_key": host_key,
+        "endpoint": target.endpoint,  # where host_key is pinned
         **{k: extra[k] for k in ("run", "python", "agent_version") if k in extra},
     }
     return InstanceInfo(

@@ -69,6 +69,8 @@ class SSHTransport:
 
     :param pinned_host_key: the ``"keytype base64"`` key pinned in state; ``None`` pins the
         first key seen (then available as :attr:`host_key` for the caller to store).
+    :param on_first_key: called with ``(endpoint, key)`` when a key is accepted on first use
+        (no pin), so the caller can pin it where it keeps pins (``ProviderContext.pin``).
     :param retry_timeout: seconds spent reconnecting (exponential backoff) before giving up.
     """
 
@@ -84,6 +86,7 @@ class SSHTransport:
         retry_timeout: float = 30.0,
         keepalive: int = 15,
         log: Callable[[str], None] | None = None,
+        on_first_key: Callable[[str, str], None] | None = None,
     ) -> None:
         self.host, self.port, self.user = host, int(port), user
         self.key_file = str(Path(key_file).expanduser()) if key_file else None
@@ -95,6 +98,7 @@ class SSHTransport:
         )
         self.connects = 0  # connections established so far (a reconnect adds one)
         self._log = log or (lambda _msg: None)
+        self._on_first_key = on_first_key
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # guards (re)connecting
@@ -166,6 +170,8 @@ class SSHTransport:
                 raise
             if policy.seen:
                 self.host_key = policy.seen  # pinned for every later reconnect of this transport
+                if self._on_first_key is not None:
+                    self._on_first_key(self.endpoint, policy.seen)
             transport = client.get_transport()
             assert transport is not None
             transport.set_keepalive(self.keepalive)

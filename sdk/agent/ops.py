@@ -205,7 +205,8 @@ def make_links(root: str, dest: str, links: dict[str, str]) -> None:
 
 
 def push(req: dict[str, Any]) -> dict[str, Any]:
-    """Push outputs to storage from the machine (artifacts)."""
+    """Push outputs to storage from the machine (artifacts). With ``missing_ok`` (the salvage
+    push before a teardown after a failure) paths that do not exist are listed, not an error."""
     from pathlib import Path
 
     from runform.interfaces import Manifest
@@ -215,16 +216,19 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
     scheme = to.split("://", 1)[0]
     backend = get_plugin_manager().get("storage_backends", scheme).factory()
     env = _secret_env(root)
-    manifests = {}
+    manifests, missing = {}, []
     for rel in req["paths"]:
         src = Path(root) / rel
         if not src.exists():
+            if req.get("missing_ok"):
+                missing.append(rel)
+                continue
             return {"ok": False, "error": f"artifact path {rel!r} does not exist on the machine"}
         prior = (req.get("prior") or {}).get(rel)
         m = backend.push(src, to + rel.rstrip("/") + ("/" if src.is_dir() else ""), env,
                          prior=Manifest.from_json(prior) if prior else None)
         manifests[rel] = {**m.to_json(), "digest": m.digest}
-    return {"manifests": manifests}
+    return {"manifests": manifests, "missing": missing}
 
 
 def remove(req: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,9 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
         click.echo(f"Error: {o.address}: {o.error}", err=True)
     for o in result.skipped:
         click.echo(f"Skipped: {o.address} ({o.error or 'a dependency did not complete'})", err=True)
-    if result.teardown:
+    if result.teardown_failed:
+        click.echo(f"Error: instance.main: {result.teardown}", err=True)
+    elif result.teardown:
         click.echo(result.teardown)
     click.echo(result.line(destroy))
     if not result.ok:

@@ -18,7 +18,7 @@ import attrs
 
 from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
 from runform.errors import RunformError
-from runform.graph import INSTANCE, build_graph
+from runform.graph import INSTANCE, build_graph, kind_of
 from runform.planning.diff import on_machine
 from runform.planning.model import Action, Plan
 from runform.state.model import State
@@ -41,10 +41,11 @@ class ApplyResult:
     destroyed: int
     interrupted: bool = False
     teardown: str | None = None
+    teardown_failed: bool = False  # the machine may still be there: `runform destroy`
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(o.status == "done" for o in self.outcomes)
+        return not self.interrupted and not self.teardown_failed and all(o.status == "done" for o in self.outcomes)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -62,6 +63,7 @@ class ApplyResult:
         return (f"Apply failed: {len([o for o in self.outcomes if o.status == 'done'])} done, "
                 f"{len(self.failed)} failed, {len(self.skipped)} skipped"
                 + (", interrupted" if self.interrupted else "")
+                + (", teardown failed" if self.teardown_failed else "")
                 + f". Resources: {self.added} added, {self.changed} changed, {self.destroyed} destroyed.")
 
 
@@ -69,16 +71,12 @@ class Executor:
     def __init__(self, ws: Workspace, state: State, plan: Plan, *, parallelism: int = 10) -> None:
         self.ws, self.state, self.plan = ws, state, plan
         self.parallelism = max(1, parallelism)
-        self._journal_lock = threading.Lock()
         self._stop = threading.Event()
         self.tracker: Any = None
 
     # ------------------------------------------------------------------ journal
     def _journal(self, *entries: dict[str, Any]) -> None:
-        with self._journal_lock:
-            written = self.ws.backend.append(list(entries))
-            for e in written:
-                self.state.fold(e)
+        self.ws.journal(self.state, *entries)
 
     def _key(self, a: Action) -> str:
         if a.address == INSTANCE:
@@ -101,7 +99,8 @@ class Executor:
         running: dict[Future[Any], str] = {}
         t_start: dict[str, float] = {}
         pending = list(actions)
-        self._event({"type": "apply_start", "actions": len(actions)})
+        t_apply = time.monotonic()
+        self._event({"type": "apply_start", "actions": len(actions), "price_per_hour": self._price()})
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="runform-apply") as pool:
             try:
                 while pending or running:
@@ -142,9 +141,17 @@ class Executor:
         teardown = None
         ok = all(o.status == "done" for o in ordered) and not self._stop.is_set()
         policy = self.ws.spec.compute.teardown if not plan.destroy else "never"
+        teardown_failed = False
         if not plan.destroy and (policy == "always" or (policy == "on_success" and ok)) and \
                 self.state.get(INSTANCE) is not None and plan.changes:
-            teardown = self._teardown(handlers, policy)
+            self._salvage(handlers, actions, outcomes)
+            try:
+                teardown = self._teardown(handlers, policy)
+            except Exception as exc:  # noqa: BLE001 - the summary, tracker and state still follow
+                teardown_failed = True
+                hint = getattr(exc, "hint", None) or "run `runform destroy` and check the provider's console"
+                teardown = f"teardown failed: {self.ws.redact(str(exc))} (fix: {hint})"
+                self.ws.say(f"instance.main: error: {teardown}")
         done_kinds = [(actions[o.address].kind, o) for o in ordered if o.status == "done"]
         result = ApplyResult(
             outcomes=ordered,
@@ -153,10 +160,14 @@ class Executor:
             destroyed=sum(1 for k, _ in done_kinds if k in ("delete", "replace")),
             interrupted=self._stop.is_set(),
             teardown=teardown,
+            teardown_failed=teardown_failed,
         )
-        self._event({"type": "apply_finished", "ok": result.ok, "summary": result.line(plan.destroy),
-                     "added": result.added, "changed": result.changed, "destroyed": result.destroyed,
-                     "failed": [o.address for o in result.failed]})
+        elapsed = time.monotonic() - t_apply
+        self._event({"type": "apply_finished", "ok": result.ok,
+                     "summary": result.line(plan.destroy), "added": result.added,
+                     "changed": result.changed, "destroyed": result.destroyed,
+                     "failed": [o.address for o in result.failed], "teardown": teardown,
+                     "duration": round(elapsed, 3), "cost": self._cost(elapsed)})
         self._hook("runform_apply_finished", result=result)
         if self.tracker is not None:
             try:
@@ -165,6 +176,18 @@ class Executor:
                 self.ws.say(f"warning: tracker finish failed: {exc}")
         self.ws.backend.compact(self.state)
         return result
+
+    # ------------------------------------------------------------------ cost
+    def _price(self) -> float | None:
+        """The machine's price in USD per hour, when its provider states one."""
+        rec = self.state.get(INSTANCE)
+        price = ((rec.attrs.get("instance") or {}).get("attrs") or {}).get("price_per_hour") if rec else None
+        return float(price) if price is not None else None
+
+    def _cost(self, seconds: float) -> float | None:
+        """What the machine cost over ``seconds`` (None when the provider states no price)."""
+        price = self._price()
+        return None if price is None else round(price * seconds / 3600, 4)
 
     def _deps(self, actions: dict[str, Action]) -> dict[str, list[str]]:
         graph = build_graph(self.ws.spec)
@@ -183,7 +206,8 @@ class Executor:
         if self._stop.is_set():
             return Outcome(a.address, "interrupted")
         self._hook("runform_action_started", action=a)
-        self._event({"type": "action_started", "address": a.address, "action": a.kind, "reason": a.reason})
+        self._event({"type": "action_started", "address": a.address, "action": a.kind, "reason": a.reason,
+                     "price_per_hour": self._price()})
         self.ws.say(f"{a.address}: {_verb(a.kind)}...")
         key = self._key(a)
         self._journal({"t": "intent", "key": key, "addr": a.address, "action": a.kind})
@@ -220,9 +244,31 @@ class Executor:
             self.ws.say(f"{a.address}: error: {outcome.error}")
         self._event({"type": "action_finished", "address": a.address, "action": a.kind,
                      "status": outcome.status, "duration": round(outcome.duration, 3),
-                     "error": outcome.error})
+                     "cost": self._cost(outcome.duration), "error": outcome.error})
         self._hook("runform_action_finished", action=a, outcome=outcome)
         return outcome
+
+    def _salvage(self, handlers: Handlers, actions: dict[str, Action], outcomes: dict[str, Outcome]) -> None:
+        """Before a teardown, push what exists of every artifact whose push did not happen (a
+        producer failed, or the apply was interrupted): the machine is about to go, and its
+        outputs with it. Recorded as ``partial``, so the next plan pushes it again."""
+        for addr, a in actions.items():
+            if kind_of(addr) != "artifact" or a.kind not in ("create", "update"):
+                continue
+            if outcomes[addr].status not in ("skipped", "interrupted"):
+                continue
+            why = outcomes[addr].error or "the apply was interrupted"
+            try:
+                new = handlers.artifact(a, salvage=why)
+            except Exception as exc:  # noqa: BLE001 - teardown goes on; the loss is reported
+                self.ws.say(f"{addr}: warning: could not push before teardown: {self.ws.redact(str(exc))}")
+                continue
+            assert new is not None
+            rec = record_of(addr, new, a.fingerprint, status="partial")
+            self._journal({"t": "put", "key": self._key(a), "record": rec.to_json()})
+            missing = f"; not on the machine: {', '.join(new['missing'])}" if new.get("missing") else ""
+            self.ws.say(f"{addr}: pushed what exists before teardown ({new['objects']} object(s)); "
+                        f"partial because {why}{missing}")
 
     def _teardown(self, handlers: Handlers, policy: str) -> str:
         a = Action(INSTANCE, "delete", f"teardown: {policy}", "delete_because_teardown")

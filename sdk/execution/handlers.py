@@ -71,8 +71,9 @@ class Handlers:
             info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,
                                                    env=dict(compute.get("env") or {})), ctx)
         ws.forget_machine()
-        if info.attrs.get("host_key") and info.attrs.get("host"):
-            pins[f"{info.attrs['host']}:{info.attrs.get('port', 22)}"] = info.attrs["host_key"]
+        endpoint = info.attrs.get("endpoint")  # where the provider says its host key is pinned
+        if info.attrs.get("host_key") and endpoint:
+            pins[str(endpoint)] = info.attrs["host_key"]
         return {"instance": info.to_json(), "pins": pins, "label": label,
                 "compute": a.after.get("compute", {})}
 
@@ -207,20 +208,25 @@ class Handlers:
                 self.trk.log_metrics(m["final"], stage=stage, step=None)
 
     # ------------------------------------------------------------------ artifact
-    def artifact(self, a: Action) -> dict[str, Any] | None:
+    def artifact(self, a: Action, *, salvage: str | None = None) -> dict[str, Any] | None:
+        """Push an artifact's paths. ``salvage`` (why the normal push did not happen) makes it
+        the best-effort push before a teardown: what exists goes, what is missing is noted."""
         if a.kind in ("delete", "forget"):
             return None
         name = name_of(a.address)
         art = self.ws.spec.artifacts[name]
         prior = self.state.get(a.address)
-        res = self.agent().call("push", paths=list(art.paths), to=art.to,
+        res = self.agent().call("push", paths=list(art.paths), to=art.to, missing_ok=bool(salvage),
                                 prior=(prior.attrs.get("manifests") if prior else None))
         if self.trk:
             for rel, m in res["manifests"].items():
                 self.trk.link_artifact(name, art.to, Manifest.from_json(m))
         total = sum(len(m["entries"]) for m in res["manifests"].values())
-        return {"to": art.to, "paths": list(art.paths), "inputs": a.after.get("inputs"),
-                "manifests": res["manifests"], "objects": total}
+        out = {"to": art.to, "paths": list(art.paths), "inputs": a.after.get("inputs"),
+               "manifests": res["manifests"], "objects": total}
+        if salvage:
+            out.update(salvaged=salvage, missing=list(res.get("missing") or []))
+        return out
 
     # ------------------------------------------------------------------ tracker
     def tracker(self, a: Action) -> dict[str, Any] | None:

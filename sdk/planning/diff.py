@@ -248,6 +248,8 @@ class Differ:
             stages = [s for s, fp in d.attrs["inputs"]["stages"].items()
                       if (prior.attrs.get("inputs") or {}).get("stages", {}).get(s) != fp]
             why = f"{_names(stages)} produced new outputs" if stages else "destination changed"
+            if prior.status == "partial" and not stages:
+                why = f"the last push was partial ({prior.attrs.get('salvaged', 'pushed before a teardown')})"
             return Action(address, "update", why, "update")
         return Action(address, "no-op", f"pushed to {d.attrs['to']}", "noop")
 
