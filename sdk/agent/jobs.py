@@ -81,10 +81,11 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
         except BlockingIOError:
             return {**job_status(root, stage, fp), "attached": True}
         code = _read(os.path.join(d, "exit_code"))
-        if code == "0" or (code and not req.get("retry_failed")):
-            return {**job_status(root, stage, fp), "attached": True}
+        if code and not req.get("retry_failed"):
+            return {**job_status(root, stage, fp), "attached": True}  # finished: report it
         if code or os.path.exists(os.path.join(d, "pid")):
-            # a failed run (retry asked) or one that died without an exit code: keep its log aside
+            # a run again asked for (failed, outputs gone, --replace), or one that died without an
+            # exit code: keep the old run's log aside, then start afresh
             aside = f"{d}.{int(time.time() * 1000)}"
             for name in ("log", "exit_code", "ended", "pid", "started", "metrics.jsonl"):
                 p = os.path.join(d, name)
