@@ -133,3 +133,18 @@ def test_find_refuses_a_changed_host_key(sshd: SSHD, tmp_path: Path) -> None:
     sshd.regenerate_host_key()
     with pytest.raises(HostKeyError, match=f"--accept-host-key 127.0.0.1:{sshd.port}"):
         provider.find([LABEL], context(tmp_path, pins=pins))
+
+
+def test_a_root_claimed_before_a_failed_bootstrap_can_still_be_destroyed(
+    sshd: SSHD, provider: SSHProvider, tmp_path: Path
+) -> None:
+    root = tmp_path / "machine" / "half"
+    req = InstanceRequest(label=LABEL, run="demo",
+                          compute={**sshd.compute, "root": str(root), "options": {"python": "/bin/false"}})
+    with pytest.raises(ProviderError, match="Python >= 3.10"):
+        provider.create(req, context(tmp_path))
+    assert json.loads((root / CLAIM).read_text())["label"] == LABEL  # claimed, not bootstrapped
+    found = provider.find([LABEL], context(tmp_path))
+    assert list(found) == [LABEL]
+    provider.destroy(found[LABEL], context(tmp_path))
+    assert not root.exists()

@@ -162,6 +162,9 @@ class SSHProvider:
             root = resolve_root(target.root_spec, home)
             check_root(root, home)
             self._claim(t, target, root, request, ctx)
+            # registered as soon as it is claimed: a bootstrap that fails after the claim leaves a
+            # root that `find` and `destroy` still know about
+            _Registry(ctx.state_dir).put(request.label, {**_location(target, root), "run": request.run})
             agent = self._agent(t, target, root, ctx)
             extra = {"run": request.run, "python": agent.python, "agent_version": agent.version}
             _Registry(ctx.state_dir).put(request.label, {**_location(target, root), **extra})
