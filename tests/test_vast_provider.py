@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ import pytest
 from runform.errors import ProviderError
 from runform.interfaces import InstanceInfo, InstanceRequest, Provider, ProviderContext, SupportsOffers
 from runform.providers.vast import VastProvider
+from runform.providers.vast.errors import VastAPIError
 from runform.providers.vast.onstart import ONSTART_LIMIT, build_onstart, check_onstart
+from runform.providers.vast.provider import AttemptFailed
 from runform.testing.vast.fixture import fast_provider
 
 IMAGE = "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
@@ -31,8 +34,20 @@ def request(label: str = "runform-demo-0123abcd", **compute) -> InstanceRequest:
     return InstanceRequest(label=label, run="demo", compute={**COMPUTE, **compute}, env={"STAGE_SEED": "17"})
 
 
-def creates(vast_standin, label: str = "runform-demo-0123abcd") -> list:
+LABEL = "runform-demo-0123abcd"
+
+
+def creates(vast_standin, label: str = LABEL) -> list:
     return vast_standin.audit().creates_for(label)
+
+
+def poll(fn, *, timeout: float = 10.0):
+    """``fn()`` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (got := fn()):
+        assert time.monotonic() < deadline, "deadline passed"
+        time.sleep(0.01)
+    return got
 
 
 def test_it_is_a_provider_with_offers() -> None:
@@ -143,6 +158,115 @@ def test_a_contract_left_by_a_failed_create_is_destroyed(vast_standin, vast_prov
         vast_provider.create(request(), ctx)
     audit = vast_standin.audit()
     assert len(audit.creates) == 10 and audit.live == () and audit.stop_requests == ()
+
+
+@pytest.mark.parametrize("confirmable", [True, False], ids=["cleanup-confirmed", "show-keeps-failing"])
+def test_an_api_error_while_starting_destroys_the_instance(vast_standin, vast_provider, ctx, confirmable) -> None:
+    """An error that is not a failed attempt (show answering 5xx until the client gives up)
+    destroys the instance before it is raised: nothing is left billing that state does not hold."""
+    show = r"GET /api/v0/instances/\d+"
+    if confirmable:  # one show call fails (12 attempts: all of the client's retries); later ones answer
+        vast_standin.set_faults(only=show, script=[503] * 12)
+    else:  # every show fails, so the cleanup cannot read the instance back either
+        vast_standin.set_faults(only=show, rate_5xx=1.0)
+    logs: list[str] = []
+    with pytest.raises(VastAPIError, match="gave up after 12 attempts"):
+        vast_provider.create(request(), ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
+    (made,) = creates(vast_standin)
+    audit = vast_standin.audit()
+    assert audit.live_for(LABEL) == [] and audit.destroyed == (made.instance_id,)
+    path = f"/api/v0/instances/{made.instance_id}/"
+    (delete,) = audit.requests_to("DELETE", path)
+    assert delete.status == 200
+    if confirmable:  # read back after the DELETE, and found gone
+        assert any(r.at > delete.at and r.status == 200 for r in audit.requests_to("GET", path))
+        assert f"vast: instance {made.instance_id} destroyed" in logs
+    else:
+        assert any("could not be confirmed destroyed" in line and "may still bill" in line for line in logs)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("probe crashed"), KeyboardInterrupt()],
+                         ids=["exception", "keyboard-interrupt"])
+def test_an_on_ready_that_raises_destroys_the_instance(vast_standin, ctx, error) -> None:
+    def on_ready(info: InstanceInfo) -> bool:
+        raise error
+
+    provider = fast_provider(vast_standin, on_ready=on_ready)
+    with pytest.raises(type(error)) as raised:
+        provider.create(request(), ctx)
+    assert raised.value is error  # the original, re-raised after the cleanup
+    (made,) = creates(vast_standin)  # no other host was tried
+    audit = vast_standin.audit()
+    assert audit.live_for(LABEL) == [] and audit.destroyed == (made.instance_id,)
+    assert provider.client.show_instance(made.instance_id) is None  # confirmed gone
+    provider.client.close()
+
+
+def test_an_on_ready_that_raises_attempt_failed_tries_another_host(vast_standin, ctx) -> None:
+    calls: list[str] = []
+
+    def on_ready(info: InstanceInfo) -> bool:
+        calls.append(info.id)
+        if len(calls) == 1:
+            raise AttemptFailed("onstart never finished", machine_id=info.attrs["machine_id"])
+        return True
+
+    provider = fast_provider(vast_standin, on_ready=on_ready)
+    info = provider.create(request(), ctx)
+    bad, good = creates(vast_standin)
+    assert bad.machine_id != good.machine_id and info.id == str(good.instance_id)
+    audit = vast_standin.audit()
+    assert audit.destroyed == (bad.instance_id,) and audit.live_for(LABEL) == [good.instance_id]
+    provider.client.close()
+
+
+def test_a_lost_create_is_looked_up_again_when_its_offer_reads_as_gone(vast_standin, ctx) -> None:
+    """Vast's list lags behind creates: the instance a lost create made is not listed within
+    ``lost_create_grace``, the retry finds the offer taken (by that very create), and runform
+    looks the label up again instead of renting a second instance."""
+    vast_standin.set_faults(lost_create_rate=1.0, list_lag_s=1.2)
+    provider = fast_provider(vast_standin, lost_create_grace=0.8)  # listed only during the second lookup
+    first = provider.offers(COMPUTE, ctx)[0]
+    info = provider.create(request(), ctx)
+    (made,) = creates(vast_standin)  # at most one instance per intent, despite the lag
+    assert made.answered == "lost-500" and made.offer_id == first["id"] and info.id == str(made.instance_id)
+    audit = vast_standin.audit()
+    asks = [r.path for r in audit.requests_to("PUT", "/api/v0/asks/")]
+    assert asks == [f"/api/v0/asks/{first['id']}/"] * 2  # the retry found it taken; no other offer rented
+    assert audit.live_for(LABEL) == [made.instance_id]
+    provider.destroy(info, ctx)
+    assert vast_standin.audit().live_for(LABEL) == []
+    provider.client.close()
+
+
+def test_destroy_removes_a_duplicate_that_a_lagging_list_let_through(vast_standin, ctx, monkeypatch) -> None:
+    """The list lags past both lookups, so another offer is rented: at most two instances carry
+    the label (the lost one and the one create returns). Once the list shows the lost one,
+    destroy deletes both, each confirmed gone."""
+    vast_standin.set_faults(lost_create_rate=1.0, list_lag_s=1.0)
+    provider = fast_provider(vast_standin)  # lost_create_grace=0: each lookup is one list call
+    real_create = provider.client.create_instance
+
+    def create_instance(offer_id: int, body: dict) -> int:  # only the first create's answer is lost
+        try:
+            return real_create(offer_id, body)
+        finally:
+            vast_standin.set_faults(lost_create_rate=0.0)
+
+    monkeypatch.setattr(provider.client, "create_instance", create_instance)
+    info = provider.create(request(), ctx)
+    lost, kept = creates(vast_standin)
+    assert (lost.answered, kept.answered) == ("lost-500", "ok") and info.id == str(kept.instance_id)
+    assert vast_standin.audit().live_for(LABEL) == [lost.instance_id, kept.instance_id]
+    poll(lambda: vast_standin.audit().instances[lost.instance_id]["listed"])  # the list catches up
+    logs: list[str] = []
+    provider.destroy(info, ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
+    audit = vast_standin.audit()
+    assert audit.live_for(LABEL) == [] and set(audit.destroyed) == {lost.instance_id, kept.instance_id}
+    assert provider.client.show_instance(lost.instance_id) is None  # confirmed, not just requested
+    assert any(f"instance {lost.instance_id} also carries label {LABEL}" in line for line in logs)
+    assert provider.find([LABEL], ctx) == {}
+    provider.client.close()
 
 
 def test_destroy_deletes_and_confirms(vast_standin, vast_provider, ctx) -> None:

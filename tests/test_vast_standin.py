@@ -168,6 +168,27 @@ def test_http_faults_are_seeded_and_shaped_like_vasts(vast_standin, http) -> Non
     assert runs[0] == runs[1] and 429 in runs[0]
 
 
+def test_list_lag_hides_new_instances_from_the_lists_only(vast_standin, http) -> None:
+    vast_standin.set_faults(list_lag_s=1.0)
+    ask = search(http, rented={"eq": False}, limit=1)[0]["id"]
+    iid = create(http, ask, label="lagging").json()["new_contract"]
+
+    def listed() -> tuple[set[int], set[int]]:
+        legacy = http.get("/api/v0/instances/").json()["instances"]
+        v1 = http.get("/api/v1/instances/", params={"select_filters": json.dumps({"label": {"eq": "lagging"}})})
+        return {r["id"] for r in legacy}, {r["id"] for r in v1.json()["instances"]}
+
+    assert listed() == (set(), set())  # missing from both lists...
+    assert http.get(f"/api/v0/instances/{iid}/").json()["instances"]["id"] == iid  # ...yet it shows,
+    assert ask not in {o["id"] for o in search(http, rented={"eq": False})}  # took its offer,
+    audit = vast_standin.audit()
+    assert audit.live_for("lagging") == [iid] and audit.instances[iid]["listed"] is False  # and bills
+    assert poll(lambda: listed() == ({iid}, {iid}))  # until the lists catch up
+    assert vast_standin.audit().instances[iid]["listed"] is True
+    with pytest.raises(ValueError, match="list_lag_s"):
+        Faults(list_lag_s=-1)
+
+
 def test_preempt_modes(vast_standin, http) -> None:
     asks = [o["id"] for o in search(http, rented={"eq": False}, limit=3)]
     ids = [create(http, a).json()["new_contract"] for a in asks]

@@ -4,11 +4,15 @@
 - ``create``: the label is the idempotency key. An instance that already carries it is
   adopted; a create whose answer was lost is found by label before anything is retried; a
   ``new_contract`` that came with a failure is destroyed; a vanished offer moves on to the
-  next one. Each instance gets its own ed25519 key (``<state_dir>/keys/<label>``). Ready =
-  ``running`` + an SSH endpoint + :meth:`VastProvider.on_ready` (SSH handshake and the
-  onstart sentinel), under ``ready_timeout`` (default 20 min). A failed attempt is destroyed,
-  confirmed gone and its host excluded before the next offer is tried.
-- ``destroy``: ``DELETE``, never stop, confirmed by reading the instance back.
+  next one; an offer that reads as gone right after a lost create sends runform back to the
+  label first (the lost create probably took it). Each instance gets its own ed25519 key
+  (``<state_dir>/keys/<label>``). Ready = ``running`` + an SSH endpoint +
+  :meth:`VastProvider.on_ready` (SSH handshake and the onstart sentinel), under
+  ``ready_timeout`` (default 20 min). A failed attempt is destroyed, confirmed gone and its
+  host excluded before the next offer is tried; any other error (an API error, a raising
+  ``on_ready``, Ctrl-C) destroys the instance too and is then raised.
+- ``destroy``: ``DELETE``, never stop, confirmed by reading the instance back; every live
+  instance carrying the run's label goes, not just the one in state.
 
 This module stays cheap to import: httpx, tenacity, rich, cryptography and the SSH
 transport are imported on first use.
@@ -173,20 +177,18 @@ class VastProvider:
         adopted = self._adoptable(label, ctx)  # a crash after create, or a re-run
         if adopted is not None:
             ctx.log(f"vast: adopting instance {adopted.id} (label {label}, {adopted.status})")
-            try:
-                return self._bring_up(adopted.id, cfg, public_key, str(key_file))
-            except AttemptFailed as exc:
-                self._failed(exc, adopted.id, run, ctx)
+            info = self._up_or_discarded(adopted.id, cfg, public_key, str(key_file), run, ctx)
+            if info is not None:
+                return info
 
         body = self._create_body(request, cfg)
         for offer in self._candidates(cfg, run):
             instance_id = self._rent(offer, body, label, ctx, run.errors)
             if instance_id is None:
                 continue
-            try:
-                return self._bring_up(instance_id, cfg, public_key, str(key_file))
-            except AttemptFailed as exc:
-                self._failed(exc, instance_id, run, ctx)
+            info = self._up_or_discarded(instance_id, cfg, public_key, str(key_file), run, ctx)
+            if info is not None:
+                return info
         raise ProviderError(f"could not rent a Vast instance for {label} ({len(run.tried)} offers tried): "
                             + ("; ".join(run.errors) or "no offers left"),
                             hint="run `runform offers` to see the market, or relax compute")
@@ -224,6 +226,39 @@ class VastProvider:
                     run.tried.add(offer.id)
                     yield offer
 
+    def _up_or_discarded(self, instance_id: int, cfg: VastCompute, public_key: str, key_file: str,
+                         run: _Attempts, ctx: ProviderContext) -> InstanceInfo | None:
+        """:meth:`_bring_up` an instance that exists; None when the attempt failed (destroyed,
+        host excluded: try another). Any other exception (an API error, an ``on_ready`` that
+        raised, Ctrl-C) destroys the instance and is then raised: nothing that ``create`` does
+        not hand back is left billing."""
+        try:
+            return self._bring_up(instance_id, cfg, public_key, key_file)
+        except AttemptFailed as exc:
+            self._failed(exc, instance_id, run, ctx)
+            return None
+        except BaseException as exc:
+            self._abandon(instance_id, exc, ctx)
+            raise
+
+    def _abandon(self, instance_id: int, exc: BaseException, ctx: ProviderContext) -> None:
+        """Destroy (confirmed) an instance that ``create`` will not hand back because of
+        ``exc``. A cleanup that fails is logged (and noted on ``exc`` where Python can) but not
+        raised: the caller raises ``exc``. A second Ctrl-C during the cleanup does propagate."""
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        ctx.log(f"vast: {what} while instance {instance_id} was starting; destroying it")
+        try:
+            self._discard(instance_id)
+        except Exception as cleanup:  # noqa: BLE001  any cleanup failure is reported; the caller raises exc
+            note = (f"instance {instance_id} could not be confirmed destroyed ({cleanup}); it may still bill: "
+                    f"check it and run `vastai destroy instance {instance_id}`")
+            ctx.log(f"vast: {note}")
+            add_note = getattr(exc, "add_note", None)  # Python 3.11+
+            if add_note is not None:
+                add_note(note)
+        else:
+            ctx.log(f"vast: instance {instance_id} destroyed")
+
     def _failed(self, exc: AttemptFailed, instance_id: int, run: _Attempts, ctx: ProviderContext) -> None:
         """Destroy a failed attempt (confirmed; raises if it will not go), exclude its host,
         and give up once ``max_attempts`` instances have failed."""
@@ -259,13 +294,24 @@ class VastProvider:
 
     def _rent(self, offer: Offer, body: Mapping[str, Any], label: str, ctx: ProviderContext,
               errors: list[str]) -> int | None:
-        """Rent ``offer``; the new instance id, or None when this offer is out (gone, refused)."""
+        """Rent ``offer``; the new instance id, or None when this offer is out (gone, refused).
+
+        After a create whose answer was lost, the offer reading as gone on the retry most likely
+        means that lost create took it: the label is looked up again before moving on, so a
+        list that lags behind does not make a second instance with the same label."""
         ctx.log(f"vast: renting offer {offer.id} ({offer.num_gpus}x {offer.gpu_name}, "
                 f"${offer.dph_total:.3f}/h, machine {offer.machine_id})")
+        lost = False  # a create on this offer may have happened without us hearing of it
         for _ in range(3):
             try:
                 return self.client.create_instance(offer.id, body)
             except OfferGone as exc:
+                if lost:
+                    ctx.log(f"vast: {exc} after a create whose answer was lost; looking for {label} again")
+                    found = self._find_lost(label)
+                    if found is not None:
+                        ctx.log(f"vast: the lost create did happen: instance {found} carries {label}")
+                        return found
                 ctx.log(f"vast: {exc}; next offer")
                 errors.append(str(exc))
                 return None
@@ -276,6 +322,7 @@ class VastProvider:
                     self._discard(exc.new_contract)
                 return None
             except CreateOutcomeUnknown as exc:
+                lost = True
                 ctx.log(f"vast: {exc}; looking for {label} before trying again")
                 found = self._find_lost(label)
                 if found is not None:
@@ -345,7 +392,9 @@ class VastProvider:
         instance's key and checks the onstart sentinel ``<root>/.runform/vast/onstart.done``;
         the host key it sees is returned in ``attrs["host_key"]`` (trust on first use). Without
         runform.providers.ssh it only checks that the port answers with an SSH banner. Pass
-        ``on_ready=`` (or subclass) to change it; raise to fail the attempt.
+        ``on_ready=`` (or subclass) to change it. Raise :class:`AttemptFailed` to fail the
+        attempt (the instance is destroyed and another host tried); any other exception
+        destroys the instance and ends ``create`` with that exception.
         """
         ok, host_key = reach.probe(instance.attrs)
         if ok and host_key:
@@ -354,10 +403,24 @@ class VastProvider:
 
     # ------------------------------------------------------------------ destroy
     def destroy(self, instance: InstanceInfo, ctx: ProviderContext) -> None:
-        """Delete the instance (never stop: a stopped instance still bills storage) and confirm it is gone."""
-        self._discard(int(instance.id))
+        """Delete the instance (never stop: a stopped instance still bills storage) and every
+        other live instance carrying its label, confirming each is gone.
+
+        The label is runform's idempotency key, so any instance with it is this run's: a
+        duplicate left by a create whose answer was lost (while Vast's list lagged) goes too.
+        An instance the list does not show yet cannot be found here (``create`` adopts it, and
+        destroys duplicates, the next time)."""
+        first = int(instance.id)
+        self._discard(first)
+        gone = [first]
+        if instance.label:  # never match every unlabelled instance on the account
+            for other in self._with_label(instance.label):
+                if other.id not in gone:
+                    ctx.log(f"vast: instance {other.id} also carries label {instance.label}; destroying it")
+                    self._discard(other.id)
+                    gone.append(other.id)
         keys.remove_keypair(ctx.state_dir, instance.label)
-        ctx.log(f"vast: instance {instance.id} destroyed")
+        ctx.log(f"vast: instance{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))} destroyed")
 
     def _discard(self, instance_id: int) -> None:
         """DELETE, then read back until gone; re-sends the DELETE once if it lingers."""

@@ -38,13 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--retry-after", type=float, help="send Retry-After (seconds) on injected 429s")
     f.add_argument("--lost-create-mode", choices=["500", "drop"], default="500")
     f.add_argument("--search-quota-exceeded", action="store_true")
+    f.add_argument("--list-lag-s", type=float, default=0.0,
+                   help="instances younger than this many seconds are missing from the list endpoints")
     a = p.parse_args(argv)
 
     faults = Faults(rate_429=a.rate_429, rate_5xx=a.rate_5xx, retry_after=a.retry_after,
                     lost_create_rate=a.lost_create_rate, lost_create_mode=a.lost_create_mode,
                     vanish_rate=a.vanish_rate, contract_on_failure_rate=a.contract_on_failure_rate,
                     stuck_loading_rate=a.stuck_loading_rate, oci_error_rate=a.oci_error_rate,
-                    exited_rate=a.exited_rate, search_quota_exceeded=a.search_quota_exceeded)
+                    exited_rate=a.exited_rate, search_quota_exceeded=a.search_quota_exceeded,
+                    list_lag_s=a.list_lag_s)
     standin = VastStandIn(seed=a.seed, n_offers=a.offers, api_key=a.api_key, host=a.host, port=a.port,
                           lifecycle=Lifecycle(created_s=a.created_s, loading_s=a.loading_s, destroy_s=a.destroy_s),
                           faults=faults, ssh_host=a.ssh_host, ssh_port=a.ssh_port, ssh_user=a.ssh_user,

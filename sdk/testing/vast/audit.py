@@ -28,7 +28,8 @@ class CreateRecord:
 
 @attrs.frozen
 class Audit:
-    """A snapshot. ``instances`` maps every instance ever made to its details."""
+    """A snapshot. ``instances`` maps every instance ever made to its details (``visible``:
+    show still answers it; ``listed``: the list endpoints show it, see ``Faults.list_lag_s``)."""
 
     requests: tuple[RequestRecord, ...]
     creates: tuple[CreateRecord, ...]

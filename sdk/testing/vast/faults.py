@@ -51,8 +51,13 @@ class Faults:
     oci_error_rate: float = 0.0
     exited_rate: float = 0.0
     machine_faults: Mapping[int, str] = attrs.field(factory=dict)  # machine_id -> one of INSTANCE_FAULTS
+    # the list endpoints lag: an instance created less than list_lag_s seconds ago is missing from
+    # GET /api/v0/instances/ and GET /api/v1/instances/, yet it exists, shows, bills and takes its offer
+    list_lag_s: float = 0.0
 
     def __attrs_post_init__(self) -> None:
+        if self.list_lag_s < 0:
+            raise ValueError(f"list_lag_s must be >= 0, not {self.list_lag_s!r}")
         if self.lost_create_mode not in ("500", "drop"):
             raise ValueError(f"lost_create_mode must be '500' or 'drop', not {self.lost_create_mode!r}")
         bad = {k: v for k, v in self.machine_faults.items() if v not in INSTANCE_FAULTS}

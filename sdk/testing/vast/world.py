@@ -232,11 +232,17 @@ class World:
         return [i for i in self.instances.values()
                 if i.destroyed_at is None or now - i.destroyed_at < self.lifecycle.destroy_s]
 
+    def _listed(self, now: float) -> list[Instance]:
+        """What the list endpoints show: the visible instances, less those younger than
+        ``faults.list_lag_s`` (a list that lags behind creates)."""
+        lag = self.faults.list_lag_s
+        return [i for i in self._visible(now) if now - i.created_at >= lag]
+
     def list_legacy(self) -> Reply:
         """``GET /instances/``."""
         with self.lock:
             now = time.monotonic()
-            rows = [self.row(i, now) for i in self._visible(now)]
+            rows = [self.row(i, now) for i in self._listed(now)]
         return 200, {"instances_found": len(rows), "instances": rows}
 
     def list_v1(self, params: dict[str, Any]) -> Reply:
@@ -251,7 +257,7 @@ class World:
             return _err(400, "invalid_args", "Error in query parameters: bad limit or after_token")
         with self.lock:
             now = time.monotonic()
-            rows = [self.row(i, now) for i in self._visible(now)]
+            rows = [self.row(i, now) for i in self._listed(now)]
         try:
             rows = [r for r in rows if matches(r, filters, fields=INSTANCE_FILTER_COLS)]
         except QueryError as exc:
@@ -413,6 +419,7 @@ class World:
         with self.lock:
             now = time.monotonic()
             visible = {i.id for i in self._visible(now)}
+            listed = {i.id for i in self._listed(now)}
             return Audit(
                 requests=tuple(self.requests),
                 creates=tuple(self.creates),
@@ -423,6 +430,7 @@ class World:
                 stop_requests=tuple(self.stop_requests),
                 instances={i.id: {"label": i.label, "root": str(i.root), "machine_id": i.offer["machine_id"],
                                   "offer_id": i.offer["id"], "fault": i.fault, "visible": i.id in visible,
+                                  "listed": i.id in listed,
                                   "status": i.phase(now, self.lifecycle)[0] if i.destroyed_at is None else "gone",
                                   "keys": [k["public_key"] for k in i.keys], "env": dict(i.env)}
                            for i in self.instances.values()},
