@@ -35,12 +35,33 @@ def load(path: str | os.PathLike[str] = "runform.yaml", *, variables: Mapping[st
 
 
 def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), replace: Iterable[str] = (),
-         destroy: bool = False, lock_timeout: float = 0.0, out: Printer | None = None) -> Plan:
-    """Refresh what exists and diff it against the spec. Changes nothing."""
-    ws = Workspace(spec, out=out)
+         destroy: bool = False, lock_timeout: float = 0.0, out: Printer | None = None,
+         on_plan: Callable[[Plan], None] | None = None,
+         save_to: str | os.PathLike[str] | None = None) -> Plan:
+    """Refresh what exists and diff it against the spec. Changes nothing.
+
+    The plan goes through the same policy check as apply (the ``runform_check_plan`` hooks, then
+    ``compute.max_cost``): a rejected plan raises :class:`runform.PolicyError`, after
+    ``on_plan(plan)`` has seen it. ``save_to``: write the plan there for ``apply(plan_file=...)``
+    (checked before anything is planned; never written for a rejected plan). A saved plan is never
+    part of the code tree, whatever its name or place.
+    """
+    if save_to is not None:
+        from runform.planning.planfile import check_plan_path
+
+        check_plan_path(save_to)
+    ws = Workspace(_without_saved_plans(spec, save_to), out=out)
     with ws.locked("plan", lock_timeout):
         state = ws.read_state()
-        return make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)
+        p = make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)
+        if on_plan:
+            on_plan(p)
+        check_policy(ws, p)
+    if save_to is not None:
+        from runform.planning.planfile import save_plan
+
+        save_plan(p, Path(save_to))
+    return p
 
 
 def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refresh: bool = True,
@@ -50,7 +71,7 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
           accept_host_keys: Iterable[str] = ()) -> ApplyResult | None:
     """Plan and converge. ``confirm(plan)`` may refuse (returns None then); a saved plan is checked
     for staleness per resource and applied as it is."""
-    ws = Workspace(spec, out=out)
+    ws = Workspace(_without_saved_plans(spec, plan_file), out=out)
     with ws.locked("destroy" if destroy else "apply", lock_timeout):
         state = ws.read_state()
         if state is not None and accept_host_keys:
@@ -98,6 +119,30 @@ def show(spec: Spec) -> dict[str, Any]:
     return out
 
 
+def _without_saved_plans(spec: Spec, also: str | os.PathLike[str] | None = None) -> Spec:
+    """The spec with every saved plan in the code tree excluded from it (found by content, so that
+    ``plan --out next.json`` then ``apply next.json`` sees the tree it planned), plus ``also`` (a
+    plan about to be written there). Plan and apply both use it, so the planned code digest, the
+    synced tree and the next plan agree."""
+    import glob
+
+    import attrs
+    from runform.planning.desired import code_excludes
+    from runform.planning.planfile import saved_plans_in
+
+    root = spec.code.path
+    rels = set(saved_plans_in(root, code_excludes(spec)))
+    if also is not None:
+        try:
+            rels.add((Path(also).parent.resolve() / Path(also).name).relative_to(root).as_posix())
+        except ValueError:
+            pass  # outside the code tree: nothing to leave out
+    extra = tuple(p for p in (f"/{glob.escape(r)}" for r in sorted(rels)) if p not in spec.code.exclude)
+    if not extra:
+        return spec
+    return attrs.evolve(spec, code=attrs.evolve(spec.code, exclude=tuple(spec.code.exclude) + extra))
+
+
 def _unpin(ws: Workspace, state: State, hosts: Iterable[str]) -> None:
     rec = state.get("instance.main")
     if rec is None:
@@ -106,5 +151,5 @@ def _unpin(ws: Workspace, state: State, hosts: Iterable[str]) -> None:
     for h in hosts:
         pins.pop(h, None)
     rec.attrs["pins"] = pins
-    for entry in ws.backend.append([{"t": "put", "key": "accept-host-key", "record": rec.to_json()}]):
-        state.fold(entry)  # keep the in-memory state at the journal's serial
+    # the next connection accepts the key it is shown and pins it (ProviderContext.pin)
+    ws.journal(state, {"t": "put", "key": "accept-host-key", "record": rec.to_json()})

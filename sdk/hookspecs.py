@@ -76,7 +76,7 @@ def runform_plan_ready(plan: Any) -> None:
 def runform_check_plan(plan: Any) -> str | None:
     """Policy: return a reason to reject the plan (over budget, forbidden GPU), or None.
 
-    :param plan: the :class:`runform.planning.model.Plan` about to be applied.
+    :param plan: the :class:`runform.planning.model.Plan` just made (by plan, apply or destroy).
     """
 
 

@@ -61,7 +61,7 @@ def validate(spec_path: str, var: tuple[str, ...]) -> None:
 @spec_argument
 @var_option
 @state_options
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Save the plan for `apply FILE`.")
+@click.option("--out", "out_file", type=click.Path(), help="Save the plan for `apply FILE`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/plan-json.md).")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when no changes, 2 when changes, 1 on error.")
 @click.option("--destroy", is_flag=True, help="Plan to destroy everything.")
@@ -71,24 +71,25 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
          destroy: bool) -> None:
     """Refresh what exists, diff it against the spec, and say what apply would do and why."""
     import runform.api as api
+    from runform.planning.model import Plan
     from runform.planning.render import render_plan
 
     spec = load_spec_opts(spec_path, var)
+
+    def show(p: Plan) -> None:
+        # shown before the policy check, so that a rejection follows the plan it rejects
+        if as_json:
+            click.echo(json.dumps(p.to_json(), indent=1, default=str))
+        else:
+            click.echo(render_plan(p, saved=bool(out_file)))
+
+    # a bad --out path fails before anything is planned; a rejected plan raises (exit 1, never 2)
     p = api.plan(spec, refresh=refresh, targets=target, replace=replace, destroy=destroy,
-                 lock_timeout=parse_lock_timeout(lock_timeout), out=None if as_json else echo_err)
-    if out_file:
-        from pathlib import Path
-
-        from runform.planning.planfile import save_plan
-
-        save_plan(p, Path(out_file))
-    if as_json:
-        click.echo(json.dumps(p.to_json(), indent=1, default=str))
-    else:
-        click.echo(render_plan(p, saved=bool(out_file)))
-        if out_file:
-            click.echo(f"\nSaved the plan to: {out_file}\nTo perform exactly these actions, run:\n"
-                       f"  runform apply {out_file}")
+                 lock_timeout=parse_lock_timeout(lock_timeout), out=None if as_json else echo_err,
+                 on_plan=show, save_to=out_file)
+    if out_file and not as_json:
+        click.echo(f"\nSaved the plan to: {out_file}\nTo perform exactly these actions, run:\n"
+                   f"  runform apply {out_file}")
     if detailed_exitcode and p.has_changes:
         sys.exit(2)
 

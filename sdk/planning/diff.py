@@ -65,6 +65,13 @@ class Differ:
             if prior is None:
                 offer = ""
                 return Action(address, "create", f"no machine yet: rent/claim one{offer}", "create")
+            old_label = prior.attrs.get("label") or prior.attrs.get("instance", {}).get("label")
+            new_label = d.attrs.get("label")
+            if old_label and new_label and old_label != new_label:
+                # refresh looks the machine up by the new label: the old one may well still run
+                return Action(address, "replace",
+                              _label_changed(prior.attrs.get("instance", {}).get("id", "?"), old_label, new_label),
+                              "replace_because_label_changed")
             return Action(address, "replace",
                           f"instance {prior.attrs.get('instance', {}).get('id', '?')} is gone "
                           "(preempted, or destroyed outside runform)", "replace_because_gone")
@@ -259,6 +266,18 @@ class Differ:
         if prior.attrs.get("kind") != d.attrs["kind"]:
             return Action(address, "replace", f"tracker kind changed to {d.attrs['kind']}", "replace")
         return Action(address, "no-op", f"run {prior.attrs.get('run_id')} continues", "noop")
+
+
+def _label_changed(instance_id: str, old_label: str, new_label: str) -> str:
+    """Why the instance is replaced when its label (``runform-RUN-LINEAGE8``) changed."""
+    runs = []
+    for label in (old_label, new_label):
+        head, _, tail = label.rpartition("-")
+        runs.append(head[len("runform-"):] if head.startswith("runform-") and len(tail) == 8 else None)
+    what = (f"the run name changed from {runs[0]} to {runs[1]}" if None not in runs and runs[0] != runs[1]
+            else "the instance label changed")
+    which = f" (instance {instance_id})" if str(instance_id) != old_label else ""
+    return f"{what}: the instance label changes from {old_label}{which} to {new_label}"
 
 
 def on_machine(address: str) -> bool:

@@ -7,19 +7,75 @@ differs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from runform.errors import StateError
+from runform.errors import RunformError, StateError
 from runform.planning.model import FORMAT_VERSION, Plan
 from runform.state.model import State
 
+# How every saved plan begins (``save_plan`` writes ``Plan.to_json()``, whose first two keys are
+# these), whatever the file is called: saved plans are recognised by content, never by name.
+_PLAN_HEAD = re.compile(rb'\A\s*\{\s*"format_version"\s*:\s*"[^"]*"\s*,\s*"runform_version"\s*:')
+_HEAD_BYTES = 256
+
+
+def check_plan_path(path: str | os.PathLike[str]) -> Path:
+    """Say, before anything is planned or written, why ``path`` cannot take a saved plan."""
+    p = Path(path)
+    where = f"cannot save the plan to {path}"
+    if p.is_dir():
+        raise RunformError(f"{where}: it is a folder",
+                           hint=f"name a file in it, e.g. --out {p / 'next.plan'}")
+    parent = p.parent
+    if not parent.exists():
+        raise RunformError(f"{where}: folder {parent} does not exist",
+                           hint=f"create it first (mkdir -p {parent}), or save the plan elsewhere, "
+                           "e.g. --out next.plan")
+    if not parent.is_dir():
+        raise RunformError(f"{where}: {parent} is not a folder",
+                           hint="save the plan in a folder, e.g. --out next.plan")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise RunformError(f"{where}: permission denied",
+                           hint="save the plan where you can write, e.g. --out next.plan")
+    return p
+
 
 def save_plan(plan: Plan, path: Path) -> None:
+    """Write the plan atomically (a temporary file beside it, then a rename); an error names the path."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise RunformError(f"cannot save the plan to {path}: {exc.strerror or exc}",
+                           hint="save it in a folder that exists and that you can write, "
+                           "e.g. --out next.plan") from None
+
+
+def is_saved_plan(path: Path) -> bool:
+    """Whether ``path`` holds a plan written by ``save_plan`` (judged by its first bytes)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
+    except OSError:
+        return False
+    return bool(_PLAN_HEAD.match(head))
+
+
+def saved_plans_in(root: Path, exclude: Iterable[str] = ()) -> list[str]:
+    """Relative paths of the saved plans in the code tree ``root`` (``exclude`` as for the tree)."""
+    from runform.digests import walk
+
+    return [rel for rel in walk(root, exclude) if is_saved_plan(root / rel)]
 
 
 def load_plan(path: Path) -> Plan:

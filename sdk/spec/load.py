@@ -22,6 +22,8 @@ from runform.spec.model import Artifact, Code, Compute, Dataset, Spec, Stage, Tr
 from runform.spec.yamlpos import dotted, load_with_locations
 
 _REF = re.compile(r"\$\{([^}]*)\}")
+# in order: an escaped `$${`, a whole reference, a `${` that no `}` closes
+_REF_TOKENS = re.compile(r"\$\$\{|\$\{[^}]*\}|\$\{")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -79,6 +81,18 @@ def load_spec(
     secret_keys: set[str] = set()
     env_file_rel = (doc.get("secrets") or {}).get("env_file") if isinstance(doc.get("secrets"), dict) else None
 
+    def check_terminated(value: str, field: tuple[Any, ...]) -> None:
+        """A `${` that no `}` closes would reach the machine (bash) as it is: refuse it here."""
+        bad = next((m for m in _REF_TOKENS.finditer(value) if m.group() == "${"), None)
+        if bad is None:
+            return
+        fragment = re.match(r"\$\{[^\s$]*", value[bad.start():]).group()  # type: ignore[union-attr]
+        line, col = _locate(locs, field)
+        line, col = _find_in_source(text, fragment, line, col, value.count("\n") + 1)
+        raise SpecError(f"unterminated reference {fragment!r}: no closing '}}'", file=file, line=line,
+                        column=col, field=dotted(field) or None,
+                        hint=f"close it ({fragment}}}), or write $${{ for a literal '${{'")
+
     def substitute(value: Any, field: tuple[Any, ...]) -> Any:
         if isinstance(value, dict):
             return {k: substitute(v, field + (k,)) for k, v in value.items()}
@@ -86,6 +100,7 @@ def load_spec(
             return [substitute(v, field + (i,)) for i, v in enumerate(value)]
         if not isinstance(value, str) or "${" not in value:
             return value
+        check_terminated(value, field)
         whole = _REF.fullmatch(value)
 
         def resolve(ref: str) -> Any:
@@ -340,6 +355,20 @@ def _pattern_hints() -> dict[str, str]:
         props["datasets"]["additionalProperties"]["properties"]["source"]["pattern"]:
             "start with a storage scheme: b2://, s3://, wandb:// or file://",
     }
+
+
+def _find_in_source(text: str, fragment: str, line: int, col: int, span: int) -> tuple[int, int]:
+    """The position of ``fragment`` in the source, searched from ``line:col`` over ``span`` lines
+    (the value's own lines); ``(line, col)`` itself when it is not written there verbatim."""
+    lines = text.splitlines()
+    for i in range(line - 1, min(len(lines), line - 1 + span + 1)):
+        at = lines[i].find(fragment, col - 1 if i == line - 1 else 0)
+        while at >= 0:
+            after = lines[i][at + len(fragment):at + len(fragment) + 1]
+            if not after or after.isspace() or after in "$\"'":  # not the start of a longer token
+                return i + 1, at + 1
+            at = lines[i].find(fragment, at + 1)
+    return line, col
 
 
 def _locate(locs: Mapping[tuple[Any, ...], tuple[int, int]], field: tuple[Any, ...]) -> tuple[int, int]:
