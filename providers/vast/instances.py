@@ -154,5 +154,13 @@ class VastInstance:
                 "ssh_user": self.standin_user or "root",
                 "root": self.standin_root or self.env.get("RUNFORM_ROOT") or root,
                 "key_file": key_file, "start_date": self.start_date,
+                # provider-neutral: where the host key is pinned, and what the machine costs
+                "endpoint": _pin_key(*endpoint) if endpoint else None,
+                "price_per_hour": self.dph_total,
             },
         )
+
+
+def _pin_key(host: str, port: int) -> str:
+    """``host:port`` (``[v6]:port``): where the host key is pinned, as ``reach.endpoint`` spells it."""
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

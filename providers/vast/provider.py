@@ -456,8 +456,11 @@ class VastProvider:
         if not a["key_file"]:
             raise ProviderError(f"no SSH key for instance {instance.id} under {ctx.state_dir / 'keys'}",
                                 hint="run `runform apply` to replace the instance")
-        pinned = ctx.pins.get(reach.endpoint(a)) or a.get("host_key")
-        transport = reach.open_transport(a, pinned=pinned, retry_timeout=60.0, log=ctx.log)
+        # only the pin in state counts: after `--accept-host-key` it is gone, and the key this
+        # connection is shown gets pinned (ctx.pin); the attrs' host_key is history
+        pinned = ctx.pins.get(reach.endpoint(a))
+        transport = reach.open_transport(a, pinned=pinned, retry_timeout=60.0, log=ctx.log,
+                                         on_first_key=ctx.pin)
         root = str(a.get("root") or DEFAULT_ROOT)
         if not self.bootstrap:
             return Machine(transport=transport, root=root, python="python3")

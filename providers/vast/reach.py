@@ -25,13 +25,14 @@ def endpoint(a: Mapping[str, Any]) -> str:
 
 
 def open_transport(a: Mapping[str, Any], *, pinned: str | None, retry_timeout: float,
-                   log: Callable[[str], None] | None = None) -> Any:
+                   log: Callable[[str], None] | None = None,
+                   on_first_key: Callable[[str, str], None] | None = None) -> Any:
     """An ``SSHTransport`` to the instance described by ``a`` (ssh_host, ssh_port, ssh_user,
     key_file), with the optional knobs the transport accepts."""
     cls = importlib.import_module("runform.providers.ssh.transport").SSHTransport
     accepted = inspect.signature(cls).parameters
     extra = {k: v for k, v in (("retry_timeout", retry_timeout), ("connect_timeout", min(15.0, retry_timeout or 10.0)),
-                               ("log", log)) if k in accepted and v is not None}
+                               ("log", log), ("on_first_key", on_first_key)) if k in accepted and v is not None}
     return cls(str(a["ssh_host"]), int(a["ssh_port"]), a.get("ssh_user") or "root", a.get("key_file"),
                pinned_host_key=pinned, **extra)
 
