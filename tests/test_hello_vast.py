@@ -42,7 +42,7 @@ def standin(make_vast_standin, sshd):  # type: ignore[no-untyped-def]
     return s
 
 
-def test_rent_run_teardown(hello: Path, standin) -> None:  # type: ignore[no-untyped-def]
+def test_rent_run_teardown(hello: Path, standin, sshd) -> None:  # type: ignore[no-untyped-def]
     env = standin.env()
     _use_vast(hello)
     p = run_cli("plan", cwd=hello, env=env)
@@ -58,6 +58,11 @@ def test_rent_run_teardown(hello: Path, standin) -> None:  # type: ignore[no-unt
     assert len(standin.audit().live_for(label)) == 1
     # teardown: never: the instance lives and the second plan is empty
     assert run_cli("plan", "--detailed-exitcode", cwd=hello, env=env).returncode == 0
+    # its host key is pinned in state under its SSH endpoint, and its price is known for costs
+    inst = next(r for r in json.loads(run_cli("show", "--json", cwd=hello, env=env).stdout)["resources"]
+                if r["address"] == "instance.main")
+    assert inst["attrs"]["pins"] == {f"{sshd.host}:{sshd.port}": sshd.host_key}
+    assert inst["attrs"]["instance"]["attrs"]["price_per_hour"] > 0
 
     # teardown: on_success gives the machine back after a successful apply
     _use_vast(hello, teardown="on_success")
