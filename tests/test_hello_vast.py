@@ -64,6 +64,20 @@ def test_rent_run_teardown(hello: Path, standin, sshd) -> None:  # type: ignore[
     assert inst["attrs"]["pins"] == {f"{sshd.host}:{sshd.port}": sshd.host_key}
     assert inst["attrs"]["instance"]["attrs"]["price_per_hour"] > 0
 
+    # a reboot is waited for, never answered with a second rental
+    standin.set_lifecycle(loading_s=1.5)
+    standin.reboot(standin.audit().live_for(label)[0])
+    p = run_cli("plan", "--json", cwd=hello, env=env)
+    inst_change = next(c for c in json.loads(p.stdout)["resource_changes"] if c["address"] == "instance.main")
+    assert inst_change["action"] == "read" and "is loading" in inst_change["reason"], inst_change
+    assert all(c["action"] == "no-op" for c in json.loads(p.stdout)["resource_changes"]
+               if c["address"].startswith("stage."))
+    a = run_cli("apply", "--auto-approve", cwd=hello, env=env)
+    assert a.returncode == 0, a.stderr
+    assert len(standin.audit().creates_for(label)) == 1 and len(standin.audit().live_for(label)) == 1
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello, env=env).returncode == 0
+    standin.set_lifecycle(loading_s=0.1)
+
     # teardown: on_success gives the machine back after a successful apply
     _use_vast(hello, teardown="on_success")
     (hello / "steps" / "join.py").write_text((hello / "steps" / "join.py").read_text() + "\n# v2\n")

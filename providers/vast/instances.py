@@ -157,6 +157,7 @@ class VastInstance:
                 # provider-neutral: where the host key is pinned, and what the machine costs
                 "endpoint": _pin_key(*endpoint) if endpoint else None,
                 "price_per_hour": self.dph_total,
+                "failure": None if self.running else self.failure(),  # None while it starts
             },
         )
 

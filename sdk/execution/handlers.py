@@ -66,6 +66,10 @@ class Handlers:
         label = ws.label(self.state)
         if a.kind == "read":
             info = provider.find([label], ctx)[label]
+            if info.status != "running":  # still starting: create is label-idempotent, it adopts
+                compute = dict(ws.spec.compute.config)  # the machine and waits until it is ready
+                info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,
+                                                       env=dict(compute.get("env") or {})), ctx)
         else:
             compute = dict(ws.spec.compute.config)
             info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,

@@ -75,6 +75,11 @@ class Differ:
             return Action(address, "replace",
                           f"instance {prior.attrs.get('instance', {}).get('id', '?')} is gone "
                           "(preempted, or destroyed outside runform)", "replace_because_gone")
+        if inst.status in STARTING and not inst.attrs.get("failure"):
+            # booting or rebooting: waiting costs less than a new rental (and loses nothing)
+            return Action(address, "read", f"instance {inst.id} is {inst.status}"
+                          + (f" ({inst.attrs.get('status_msg')})" if inst.attrs.get("status_msg") else "")
+                          + ": apply waits until it is ready", "read_because_starting")
         if inst.status != "running":
             return Action(address, "replace", f"instance {inst.id} is {inst.status}"
                           + (f" ({inst.attrs.get('status_msg')})" if inst.attrs.get("status_msg") else ""),
@@ -278,6 +283,11 @@ def _label_changed(instance_id: str, old_label: str, new_label: str) -> str:
             else "the instance label changed")
     which = f" (instance {instance_id})" if str(instance_id) != old_label else ""
     return f"{what}: the instance label changes from {old_label}{which} to {new_label}"
+
+
+# provider statuses of a machine on its way up (InstanceInfo.status); one with a
+# ``failure`` attr set is treated as failed instead
+STARTING = frozenset({"created", "loading", "starting", "scheduling", "booting", "rebooting", "pending"})
 
 
 def on_machine(address: str) -> bool:

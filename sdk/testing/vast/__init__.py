@@ -130,6 +130,10 @@ class VastStandIn:
         """Take an instance away: ``gone``, ``exited``, ``offline`` or ``stopped`` (outbid)."""
         self.world.preempt(int(instance_id), mode)
 
+    def reboot(self, instance_id: int | str) -> None:
+        """Restart an instance: ``loading`` again for the lifecycle's ``loading_s``, then running."""
+        self.world.reboot(int(instance_id))
+
     def audit(self) -> Audit:
         return self.world.audit()
 

@@ -415,6 +415,14 @@ class World:
             else:
                 raise ValueError(f"preempt mode must be gone, exited, offline or stopped, not {mode!r}")
 
+    def reboot(self, iid: int) -> None:
+        """The instance restarts: it goes through ``loading`` again (for the lifecycle's
+        ``loading_s``), then runs; nothing else about it changes."""
+        with self.lock:
+            inst = self.instances[iid]
+            inst.created_at = time.monotonic() - self.lifecycle.created_s
+            inst.log.append("rebooting")
+
     def audit(self) -> Audit:
         with self.lock:
             now = time.monotonic()
