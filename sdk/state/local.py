@@ -2,17 +2,26 @@
 
 - Every mutation appends to the journal and fsyncs before the call returns: O(1) per action,
   never a whole-state rewrite (Terraform's local backend rewrites the file per resource).
-- ``compact`` writes a new snapshot atomically (temp file, fsync, rename, fsync of the folder),
-  then starts an empty journal. A crash between the two is harmless: entries whose ``seq`` the
-  snapshot already holds are skipped on replay.
-- A torn last journal line (a crash mid-write) is ignored; a corrupt line elsewhere is an error
-  naming the file and line.
+- ``compact`` keeps the current snapshot as ``state.json.bak`` (a hard link, or a copy, swapped
+  in atomically: ``state.json`` never goes missing), writes the new snapshot to a temp file
+  (fsync), ``os.replace``s it over ``state.json`` (the one step that commits), fsyncs the folder,
+  and only then starts an empty journal. A crash at any step leaves a readable state: before the
+  replace, the old snapshot plus the whole journal; after it, the new snapshot plus a journal
+  whose entries replay skips (their ``seq`` is at most the snapshot's ``seq``).
+- ``state.json`` missing while ``state.json.bak`` exists (a compaction by an older runform,
+  which renamed the snapshot away first, was killed): ``read`` uses the backup plus the journal,
+  links the backup back as ``state.json`` (never over one written meanwhile), and says so on
+  stderr.
+- An unparsable last journal line (torn by a crash mid-write, or garbled) is ignored on read and
+  cut before the next append; a corrupt line before it is an error naming the file and line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,54 +37,97 @@ class LocalStateBackend:
         self.folder = folder
         self.snapshot = folder / "state.json"
         self.journal = folder / "journal.jsonl"
+        self.backup = folder / "state.json.bak"
         self._lock = FileLock(folder, lease=lease)
         self._fd: int | None = None
         self._seq = 0
 
     # -------------------------------------------------------------------------- reading
     def read(self) -> State | None:
-        state: State | None = None
-        if self.snapshot.exists():
-            try:
-                raw = json.loads(self.snapshot.read_text())
-            except ValueError as exc:
-                line = getattr(exc, "lineno", None)
-                raise StateError(
-                    f"{self.snapshot}:{line or 1}: state snapshot is not valid JSON ({exc.args[0].split(':')[0]})",
-                    hint="restore it from a backup (state.json.bak) or remove .runform/ to start over",
-                ) from None
-            try:
-                state = State.from_json(raw)
-            except StateError as exc:
-                raise StateError(f"{self.snapshot}: {exc.message}", hint=exc.hint) from None
-            except (KeyError, TypeError, ValueError) as exc:
-                raise StateError(f"{self.snapshot}: field {exc} is missing or malformed",
-                                 hint="restore the state from state.json.bak") from None
+        state = self._read_snapshot()
         if self.journal.exists():
-            with open(self.journal, "rb") as f:
-                lines = f.read().split(b"\n")
-            for i, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    if not isinstance(entry, dict):
-                        raise ValueError("not an object")
-                except ValueError:
-                    if i >= len(lines) - 1:  # torn final line from a crash mid-write
-                        break
-                    raise StateError(f"{self.journal}:{i}: corrupt journal entry",
-                                     hint="remove that line if it is the last one written; "
-                                     "otherwise restore the state from a backup") from None
+            entries, _ = self._scan(self.journal.read_bytes())
+            for i, entry in entries:
                 state = replay_entry(state, entry, f"{self.journal}:{i}",
                                      reset_hint="remove .runform/journal.jsonl")
-                self._seq = max(self._seq, int(entry.get("seq", 0)))
+                self._seq = max(self._seq, _seq_of(entry))
         if state is not None:
             self._seq = max(self._seq, state.seq)
         return state
 
+    def _read_snapshot(self) -> State | None:
+        if self.snapshot.exists():
+            return self._load(self.snapshot)
+        if not self.backup.exists():
+            return None
+        # state.json is gone but its backup is not: a compaction by an older runform (which renamed
+        # the snapshot away first) was killed. The backup is the snapshot the journal started from,
+        # so backup + journal is the whole state. Put it back as state.json: a hard link, which
+        # never replaces a state.json someone wrote meanwhile.
+        state = self._load(self.backup, hint="restore .runform/ from a copy of it; removing .runform/ "
+                           "starts over with a state that does not know what this one rented")
+        try:
+            os.link(self.backup, self.snapshot)
+            self._fsync_dir()
+        except FileExistsError:
+            return self._load(self.snapshot)  # written meanwhile: that one is newer
+        except OSError:
+            print(f"Warning: {self.snapshot} is missing (a compaction was interrupted); reading "
+                  f"{self.backup.name} and replaying {self.journal.name} on top of it.", file=sys.stderr)
+            return state
+        print(f"Warning: {self.snapshot} was missing (a compaction was interrupted); restored it "
+              f"from {self.backup.name}, and {self.journal.name} replays on top of it.", file=sys.stderr)
+        return state
+
+    def _load(self, path: Path, *, hint: str | None = None) -> State:
+        try:
+            raw = json.loads(path.read_text())
+        except ValueError as exc:
+            line = getattr(exc, "lineno", None)
+            raise StateError(
+                f"{path}:{line or 1}: state snapshot is not valid JSON ({exc.args[0].split(':')[0]})",
+                hint=hint or "restore it from a backup (state.json.bak) or remove .runform/ to start over",
+            ) from None
+        try:
+            return State.from_json(raw)
+        except StateError as exc:
+            raise StateError(f"{path}: {exc.message}", hint=hint or exc.hint) from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"{path}: malformed state ({type(exc).__name__}: {exc})",
+                             hint=hint or "restore the state from state.json.bak") from None
+
+    def _scan(self, data: bytes) -> tuple[list[tuple[int, dict[str, Any]]], int]:
+        """The journal's entries as (line number, entry), and how many leading bytes hold them.
+
+        An unparsable LAST line (a crash tore it mid-write, or it is garbled) is left out: the
+        byte count stops before it. An unparsable line before the last one is an error.
+        """
+        lines = data.split(b"\n")
+        last = max((k for k, line in enumerate(lines) if line.strip()), default=-1)
+        entries: list[tuple[int, dict[str, Any]]] = []
+        offset = 0
+        for k, line in enumerate(lines):
+            start, offset = offset, offset + len(line) + 1
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                if not isinstance(entry, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                if k == last:
+                    return entries, start
+                raise StateError(
+                    f"{self.journal}:{k + 1}: corrupt journal entry (not a JSON object; a crash "
+                    "can tear only the last line)",
+                    hint=f"restore .runform/ from a backup; or repair line {k + 1} by hand (one JSON "
+                    "object per line): deleting it forgets what it recorded") from None
+            entries.append((k + 1, entry))
+        return entries, len(data)
+
     # -------------------------------------------------------------------------- writing
     def append(self, entries: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        self._lock.check()  # the fence: still our lock (a paused holder must not write)
         if self._fd is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._truncate_torn_tail()
@@ -92,24 +144,34 @@ class LocalStateBackend:
         return written
 
     def _truncate_torn_tail(self) -> None:
+        """Make the journal end in a whole line before appending: cut an unparsable last line
+        (what ``read`` skips), and end a whole last entry that lost its newline (what ``read``
+        replays). A corrupt line before the last one raises, and nothing is written."""
         if not self.journal.exists():
             return
         data = self.journal.read_bytes()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
+        _, keep = self._scan(data)
+        if keep < len(data):
             with open(self.journal, "r+b") as f:
-                f.truncate(cut)
+                f.truncate(keep)
+                os.fsync(f.fileno())
+        elif data and not data.endswith(b"\n"):
+            with open(self.journal, "ab") as f:
+                f.write(b"\n")
+                os.fsync(f.fileno())
 
     def compact(self, state: State) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         state.seq = max(state.seq, self._seq)
         if self.snapshot.exists():
-            os.replace(self.snapshot, self.snapshot.with_suffix(".json.bak"))
+            self._keep_backup()
         tmp = self.snapshot.with_suffix(".tmp")
         with open(tmp, "w") as f:
             json.dump(state.to_json(), f, indent=1, default=str)
             f.flush()
             os.fsync(f.fileno())
+        # the commit: until here state.json is the old snapshot (and the journal is whole), from
+        # here the new one (and the journal's entries are all at or below its seq)
         os.replace(tmp, self.snapshot)
         self._fsync_dir()
         if self._fd is not None:
@@ -120,6 +182,20 @@ class LocalStateBackend:
         empty.write_bytes(b"")
         os.replace(empty, self.journal)
         self._fsync_dir()
+
+    def _keep_backup(self) -> None:
+        """Point state.json.bak at the current snapshot without ever removing state.json: a hard
+        link (or, where the filesystem has none, a copy) under a temp name, swapped in."""
+        tmp = self.backup.with_suffix(".bak.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(self.snapshot, tmp)
+        except OSError:
+            shutil.copyfile(self.snapshot, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, self.backup)
+        tmp.unlink(missing_ok=True)  # a rename onto a link to the same file leaves its source
 
     def _fsync_dir(self) -> None:
         fd = os.open(self.folder, os.O_RDONLY)
@@ -145,6 +221,13 @@ class LocalStateBackend:
 
     def lock_info(self) -> LockInfo | None:
         return self._lock.current()
+
+
+def _seq_of(entry: Mapping[str, Any]) -> int:
+    try:
+        return int(entry.get("seq", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _factory(url: str, spec_dir: Path, *, lease: float = 30.0) -> LocalStateBackend:

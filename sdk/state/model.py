@@ -14,6 +14,7 @@ A secret value is never part of any record: the secrets resource keeps a salted 
 
 from __future__ import annotations
 
+import json
 import secrets as _secrets
 import time
 import uuid
@@ -25,6 +26,38 @@ import attrs
 from runform.errors import StateError
 
 STATE_VERSION = 1
+_SNAPSHOT_HINT = "restore the state from state.json.bak (or correct that field by hand)"
+
+
+class FieldError(ValueError):
+    """A field of a state record is missing or of the wrong type; the message names the field."""
+
+
+_REQUIRED: Any = object()
+
+
+def _field(raw: Mapping[str, Any], name: str, conv: Any, expected: str, default: Any = _REQUIRED) -> Any:
+    """``conv(raw[name])``, or ``default`` when it is absent; a FieldError naming the field."""
+    if name not in raw:
+        if default is _REQUIRED:
+            raise FieldError(f"field {name!r} is missing")
+        return default
+    value = raw[name]
+    try:
+        return conv(value)
+    except (TypeError, ValueError):
+        shown = json.dumps(value, default=str)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        raise FieldError(f"field {name!r}: expected {expected}, got {shown}") from None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not value:  # null, or an empty list/string from a hand edit: no attributes
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(value)
+    return dict(value)
 
 
 @attrs.define
@@ -48,13 +81,15 @@ class ResourceState:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> ResourceState:
+        if not isinstance(raw, Mapping):
+            raise FieldError(f"expected an object, got {type(raw).__name__}")
         return cls(
-            address=raw["address"],
-            attrs=dict(raw.get("attrs") or {}),
+            address=_field(raw, "address", str, "a string"),
+            attrs=_field(raw, "attrs", _object, "an object", {}),
             fingerprint=raw.get("fingerprint"),
             status=raw.get("status", "ok"),
-            revision=int(raw.get("revision", 0)),
-            updated=float(raw.get("updated", 0.0)),
+            revision=_field(raw, "revision", int, "an integer", 0),
+            updated=_field(raw, "updated", float, "a number", 0.0),
         )
 
 
@@ -134,30 +169,42 @@ class State:
                 hint="this state was written by a newer runform: use that version" if newer
                 else "restore the state from state.json.bak",
             )
-        st = cls(
-            lineage=str(raw["lineage"]),
-            run=str(raw["run"]),
-            salt=str(raw["salt"]),
-            serial=int(raw["serial"]),
-            seq=int(raw.get("seq", 0)),
-        )
-        for i, r in enumerate(raw.get("resources", [])):
+        try:
+            st = cls(
+                lineage=_field(raw, "lineage", str, "a string"),
+                run=_field(raw, "run", str, "a string"),
+                salt=_field(raw, "salt", str, "a string"),
+                serial=_field(raw, "serial", int, "an integer"),
+                seq=_field(raw, "seq", int, "an integer", 0),
+            )
+            resources = _field(raw, "resources", _list, "a list", [])
+            pending = _field(raw, "pending", _list, "a list", [])
+        except FieldError as exc:
+            raise StateError(str(exc), hint=_SNAPSHOT_HINT) from None
+        for i, r in enumerate(resources):
             try:
                 rec = ResourceState.from_json(r)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                raise StateError(f"resources[{i}]: field {exc} is missing or malformed",
-                                 hint="restore the state from state.json.bak") from None
+            except FieldError as exc:
+                raise StateError(f"resources[{i}]: {exc}", hint=_SNAPSHOT_HINT) from None
             st.resources[rec.address] = rec
-        for i, p in enumerate(raw.get("pending", [])):
+        for i, p in enumerate(pending):
+            if not isinstance(p, Mapping):
+                raise StateError(f"pending[{i}]: expected an object, got {type(p).__name__}",
+                                 hint=_SNAPSHOT_HINT)
             try:
-                st.pending[p["key"]] = dict(p)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise StateError(f"pending[{i}]: field {exc} is missing or malformed",
-                                 hint="restore the state from state.json.bak") from None
+                st.pending[_field(p, "key", str, "a string")] = dict(p)
+            except FieldError as exc:
+                raise StateError(f"pending[{i}]: {exc}", hint=_SNAPSHOT_HINT) from None
         return st
 
     def addresses(self) -> Iterable[str]:
         return self.resources.keys()
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(value)
+    return value
 
 
 def replay_entry(state: State | None, entry: Mapping[str, Any], where: str, *, reset_hint: str) -> State:
@@ -180,7 +227,8 @@ def replay_entry(state: State | None, entry: Mapping[str, Any], where: str, *, r
     except StateError as exc:
         raise StateError(f"{where}: {exc.message}", hint=exc.hint) from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise StateError(f"{where}: malformed journal entry (field {exc})",
+        detail = str(exc) if isinstance(exc, FieldError) else f"field {exc}"
+        raise StateError(f"{where}: malformed journal entry ({detail})",
                          hint="restore the state from a backup; if this is the last entry written, "
                          "remove it") from None
     return state
