@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
-from runform.errors import RunformError
+from runform.errors import LockError, RunformError
 from runform.graph import INSTANCE, build_graph, kind_of
 from runform.planning.diff import on_machine
 from runform.planning.model import Action, Plan
@@ -76,7 +76,11 @@ class Executor:
 
     # ------------------------------------------------------------------ journal
     def _journal(self, *entries: dict[str, Any]) -> None:
-        self.ws.journal(self.state, *entries)
+        try:
+            self.ws.journal(self.state, *entries)
+        except LockError:
+            self._stop.set()  # the lock is someone else's now: no new action starts
+            raise
 
     def _key(self, a: Action) -> str:
         if a.address == INSTANCE:

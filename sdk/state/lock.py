@@ -159,6 +159,26 @@ class FileLock:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
 
+    def check(self) -> None:
+        """The fence before every journal write: the lock is still ours. A holder that was
+        paused past its lease, and whose lock another process then took, must not write."""
+        if self._held is None:
+            return  # not holding (read-only use): nothing to fence
+        with self._guarded():
+            held = self._read()
+            if held is None or held.id != self._held.id:
+                self._stop.set()
+                who = f"{held.who} (pid {held.pid}) for {held.operation}" if held else "nobody (removed)"
+                raise LockError(
+                    f"the state lock was lost while this operation ran: it is now held by {who}; "
+                    "nothing more is written",
+                    hint="this process was paused past the lock's lease; run `runform plan` to see "
+                    "where the state stands",
+                )
+            if held.expires - time.time() < self.lease / 2:  # renew here too (the heartbeat may lag)
+                self._held = attrs.evolve(self._held, expires=time.time() + self.lease)
+                self._write(self._held)
+
     def _start_heartbeat(self) -> None:
         self._stop.clear()
 
