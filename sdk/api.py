@@ -37,20 +37,22 @@ def load(path: str | os.PathLike[str] = "runform.yaml", *, variables: Mapping[st
 def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), replace: Iterable[str] = (),
          destroy: bool = False, lock_timeout: float = 0.0, out: Printer | None = None,
          on_plan: Callable[[Plan], None] | None = None,
-         save_to: str | os.PathLike[str] | None = None) -> Plan:
+         save_to: str | os.PathLike[str] | None = None, verify_data: bool = False) -> Plan:
     """Refresh what exists and diff it against the spec. Changes nothing.
 
     The plan goes through the same policy check as apply (the ``runform_check_plan`` hooks, then
     ``compute.max_cost``): a rejected plan raises :class:`runform.PolicyError`, after
     ``on_plan(plan)`` has seen it. ``save_to``: write the plan there for ``apply(plan_file=...)``
     (checked before anything is planned; never written for a rejected plan). A saved plan is never
-    part of the code tree, whatever its name or place.
+    part of the code tree, whatever its name or place. ``verify_data``: the refresh reads every
+    hydrated file on the machine back (slow on big datasets); changed ones make ``~ dataset.X``.
     """
     if save_to is not None:
         from runform.planning.planfile import check_plan_path
 
         check_plan_path(save_to)
     ws = Workspace(_without_saved_plans(spec, save_to), out=out)
+    ws.verify_data = verify_data
     with ws.locked("plan", lock_timeout):
         state = ws.read_state()
         p = make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)
@@ -68,10 +70,11 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
           targets: Iterable[str] = (), replace: Iterable[str] = (), destroy: bool = False,
           confirm: Confirm | None = None, lock_timeout: float = 0.0, parallelism: int = 10,
           out: Printer | None = None, on_plan: Callable[[Plan], None] | None = None,
-          accept_host_keys: Iterable[str] = ()) -> ApplyResult | None:
+          accept_host_keys: Iterable[str] = (), verify_data: bool = False) -> ApplyResult | None:
     """Plan and converge. ``confirm(plan)`` may refuse (returns None then); a saved plan is checked
     for staleness per resource and applied as it is."""
     ws = Workspace(_without_saved_plans(spec, plan_file), out=out)
+    ws.verify_data = verify_data
     with ws.locked("destroy" if destroy else "apply", lock_timeout):
         state = ws.read_state()
         if state is not None and accept_host_keys:

@@ -32,6 +32,7 @@ class Workspace:
         self._machine: Machine | None = None
         self._machine_lock = threading.Lock()
         self._journal_lock = threading.Lock()
+        self.verify_data = False  # refresh reads every hydrated byte back (--verify-data)
         self.secrets: dict[str, str] = {}
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))

@@ -92,3 +92,28 @@ def test_artifacts_are_pushed_listed_and_survive_teardown(hello: Path, s3_server
     show = run_cli("show", cwd=hello)
     assert "artifact.results" in show.stdout and f"b2://{bucket}/runs/hello/" in show.stdout
     assert "joined.txt" not in show.stderr
+
+
+def test_verify_data_finds_a_file_changed_in_place(hello: Path, s3_server_b2) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    server = s3_server_b2
+    bucket = server.make_bucket()
+    _setup(hello, server, bucket)
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    big = machine_root(hello) / "data" / "greetings" / "big.bin"
+    st = big.stat()
+    with open(big, "r+b") as f:  # same size, and the mtime put back: stat cannot tell
+        f.write(b"y" * 1000)
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0  # the cheap check
+    p = run_cli("plan", "--verify-data", "--json", cwd=hello)
+    ds = next(c for c in json.loads(p.stdout)["resource_changes"] if c["address"] == "dataset.greetings")
+    assert ds["action"] == "update" and "big.bin" in ds["reason"], ds
+    server.stats.reset()
+    a = run_cli("apply", "--auto-approve", cwd=hello)  # found once, fetched by a plain apply too
+    assert a.returncode == 0, a.stderr
+    assert big.read_bytes() == b"x" * 300_000
+    assert server.stats.object_bytes_out == 300_000
+    assert run_cli("plan", "--verify-data", "--detailed-exitcode", cwd=hello).returncode == 0
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0

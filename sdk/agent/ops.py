@@ -53,7 +53,9 @@ def status(req: dict[str, Any]) -> dict[str, Any]:
         name: jobs.job_status(root, name, fp) for name, fp in (req.get("stages") or {}).items()
     }
     out["exists"] = {p: os.path.lexists(os.path.join(root, p)) for p in req.get("paths", [])}
-    out["datasets"] = {name: _dataset_state(root, name, d) for name, d in (req.get("datasets") or {}).items()}
+    deep = bool(req.get("verify_data"))
+    out["datasets"] = {name: _dataset_state(root, name, d, deep)
+                       for name, d in (req.get("datasets") or {}).items()}
     return out
 
 
@@ -61,9 +63,12 @@ def salted_digest(salt: str, data: bytes) -> str:
     return "hmac-sha256:" + hashlib.sha256(salt.encode() + b"\0" + data).hexdigest()
 
 
-def _dataset_state(root: str, name: str, d: dict[str, Any]) -> dict[str, Any]:
+def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) -> dict[str, Any]:
     """What was hydrated (its manifest digest) and which files are missing, resized or modified
-    since runform wrote them (a ``stat`` per file against the fetch record; no bytes read)."""
+    since runform wrote them (a ``stat`` per file against the fetch record; no bytes read).
+    ``deep`` (``--verify-data``) also reads every fetched file back and compares its bytes with
+    what was fetched: a file changed in place (same size and mtime) is found too, and dropped
+    from the fetch record, so the next fetch moves it again."""
     try:
         with open(dataset_record(root, name)) as f:
             rec = json.load(f)
@@ -85,6 +90,16 @@ def _dataset_state(root: str, name: str, d: dict[str, Any]) -> dict[str, Any]:
         written = fetched.get(path)
         if st.st_size != size or (written and written.get("mtime_ns") not in (None, st.st_mtime_ns)):
             missing.append(path)
+        elif fetched and written is None:
+            missing.append(path)  # fetched before, no longer vouched for (a deep check dropped it)
+    if deep and fetched:
+        from pathlib import Path
+
+        from runform.interfaces import Manifest
+        from runform.storage_backends._verify import verify
+
+        report = verify(Manifest.from_json(rec), Path(dest))
+        missing = sorted(set(missing) | set(report.bad))
     links_ok = all(os.path.lexists(os.path.join(root, link)) for link in d.get("links", {}))
     return {"digest": rec.get("digest"), "missing": missing, "links_ok": links_ok}
 

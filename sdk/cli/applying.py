@@ -12,7 +12,8 @@ from runform.cli.common import echo_err, load_spec_opts, parse_lock_timeout
 
 def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
               refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: int,
-              spec_for_plan: str | None, accept_host_key: tuple[str, ...], *, destroy: bool) -> None:
+              spec_for_plan: str | None, accept_host_key: tuple[str, ...], *, destroy: bool,
+              verify_data: bool = False) -> None:
     import runform.api as api
     from runform.planning.model import Plan
     from runform.planning.render import render_plan
@@ -48,7 +49,7 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
     result = api.apply(spec, plan_file=plan_file, refresh=refresh, targets=target, replace=replace,
                        destroy=destroy, confirm=confirm, lock_timeout=parse_lock_timeout(lock_timeout),
                        parallelism=parallelism, out=echo_err, on_plan=show,
-                       accept_host_keys=accept_host_key)
+                       accept_host_keys=accept_host_key, verify_data=verify_data)
     if result is None:
         click.echo("Apply cancelled." if not destroy else "Destroy cancelled.")
         sys.exit(1)

@@ -65,10 +65,13 @@ def validate(spec_path: str, var: tuple[str, ...]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (see docs/plan-json.md).")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when no changes, 2 when changes, 1 on error.")
 @click.option("--destroy", is_flag=True, help="Plan to destroy everything.")
+@click.option("--verify-data", is_flag=True,
+              help="Read every hydrated file on the machine back and compare its bytes (slow on big "
+                   "datasets); files changed in place are fetched again.")
 @handle_errors
 def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
          refresh: bool, lock_timeout: str, out_file: str | None, as_json: bool, detailed_exitcode: bool,
-         destroy: bool) -> None:
+         destroy: bool, verify_data: bool) -> None:
     """Refresh what exists, diff it against the spec, and say what apply would do and why."""
     import runform.api as api
     from runform.planning.model import Plan
@@ -86,7 +89,7 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
     # a bad --out path fails before anything is planned; a rejected plan raises (exit 1, never 2)
     p = api.plan(spec, refresh=refresh, targets=target, replace=replace, destroy=destroy,
                  lock_timeout=parse_lock_timeout(lock_timeout), out=None if as_json else echo_err,
-                 on_plan=show, save_to=out_file)
+                 on_plan=show, save_to=out_file, verify_data=verify_data)
     if out_file and not as_json:
         click.echo(f"\nSaved the plan to: {out_file}\nTo perform exactly these actions, run:\n"
                    f"  runform apply {out_file}")
@@ -103,15 +106,18 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
 @click.option("--spec", "spec_for_plan", default=None, help="The spec a saved plan belongs to.")
 @click.option("--accept-host-key", multiple=True, metavar="HOST:PORT",
               help="Forget the pinned SSH host key of a re-installed machine.")
+@click.option("--verify-data", is_flag=True,
+              help="Read every hydrated file on the machine back and compare its bytes (slow on big "
+                   "datasets); files changed in place are fetched again.")
 @handle_errors
 def apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
           refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: int,
-          spec_for_plan: str | None, accept_host_key: tuple[str, ...]) -> None:
+          spec_for_plan: str | None, accept_host_key: tuple[str, ...], verify_data: bool) -> None:
     """Make the machine match the spec: journaled, idempotent, safe to kill and re-run."""
     from runform.cli.applying import run_apply
 
     run_apply(spec_or_plan, var, target, replace, refresh, lock_timeout, auto_approve, parallelism,
-              spec_for_plan, accept_host_key, destroy=False)
+              spec_for_plan, accept_host_key, destroy=False, verify_data=verify_data)
 
 
 @cli.command()

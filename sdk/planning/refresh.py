@@ -38,5 +38,6 @@ def refresh(ws: Workspace, state: State, desired: dict[str, Desired], *, enabled
     paths = sorted({p for a, d in desired.items() if a.startswith("stage.") for p in d.attrs["outputs"]})
     datasets = {a.split(".", 1)[1]: {"dest": d.attrs["dest"], "links": d.attrs["links"]}
                 for a, d in desired.items() if a.startswith("dataset.")}
-    status = AgentClient(machine).call("status", stages=stages, paths=paths, datasets=datasets, salt=state.salt)
+    status = AgentClient(machine).call("status", stages=stages, paths=paths, datasets=datasets, salt=state.salt,
+                                       verify_data=ws.verify_data)
     return Observed(instance=instance, machine=status)
