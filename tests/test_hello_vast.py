@@ -85,6 +85,9 @@ def test_rent_run_teardown(hello: Path, standin, sshd) -> None:  # type: ignore[
     assert t.returncode == 0, t.stderr
     assert "destroyed (teardown: on_success)" in t.stdout
     assert standin.audit().live_for(label) == []
+    # the run completed: nothing to rent until a stage must run again
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello, env=env).returncode == 0
+    (hello / "steps" / "join.py").write_text((hello / "steps" / "join.py").read_text() + "\n# v3\n")
     after = run_cli("plan", "--json", cwd=hello, env=env)
     inst = next(c for c in json.loads(after.stdout)["resource_changes"] if c["address"] == "instance.main")
     assert inst["action"] == "create"

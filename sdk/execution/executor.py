@@ -281,8 +281,17 @@ class Executor:
         self._journal({"t": "intent", "key": key, "addr": INSTANCE, "action": "delete"})
         handlers.apply(a)
         self._journal({"t": "rm", "key": key, "addr": INSTANCE})
+        released = {"at": time.time(), "teardown": policy}
         for addr in list(self.state.resources):
-            if on_machine(addr):
+            if not on_machine(addr):
+                continue
+            rec = self.state.resources[addr]
+            if kind_of(addr) == "stage" and rec.status == "ok":
+                # done: the record stays, so the next plan knows the run completed and rents
+                # nothing until a stage must run again (outputs went with the machine)
+                record = {**rec.to_json(), "attrs": {**rec.attrs, "released": released}}
+                self._journal({"t": "put", "key": key, "record": record})
+            else:
                 self._journal({"t": "rm", "key": key, "addr": addr})
         # confirm it is gone
         label = self.ws.label(self.state)

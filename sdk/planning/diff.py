@@ -29,6 +29,7 @@ class Differ:
     def run(self) -> list[Action]:
         for address in self.graph.nodes:
             self.actions[address] = self.diff(address)
+        self._completed_run()
         for address in self.state.addresses():
             if address not in self.desired:
                 self.actions[address] = Action(address, "delete", "not in the configuration any more",
@@ -91,6 +92,38 @@ class Differ:
             return Action(address, "read", f"found instance {inst.id} by its label {inst.label} "
                           "(left by an interrupted apply): adopt it", "read_because_adopt")
         return Action(address, "no-op", f"instance {inst.id} is running", "noop")
+
+    def _completed_run(self) -> None:
+        """A run that completed and gave its machine back (teardown) needs no machine until a
+        stage must run again: then everything re-runs on a new one (the outputs went with the
+        old machine); until then, every resource on the machine is a no-op saying so."""
+        stages = [a for a in self.desired if kind_of(a) == "stage"]
+        if not stages or self.obs.instance is not None or self.state.get(INSTANCE) is not None:
+            return
+        released = None
+        for a in stages:
+            prior = self.state.get(a)
+            if (prior is None or prior.status != "ok" or prior.fingerprint != self.desired[a].fingerprint
+                    or not prior.attrs.get("released") or a in self.replace):
+                return
+            released = prior.attrs["released"]
+        if any(kind_of(a) == "artifact" and act.kind != "no-op" for a, act in self.actions.items()):
+            return
+        assert released is not None
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(released.get("at") or 0)))
+        for a in list(self.actions):
+            if a == INSTANCE:
+                why = (f"not needed: the run completed and its machine was given back {when} "
+                       f"(teardown: {released.get('teardown')}); a changed stage or --replace rents one")
+            elif kind_of(a) == "stage":
+                took = self.state.get(a).attrs.get("duration")  # type: ignore[union-attr]
+                why = "done (same fingerprint" + (f", ran {format_duration(took)}" if took else "") + \
+                      "); its machine was given back after the run"
+            elif a in self.desired and on_machine(a):
+                why = "not needed: no stage has to run"
+            else:
+                continue
+            self.actions[a] = Action(a, "no-op", why, "noop_because_run_completed")
 
     # -------------------------------------------------------------- on the machine
     def _on_new_machine(self, address: str, prior: ResourceState | None) -> Action | None:
