@@ -6,6 +6,19 @@ the alias moves meanwhile. ``fetch`` moves only missing or changed files, one by
 verified and renamed into place. ``push`` logs a new version (W&B makes none when the
 content is unchanged).
 
+A pushed version is typed and tied to the pipeline run that made it:
+
+- type: ``push(..., artifact_type=)`` (the spec's ``artifacts.<name>.type``), else
+  ``RUNFORM_ARTIFACT_TYPE`` in ``env``, else the backend's ``artifact_type``, else ``model``.
+- lineage: when ``env`` holds the pipeline run's tracker variables (``RUNFORM_RUN_ID`` or
+  ``WANDB_RUN_ID``, and ``WANDB_PROJECT``/``WANDB_ENTITY``/``WANDB_RUN_GROUP`` from the
+  ``wandb`` tracker), the version's metadata names that run (``runform_run_id``,
+  ``runform_run_path``) and the push run (see :func:`.wandb_api.log_push`) is put in the
+  pipeline run's group (its ``WANDB_RUN_GROUP``, else its run id) with job type
+  ``runform-push-<name>``. The pipeline run itself is never resumed from here: the client
+  holds it open, and it records the pushed ``vN`` on its side
+  (:meth:`runform.trackers.wandb.WandbTracker.link_artifact`).
+
 ``wandb://project/name:alias`` takes the entity from ``WANDB_ENTITY``; a missing alias is
 ``latest``. The server is reached through :mod:`.wandb_api` (real, or the folder fake when
 ``RUNFORM_WANDB_FAKE_DIR`` is set).
@@ -15,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 import runform.hookspecs
@@ -24,7 +38,24 @@ from runform.interfaces import Manifest, ManifestEntry
 from ._hydrate import HydrateOptions, Progress, hydrate
 from ._record import walk_files
 from ._verify import VerifyReport, verify
-from .wandb_api import WandbArtifactAPI, api_from_env
+from .wandb_api import WandbArtifactAPI, api_from_env, push_job_type
+
+DEFAULT_ARTIFACT_TYPE = "model"  # what an artifact (an output of a pipeline) is unless the spec says
+
+
+def pipeline_run(env: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:
+    """The push's group and the metadata naming the pipeline run, from the tracker variables
+    in ``env`` (``(None, {})`` when there are none)."""
+    run_id = env.get("RUNFORM_RUN_ID") or env.get("WANDB_RUN_ID")
+    if not run_id:
+        return None, {}
+    meta: dict[str, Any] = {"runform_run_id": run_id}
+    if env.get("WANDB_RUN_ID") == run_id and env.get("WANDB_PROJECT"):
+        meta["runform_run_path"] = "/".join(
+            p for p in (env.get("WANDB_ENTITY"), env["WANDB_PROJECT"], run_id) if p)
+    if env.get("WANDB_RUN_GROUP"):
+        meta["runform_run_group"] = env["WANDB_RUN_GROUP"]
+    return env.get("WANDB_RUN_GROUP") or run_id, meta
 
 
 @attrs.frozen
@@ -60,7 +91,8 @@ class WandbBackend:
 
     schemes = ("wandb",)
 
-    def __init__(self, api: WandbArtifactAPI | None = None, *, artifact_type: str = "dataset") -> None:
+    def __init__(self, api: WandbArtifactAPI | None = None, *,
+                 artifact_type: str | None = None) -> None:
         self.api = api
         self.artifact_type = artifact_type
 
@@ -93,16 +125,21 @@ class WandbBackend:
         return verify(manifest, dest)
 
     def push(self, src: Path, uri: str, env: Mapping[str, str], *,
-             prior: Manifest | None = None) -> Manifest:
+             prior: Manifest | None = None, artifact_type: str | None = None) -> Manifest:
         """Log ``src`` as a new version of the artifact; the alias in ``uri`` (other than
-        ``latest``) is added to it. Returns the manifest of the version now there."""
+        ``latest``) is added to it. Its type and lineage: see the module's docstring. Returns
+        the manifest of the version now there (``version`` = ``vN``)."""
         ref = ArtifactRef.parse(uri, env)
         files = dict(walk_files(Path(src)))
         pinned = ref.alias[:1] == "v" and ref.alias[1:].isdigit()
         aliases = [] if ref.alias == "latest" or pinned else [ref.alias]
+        kind = (artifact_type or env.get("RUNFORM_ARTIFACT_TYPE") or self.artifact_type
+                or DEFAULT_ARTIFACT_TYPE)
+        group, metadata = pipeline_run(env)
         api = self._api(env)
-        version = api.upload(ref.entity, ref.project, ref.name, files,
-                             type=self.artifact_type, aliases=aliases)
+        version = api.upload(ref.entity, ref.project, ref.name, files, type=kind,
+                             aliases=aliases, metadata=metadata, group=group,
+                             job_type=push_job_type(ref.name))
         found = api.resolve(ref.entity, ref.project, ref.name, version)
         return Manifest(ref.uri, tuple(ManifestEntry(p, s, d) for p, s, d in found.files),
                         version=found.version)

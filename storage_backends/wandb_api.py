@@ -8,6 +8,13 @@ processes (set ``RUNFORM_WANDB_FAKE_DIR`` in the env given to the backend).
 
 Digests crossing this interface are runform's: ``md5:<hex>`` (W&B's default, which stores
 base64 of the raw MD5) or ``xxh128:<hex>`` (W&B's opt-in algorithm).
+
+Lineage of a push: W&B logs an artifact version from a run. The machine must not write into
+the pipeline's own run (the client holds it open: two writers), so :func:`log_push` starts a
+short run of its own, grouped with the pipeline run (``group``), named by its ``job_type``
+(``runform-push-<artifact>``), and the version's metadata names the pipeline run
+(``runform_run_id``). The push run never takes ``WANDB_RUN_ID``/``WANDB_RESUME`` from the
+environment: its id is always a fresh one.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -49,10 +57,69 @@ class WandbArtifactAPI(Protocol):
         ...
 
     def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
-               type: str, aliases: Iterable[str]) -> str:
-        """Log a new version holding ``files`` (path → local file); return its version. W&B
-        makes no new version when the content equals the current one."""
+               type: str, aliases: Iterable[str], metadata: Mapping[str, Any] | None = None,
+               group: str | None = None, job_type: str | None = None) -> str:
+        """Log a new version holding ``files`` (path → local file) with ``type`` and
+        ``metadata``, from a run in ``group`` with ``job_type`` (see :func:`log_push`); return
+        its version. W&B makes no new version when the content equals the current one."""
         ...
+
+
+PUSH_JOB_TYPE = "runform-push"
+
+
+def push_job_type(name: str) -> str:
+    """The ``job_type`` of the run that pushes artifact ``name``: ``runform-push-<name>``."""
+    return f"{PUSH_JOB_TYPE}-{name}"[:64]
+
+
+def push_settings(*, api_key: str | None = None, base_url: str | None = None,
+                  mode: str | None = None) -> Any:
+    """Settings of a push run: like the tracker's run, nothing of the process (console, git,
+    code, system metrics, host metadata, requirements) lands in W&B files. ``mode`` None:
+    W&B's own choice (``WANDB_MODE``)."""
+    import wandb
+
+    kwargs: dict[str, Any] = {
+        "console": "off", "disable_git": True, "save_code": False, "x_disable_stats": True,
+        "x_disable_meta": True, "x_disable_machine_info": True, "x_save_requirements": False,
+        "silent": True, "disable_job_creation": True,
+    }
+    if api_key:
+        kwargs["api_key"] = api_key
+    if base_url:
+        kwargs["base_url"] = base_url
+    if mode:
+        kwargs["mode"] = mode
+    return wandb.Settings(**kwargs)
+
+
+def log_push(entity: str, project: str, name: str, files: Mapping[str, Path], *, type: str,
+             aliases: Iterable[str], metadata: Mapping[str, Any] | None = None,
+             group: str | None = None, job_type: str | None = None, settings: Any = None,
+             dir: str | Path | None = None) -> tuple[Any, Any]:
+    """Start a push run and log ``files`` as an artifact version from it; returns
+    ``(run, artifact)``, the run still open (the caller waits for the version and finishes
+    it). The run gets a fresh id (``push-<12 hex>``; never the pipeline run's, even when
+    ``WANDB_RUN_ID`` is in the environment), ``group`` and ``job_type`` (default
+    ``runform-push-<name>``). Works offline too (the version is then known only after
+    ``wandb sync``)."""
+    import wandb
+
+    run = wandb.init(
+        id=f"push-{uuid.uuid4().hex[:12]}", resume="never", entity=entity, project=project,
+        group=group, job_type=job_type or push_job_type(name), name=f"push {name}",
+        dir=str(dir) if dir is not None else None, settings=settings or push_settings(),
+        reinit="create_new",
+    )
+    try:
+        art = wandb.Artifact(name, type=type, metadata=dict(metadata or {}))
+        for rel, path in files.items():
+            art.add_file(str(path), name=rel)
+        return run, run.log_artifact(art, aliases=list(aliases))
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
 
 
 # ---------------------------------------------------------------------- digests
@@ -130,19 +197,14 @@ class WandbPublicAPI:
             os.replace(got, target)
 
     def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
-               type: str, aliases: Iterable[str]) -> str:
-        import wandb
-
-        settings = wandb.Settings(console="off", disable_git=True, save_code=False,
-                                  x_disable_stats=True, silent=True, api_key=self.api_key)
-        run = wandb.init(entity=entity, project=project, job_type="runform-push",
-                         settings=settings, reinit="create_new")
+               type: str, aliases: Iterable[str], metadata: Mapping[str, Any] | None = None,
+               group: str | None = None, job_type: str | None = None) -> str:
+        run, logged = log_push(entity, project, name, files, type=type, aliases=aliases,
+                               metadata=metadata, group=group, job_type=job_type,
+                               settings=push_settings(api_key=self.api_key,
+                                                      base_url=self.base_url))
         try:
-            art = wandb.Artifact(name, type=type)
-            for rel, path in files.items():
-                art.add_file(str(path), name=rel)
-            logged = run.log_artifact(art, aliases=list(aliases))
-            logged.wait()
+            logged.wait()  # needs the server: offline, W&B knows no version until `wandb sync`
             return str(logged.version)
         finally:
             run.finish()
@@ -152,9 +214,11 @@ class WandbPublicAPI:
 
 
 class DirArtifactStore:
-    """A W&B artifact server on a folder: ``<root>/<entity>/<project>/<name>/vN/<files>`` and
-    ``aliases.json``. Same digests and versioning rules as W&B (a new version only when the
-    content digest changes; ``latest`` always moves). Safe across processes for tests."""
+    """A W&B artifact server on a folder: ``<root>/<entity>/<project>/<name>/vN/<files>``,
+    ``aliases.json`` and ``versions.json`` (each version's ``type``, ``metadata`` and the
+    ``run`` that logged it: ``group``, ``job_type``). Same digests and versioning rules as
+    W&B (a new version only when the content digest changes, keeping the first push's
+    metadata; ``latest`` always moves). Safe across processes for tests."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -192,7 +256,9 @@ class DirArtifactStore:
         self.downloads += 1
 
     def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
-               type: str = "dataset", aliases: Iterable[str] = ()) -> str:
+               type: str = "dataset", aliases: Iterable[str] = (),
+               metadata: Mapping[str, Any] | None = None, group: str | None = None,
+               job_type: str | None = None) -> str:
         base = self._dir(entity, project, name)
         base.mkdir(parents=True, exist_ok=True)
         digest = artifact_digest({rel: wandb_file_digest(p) for rel, p in files.items()})
@@ -208,10 +274,24 @@ class DirArtifactStore:
                 dst = base / version / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(p, dst)
+            info = self._versions(entity, project, name)
+            info[version] = {"type": type, "metadata": json.loads(json.dumps(dict(metadata or {}))),
+                             "run": {"group": group, "job_type": job_type or push_job_type(name)}}
+            (base / "versions.json").write_text(json.dumps(info, indent=1, sort_keys=True))
         for alias in {"latest", *aliases}:
             aliases_now[alias] = version
         (base / "aliases.json").write_text(json.dumps(aliases_now, indent=1, sort_keys=True))
         return version
+
+    def _versions(self, entity: str, project: str, name: str) -> dict[str, Any]:
+        p = self._dir(entity, project, name) / "versions.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def info(self, entity: str, project: str, name: str, alias: str) -> dict[str, Any]:
+        """What the server knows of a version besides its files: ``type``, ``metadata`` and
+        the logging ``run`` (``group``, ``job_type``); what W&B's UI shows for it."""
+        version = self._version_dir(entity, project, name, alias).name
+        return {"version": version, **self._versions(entity, project, name).get(version, {})}
 
     def set_alias(self, entity: str, project: str, name: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version`` (what moving an alias in the W&B UI does)."""

@@ -88,6 +88,8 @@ def test_push_logs_a_version_and_fake_works_across_processes(tmp_path: Path):
     _files(src, {"model.pt": b"w" * 64})
     m = b.push(src, "wandb://ent/proj/ckpt:best", env)
     assert m.version == "v0"
+    info = DirArtifactStore(tmp_path / "srv").info("ent", "proj", "ckpt", "best")
+    assert info["type"] == "model"  # an artifact, not a dataset, unless the spec says so
     m2 = b.resolve("wandb://ent/proj/ckpt:best", env)
     assert m2.version == "v0" and m2.entries == m.entries
     assert b.fetch(m2, tmp_path / "d", env) == 64

@@ -49,11 +49,12 @@ def test_offline_run_resumes_same_id_and_holds_no_secret(ctx: TrackerContext):
     assert env["WANDB_RUN_ID"] == ctx.run_id and env["WANDB_RESUME"] == "allow"
     assert env["WANDB_MODE"] == "offline" and env["WANDB_PROJECT"] == "runform-tests"
     assert "WANDB_API_KEY" not in env and "WANDB_ENTITY" not in env
+    assert env["WANDB_RUN_GROUP"] == ctx.run_id  # pushes of wandb:// artifacts join this group
 
     wandb_dir = ctx.state_dir / "wandb"
     (first,) = run_files(wandb_dir, ctx.run_id)
     run = RunFile.read(first)
-    assert run.run_id == ctx.run_id
+    assert run.run_id == ctx.run_id and run.group == ctx.run_id
     rows = [r for r in run.history if "operator/loss" in r]
     assert [r["operator/step"] for r in rows] == [0, 1, 2]
     assert rows[-1]["operator/loss"] == pytest.approx(1 / 3)
@@ -67,6 +68,7 @@ def test_offline_run_resumes_same_id_and_holds_no_secret(ctx: TrackerContext):
         "x", (ManifestEntry("operator.pt", 123, "sha256:ab"),)).digest
     assert f"run-{ctx.run_id}" in ckpt["aliases"]
     assert arts["burgers1d-quality-v2-dataset.burgers1d"]["type"] == "dataset"
+    assert "wandb_artifact" not in ckpt["metadata"]  # only a wandb:// push names a W&B version
 
     # A re-apply continues the same run id.
     _one_apply(ctx, range(3, 5))

@@ -3,6 +3,8 @@
 - Run id: the id the core passes to ``start`` (use :func:`.base.deterministic_run_id`, from
   the run name and the state's lineage), with ``resume="allow"``: a re-apply continues the
   same run. Files go to ``<state_dir>/wandb``.
+- Group: ``tracker.group``, else the run id, so the runs that push its ``wandb://`` artifacts
+  from the machine (same group, job type ``runform-push-<name>``) sit with it in W&B's UI.
 - Mode: ``tracker.mode``, else ``WANDB_MODE`` (``online``, ``offline``, ``disabled``).
   Offline runs are synced later with ``wandb sync``.
 - Metrics: ``<stage>/<name>``, with the step logged as data (``<stage>/step``) and declared
@@ -10,7 +12,10 @@
   (with ``define_metric`` it gave the seed pipeline empty charts).
 - Events: counters in the run summary (``runform/events/<type>``) and the last event.
 - Artifacts: a typed, versioned ``wandb.Artifact`` holding runform's manifest (so a content
-  change makes a new version) and a reference to the storage URI, logged by the run.
+  change makes a new version) and a reference to the storage URI, logged by the run. For a
+  ``wandb://`` destination the real artifact is logged on the machine by the push (see
+  :mod:`runform.storage_backends.wandb`); this one names that version in its metadata
+  (``wandb_artifact``: ``entity/project/name:vN``) and, online, the run uses it.
 - Everything runform hands to W&B is redacted first; console capture, git, code, system
   metrics and host metadata are off, so nothing else of the process lands in W&B files.
 
@@ -91,7 +96,7 @@ class WandbTracker:
         self.run = wandb.init(
             id=run_id, resume="allow", project=self.project, entity=self.entity,
             name=redact(name), dir=str(self.ctx.state_dir), config=redact(dict(config)),
-            group=self.config.get("group"), tags=redact(list(self.config.get("tags") or [])) or None,
+            group=redact(self.group(run_id)), tags=redact(list(self.config.get("tags") or [])) or None,
             job_type=self.config.get("job_type"), notes=redact(self.config.get("notes")),
             settings=self._settings(), reinit="create_new",
         )
@@ -101,9 +106,12 @@ class WandbTracker:
                "RUNFORM_RUN_ID": run_id, "RUNFORM_TRACKER": "wandb"}
         if self.entity:
             env["WANDB_ENTITY"] = str(self.entity)
-        if group := self.config.get("group"):
-            env["WANDB_RUN_GROUP"] = str(group)
+        env["WANDB_RUN_GROUP"] = redact(self.group(run_id))
         return env
+
+    def group(self, run_id: str) -> str:
+        """The run's W&B group: ``tracker.group``, else the run id (pushes join it)."""
+        return str(self.config.get("group") or run_id)
 
     def finish(self) -> None:
         """Finish the run and wait (up to ``finish_timeout_s``, default 30) until its run file
@@ -147,7 +155,16 @@ class WandbTracker:
         run.summary["runform/last_event"] = json.dumps(doc, default=str, sort_keys=True)[:4096]
 
     def link_artifact(self, name: str, uri: str, manifest: Manifest) -> None:
-        """Log a typed, versioned artifact for ``uri`` as an output of the run."""
+        """Log a typed, versioned artifact for ``uri`` as an output of the run.
+
+        For a ``wandb://`` destination the pushed version (``entity/project/name:vN``, from
+        the push's manifest) goes in this artifact's metadata as ``wandb_artifact``, and in
+        online (or shared) mode the run also uses it (``run.use_artifact``), so W&B's
+        lineage graph links the pipeline run to it. Offline, W&B cannot use an artifact
+        (``use_artifact`` needs the server), so the reference stays in the metadata only;
+        the push run's group and job type still tie the version to this run. A failed
+        ``use_artifact`` is a warning: the push itself succeeded.
+        """
         import wandb
 
         run = self._require()
@@ -155,9 +172,11 @@ class WandbTracker:
         art_name = _ARTIFACT_NAME.sub("-", f"{self.ctx.run}-{name}").strip("-.")[:120]
         art_type = "dataset" if name.startswith("dataset") else str(
             self.config.get("artifact_type") or "model")
+        pushed = self._pushed_version(uri, manifest)
         meta = redact({"runform_name": name, "uri": uri, "version": manifest.version,
                        "digest": manifest.digest, "files": len(manifest.entries),
-                       "bytes": manifest.total_bytes})
+                       "bytes": manifest.total_bytes,
+                       **({"wandb_artifact": pushed} if pushed else {})})
         art = wandb.Artifact(art_name, type=art_type, metadata=meta)
         with art.new_file("runform-manifest.json", mode="w") as f:
             json.dump(redact(manifest.to_json()), f, sort_keys=True)
@@ -167,6 +186,30 @@ class WandbTracker:
             except Exception as exc:  # noqa: BLE001 (an unusual URI must not fail the apply)
                 log.debug("no W&B reference for %s: %s", uri, exc)
         run.log_artifact(art, aliases=["latest", f"run-{self.run_id}"])
+        if pushed and self.mode in ("online", "shared") and redact(pushed) == pushed:
+            try:
+                run.use_artifact(pushed)
+            except Exception as exc:  # noqa: BLE001 (lineage must not fail a done push)
+                log.warning("wandb: could not mark %s as used by run %s: %s",
+                            pushed, self.run_id, exc)
+
+    def _pushed_version(self, uri: str, manifest: Manifest) -> str | None:
+        """``entity/project/name:vN`` of a ``wandb://`` push (None for other schemes, or
+        when the push's manifest has no ``vN``)."""
+        from runform.storage_backends.wandb import ArtifactRef
+
+        version = manifest.version or ""
+        if not (version[:1] == "v" and version[1:].isdigit()):
+            return None
+        for candidate in (manifest.uri, uri):
+            if urlsplit(candidate).scheme != "wandb":
+                continue
+            try:
+                ref = ArtifactRef.parse(candidate, self.ctx.env)
+            except RunformError:
+                continue
+            return f"{ref.entity}/{ref.project}/{ref.name}:{version}"
+        return None
 
 
 def _next_second_if_taken(wandb_dir: Path, run_id: str) -> None:

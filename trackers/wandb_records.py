@@ -76,17 +76,23 @@ def _key(item: Any) -> str:
 
 @attrs.frozen
 class RunFile:
-    """What a run file says: its run id, history rows, summary, config and artifacts."""
+    """What a run file says: its run id, history rows, summary, config and artifacts (each
+    ``name``, ``type``, ``digest``, ``aliases``, ``metadata``, ``paths``), and the run's
+    ``group`` and ``job_type``."""
 
     run_id: str | None
     history: tuple[dict[str, Any], ...]
     summary: dict[str, Any]
     config: dict[str, Any]
     artifacts: tuple[dict[str, Any], ...]
+    group: str | None = None
+    job_type: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> RunFile:
-        run_id = None
+        run_id: str | None = None
+        group: str | None = None
+        job_type: str | None = None
         history: list[dict[str, Any]] = []
         summary: dict[str, Any] = {}
         config: dict[str, Any] = {}
@@ -95,6 +101,8 @@ class RunFile:
             kind = rec.WhichOneof("record_type")
             if kind == "run":
                 run_id = rec.run.run_id or run_id
+                group = rec.run.run_group or group
+                job_type = rec.run.job_type or job_type
                 for item in rec.run.config.update:
                     config[_key(item)] = json.loads(item.value_json)
             elif kind == "history":
@@ -111,7 +119,7 @@ class RunFile:
                                   "aliases": list(a.aliases),
                                   "metadata": json.loads(a.metadata) if a.metadata else {},
                                   "paths": [e.path for e in a.manifest.contents]})
-        return cls(run_id, tuple(history), summary, config, tuple(artifacts))
+        return cls(run_id, tuple(history), summary, config, tuple(artifacts), group, job_type)
 
 
 def has_exit_record(path: Path) -> bool:

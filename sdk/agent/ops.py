@@ -230,8 +230,10 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
     root, to = req["root"], req["to"].rstrip("/") + "/"
     scheme = to.split("://", 1)[0]
     backend = get_plugin_manager().get("storage_backends", scheme).factory()
-    env = _secret_env(root)
+    env = {**_secret_env(root), **(req.get("env") or {})}
     manifests, missing = {}, []
+    if scheme == "wandb":  # one artifact, one version: every path goes into it, under its name
+        return _push_one_version(backend, root, req, env)
     for rel in req["paths"]:
         src = Path(root) / rel
         if not src.exists():
@@ -244,6 +246,44 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
                          prior=Manifest.from_json(prior) if prior else None)
         manifests[rel] = {**m.to_json(), "digest": m.digest}
     return {"manifests": manifests, "missing": missing}
+
+
+def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """A W&B artifact is one versioned unit: stage the paths (hard links, no copies) in one
+    folder under the run's own meta folder and log that as one version of ``to``."""
+    import tempfile
+    from pathlib import Path
+
+    from runform.interfaces import Manifest
+
+    present = [rel for rel in req["paths"] if os.path.exists(os.path.join(root, rel))]
+    missing = [rel for rel in req["paths"] if rel not in present]
+    if missing and not req.get("missing_ok"):
+        return {"ok": False, "error": f"artifact path {missing[0]!r} does not exist on the machine"}
+    staging_root = meta(root, "push")
+    os.makedirs(staging_root, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=staging_root) as staging:
+        for rel in present:
+            src = os.path.join(root, rel)
+            if os.path.isfile(src):
+                _link_or_copy(src, os.path.join(staging, rel))
+                continue
+            for folder, _dirs, files in os.walk(src):
+                for f in files:
+                    p = os.path.join(folder, f)
+                    _link_or_copy(p, os.path.join(staging, os.path.relpath(p, root)))
+        prior = next(iter((req.get("prior") or {}).values()), None)
+        m = backend.push(Path(staging), req["to"], env, prior=Manifest.from_json(prior) if prior else None)
+    key = ",".join(req["paths"])
+    return {"manifests": {key: {**m.to_json(), "digest": m.digest}}, "missing": missing}
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def remove(req: dict[str, Any]) -> dict[str, Any]:

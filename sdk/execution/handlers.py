@@ -220,8 +220,10 @@ class Handlers:
         name = name_of(a.address)
         art = self.ws.spec.artifacts[name]
         prior = self.state.get(a.address)
+        # the tracker's env (run id, project, group) gives a push its lineage to the pipeline run
         res = self.agent().call("push", paths=list(art.paths), to=art.to, missing_ok=bool(salvage),
-                                prior=(prior.attrs.get("manifests") if prior else None))
+                                prior=(prior.attrs.get("manifests") if prior else None),
+                                env={**self._tracker_env(), "RUNFORM_ARTIFACT_TYPE": art.type})
         if self.trk:
             for rel, m in res["manifests"].items():
                 self.trk.link_artifact(name, art.to, Manifest.from_json(m))

@@ -201,7 +201,7 @@ def load_spec(
                 f"no file in the code tree matches {f!r}", ("stages", n, "deps", list(s["deps"]).index(f)),
                 hint=f"fix the path (relative to {code_path}) or remove it from deps"))
     artifacts = {
-        name: Artifact(name=name, paths=tuple(a["paths"]), to=a["to"])
+        name: Artifact(name=name, paths=tuple(a["paths"]), to=a["to"], type=a.get("type", "model"))
         for name, a in (resolved.get("artifacts") or {}).items()
     }
     tracker_raw = dict(resolved.get("tracker") or {"kind": "jsonl"})

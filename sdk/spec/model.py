@@ -63,6 +63,7 @@ class Artifact:
     name: str
     paths: tuple[str, ...]
     to: str
+    type: str = "model"  # the spec's `type`: the W&B artifact type of a wandb:// push
 
     @property
     def address(self) -> str:
