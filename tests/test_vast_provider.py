@@ -269,6 +269,98 @@ def test_destroy_removes_a_duplicate_that_a_lagging_list_let_through(vast_standi
     provider.client.close()
 
 
+def test_a_create_that_gives_up_sweeps_what_its_lost_creates_made(vast_standin, ctx) -> None:
+    """Every create answer is lost and Vast's list lags past both lookups of the one offer
+    allowed, so create gives up. Before it raises it sweeps the label, polling the list for the
+    lost-create window: the instance the lost create made is destroyed, confirmed gone, and
+    named in the log. Nothing carrying the label is left billing."""
+    vast_standin.set_faults(lost_create_rate=1.0, list_lag_s=1.5)
+    # two lookups of 0.6 s each end before the instance is listed (1.5 s); the sweep's window,
+    # which starts after them, reaches past it
+    provider = fast_provider(vast_standin, lost_create_grace=0.6)
+    logs: list[str] = []
+    with pytest.raises(ProviderError, match=r"could not rent a Vast instance .* \(1 offers tried\)"):
+        provider.create(request(options={"max_offers": 1}),
+                        ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
+    (made,) = creates(vast_standin)
+    assert made.answered == "lost-500"
+    assert not any("did happen" in line for line in logs)  # the lookups never saw it: the list lagged
+    audit = vast_standin.audit()
+    assert len(audit.requests_to("PUT", "/api/v0/asks/")) == 2  # the retry found the offer taken
+    # swept inside create, before it raised: nothing to wait for afterwards
+    assert audit.live_for(LABEL) == [] and audit.destroyed == (made.instance_id,)
+    assert provider.client.show_instance(made.instance_id) is None  # confirmed, not just requested
+    assert any(f"instance {made.instance_id} carries {LABEL}" in line and "destroying" in line for line in logs)
+    assert f"vast: instance {made.instance_id} destroyed" in logs
+    provider.client.close()
+
+
+def test_a_create_that_sent_no_create_does_not_sweep(vast_standin, vast_provider, ctx) -> None:
+    """No feasible offer: create fails before renting anything, and leaves the account alone
+    (the one list call is the adoption lookup; no create, no DELETE, no sweep)."""
+    logs: list[str] = []
+    with pytest.raises(ProviderError, match="no feasible offer"):
+        vast_provider.create(request(max_price_per_hour=0.001),
+                             ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
+    audit = vast_standin.audit()
+    assert audit.requests_to("PUT", "/api/v0/") == [] and audit.requests_to("DELETE", "/api/v0/") == []
+    assert [r.path for r in audit.requests_to("GET", "/api/v0/instances")] == ["/api/v0/instances/"]
+    assert not any("destroy" in line for line in logs)
+
+
+def test_ctrl_c_while_looking_for_a_lost_create_still_sweeps(vast_standin, ctx, monkeypatch) -> None:
+    """Ctrl-C in the lost-create lookup: the create's instance was never found, so the sweep
+    polls the (lagging) list until it shows it, destroys it, and the KeyboardInterrupt is
+    re-raised. The sweep stops once every lost create is accounted for, not at its window."""
+    vast_standin.set_faults(lost_create_rate=1.0, list_lag_s=0.3)
+    provider = fast_provider(vast_standin, lost_create_grace=5.0)
+    interrupt = KeyboardInterrupt()
+
+    def find_lost(label: str, run: object) -> int | None:
+        raise interrupt
+
+    monkeypatch.setattr(provider, "_find_lost", find_lost)
+    logs: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt) as raised:
+        provider.create(request(), ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
+    assert raised.value is interrupt  # the original, re-raised after the sweep
+    assert time.monotonic() - started < 4.0  # stopped early, not at the 5 s window
+    (made,) = creates(vast_standin)  # no retry, no other offer
+    audit = vast_standin.audit()
+    assert audit.live_for(LABEL) == [] and audit.destroyed == (made.instance_id,)
+    assert provider.client.show_instance(made.instance_id) is None
+    assert any(f"instance {made.instance_id} carries {LABEL}" in line for line in logs)
+    assert f"vast: instance {made.instance_id} destroyed" in logs
+    provider.client.close()
+
+
+def test_a_sweep_that_fails_is_logged_and_the_original_error_raised(vast_standin, ctx, monkeypatch) -> None:
+    """The list call fails during the sweep: the label is logged with what to run, noted on the
+    error, and the original error is still the one raised."""
+    vast_standin.set_faults(lost_create_rate=1.0)
+    provider = fast_provider(vast_standin)
+    interrupt = KeyboardInterrupt()
+
+    def find_lost(label: str, run: object) -> int | None:
+        vast_standin.set_faults(only=r"^GET /api/v0/instances/$", rate_5xx=1.0)  # the list fails from now on
+        raise interrupt
+
+    monkeypatch.setattr(provider, "_find_lost", find_lost)
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt) as raised:
+        provider.create(request(), ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
+    assert raised.value is interrupt
+    (line,) = [line for line in logs if "may still bill" in line]
+    assert LABEL in line and "vastai destroy instance <id>" in line and "runform destroy" in line
+    assert line.removeprefix("vast: ") in getattr(raised.value, "__notes__", [])
+    (made,) = creates(vast_standin)
+    assert vast_standin.audit().live_for(LABEL) == [made.instance_id]  # left, and reported
+    vast_standin.clear_faults()
+    provider.destroy(InstanceInfo(str(made.instance_id), LABEL, "running", {}), ctx)
+    provider.client.close()
+
+
 def test_destroy_deletes_and_confirms(vast_standin, vast_provider, ctx) -> None:
     info = vast_provider.create(request(), ctx)
     vast_standin.set_lifecycle(destroy_s=0.2)  # the instance still reads back for a moment

@@ -10,7 +10,9 @@
   :meth:`VastProvider.on_ready` (SSH handshake and the onstart sentinel), under
   ``ready_timeout`` (default 20 min). A failed attempt is destroyed, confirmed gone and its
   host excluded before the next offer is tried; any other error (an API error, a raising
-  ``on_ready``, Ctrl-C) destroys the instance too and is then raised.
+  ``on_ready``, Ctrl-C) destroys the instance too and is then raised. When ``create`` raises
+  anything after sending a create call, it first sweeps the label: every live instance that
+  carries it (one a lost create made, say) is destroyed and confirmed gone.
 - ``destroy``: ``DELETE``, never stop, confirmed by reading the instance back; every live
   instance carrying the run's label goes, not just the one in state.
 
@@ -54,6 +56,10 @@ class _Attempts:
     tried: set[int] = attrs.field(factory=set)
     excluded: set[int] = attrs.field(factory=set)  # machine_ids
     errors: list[str] = attrs.field(factory=list)
+    sent: int = 0  # create calls sent (PUT /asks/{id}/)
+    unaccounted: int = 0  # of those, calls that may have made an instance this create never saw
+    seen: set[int] = attrs.field(factory=set)  # instance ids this create learned of
+    deleted: set[int] = attrs.field(factory=set)  # instance ids this create sent a DELETE for
 
 
 class AttemptFailed(ProviderError):
@@ -168,11 +174,24 @@ class VastProvider:
 
     # ------------------------------------------------------------------ create
     def create(self, request: InstanceRequest, ctx: ProviderContext) -> InstanceInfo:
-        """Create (or adopt) the instance labelled ``request.label`` and wait until it is ready."""
+        """Create (or adopt) the instance labelled ``request.label`` and wait until it is ready.
+
+        If it raises (anything, Ctrl-C included) after sending at least one create call, every
+        live instance carrying the label is destroyed first (:meth:`_sweep`): a create whose
+        answer was lost may have made one that was never found. No create sent: no sweep."""
         cfg = VastCompute.from_compute(request.compute)
+        run = _Attempts(limit=cfg.max_attempts)
+        try:
+            return self._create(request, cfg, run, ctx)
+        except BaseException as exc:
+            if run.sent:
+                self._sweep(request.label, run, exc, ctx)
+            raise
+
+    def _create(self, request: InstanceRequest, cfg: VastCompute, run: _Attempts,
+                ctx: ProviderContext) -> InstanceInfo:
         label = request.label
         key_file, public_key = keys.ensure_keypair(ctx.state_dir, label)
-        run = _Attempts(limit=cfg.max_attempts)
 
         adopted = self._adoptable(label, ctx)  # a crash after create, or a re-run
         if adopted is not None:
@@ -183,7 +202,7 @@ class VastProvider:
 
         body = self._create_body(request, cfg)
         for offer in self._candidates(cfg, run):
-            instance_id = self._rent(offer, body, label, ctx, run.errors)
+            instance_id = self._rent(offer, body, label, ctx, run)
             if instance_id is None:
                 continue
             info = self._up_or_discarded(instance_id, cfg, public_key, str(key_file), run, ctx)
@@ -238,6 +257,7 @@ class VastProvider:
             self._failed(exc, instance_id, run, ctx)
             return None
         except BaseException as exc:
+            run.deleted.add(instance_id)
             self._abandon(instance_id, exc, ctx)
             raise
 
@@ -264,6 +284,7 @@ class VastProvider:
         and give up once ``max_attempts`` instances have failed."""
         ctx.log(f"vast: {exc}; destroying instance {instance_id} and trying another host")
         run.errors.append(str(exc))
+        run.deleted.add(instance_id)
         self._discard(instance_id)
         if exc.machine_id is not None:
             run.excluded.add(exc.machine_id)
@@ -293,22 +314,32 @@ class VastProvider:
         }
 
     def _rent(self, offer: Offer, body: Mapping[str, Any], label: str, ctx: ProviderContext,
-              errors: list[str]) -> int | None:
+              run: _Attempts) -> int | None:
         """Rent ``offer``; the new instance id, or None when this offer is out (gone, refused).
 
         After a create whose answer was lost, the offer reading as gone on the retry most likely
         means that lost create took it: the label is looked up again before moving on, so a
-        list that lags behind does not make a second instance with the same label."""
+        list that lags behind does not make a second instance with the same label.
+
+        Every create call counts in ``run.sent``, and in ``run.unaccounted`` until an answer
+        (or a lookup that finds its instance) says what it made: what :meth:`_sweep` looks for."""
         ctx.log(f"vast: renting offer {offer.id} ({offer.num_gpus}x {offer.gpu_name}, "
                 f"${offer.dph_total:.3f}/h, machine {offer.machine_id})")
+        errors = run.errors
         lost = False  # a create on this offer may have happened without us hearing of it
         for _ in range(3):
+            run.sent += 1
+            run.unaccounted += 1  # until an answer says what this call made (Ctrl-C mid-call: never)
             try:
-                return self.client.create_instance(offer.id, body)
+                instance_id = self.client.create_instance(offer.id, body)
+                run.unaccounted -= 1
+                run.seen.add(instance_id)
+                return instance_id
             except OfferGone as exc:
+                run.unaccounted -= 1
                 if lost:
                     ctx.log(f"vast: {exc} after a create whose answer was lost; looking for {label} again")
-                    found = self._find_lost(label)
+                    found = self._find_lost(label, run)
                     if found is not None:
                         ctx.log(f"vast: the lost create did happen: instance {found} carries {label}")
                         return found
@@ -316,19 +347,23 @@ class VastProvider:
                 errors.append(str(exc))
                 return None
             except CreateFailed as exc:
+                run.unaccounted -= 1
                 ctx.log(f"vast: {exc}; destroying the instance it left ({exc.new_contract})")
                 errors.append(str(exc))
                 if exc.new_contract:
+                    run.seen.add(exc.new_contract)
+                    run.deleted.add(exc.new_contract)
                     self._discard(exc.new_contract)
                 return None
-            except CreateOutcomeUnknown as exc:
+            except CreateOutcomeUnknown as exc:  # stays unaccounted until its instance is found
                 lost = True
                 ctx.log(f"vast: {exc}; looking for {label} before trying again")
-                found = self._find_lost(label)
+                found = self._find_lost(label, run)
                 if found is not None:
                     ctx.log(f"vast: the create did happen: instance {found} carries {label}")
                     return found
             except VastAPIError as exc:
+                run.unaccounted -= 1  # answered (4xx, auth, rate limited): nothing was made
                 if exc.status is not None and 400 <= exc.status < 500 and exc.code != "auth_error":
                     errors.append(str(exc))  # this offer refused us (invalid_args, ...): next one
                     return None
@@ -336,18 +371,74 @@ class VastProvider:
         errors.append(f"offer {offer.id}: create answer lost 3 times")
         return None
 
-    def _find_lost(self, label: str) -> int | None:
-        """The instance a lost create made, polling the list for ``lost_create_grace`` seconds."""
+    def _find_lost(self, label: str, run: _Attempts) -> int | None:
+        """The instance a lost create made, polling the list for ``lost_create_grace`` seconds
+        (instances this create already destroyed do not count). Finding one accounts for one
+        lost create in ``run``."""
         deadline = time.monotonic() + self.lost_create_grace
         pause = self.poll_initial
         while True:
-            found = self._with_label(label)
+            found = [i for i in self._with_label(label) if i.id not in run.deleted]
             if found:
-                return min(i.id for i in found)
+                instance_id = min(i.id for i in found)
+                if instance_id not in run.seen:
+                    run.seen.add(instance_id)
+                    run.unaccounted -= 1
+                return instance_id
             if time.monotonic() + pause > deadline:
                 return None
             self._sleep(pause)
             pause = min(pause * 1.5, self.poll_max)
+
+    def _sweep(self, label: str, run: _Attempts, exc: BaseException, ctx: ProviderContext) -> None:
+        """Destroy (confirmed) every live instance carrying ``label`` before ``create`` raises
+        ``exc``: whatever a create whose answer was lost made, and anything else that ``create``
+        will not hand back. Instances this create already sent a DELETE for are left to that
+        cleanup. While some create calls are unaccounted for (answer lost, instance never found),
+        the list is polled for ``lost_create_grace`` seconds, as for a lost create, so a list
+        that lags behind gets a chance to show them. A sweep that fails is logged (and noted on
+        ``exc`` where Python can) but not raised: the caller raises ``exc``. A second Ctrl-C
+        during the sweep does propagate."""
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        ctx.log(f"vast: create is ending with {what} after {run.sent} create call(s); "
+                f"destroying any instance that carries {label}")
+        swept: list[int] = []
+        failed: list[str] = []
+        deadline = time.monotonic() + self.lost_create_grace
+        pause = self.poll_initial
+        try:
+            while True:
+                for inst in self._with_label(label):
+                    if inst.id in run.deleted or inst.id in swept:
+                        continue
+                    swept.append(inst.id)
+                    ctx.log(f"vast: instance {inst.id} carries {label} and will not be used; destroying it")
+                    try:
+                        self._discard(inst.id)
+                    except Exception as cleanup:  # noqa: BLE001  reported below; the caller raises exc
+                        failed.append(f"instance {inst.id} ({cleanup}): run `vastai destroy instance {inst.id}`")
+                    else:
+                        ctx.log(f"vast: instance {inst.id} destroyed")
+                hidden = run.unaccounted - sum(1 for i in swept if i not in run.seen)
+                if hidden <= 0 or time.monotonic() + pause > deadline:
+                    break
+                self._sleep(pause)
+                pause = min(pause * 1.5, self.poll_max)
+        except Exception as cleanup:  # noqa: BLE001  the list call failed
+            failed.append(f"the instances carrying {label} could not be listed ({cleanup}): check "
+                          f"`vastai show instances` for label {label} and run `vastai destroy instance <id>`, "
+                          f"or run `runform destroy`")
+            hidden = 0
+        if failed:
+            note = (f"instances carrying label {label} may still bill: " + "; ".join(failed))
+            ctx.log(f"vast: {note}")
+            add_note = getattr(exc, "add_note", None)  # Python 3.11+
+            if add_note is not None:
+                add_note(note)
+        if hidden > 0:
+            ctx.log(f"vast: {hidden} create call(s) whose answer never came are still unaccounted for; if one "
+                    f"made an instance that Vast's list does not show yet, it carries label {label} and bills: "
+                    f"`runform destroy` (or `vastai destroy instance <id>`) removes it")
 
     # ------------------------------------------------------------------ readiness
     def _bring_up(self, instance_id: int, cfg: VastCompute, public_key: str, key_file: str) -> InstanceInfo:
