@@ -53,6 +53,7 @@ def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), repla
         check_plan_path(save_to)
     ws = Workspace(_without_saved_plans(spec, save_to), out=out)
     ws.verify_data = verify_data
+    ws.read_only = True  # the next apply pins a host key first seen by this plan's refresh
     with ws.locked("plan", lock_timeout):
         state = ws.read_state()
         p = make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)

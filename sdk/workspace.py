@@ -33,6 +33,7 @@ class Workspace:
         self._machine_lock = threading.Lock()
         self._journal_lock = threading.Lock()
         self.verify_data = False  # refresh reads every hydrated byte back (--verify-data)
+        self.read_only = False  # plan: writes nothing, not even a first-seen host key's pin
         self.secrets: dict[str, str] = {}
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
@@ -80,8 +81,8 @@ class Workspace:
     def pin_host_key(self, state: State, endpoint: str, key: str) -> None:
         """Pin a host key a transport accepted on first use (``ProviderContext.pin``)."""
         rec = state.get("instance.main")
-        if rec is None:
-            return  # being created: the instance handler stores what the provider saw
+        if rec is None or self.read_only:
+            return  # being created (the instance handler stores what the provider saw), or a plan
         pins = dict(rec.attrs.get("pins") or {})
         if endpoint in pins:
             return  # a pin exists: the transport never accepts another key for it
