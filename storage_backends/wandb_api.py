@@ -152,8 +152,10 @@ def artifact_digest(entries: Mapping[str, str]) -> str:
 class WandbPublicAPI:
     """The real server through ``wandb.Api`` (needs ``WANDB_API_KEY`` and network)."""
 
-    def __init__(self, api_key: str | None = None, base_url: str | None = None) -> None:
+    def __init__(self, api_key: str | None = None, base_url: str | None = None,
+                 run_dir: str | None = None) -> None:
         self.api_key, self.base_url = api_key, base_url
+        self.run_dir = run_dir  # where a push run's local files go (never the user's folder)
         self._api: Any = None
         self._artifacts: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -200,7 +202,7 @@ class WandbPublicAPI:
                type: str, aliases: Iterable[str], metadata: Mapping[str, Any] | None = None,
                group: str | None = None, job_type: str | None = None) -> str:
         run, logged = log_push(entity, project, name, files, type=type, aliases=aliases,
-                               metadata=metadata, group=group, job_type=job_type,
+                               metadata=metadata, group=group, job_type=job_type, dir=self.run_dir,
                                settings=push_settings(api_key=self.api_key,
                                                       base_url=self.base_url))
         try:
@@ -304,4 +306,5 @@ def api_from_env(env: Mapping[str, str]) -> WandbArtifactAPI:
     """The fake when ``RUNFORM_WANDB_FAKE_DIR`` is set, else the real server."""
     if fake := env.get("RUNFORM_WANDB_FAKE_DIR"):
         return DirArtifactStore(Path(fake))
-    return WandbPublicAPI(api_key=env.get("WANDB_API_KEY"), base_url=env.get("WANDB_BASE_URL"))
+    return WandbPublicAPI(api_key=env.get("WANDB_API_KEY"), base_url=env.get("WANDB_BASE_URL"),
+                          run_dir=env.get("WANDB_DIR"))

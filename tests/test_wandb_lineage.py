@@ -215,3 +215,28 @@ def test_schema_artifact_type() -> None:
     assert all(check.is_valid(t) for t in ("model", "dataset", "checkpoint", "eval.v2"))
     assert not any(check.is_valid(t) for t in ("", "a/b", "a:b", "wandb-x", "job", "x" * 129))
     assert Artifact("c", ("checkpoints/",), "wandb://e/p/c").type == "model"
+
+
+def test_the_push_run_writes_its_files_where_it_is_told(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from runform.storage_backends import wandb_api
+
+    seen: dict = {}
+
+    class _Logged:
+        version = "v3"
+
+        def wait(self) -> None:
+            pass
+
+    class _Run:
+        def finish(self) -> None:
+            pass
+
+    def fake_log_push(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.update(kwargs)
+        return _Run(), _Logged()
+
+    monkeypatch.setattr(wandb_api, "log_push", fake_log_push)
+    api = wandb_api.api_from_env({"WANDB_DIR": str(tmp_path / "push-run")})
+    assert api.upload("e", "p", "n", {}, type="model", aliases=[]) == "v3"
+    assert seen["dir"] == str(tmp_path / "push-run")

@@ -233,6 +233,7 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
     env = {**_secret_env(root), **(req.get("env") or {})}
     manifests, missing = {}, []
     if scheme == "wandb":  # one artifact, one version: every path goes into it, under its name
+        env.setdefault("WANDB_DIR", meta(root, "wandb"))  # the push run's files: not the cwd
         return _push_one_version(backend, root, req, env)
     for rel in req["paths"]:
         src = Path(root) / rel
