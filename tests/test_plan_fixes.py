@@ -249,3 +249,13 @@ def test_changed_run_name_says_so(hello: Path) -> None:
     old_label, new_label = reason.rsplit(" from ", 1)[1].split(" to ")
     assert old_label.startswith("runform-hello-") and new_label == old_label.replace("hello", "hello2", 1)
     assert old_root.is_dir()  # the old machine is still there
+
+
+def test_out_never_overwrites_a_file_that_is_not_a_saved_plan(hello: Path) -> None:
+    project = hello
+    source = (project / "steps" / "join.py").read_text()
+    p = run_cli("plan", "--out", "steps/join.py", cwd=project)
+    assert p.returncode == 1 and "is not a saved plan" in p.stderr and "Traceback" not in p.stderr
+    assert (project / "steps" / "join.py").read_text() == source
+    assert run_cli("plan", "--out", "next.plan", cwd=project).returncode == 0
+    assert run_cli("plan", "--out", "next.plan", cwd=project).returncode == 0  # a plan over a plan is fine

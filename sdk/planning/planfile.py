@@ -40,6 +40,9 @@ def check_plan_path(path: str | os.PathLike[str]) -> Path:
     if not parent.is_dir():
         raise RunformError(f"{where}: {parent} is not a folder",
                            hint="save the plan in a folder, e.g. --out next.plan")
+    if p.is_file() and p.stat().st_size and not is_saved_plan(p):
+        raise RunformError(f"{where}: {path} exists and is not a saved plan (it would be overwritten)",
+                           hint="name a new file, e.g. --out next.plan, or remove that file first")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise RunformError(f"{where}: permission denied",
                            hint="save the plan where you can write, e.g. --out next.plan")
