@@ -449,3 +449,29 @@ def test_end_to_end_with_a_real_sshd(make_vast_standin, sshd, ctx) -> None:
     provider.destroy(info, ctx)
     assert public_key not in sshd.authorized_keys.read_text()  # the instance's key left with it
     json.dumps(info.to_json())  # state can keep it
+
+
+def test_a_successful_create_drops_the_duplicate_a_lost_create_made(vast_standin, ctx, monkeypatch) -> None:
+    """The first create's answer is lost and the list lags past the lookup, so another offer is
+    rented; by the time that one is ready the list shows the lost one, and create destroys it
+    before returning: one instance carries the label, the one create hands back."""
+    vast_standin.set_faults(lost_create_rate=1.0, list_lag_s=0.5)
+    vast_standin.set_lifecycle(loading_s=1.5)  # readiness outlasts the list's lag
+    provider = fast_provider(vast_standin)
+    real_create = provider.client.create_instance
+
+    def create_instance(offer_id: int, body: dict) -> int:  # only the first create's answer is lost
+        try:
+            return real_create(offer_id, body)
+        finally:
+            vast_standin.set_faults(lost_create_rate=0.0)
+
+    monkeypatch.setattr(provider.client, "create_instance", create_instance)
+    logs: list[str] = []
+    info = provider.create(request(), ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
+    lost, kept = creates(vast_standin)
+    assert lost.answered == "lost-500" and info.id == str(kept.instance_id)
+    assert vast_standin.audit().live_for(LABEL) == [kept.instance_id]
+    assert provider.client.show_instance(lost.instance_id) is None  # confirmed gone
+    assert any(f"instance {lost.instance_id} also carries {LABEL}" in line for line in logs)
+    provider.client.close()

@@ -182,11 +182,38 @@ class VastProvider:
         cfg = VastCompute.from_compute(request.compute)
         run = _Attempts(limit=cfg.max_attempts)
         try:
-            return self._create(request, cfg, run, ctx)
+            info = self._create(request, cfg, run, ctx)
         except BaseException as exc:
             if run.sent:
                 self._sweep(request.label, run, exc, ctx)
             raise
+        if run.unaccounted > 0:
+            self._drop_duplicates(request.label, int(info.id), run, ctx)
+        return info
+
+    def _drop_duplicates(self, label: str, keep: int, run: _Attempts, ctx: ProviderContext) -> None:
+        """After a create that succeeded although some create answer was lost: by now (the
+        readiness wait took a while) a lagging list may show what the lost call made. Destroy
+        every other instance with the label; never fail the create that succeeded."""
+        try:
+            others = [i for i in self._with_label(label) if i.id != keep and i.id not in run.deleted]
+        except Exception as exc:  # noqa: BLE001 - the instance we keep is good; warn only
+            ctx.log(f"vast: could not look for duplicates of {label} ({exc}); `runform destroy` removes "
+                    "every instance with the label")
+            return
+        for inst in others:
+            ctx.log(f"vast: instance {inst.id} also carries {label} (a create whose answer was lost); "
+                    "destroying it")
+            try:
+                self._discard(inst.id)
+                run.deleted.add(inst.id)
+            except Exception as exc:  # noqa: BLE001 - warn with the fix
+                ctx.log(f"vast: instance {inst.id} could not be destroyed ({exc}): run "
+                        f"`vastai destroy instance {inst.id}` or `runform destroy`")
+        if run.unaccounted > len(others):
+            ctx.log(f"vast: {run.unaccounted - len(others)} create call(s) whose answer never came are still "
+                    f"unaccounted for; an instance Vast's list does not show yet may carry {label}: "
+                    "`runform destroy` removes every instance with the label")
 
     def _create(self, request: InstanceRequest, cfg: VastCompute, run: _Attempts,
                 ctx: ProviderContext) -> InstanceInfo:
