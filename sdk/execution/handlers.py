@@ -64,16 +64,12 @@ class Handlers:
             if a.kind == "delete":
                 return None
         label = ws.label(self.state)
-        if a.kind == "read":
-            info = provider.find([label], ctx)[label]
-            if info.status != "running":  # still starting: create is label-idempotent, it adopts
-                compute = dict(ws.spec.compute.config)  # the machine and waits until it is ready
-                info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,
-                                                       env=dict(compute.get("env") or {})), ctx)
-        else:
-            compute = dict(ws.spec.compute.config)
-            info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,
-                                                   env=dict(compute.get("env") or {})), ctx)
+        # a "read" adopts a machine found by its label (an interrupted apply left it, maybe
+        # before its SSH key was attached or while it still starts): create is label-idempotent
+        # and does the whole bring-up for it, as for a machine it rents
+        compute = dict(ws.spec.compute.config)
+        info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,
+                                               env=dict(compute.get("env") or {})), ctx)
         ws.forget_machine()
         endpoint = info.attrs.get("endpoint")  # where the provider says its host key is pinned
         if info.attrs.get("host_key") and endpoint:
