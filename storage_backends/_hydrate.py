@@ -197,9 +197,7 @@ def _remove_stale(dest: Path, record: Record, stale: list[str], wanted: set[str]
             del record.files[path]  # another name of a file still wanted: keep the file
             continue
         try:
-            target.unlink()
-        except FileNotFoundError:
-            pass
+            target.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("%s: no longer in %s, could not be deleted (%s)", target, uri, exc)
             continue  # still recorded: the next fetch tries again

@@ -9,6 +9,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _PYENV_LOCK.unlink(missing_ok=True)
         warnings.warn(f"removed a stale pyenv rehash lock ({age:.0f} s old) before {item.nodeid}",
                       stacklevel=1)
+
+
+def offline_wandb_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_key: str) -> Any:
+    """A TrackerContext for the real wandb library offline, its folders under ``tmp_path`` and
+    no W&B variable of the caller's environment leaking in; ``api_key`` is the secret to hide."""
+    from runform.redact import Redactor
+    from runform.trackers.base import TrackerContext
+
+    for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY",
+                "WANDB_RUN_GROUP", "WANDB_JOB_TYPE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("config", "cache", "data"):
+        monkeypatch.setenv(f"WANDB_{name.upper()}_DIR", str(tmp_path / f"wandb-{name}"))
+    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": api_key, "WANDB_PROJECT": "runform-tests"}
+    return TrackerContext("burgers1d-quality-v2", "lineage-7", tmp_path / ".runform", tmp_path,
+                          redactor=Redactor.from_env({"WANDB_API_KEY": api_key}), env=env)
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str | None = None,

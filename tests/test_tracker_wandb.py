@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import offline_wandb_context
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
-from runform.redact import Redactor
 from runform.trackers.base import TrackerContext
 from runform.trackers.wandb import WandbTracker
 from runform.trackers.wandb_records import RunFile, run_files
@@ -18,15 +18,7 @@ CANARY = "CANARY-wandb-secret-9d27a4"
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrackerContext:
-    for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
-    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": CANARY, "WANDB_PROJECT": "runform-tests"}
-    return TrackerContext("burgers1d-quality-v2", "lineage-7", tmp_path / ".runform", tmp_path,
-                          redactor=Redactor.from_env({"WANDB_API_KEY": CANARY}), env=env)
+    return offline_wandb_context(tmp_path, monkeypatch, CANARY)
 
 
 def _one_apply(ctx: TrackerContext, steps: range) -> dict[str, str]:

@@ -239,21 +239,26 @@ def test_a_lost_create_is_looked_up_again_when_its_offer_reads_as_gone(vast_stan
     provider.client.close()
 
 
+def _lose_only_the_first_create_answer(standin, provider, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With ``lost_create_rate=1.0`` set: the first create's answer is lost, the rest arrive."""
+    real_create = provider.client.create_instance
+
+    def create_instance(offer_id: int, body: dict) -> int:
+        try:
+            return real_create(offer_id, body)
+        finally:
+            standin.set_faults(lost_create_rate=0.0)
+
+    monkeypatch.setattr(provider.client, "create_instance", create_instance)
+
+
 def test_destroy_removes_a_duplicate_that_a_lagging_list_let_through(vast_standin, ctx, monkeypatch) -> None:
     """The list lags past both lookups, so another offer is rented: at most two instances carry
     the label (the lost one and the one create returns). Once the list shows the lost one,
     destroy deletes both, each confirmed gone."""
     vast_standin.set_faults(lost_create_rate=1.0, list_lag_s=1.0)
     provider = fast_provider(vast_standin)  # lost_create_grace=0: each lookup is one list call
-    real_create = provider.client.create_instance
-
-    def create_instance(offer_id: int, body: dict) -> int:  # only the first create's answer is lost
-        try:
-            return real_create(offer_id, body)
-        finally:
-            vast_standin.set_faults(lost_create_rate=0.0)
-
-    monkeypatch.setattr(provider.client, "create_instance", create_instance)
+    _lose_only_the_first_create_answer(vast_standin, provider, monkeypatch)
     info = provider.create(request(), ctx)
     lost, kept = creates(vast_standin)
     assert (lost.answered, kept.answered) == ("lost-500", "ok") and info.id == str(kept.instance_id)
@@ -458,15 +463,7 @@ def test_a_successful_create_drops_the_duplicate_a_lost_create_made(vast_standin
     vast_standin.set_faults(lost_create_rate=1.0, list_lag_s=0.5)
     vast_standin.set_lifecycle(loading_s=1.5)  # readiness outlasts the list's lag
     provider = fast_provider(vast_standin)
-    real_create = provider.client.create_instance
-
-    def create_instance(offer_id: int, body: dict) -> int:  # only the first create's answer is lost
-        try:
-            return real_create(offer_id, body)
-        finally:
-            vast_standin.set_faults(lost_create_rate=0.0)
-
-    monkeypatch.setattr(provider.client, "create_instance", create_instance)
+    _lose_only_the_first_create_answer(vast_standin, provider, monkeypatch)
     logs: list[str] = []
     info = provider.create(request(), ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
     lost, kept = creates(vast_standin)

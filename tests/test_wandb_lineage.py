@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import offline_wandb_context
 from runform.interfaces import Manifest
-from runform.redact import Redactor
 from runform.storage_backends.wandb import WandbBackend, pipeline_run
 from runform.storage_backends.wandb_api import DirArtifactStore, log_push, push_settings
 from runform.trackers.base import TrackerContext
@@ -50,16 +50,7 @@ class OfflinePushStore(DirArtifactStore):
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrackerContext:
-    for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY",
-                "WANDB_RUN_GROUP", "WANDB_JOB_TYPE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
-    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": CANARY, "WANDB_PROJECT": "runform-tests"}
-    return TrackerContext("burgers1d-quality-v2", "lineage-7", tmp_path / ".runform", tmp_path,
-                          redactor=Redactor.from_env({"WANDB_API_KEY": CANARY}), env=env)
+    return offline_wandb_context(tmp_path, monkeypatch, CANARY)
 
 
 def _checkpoint(root: Path) -> Path:

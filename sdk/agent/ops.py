@@ -256,6 +256,7 @@ def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[st
     from pathlib import Path
 
     from runform.interfaces import Manifest
+    from runform.storage_backends._record import walk_files
 
     present = [rel for rel in req["paths"] if os.path.exists(os.path.join(root, rel))]
     missing = [rel for rel in req["paths"] if rel not in present]
@@ -265,14 +266,9 @@ def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[st
     os.makedirs(staging_root, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=staging_root) as staging:
         for rel in present:
-            src = os.path.join(root, rel)
-            if os.path.isfile(src):
-                _link_or_copy(src, os.path.join(staging, rel))
-                continue
-            for folder, _dirs, files in os.walk(src):
-                for f in files:
-                    p = os.path.join(folder, f)
-                    _link_or_copy(p, os.path.join(staging, os.path.relpath(p, root)))
+            src = Path(root, rel)
+            for sub, path in walk_files(src):  # the same files a push of ``src`` would take
+                _link_or_copy(str(path), os.path.join(staging, rel if src.is_file() else os.path.join(rel, sub)))
         prior = next(iter((req.get("prior") or {}).values()), None)
         m = backend.push(Path(staging), req["to"], env, prior=Manifest.from_json(prior) if prior else None)
     key = ",".join(req["paths"])

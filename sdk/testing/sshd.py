@@ -10,6 +10,7 @@ is sshd's own "Server listening" log line, awaited with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -226,10 +227,8 @@ def _comm(pid: int) -> str:
 
 def _signal_all(pids: list[int], sig: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _descendants(pid: int) -> list[int]:
