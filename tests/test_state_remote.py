@@ -12,6 +12,7 @@ S3's atomicity, and records every PUT body so a test can look for secrets.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -78,6 +79,10 @@ class Remote:
     url: str
     moto: Moto
 
+    @property
+    def scheme(self) -> str:
+        return "b2" if self.mode == "b2" else "s3"
+
     def backend(self, lease: float = 30.0, **kwargs: Any) -> RemoteStateBackend:
         return RemoteStateBackend(self.url, lease=lease, settle=0.05, **kwargs)
 
@@ -91,14 +96,20 @@ class Remote:
         return [v["Key"] for v in r.get("Versions", [])]
 
 
-@pytest.fixture(params=["s3", "b2"])
+_SERVERS = {"s3": "s3_server", "b2": "s3_server_b2", "s3-conflicts": "s3_server_conflicts"}
+
+
+@pytest.fixture(params=["s3", "b2", "s3-conflicts"])
 def remote(request: pytest.FixtureRequest, moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Remote:
+    """Each test in three modes: S3 (the conditional lock), B2 (the versioned lock) and S3 whose
+    server answers 409 ConditionalRequestConflict to 30 % of conditional writes."""
     mode = request.param
-    server: S3Server = request.getfixturevalue("s3_server_b2" if mode == "b2" else "s3_server")
+    server: S3Server = request.getfixturevalue(_SERVERS[mode])
+    scheme = "b2" if mode == "b2" else "s3"
     bucket = server.make_bucket(versioned=mode == "b2")
-    for k, v in server.env(mode).items():
+    for k, v in server.env(scheme).items():
         monkeypatch.setenv(k, v)
-    return Remote(mode, server, bucket, f"{mode}://{bucket}/runs/hello.state", moto)
+    return Remote(mode, server, bucket, f"{scheme}://{bucket}/runs/hello.state", moto)
 
 
 @pytest.fixture
@@ -199,7 +210,7 @@ def test_concurrent_lock_attempts_exactly_one_wins(remote: Remote) -> None:
         winner, info = won[0]
         for exc in lost:
             assert "Error acquiring the state lock" in str(exc) and "runform force-unlock" in str(exc)
-        if remote.mode == "s3":
+        if remote.scheme == "s3":
             assert all(info.id in str(exc) for exc in lost)
         assert remote.backend().lock_info().id == info.id
         winner.unlock(info.id)
@@ -250,7 +261,7 @@ time.sleep(600)
 
 
 def test_killed_holder_lease_lapses_and_the_lock_is_taken_over(remote: Remote) -> None:
-    lease = 2.0 if remote.mode == "s3" else 3.0  # b2 spends ~1.1 s of its lease deciding (moto: 1 s stamps)
+    lease = 2.0 if remote.scheme == "s3" else 3.0  # b2 spends ~1.1 s of its lease deciding (moto: 1 s stamps)
     child = subprocess.Popen([sys.executable, "-c", _HOLDER, remote.url, str(lease), "foreign"],
                              env=dict(os.environ), stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -296,7 +307,7 @@ def test_a_dead_holder_on_this_machine_is_taken_over_at_once(remote: Remote) -> 
     # rewrite its pid to the dead one, keeping its boot ID (same machine, this boot)
     c = remote.server.runform_client()
     key = "runs/hello.state.lock"
-    if remote.mode == "s3":
+    if remote.scheme == "s3":
         body = c.get_object(Bucket=remote.bucket, Key=key)["Body"].read().replace(
             f'"pid": {os.getpid()}'.encode(), f'"pid": {dead.pid}'.encode())
         c.put_object(Bucket=remote.bucket, Key=key, Body=body)
@@ -413,3 +424,181 @@ def test_remote_module_is_cheap_to_import() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]  # runform loads it at start-up via the entry point
+
+
+# --------------------------------------------------------------------------- 409 and the probe
+
+
+def _lock_renewals(server: S3Server, status: int) -> list[Any]:
+    return [q for q in server.stats.of("PutObject") if q.status == status and q.path.endswith(".lock")
+            and "if-match" in dict(q.headers)]
+
+
+@pytest.mark.parametrize("conflicts", [1, 6])
+def test_a_renewal_answered_409_never_loses_the_lock(s3_server_conflicts: S3Server, moto: Moto,
+                                                     conflicts: int) -> None:
+    server = s3_server_conflicts
+    bucket = server.make_bucket()
+    b = RemoteStateBackend(f"s3://{bucket}/st", env=server.env("s3"), lease=6.0)
+    server.conditions.conflict_share = 0.0
+    info = b.lock("apply")
+    server.stats.reset()
+    server.conditions.conflict_share = 1.0  # every conditional write: 409, for a while
+    _until(lambda: len(_lock_renewals(server, 409)) >= conflicts, f"{conflicts} renewals answered 409")
+    server.conditions.conflict_share = 0.0
+    _until(lambda: _lock_renewals(server, 200), "a renewal that went through")
+    assert b._lock._lost is None
+    b._lock.check()  # the fence: still ours, lease renewed
+    st = State.new("r")
+    server.conditions.conflict_share = 0.5  # journal and snapshot writes retry their 409s too
+    for e in b.append([{"t": "meta", "lineage": st.lineage, "run": "r", "salt": st.salt}]):
+        st.fold(e)
+    b.compact(st)
+    assert b.lock_info().id == info.id
+    b.unlock(info.id)
+    server.conditions.conflict_share = 0.0
+    assert RemoteStateBackend(f"s3://{bucket}/st", env=server.env("s3")).read().lineage == st.lineage
+
+
+def test_only_412_on_renewal_means_lost(s3_server: S3Server, moto: Moto) -> None:
+    bucket = s3_server.make_bucket()
+    b = RemoteStateBackend(f"s3://{bucket}/st", env=s3_server.env("s3"), lease=1.5)
+    b.lock("apply")
+    other = s3_server.runform_client()
+    other.put_object(Bucket=bucket, Key="st.lock", Body=b'{"ID": "someone-else"}')  # taken over
+    _until(lambda: b._lock._lost, "the holder to see its renewal refused (412)")
+    with pytest.raises(LockError, match="was lost"):
+        b.append([{"t": "done", "key": "x"}])
+    b.close()
+
+
+_GATE = """
+import os, sys, time
+deadline = time.monotonic() + 120
+while not os.path.exists(os.environ["GATE"]):
+    assert time.monotonic() < deadline, "the test never opened the gate"
+    time.sleep(0.05)
+"""
+
+
+def test_plans_in_a_loop_during_an_apply_on_a_409_server(s3_server_conflicts: S3Server, moto: Moto,
+                                                         tmp_path: Path) -> None:
+    """AWS answers 409 when a plan's lock attempt overlaps the apply's renewal: the apply goes
+    on, every plan says the state is locked, a second apply never mutates, and the next plan
+    after the apply is empty."""
+    from conftest import run_cli
+
+    server = s3_server_conflicts
+    bucket = server.make_bucket()
+    project = tmp_path / "hello"
+    shutil.copytree(EXAMPLES / "hello", project, ignore=shutil.ignore_patterns(".runform", "out", "__pycache__"))
+    (project / "steps" / "gate.py").write_text(_GATE)
+    gate = tmp_path / "gate"
+    doc = yaml.safe_load((project / "runform.yaml").read_text())
+    doc["tracker"] = {"kind": "none"}
+    doc["state"] = {"backend": f"s3://{bucket}/runs/hello.state", "lock_lease": "3s"}
+    doc["stages"]["join"]["run"] = "python steps/gate.py && " + doc["stages"]["join"]["run"]
+    doc["stages"]["join"]["deps"] = [*doc["stages"]["join"]["deps"], "steps/gate.py"]
+    (project / "runform.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    env = {**server.env("s3"), "GATE": str(gate)}
+    full_env = {**os.environ, **env}
+    full_env.pop("RUNFORM_DEBUG", None)
+    apply = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"], cwd=project,
+                             env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _until(lambda: server.stats.of("PutObject") and any(".lock" in q.path for q in server.stats.of("PutObject")),
+               "the apply to take the lock", deadline=60)
+        plans = []
+        second = None
+        deadline = time.monotonic() + 150
+        while not (len(plans) >= 3 and _lock_renewals(server, 409)):
+            assert time.monotonic() < deadline, ("no renewal was answered 409", server.stats.operations())
+            assert apply.poll() is None, apply.communicate()
+            plans.append(run_cli("plan", cwd=project, env=env))
+            if second is None:
+                second = run_cli("apply", "--auto-approve", cwd=project, env=env)
+        gate.write_text("open")
+        out, err = apply.communicate(timeout=120)
+    finally:
+        gate.write_text("open")
+        if apply.poll() is None:
+            apply.kill()
+            apply.wait()
+    assert apply.returncode == 0, (out, err)
+    assert "Apply complete" in out or "complete" in out.lower(), out
+    for p in plans:  # each plan met the apply's lock, cleanly
+        assert p.returncode == 1 and "the state is locked" in p.stderr, (p.stdout, p.stderr)
+        assert "Traceback" not in p.stderr
+    assert second is not None and second.returncode == 1 and "the state is locked" in second.stderr
+    assert server.conditions.conflicts > 0
+    # the second apply never wrote a journal entry: every journal PUT came from the first one
+    final = run_cli("plan", "--detailed-exitcode", cwd=project, env=env)
+    assert final.returncode == 0, (final.stdout, final.stderr)
+
+
+def test_an_endpoint_that_ignores_conditions_is_refused_with_the_fix(s3_server_ignoring: S3Server, moto: Moto,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    from runform.state import remote_lock
+
+    monkeypatch.setattr(remote_lock, "_PROBED", {})
+    server = s3_server_ignoring
+    bucket = server.make_bucket()
+    cache = tmp_path / "probe.json"
+    b = RemoteStateBackend(f"s3://{bucket}/st", env=server.env("s3"), probe_cache=cache)
+    with pytest.raises(StateError) as exc:
+        b.lock("apply")
+    msg = str(exc.value)
+    assert "ignores them" in msg and f"s3://{bucket}/st?lock=versioned" in msg
+    assert "Contents" not in server.runform_client().list_objects_v2(Bucket=bucket)  # the scratch key went
+    assert json.loads(cache.read_text()) == {server.endpoint: False}
+    # cached: refused again without a probe
+    server.stats.reset()
+    monkeypatch.setattr(remote_lock, "_PROBED", {})
+    with pytest.raises(StateError, match="ignores them"):
+        RemoteStateBackend(f"s3://{bucket}/st", env=server.env("s3"), probe_cache=cache).lock("apply")
+    assert server.stats.count("PutObject") == 0
+
+    # the fix: the versioned lock, selectable on any S3-compatible endpoint
+    versioned = server.make_bucket(versioned=True)
+    v = RemoteStateBackend(f"s3://{versioned}/st?lock=versioned", env=server.env("s3"), settle=0.05)
+    info = v.lock("apply")
+    st = State.new("r")
+    for e in v.append([{"t": "meta", "lineage": st.lineage, "run": "r", "salt": st.salt}]):
+        st.fold(e)
+    v.compact(st)
+    with pytest.raises(LockError):
+        RemoteStateBackend(f"s3://{versioned}/st?lock=versioned", env=server.env("s3"), settle=0.05).lock("apply")
+    v.unlock(info.id)
+    back = RemoteStateBackend(f"s3://{versioned}/st?lock=versioned", env=server.env("s3")).read()
+    assert back is not None and back.lineage == st.lineage
+
+
+def test_the_probe_runs_once_per_endpoint(s3_server: S3Server, moto: Moto, monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    from runform.state import remote_lock
+
+    monkeypatch.setattr(remote_lock, "_PROBED", {})
+    bucket = s3_server.make_bucket()
+    cache = tmp_path / "probe.json"
+    for _ in range(2):
+        b = RemoteStateBackend(f"s3://{bucket}/st", env=s3_server.env("s3"), probe_cache=cache)
+        b.unlock(b.lock("apply").id)
+    probes = [q for q in s3_server.stats.of("PutObject") if ".probe-" in q.path]
+    assert [q.status for q in probes] == [200, 412]
+    assert json.loads(cache.read_text()) == {s3_server.endpoint: True}
+    assert "Contents" not in s3_server.runform_client().list_objects_v2(Bucket=bucket)
+    monkeypatch.setattr(remote_lock, "_PROBED", {})  # a new process: the file answers
+    s3_server.stats.reset()
+    b = RemoteStateBackend(f"s3://{bucket}/st", env=s3_server.env("s3"), probe_cache=cache)
+    b.unlock(b.lock("apply").id)
+    assert not [q for q in s3_server.stats.of("PutObject") if ".probe-" in q.path]
+
+
+@pytest.mark.parametrize("url, fix", [("s3://b/st?lock=sideways", "lock=versioned"),
+                                      ("s3://b/st?locks=versioned", "the only option"),
+                                      ("b2://b/st?lock=conditional", "drop the option")])
+def test_a_bad_lock_option_is_clear(url: str, fix: str) -> None:
+    with pytest.raises(StateError) as exc:
+        RemoteStateBackend(url)
+    assert "state.backend" in str(exc.value) and fix in str(exc.value)

@@ -25,9 +25,18 @@ def test_boto3_default_config_gets_b2s_checksum_error(s3_server_b2: S3Server):
     with pytest.raises(ClientError) as exc:
         plain.put_object(Bucket=bucket, Key="k", Body=b"hello")
     assert _error(exc) == (400, "InvalidArgument", B2_UNSUPPORTED)
-    # runform's configuration goes through, and a plain GET works.
+    # runform's configuration goes through, PUT and GET.
     s3_server_b2.runform_client().put_object(Bucket=bucket, Key="k", Body=b"hello")
-    assert plain.get_object(Bucket=bucket, Key="k")["Body"].read() == b"hello"
+    assert s3_server_b2.runform_client().get_object(Bucket=bucket, Key="k")["Body"].read() == b"hello"
+    # boto3's default GET asks for checksum validation (x-amz-checksum-mode): rejected too
+    # (a 2025-03 report), on GET and HEAD alike.
+    with pytest.raises(ClientError) as exc:
+        plain.get_object(Bucket=bucket, Key="k")
+    assert _error(exc) == (400, "InvalidArgument",
+                           "Unsupported header 'x-amz-checksum-mode' received for this API call.")
+    with pytest.raises(ClientError) as head:
+        plain.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert head.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
 def test_default_multipart_upload_is_rejected_and_runform_push_works(s3_server_b2, tmp_path):
@@ -77,7 +86,7 @@ def test_delete_objects_rejected_on_b2(s3_server_b2):
 
 
 def test_versioned_bucket_in_b2_mode(s3_server_b2: S3Server):
-    bucket = s3_server_b2.make_bucket(versioned=True)
+    bucket = s3_server_b2.make_bucket()  # B2 keeps every version by default
     c = s3_server_b2.runform_client()
     first = c.put_object(Bucket=bucket, Key="state.lock", Body=b"a")["VersionId"]
     c.put_object(Bucket=bucket, Key="state.lock", Body=b"b")
@@ -85,6 +94,40 @@ def test_versioned_bucket_in_b2_mode(s3_server_b2: S3Server):
     assert len(versions) == 2
     c.delete_object(Bucket=bucket, Key="state.lock", VersionId=first)
     assert len(c.list_object_versions(Bucket=bucket, Prefix="state.lock")["Versions"]) == 1
+    # a delete without a VersionId hides the file: its data version stays (and is billed)
+    c.delete_object(Bucket=bucket, Key="state.lock")
+    left = c.list_object_versions(Bucket=bucket, Prefix="state.lock")
+    assert len(left["Versions"]) == 1 and len(left["DeleteMarkers"]) == 1
+
+
+def test_conflicts_mode_answers_409_and_writes_nothing(s3_server_conflicts: S3Server):
+    server = s3_server_conflicts
+    bucket = server.make_bucket()
+    c = server.runform_client()
+    server.conditions.conflict_share = 1.0
+    with pytest.raises(ClientError) as exc:
+        c.put_object(Bucket=bucket, Key="lock", Body=b"1", IfNoneMatch="*")
+    assert _error(exc)[:2] == (409, "ConditionalRequestConflict")
+    assert "Contents" not in c.list_objects_v2(Bucket=bucket)
+    c.put_object(Bucket=bucket, Key="lock", Body=b"1")  # unconditional writes are never refused
+    server.conditions.conflict_share = 0.3
+    answers = []
+    for _ in range(60):
+        try:
+            c.put_object(Bucket=bucket, Key="lock", Body=b"2", IfNoneMatch="*")
+        except ClientError as err:
+            answers.append(err.response["ResponseMetadata"]["HTTPStatusCode"])
+    assert set(answers) == {409, 412} and 5 <= answers.count(409) <= 35, answers
+    assert server.conditions.conflicts == 1 + answers.count(409)
+
+
+def test_ignoring_mode_drops_the_conditions(s3_server_ignoring: S3Server):
+    bucket = s3_server_ignoring.make_bucket()
+    c = s3_server_ignoring.runform_client()
+    c.put_object(Bucket=bucket, Key="lock", Body=b"1", IfNoneMatch="*")
+    c.put_object(Bucket=bucket, Key="lock", Body=b"2", IfNoneMatch="*")  # no 412
+    c.delete_object(Bucket=bucket, Key="lock", IfMatch='"0000"')  # no 412 either
+    assert "Contents" not in c.list_objects_v2(Bucket=bucket)
 
 
 def test_s3_mode_accepts_default_checksums(s3_server: S3Server):

@@ -9,10 +9,12 @@ The same interface and guarantees as the local backend, over an object store:
 - ``compact`` writes the snapshot, then deletes the journal objects it covers (per key on
   B2). A crash in between is harmless: replay skips entries the snapshot already holds;
 - reading fetches the snapshot and lists the journal prefix once;
-- the lock at ``<key>.lock`` (:mod:`runform.state.remote_lock`): ``If-None-Match`` on S3,
-  the versioned-lock fallback on B2. Every write is fenced: it first checks that the lock is
-  still ours (and on S3 the journal PUT itself is conditional, so two writers can never both
-  write the same entry).
+- the lock at ``<key>.lock`` (:mod:`runform.state.remote_lock`): ``If-None-Match`` on S3
+  (probed once per non-AWS endpoint), the versioned lock on B2 and on any S3-compatible store
+  with ``s3://bucket/key?lock=versioned``. Every write is fenced: it first checks that the lock
+  is still ours (and with the conditional lock the journal PUT itself is conditional, so two
+  writers can never both write the same entry). A 409 ``ConditionalRequestConflict`` on any
+  conditional write is retried with a bounded backoff (it wrote nothing).
 
 Credentials come from the process environment (and ``use_env``): ``AWS_*`` for ``s3://``,
 ``B2_KEY_ID`` / ``B2_APP_KEY`` / ``B2_S3_ENDPOINT`` or ``B2_S3_REGION`` for ``b2://``
@@ -36,8 +38,17 @@ from runform.errors import StateError
 from runform.hookspecs import hookimpl
 from runform.state.lock import LockInfo
 from runform.state.model import State, replay_entry
-from runform.state.remote_lock import B2Lock, S3Lock, not_found, precondition_failed, translating
+from runform.state.remote_lock import (
+    S3Lock,
+    VersionedLock,
+    not_found,
+    precondition_failed,
+    retry_conflicts,
+    translating,
+)
 from runform.storage_backends._s3conn import Connection, Location
+
+_LOCKS = ("conditional", "versioned")
 
 _JOURNAL_NAME = re.compile(r"^(\d{12})\.json$")
 T = TypeVar("T")
@@ -51,7 +62,8 @@ class RemoteStateBackend:
     is a ready boto3 client (tests); ``settle`` is the B2 lock's settle time (seconds)."""
 
     def __init__(self, url: str, *, lease: float = 30.0, env: Mapping[str, str] | None = None,
-                 client: Any = None, settle: float = 0.5) -> None:
+                 client: Any = None, settle: float = 0.5, probe_cache: str | Path | None = None) -> None:
+        url, lock_kind = _lock_choice(url)
         loc = Location.parse(url)
         if loc.is_prefix:
             raise StateError(f"state.backend: {url!r} names a folder, not an object key",
@@ -70,10 +82,18 @@ class RemoteStateBackend:
         self._seq = 0
         self._loaded = False
         self._snapshot_etag: str | None = None  # the snapshot we read or wrote last (None: none)
-        self._versioned = self.scheme == "b2"  # b2:// needs versioning; s3:// learns it from PUTs
+        self.lock_kind = lock_kind
+        self._versioned = lock_kind == "versioned"  # the versioned lock needs versioning; else learnt
         self.last_cleanup_error: str | None = None
         args = (self._get_client, self.bucket, self.key, url, self.lease)
-        self._lock: S3Lock | B2Lock = B2Lock(*args, settle=settle) if self.scheme == "b2" else S3Lock(*args)
+        self._lock: S3Lock | VersionedLock = (
+            VersionedLock(*args, settle=settle) if lock_kind == "versioned"
+            else S3Lock(*args, probe_cache=str(probe_cache) if probe_cache else None))
+
+    @property
+    def _conditional(self) -> bool:
+        """Whether writes may carry If-None-Match / If-Match (the conditional lock's stores)."""
+        return isinstance(self._lock, S3Lock)
 
     # -------------------------------------------------------------------------- plumbing
     def use_env(self, env: Mapping[str, str]) -> None:
@@ -208,10 +228,10 @@ class RemoteStateBackend:
     def _put_journal(self, key: str, body: bytes) -> None:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body,
                                   "ContentType": "application/json"}
-        if self.scheme == "s3":
+        if self._conditional:
             kwargs["IfNoneMatch"] = "*"  # a second writer of this seq fails instead of overwriting
         try:
-            r = self.client.put_object(**kwargs)
+            r = retry_conflicts(lambda: self.client.put_object(**kwargs))  # a 409 wrote nothing
         except Exception as exc:
             if not precondition_failed(exc):
                 raise
@@ -234,7 +254,7 @@ class RemoteStateBackend:
             body = json.dumps(state.to_json(), indent=1, default=str).encode()
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key, "Body": body,
                                       "ContentType": "application/json"}
-            if self.scheme == "s3" and self._loaded:
+            if self._conditional and self._loaded:
                 # fenced too: the snapshot must be the one we read (or still absent)
                 if self._snapshot_etag:
                     kwargs["IfMatch"] = self._snapshot_etag
@@ -242,18 +262,32 @@ class RemoteStateBackend:
                     kwargs["IfNoneMatch"] = "*"
             with translating(self.url, "write the state snapshot"):
                 try:
-                    r = self.client.put_object(**kwargs)
+                    r = retry_conflicts(lambda: self.client.put_object(**kwargs))  # a 409 wrote nothing
                 except Exception as exc:
                     if not (precondition_failed(exc) or (not_found(exc) and "IfMatch" in kwargs)):
                         raise
-                    raise StateError(
-                        f"{self._uri(self.key)}: the state snapshot changed since this runform read it: "
-                        "another runform wrote it (the state lock was lost)",
-                        hint="stop, check with `runform plan` what exists, then apply again") from None
+                    mine = self._snapshot_if(body)
+                    if mine is not None:  # our own write, retried after its answer went missing
+                        r = {"ETag": mine}
+                    else:
+                        raise StateError(
+                            f"{self._uri(self.key)}: the state snapshot changed since this runform read it: "
+                            "another runform wrote it (the state lock was lost)",
+                            hint="stop, check with `runform plan` what exists, then apply again") from None
             self._snapshot_etag = r.get("ETag")
             self._note_version(r)
             self._loaded = True
             self._drop_journal(state.seq)
+
+    def _snapshot_if(self, body: bytes) -> str | None:
+        """The snapshot's ETag when it holds exactly ``body``, else None."""
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except Exception as exc:
+            if not_found(exc):
+                return None
+            raise
+        return str(r["ETag"]) if r["Body"].read() == body else None
 
     def _drop_journal(self, upto: int) -> None:
         """Delete the journal objects the snapshot covers. Best effort: leftovers are skipped on
@@ -264,7 +298,7 @@ class RemoteStateBackend:
                     targets = self._journal_versions(upto)
                 else:
                     targets = [(key, None) for seq, key in self._journal_keys() if seq <= upto]
-                if self.scheme == "b2" or len(targets) <= 1:
+                if self.scheme == "b2" or self._versioned or len(targets) <= 1:
                     self._map(self._delete_one, targets)  # B2: per key (no DeleteObjects)
                 else:
                     for i in range(0, len(targets), 1000):
@@ -320,9 +354,36 @@ class RemoteStateBackend:
         return self._lock.current()
 
 
+def _lock_choice(url: str) -> tuple[str, str]:
+    """Split ``?lock=conditional|versioned`` off the URL: (url, lock kind). ``b2://`` always
+    uses the versioned lock (B2 has no conditional writes); ``s3://`` the conditional one
+    unless told otherwise."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    query = parse_qs(parts.query, keep_blank_values=True)
+    base = url.split("?", 1)[0]
+    unknown = sorted(set(query) - {"lock"})
+    if unknown:
+        raise StateError(f"state.backend: {url!r}: unknown option {unknown[0]!r}",
+                         hint=f"the only option is lock=versioned or lock=conditional, e.g. {base}?lock=versioned")
+    kind = (query.get("lock") or ["versioned" if scheme == "b2" else "conditional"])[-1]
+    if kind not in _LOCKS:
+        raise StateError(f"state.backend: {url!r}: lock={kind!r} is not a lock kind",
+                         hint=f"write {base}?lock=versioned (any S3-compatible store with versioning) or "
+                         "lock=conditional (If-None-Match; AWS S3 and stores that honour it)")
+    if scheme == "b2" and kind != "versioned":
+        raise StateError(f"state.backend: {url!r}: B2 has no conditional writes",
+                         hint=f"drop the option: {base} uses the versioned lock")
+    return base, kind
+
+
 def _factory(url: str, spec_dir: Path, *, lease: float = 30.0,
              env: Mapping[str, str] | None = None) -> RemoteStateBackend:
-    return RemoteStateBackend(url, lease=lease, env=env)
+    # the probe of an S3-compatible endpoint's conditional writes is cached beside the state
+    cache = Path(spec_dir) / ".runform" / "s3-conditional-writes.json"
+    return RemoteStateBackend(url, lease=lease, env=env, probe_cache=cache)
 
 
 @hookimpl

@@ -3,6 +3,10 @@
 Two protocols behind one interface (``acquire``, ``release``, ``force_unlock``, ``current``,
 ``check``):
 
+A 409 ``ConditionalRequestConflict`` (AWS: another conditional request on the same key was in
+flight) is transient everywhere: read the ETag again, retry with a bounded backoff
+(:func:`retry_conflicts`, tenacity). Only a 412 or a 404 on renewal means the lock was lost.
+
 - :class:`S3Lock`: ``PUT <key>.lock`` with ``If-None-Match: *`` (a 412 means it is held). The
   holder renews it every lease/3 with a PUT conditional on its ETag (``If-Match``); a lapsed
   lock is removed with a DELETE conditional on its ETag, then created again.
@@ -33,7 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from runform.errors import LockError, RunformError, StateError
@@ -48,6 +52,7 @@ def _boot_id() -> str:
         return ""
 
 
+T = TypeVar("T")
 BOOT_ID = _boot_id()  # a holder with the same boot ID runs on this machine, this boot
 
 
@@ -70,9 +75,38 @@ def http_status(exc: BaseException) -> int | None:
 
 
 def precondition_failed(exc: BaseException) -> bool:
-    """A conditional write lost: 412, or AWS's 409 for two conditional writes in flight."""
-    return error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or \
-        http_status(exc) in (409, 412)
+    """A conditional request whose condition is false: 412 (the object is someone else's)."""
+    return error_code(exc) == "PreconditionFailed" or http_status(exc) == 412
+
+
+def conflict(exc: BaseException) -> bool:
+    """AWS's 409 ``ConditionalRequestConflict``: another conditional request on the same key
+    was in flight. Nothing was written; AWS says to read the ETag again and retry. It is never
+    a lost lock (storage.md §0)."""
+    return error_code(exc) == "ConditionalRequestConflict" or (
+        http_status(exc) == 409 and error_code(exc) in (None, "409", "ConditionalRequestConflict"))
+
+
+def retry_conflicts(fn: Callable[[], T], *, budget: float = 10.0, attempts: int = 10,
+                    on_conflict: Callable[[], None] | None = None) -> T:
+    """Call ``fn``, retrying it after a 409 with jittered exponential backoff (at most
+    ``attempts`` tries within ``budget`` seconds). ``on_conflict`` runs before each retry (to
+    read the object's ETag again; it may raise to stop). Anything else propagates at once;
+    the last 409 propagates when the budget is spent."""
+    import tenacity
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        if on_conflict is not None:
+            on_conflict()
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(max(1, attempts)) | tenacity.stop_after_delay(max(0.0, budget)),
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+        retry=tenacity.retry_if_exception(conflict),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(fn)
 
 
 def not_found(exc: BaseException) -> bool:
@@ -102,6 +136,10 @@ def translate(exc: BaseException, url: str, action: str) -> StateError:
     if code == "NoSuchBucket":
         return StateError(f"{url}: bucket {bucket!r} does not exist",
                           hint="create it (with versioning enabled for b2://), or fix state.backend")
+    if conflict(exc):
+        return StateError(f"{url}: could not {action}: the endpoint kept answering 409 "
+                          "ConditionalRequestConflict (other conditional requests on the same object "
+                          "were in flight)", hint="retry; if it persists, check what else polls this state")
     if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403",
                 "InvalidToken", "ExpiredToken"):
         return StateError(f"{url}: access denied to {action} ({code})",
@@ -268,13 +306,60 @@ def _wait(deadline: float, delay: float) -> float:
 # --------------------------------------------------------------------------- S3
 
 
-class S3Lock(_LeaseLock):
-    """``If-None-Match: *`` create, ``If-Match`` renew and release (AWS S3, MinIO, moto)."""
+class _NotOurs(Exception):
+    """Raised from a conflict retry when the re-read shows the lock is not ours any more."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+
+def _is_aws(endpoint: str | None) -> bool:
+    host = (endpoint or "").split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    return not endpoint or host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+
+
+_PROBED: dict[str, bool] = {}  # endpoint -> it honours If-None-Match (this process)
+_PROBED_LOCK = threading.Lock()
+
+
+def _probe_cache_read(path: str | None) -> dict[str, bool]:
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+        return {str(k): bool(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _probe_cache_write(path: str | None, endpoint: str, ok: bool) -> None:
+    if not path:
+        return
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        doc = {**_probe_cache_read(path), endpoint: ok}
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+
+class S3Lock(_LeaseLock):
+    """``If-None-Match: *`` create, ``If-Match`` renew and release (AWS S3, MinIO, moto).
+
+    A 409 ``ConditionalRequestConflict`` anywhere is transient: the ETag is read again and the
+    request retried with a bounded backoff (:func:`retry_conflicts`). Only a 412 or a 404 on a
+    renewal means the lock was lost, and not even then when the object is provably our own
+    renewal whose answer went missing.
+
+    On an endpoint that is not AWS, conditional writes are probed once before the lock is
+    trusted (two ``If-None-Match: *`` PUTs to a scratch key, the second must answer 412; a
+    DELETE with a wrong ``If-Match`` must answer 412 too). The answer is cached per endpoint
+    (in this process and in ``probe_cache``, a JSON file)."""
+
+    def __init__(self, *args: Any, probe_cache: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._etag: str | None = None
         self._vid: str | None = None  # the current version, in a versioned bucket
+        self.probe_cache = probe_cache
 
     def _read(self) -> tuple[Held, str, float, float] | None:
         """(holder, ETag, last renewal, server now) of the lock object, or None."""
@@ -287,37 +372,129 @@ class S3Lock(_LeaseLock):
         held = Held.parse(r["Body"].read(), self.lease)
         return held, r["ETag"], r["LastModified"].timestamp(), server_now(r)
 
+    # ------------------------------------------------------------------ the probe
+    def _not_implemented(self) -> StateError:
+        return StateError(
+            f"{self.url}: this endpoint does not implement conditional writes (If-None-Match / "
+            "If-Match), which the s3:// state lock needs",
+            hint="for Backblaze B2 write the backend as b2://bucket/key; for another S3-compatible "
+            f"store use the versioned lock: state.backend: s3://{self.bucket}/{self.key[:-5]}?lock=versioned "
+            "(with versioning on for the bucket)")
+
+    def _ignored(self, endpoint: str, what: str) -> StateError:
+        return StateError(
+            f"{self.url}: the endpoint {endpoint} accepts conditional requests but ignores them "
+            f"({what}), so the s3:// state lock would exclude nobody",
+            hint=f"use the versioned lock, which needs no conditional writes: state.backend: "
+            f"s3://{self.bucket}/{self.key[:-5]}?lock=versioned (turn on versioning for bucket "
+            f"{self.bucket!r})")
+
+    def ensure_conditions(self) -> None:
+        """Probe a non-AWS endpoint once (cached) before trusting conditional writes."""
+        endpoint = str(getattr(getattr(self.c, "meta", None), "endpoint_url", "") or "")
+        if _is_aws(endpoint):
+            return
+        with _PROBED_LOCK:
+            known = _PROBED.get(endpoint)
+            if known is None:
+                known = _probe_cache_read(self.probe_cache).get(endpoint)
+            if known is None:
+                what = self._probe()
+                known = what is None
+                _probe_cache_write(self.probe_cache, endpoint, known)
+                if what is not None:
+                    _PROBED[endpoint] = False
+                    raise self._ignored(endpoint, what)
+            _PROBED[endpoint] = known
+        if not known:
+            raise self._ignored(endpoint, "found by an earlier probe, cached in "
+                                f"{self.probe_cache or 'this process'}")
+
+    def _probe(self) -> str | None:
+        """None when conditions hold, else what showed that they are ignored."""
+        key = f"{self.key}.probe-{uuid.uuid4().hex[:12]}"
+        vids: list[str] = []
+
+        def put() -> Any:
+            return self.c.put_object(Bucket=self.bucket, Key=key, Body=b"runform conditional-write probe",
+                                     IfNoneMatch="*")
+
+        try:
+            try:
+                r = retry_conflicts(put)
+            except Exception as exc:
+                if error_code(exc) == "NotImplemented":
+                    raise self._not_implemented() from None
+                raise
+            vids.append(r.get("VersionId") or "")
+            try:
+                r = retry_conflicts(put)
+            except Exception as exc:
+                if precondition_failed(exc):
+                    pass
+                elif error_code(exc) == "NotImplemented":
+                    raise self._not_implemented() from None
+                else:
+                    raise
+            else:
+                vids.append(r.get("VersionId") or "")
+                return "a second If-None-Match: * PUT of the same key succeeded"
+            try:
+                retry_conflicts(lambda: self.c.delete_object(Bucket=self.bucket, Key=key,
+                                                             IfMatch='"00000000000000000000000000000000"'))
+            except Exception as exc:
+                if precondition_failed(exc):
+                    return None
+                if error_code(exc) == "NotImplemented":
+                    raise self._not_implemented() from None
+                raise
+            return "a DELETE with a wrong If-Match removed the object"
+        finally:
+            with contextlib.suppress(Exception):
+                self._remove_scratch(key, vids)
+
+    def _remove_scratch(self, key: str, vids: list[str]) -> None:
+        real = [v for v in vids if v and v != "null"]
+        if not real:
+            self.c.delete_object(Bucket=self.bucket, Key=key)
+            return
+        for page in self.c.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key):
+            for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if v["Key"] == key:
+                    self.c.delete_object(Bucket=self.bucket, Key=key, VersionId=v["VersionId"])
+
+    # ------------------------------------------------------------------ acquire
     def acquire(self, operation: str, *, timeout: float = 0.0) -> LockInfo:
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 0.05
         info = self._new_info(operation)
         with translating(self.url, "take the state lock"):
-            self.c  # noqa: B018 - build the client before timing the lease
+            self.ensure_conditions()
             while True:
                 sent = time.monotonic()
                 info = self._fresh(info)
+                body = self._body(info)
                 try:
-                    r = self.c.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(info),
-                                          IfNoneMatch="*", ContentType="application/json")
+                    r = retry_conflicts(lambda body=body: self.c.put_object(
+                        Bucket=self.bucket, Key=self.key, Body=body, IfNoneMatch="*",
+                        ContentType="application/json"))
                     return self._won(info, r["ETag"], r.get("VersionId"), sent)
                 except Exception as exc:
                     if error_code(exc) == "NotImplemented":
-                        raise StateError(
-                            f"{self.url}: this endpoint does not implement conditional writes "
-                            "(If-None-Match), which the s3:// state lock needs",
-                            hint="for Backblaze B2 write the backend as b2://bucket/key (it locks with "
-                            "object versions instead)") from None
+                        raise self._not_implemented() from None
                     if not precondition_failed(exc):
                         raise
                 cur = self._read()
                 if cur is None:
-                    continue  # released in between: try again at once
+                    delay = _wait(time.monotonic() + delay, delay)  # released in between: again, soon
+                    continue
                 held, etag, last, now = cur
                 if held.info.id == info.id:  # our own create, retried after a lost response
                     return self._won(info, etag, None, sent)
                 if held.lapsed(last, now):
                     try:
-                        self.c.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
+                        retry_conflicts(lambda etag=etag: self.c.delete_object(
+                            Bucket=self.bucket, Key=self.key, IfMatch=etag))
                     except Exception as exc:
                         if not (precondition_failed(exc) or not_found(exc)):
                             raise
@@ -333,18 +510,37 @@ class S3Lock(_LeaseLock):
         self._start_heartbeat()
         return info
 
+    def _reread_ours(self) -> None:
+        """After a 409: take the lock object's current ETag if it is still ours, else stop."""
+        assert self.held is not None
+        cur = self._read()
+        if cur is None or cur[0].info.id != self.held.id:
+            raise _NotOurs
+        self._etag = cur[1]
+
+    # ------------------------------------------------------------------ holding
     def _beat(self) -> None:
         assert self.held is not None
         sent = time.monotonic()
         held = self._fresh(self.held)
+        body = self._body(held)
+        budget = max(0.5, self._renewed + self.lease - sent - 0.5)  # never past our own lease
         try:
-            r = self.c.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(held),
-                                  IfMatch=self._etag, ContentType="application/json")
+            r = retry_conflicts(lambda: self.c.put_object(
+                Bucket=self.bucket, Key=self.key, Body=body, IfMatch=self._etag,
+                ContentType="application/json"), budget=budget, on_conflict=self._reread_ours)
+        except _NotOurs:
+            self._lost = "the lock object was replaced or removed (force-unlock, or a takeover after a lapse)"
+            return
         except Exception as exc:
-            if precondition_failed(exc) or not_found(exc):
+            if not (precondition_failed(exc) or not_found(exc)):
+                raise  # a 409 past the budget, or the endpoint: a missed beat, retried next time
+            cur = None if not_found(exc) else self._read()
+            if cur is not None and cur[0].info.id == held.id and cur[0].info.expires == held.expires:
+                r = {"ETag": cur[1]}  # our own renewal landed; its answer went missing
+            else:
                 self._lost = "the lock object was replaced or removed (force-unlock, or a takeover after a lapse)"
                 return
-            raise
         old, self._etag, self._renewed, self.held = self._vid, r["ETag"], sent, held
         vid = r.get("VersionId")
         self._vid = vid if vid and vid != "null" else None
@@ -357,15 +553,21 @@ class S3Lock(_LeaseLock):
         with self._mutex:
             if self.held is None:
                 return
-            etag, vid = self._etag, self._vid
-            self.held = None
+            vid = self._vid
         with translating(self.url, "release the state lock"):
             try:
-                self.c.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
+                retry_conflicts(lambda: self.c.delete_object(Bucket=self.bucket, Key=self.key,
+                                                             IfMatch=self._etag),
+                                on_conflict=self._reread_ours)
+            except _NotOurs:
+                return
             except Exception as exc:
                 if precondition_failed(exc) or not_found(exc):
                     return  # not ours any more
                 raise
+            finally:
+                with self._mutex:
+                    self.held = None
             if vid:  # versioned: the DELETE left a marker over our version; drop the version
                 with contextlib.suppress(Exception):
                     self.c.delete_object(Bucket=self.bucket, Key=self.key, VersionId=vid)
@@ -384,8 +586,19 @@ class S3Lock(_LeaseLock):
             if held.info.id != lock_id:
                 raise LockError(f"lock ID {lock_id!r} does not match the current lock\n{held.info.describe()}",
                                 hint=f"pass the ID shown above: runform force-unlock {held.info.id}")
+            current = [etag]
+
+            def reread() -> None:
+                again = self._read()
+                if again is None or again[0].info.id != lock_id:
+                    raise _NotOurs
+                current[0] = again[1]
+
             try:
-                self.c.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
+                retry_conflicts(lambda: self.c.delete_object(Bucket=self.bucket, Key=self.key,
+                                                             IfMatch=current[0]), on_conflict=reread)
+            except _NotOurs:
+                raise LockError("the lock changed while removing it", hint="run force-unlock again") from None
             except Exception as exc:
                 if not (precondition_failed(exc) or not_found(exc)):
                     raise
@@ -419,7 +632,8 @@ class _Scan:
 
 
 class B2Lock(_LeaseLock):
-    """The versioned-lock fallback for stores without conditional writes (storage.md §4).
+    """The versioned-lock fallback for stores without conditional writes (storage.md §4): the
+    lock of ``b2://``, and of ``s3://...?lock=versioned`` for any S3-compatible endpoint.
 
     ``settle``: how long after its PUT a contender lists again before it declares a win; it
     bounds how late a version written before ours may become visible in a listing. When the
@@ -498,8 +712,8 @@ class B2Lock(_LeaseLock):
 
     def _unversioned(self) -> StateError:
         return StateError(
-            f"{self.url}: bucket {self.bucket!r} does not keep object versions, which the b2:// state "
-            "lock needs (B2 has no conditional writes; contenders are ordered by version)",
+            f"{self.url}: bucket {self.bucket!r} does not keep object versions, which the versioned "
+            "state lock needs (it uses no conditional writes; contenders are ordered by version)",
             hint=f"enable versioning on the bucket {self.bucket!r} (B2: Lifecycle Settings -> 'Keep all "
             "versions of the file'; S3 API: put-bucket-versioning Status=Enabled)")
 
@@ -521,7 +735,7 @@ class B2Lock(_LeaseLock):
     def acquire(self, operation: str, *, timeout: float = 0.0) -> LockInfo:
         if self.lease < self.settle + 1.5:
             raise StateError(
-                f"{self.url}: state.lock_lease {self.lease:g}s is too short for the b2:// lock, which "
+                f"{self.url}: state.lock_lease {self.lease:g}s is too short for the versioned lock, which "
                 f"takes {self.settle + 1.0:g} s or more to decide",
                 hint="use a lease of a few seconds at least (the default is 30s)")
         deadline = time.monotonic() + max(0.0, timeout)
@@ -695,3 +909,6 @@ class B2Lock(_LeaseLock):
                                 f"{first.held.info.describe()}",
                                 hint=f"pass the ID shown above: runform force-unlock {first.held.info.id}")
             self._drop(tuple(mine), scan)
+
+
+VersionedLock = B2Lock  # the name for what it is, on any S3-compatible endpoint

@@ -12,14 +12,27 @@ loopback port, behind two small WSGI middlewares:
   * the flexible-checksum headers (``x-amz-sdk-checksum-algorithm``, ``x-amz-checksum-*``,
     ``X-Amz-Trailer``) on PutObject, UploadPart or any POST → 400 ``InvalidArgument``
     "Unsupported header '<name>' received for this API call.";
+  * ``x-amz-checksum-mode`` on GetObject / HeadObject → the same 400 (reported 2025-03);
   * DeleteObjects without ``Content-MD5`` → 400 ``InvalidRequest`` (what MinIO and others
-    do; B2 is unverified, so runform deletes per key on B2 and this mode holds it to that).
+    do; B2 is unverified, so runform deletes per key on B2 and this mode holds it to that);
+  * buckets keep every version (B2's default): ``make_bucket`` turns versioning on, so a
+    delete without a VersionId only adds a hide marker (a delete marker), as on B2.
+
+- :class:`Conditions` (every mode) changes how conditional writes (``If-None-Match`` /
+  ``If-Match`` on PutObject, CompleteMultipartUpload, DeleteObject) are answered:
+
+  * ``conflict_share`` (mode ``s3-conflicts``: 0.3): that share of them, and any that arrives
+    while another conditional write on the same key is in flight, are answered 409
+    ``ConditionalRequestConflict``, as AWS does (storage.md §0); nothing is written;
+  * ``ignore_conditions`` (mode ``s3-ignoring``): the headers are dropped before moto sees
+    them, as some S3-compatible servers do (reported for Incus's S3; RustFS on DELETE).
 
 - :class:`Accounting` records every request (operation, status, bytes in and out), so a
   test can assert that a re-apply downloads 0 bytes or lists once.
 
-Fixtures (also through runform's pytest plugin): ``s3_server`` and ``s3_server_b2``. Both
-share one moto state per process, which is reset before each test.
+Fixtures (also through runform's pytest plugin): ``s3_server``, ``s3_server_b2``,
+``s3_server_conflicts`` and ``s3_server_ignoring``. Each is its own server (its own
+endpoint), all share one moto state per process, which is reset before each test.
 """
 
 from __future__ import annotations
@@ -173,7 +186,8 @@ def _checksum_header(environ: dict[str, Any]) -> str | None:
 
 
 class B2Rules:
-    """WSGI middleware that rejects, as B2 does, what B2's S3 API does not implement."""
+    """WSGI middleware that rejects, as B2 does, what B2's S3 API does not implement. Each rule
+    carries the date of the latest report it follows (storage.md §0, §2, §4)."""
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
@@ -186,20 +200,83 @@ class B2Rules:
         op = operation_of(method, path, query)
         writes = op in ("PutObject", "UploadPart", "CompleteMultipartUpload",
                         "CreateMultipartUpload", "DeleteObjects")
+        # 2025-01 (Backblaze's "Use the AWS SDK for Python" page, boto3 >= 1.36 reports): the
+        # flexible-checksum headers on uploads are rejected with 400 InvalidArgument.
         if writes and (name := _checksum_header(environ)):
             _drain(environ)
             return _error(start_response, "400 Bad Request", "InvalidArgument",
                           f"Unsupported header '{name}' received for this API call.")
+        # 2025-03 report: x-amz-checksum-mode on GET (boto3's default response validation) is
+        # rejected the same way.
+        if op in ("GetObject", "HeadObject") and "HTTP_X_AMZ_CHECKSUM_MODE" in environ:
+            return _error(start_response, "400 Bad Request", "InvalidArgument",
+                          "Unsupported header 'x-amz-checksum-mode' received for this API call.")
         conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
+        # 2026-01 and 2026-07 reports: still no conditional writes (501 NotImplemented).
         if op in ("PutObject", "CompleteMultipartUpload") and conditional:
             _drain(environ)
             return _error(start_response, "501 Not Implemented", "NotImplemented",
                           _B2_NOT_IMPLEMENTED)
+        # Unverified on B2 (MinIO and others reject it; storage.md §2): held to per-key deletes.
         if op == "DeleteObjects" and "HTTP_CONTENT_MD5" not in environ:
             _drain(environ)
             return _error(start_response, "400 Bad Request", "InvalidRequest",
                           "Missing required header for this request: Content-MD5")
         return self.app(environ, start_response)  # type: ignore[no-any-return]
+
+
+_CONDITIONAL_WRITES = ("PutObject", "CompleteMultipartUpload", "DeleteObject")
+
+
+class Conditions:
+    """WSGI middleware: how conditional writes are answered (see the module's docstring).
+    ``conflict_share`` and ``ignore_conditions`` may be changed while the server runs."""
+
+    def __init__(self, app: Callable[..., Any], *, conflict_share: float = 0.0,
+                 ignore_conditions: bool = False, seed: int = 12) -> None:
+        import random
+
+        self.app = app
+        self.conflict_share = conflict_share
+        self.ignore_conditions = ignore_conditions
+        self.conflicts = 0  # 409s answered
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, int] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        op = operation_of(method, path, environ.get("QUERY_STRING", ""))
+        conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
+        if op not in _CONDITIONAL_WRITES or not conditional:
+            return self.app(environ, start_response)  # type: ignore[no-any-return]
+        if self.ignore_conditions:
+            environ.pop("HTTP_IF_NONE_MATCH", None)
+            environ.pop("HTTP_IF_MATCH", None)
+            return self.app(environ, start_response)  # type: ignore[no-any-return]
+        with self._lock:
+            busy = self._in_flight.get(path, 0) > 0
+            refuse = self.conflict_share > 0 and (busy or self._random.random() < self.conflict_share)
+            if refuse:
+                self.conflicts += 1
+            else:
+                self._in_flight[path] = self._in_flight.get(path, 0) + 1
+        if refuse:
+            _drain(environ)
+            return _error(start_response, "409 Conflict", "ConditionalRequestConflict",
+                          "A conflicting conditional operation is currently in progress against this "
+                          "resource. Please try again.")
+        try:
+            return list(self.app(environ, start_response))
+        finally:
+            with self._lock:
+                self._in_flight[path] -= 1
+                if not self._in_flight[path]:
+                    del self._in_flight[path]
+
+    def reset(self, *, conflict_share: float, ignore_conditions: bool) -> None:
+        with self._lock:
+            self.conflict_share, self.ignore_conditions, self.conflicts = conflict_share, ignore_conditions, 0
 
 
 def _drain(environ: dict[str, Any]) -> None:
@@ -226,6 +303,7 @@ class S3Server:
     endpoint: str
     mode: str
     stats: Accounting
+    conditions: Conditions
     _server: Any = attrs.field(repr=False)
     _thread: threading.Thread = attrs.field(repr=False)
     _clients: dict[str, Any] = attrs.field(factory=dict, repr=False)
@@ -256,8 +334,11 @@ class S3Server:
                 s3={"addressing_style": "path"}))
         return self._clients["runform"]
 
-    def make_bucket(self, name: str | None = None, *, versioned: bool = False) -> str:
-        """Create a bucket (a unique name when none is given); returns its name."""
+    def make_bucket(self, name: str | None = None, *, versioned: bool | None = None) -> str:
+        """Create a bucket (a unique name when none is given); returns its name. ``versioned``
+        None: as the store does by default (B2 keeps every version; S3 does not)."""
+        if versioned is None:
+            versioned = self.mode == "b2"
         name = name or f"rf-{uuid.uuid4().hex[:12]}"
         c = self.runform_client()
         if self.mode == "b2":
@@ -285,6 +366,7 @@ class S3Server:
         with urllib.request.urlopen(req, timeout=30) as resp:
             resp.read()
         self.stats.reset()
+        self.conditions.reset(**_MODES[self.mode])
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -292,10 +374,20 @@ class S3Server:
         self._thread.join(timeout=10)
 
 
+_MODES: dict[str, dict[str, Any]] = {
+    "s3": {"conflict_share": 0.0, "ignore_conditions": False},
+    "b2": {"conflict_share": 0.0, "ignore_conditions": False},
+    "s3-conflicts": {"conflict_share": 0.3, "ignore_conditions": False},
+    "s3-ignoring": {"conflict_share": 0.0, "ignore_conditions": True},
+}
+
+
 def start_s3_server(mode: str = "s3") -> S3Server:
-    """Start moto's S3 server on 127.0.0.1 (free port); ``mode`` is ``s3`` or ``b2``."""
-    if mode not in ("s3", "b2"):
-        raise ValueError(f"mode must be 's3' or 'b2', not {mode!r}")
+    """Start moto's S3 server on 127.0.0.1 (free port); ``mode`` is ``s3``, ``b2``,
+    ``s3-conflicts`` (409 to a share of conditional writes) or ``s3-ignoring`` (conditional
+    headers ignored)."""
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {sorted(_MODES)}, not {mode!r}")
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -306,11 +398,12 @@ def start_s3_server(mode: str = "s3") -> S3Server:
     app: Callable[..., Any] = DomainDispatcherApplication(create_backend_app)
     if mode == "b2":
         app = B2Rules(app)
-    stats = Accounting(app)
+    conditions = Conditions(app, **_MODES[mode])
+    stats = Accounting(conditions)
     server = make_server("127.0.0.1", 0, stats, threaded=True, request_handler=Quiet)
     thread = threading.Thread(target=server.serve_forever, name=f"moto-{mode}", daemon=True)
     thread.start()
-    return S3Server(f"http://127.0.0.1:{server.server_port}", mode, stats, server, thread)
+    return S3Server(f"http://127.0.0.1:{server.server_port}", mode, stats, conditions, server, thread)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -344,3 +437,16 @@ def s3_server(_runform_s3_servers: dict[str, S3Server]) -> S3Server:
 def s3_server_b2(_runform_s3_servers: dict[str, S3Server]) -> S3Server:
     """moto's S3 server in B2 mode: rejects what Backblaze B2 rejects, as B2 does."""
     return _server(_runform_s3_servers, "b2")
+
+
+@pytest.fixture
+def s3_server_conflicts(_runform_s3_servers: dict[str, S3Server]) -> S3Server:
+    """moto's S3 server answering 409 ConditionalRequestConflict to 30 % of conditional writes
+    (and to any that overlaps another on the same key), as AWS does under contention."""
+    return _server(_runform_s3_servers, "s3-conflicts")
+
+
+@pytest.fixture
+def s3_server_ignoring(_runform_s3_servers: dict[str, S3Server]) -> S3Server:
+    """moto's S3 server that accepts conditional headers and ignores them."""
+    return _server(_runform_s3_servers, "s3-ignoring")
