@@ -105,21 +105,118 @@ def _subscriber(progress: Progress, size: int | None = None, etag: str | None = 
     return Known()
 
 
-def _classify(exc: BaseException, what: str) -> BaseException:
-    code, status = error_code(exc), http_status(exc)
-    if credentials_missing(exc):
-        return PermanentError(f"{what}: no credentials", hint="see the storage credentials in the docs")
-    if unreachable(exc):
-        return PermanentError(f"{what}: cannot reach the endpoint: {exc}",
-                              hint="check B2_S3_ENDPOINT / AWS_ENDPOINT_URL and the network")
-    if code in ("PreconditionFailed", "412") or status == 412:
-        return DigestMismatch(f"{what}: the object changed during the fetch",
-                              hint="run plan again")
-    if code in _PERMANENT or (status is not None and 400 <= status < 500 and status != 429):
-        return PermanentError(f"{what}: {code or status}: {exc}",
-                              hint="the object is gone or not readable with these credentials; "
-                                   "run plan again or check the key's rights")
-    return exc
+class TransferFailed(RunformError):
+    """A transfer error of boto3/botocore/s3transfer that a retry may fix (reported, after the
+    retries, as runform's own error naming the object)."""
+
+
+def _families() -> tuple[type[BaseException], ...]:
+    """The exception families of the transfer stack, by their base classes (so that a new
+    class in a later botocore or s3transfer is still caught): botocore's ``BotoCoreError`` and
+    ``ClientError``, boto3's ``Boto3Error``, every exception s3transfer defines, urllib3's
+    ``HTTPError``, and the cancellations s3transfer raises."""
+    import concurrent.futures
+
+    import boto3.exceptions
+    import botocore.exceptions
+    import s3transfer.exceptions
+
+    out: list[type[BaseException]] = [botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError,
+                                      boto3.exceptions.Boto3Error, concurrent.futures.CancelledError]
+    out += [c for c in vars(s3transfer.exceptions).values()
+            if isinstance(c, type) and issubclass(c, BaseException) and c.__module__.startswith("s3transfer")]
+    try:
+        import urllib3.exceptions
+
+        out.append(urllib3.exceptions.HTTPError)
+    except ImportError:  # pragma: no cover - botocore brings urllib3
+        pass
+    return tuple(out)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (``__cause__``, ``__context__``, s3transfer's
+    ``last_exception``), outermost first."""
+    out: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or any(e is seen for seen in out) or len(out) > 16:
+            continue
+        out.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "last_exception", None)]
+    return out
+
+
+def _classify(exc: BaseException, what: str, *,
+              changed: Callable[[], bool] | None = None) -> BaseException:
+    """Any error of a transfer as runform's own: :class:`DigestMismatch` (the object changed
+    since the plan), :class:`PermanentError` (a retry cannot help) or :class:`TransferFailed`
+    (retried, then reported); the object is named and the fix given. ``changed`` tells, when the
+    error itself does not, whether the object changed since the plan (a HEAD)."""
+    if isinstance(exc, RunformError):
+        return exc
+    chain = _chain(exc)
+    for e in chain:
+        if credentials_missing(e):
+            return PermanentError(f"{what}: no credentials", hint="see the storage credentials in the docs")
+        if unreachable(e):
+            return PermanentError(f"{what}: cannot reach the endpoint: {e}",
+                                  hint="check B2_S3_ENDPOINT / AWS_ENDPOINT_URL and the network")
+        code, status = error_code(e), http_status(e)
+        if code is None and status is None:
+            continue
+        if code in ("PreconditionFailed", "412") or status == 412:
+            return _changed(what)
+        if code in _PERMANENT or (status is not None and 400 <= status < 500 and status not in (408, 409, 429)):
+            return PermanentError(f"{what}: {code or status}: {_message(e)}",
+                                  hint="the object is gone or not readable with these credentials; "
+                                       "run plan again or check the key's rights")
+    families = _families()
+    if not any(isinstance(e, families) or isinstance(e, ConnectionError | TimeoutError) for e in chain):
+        if isinstance(exc, OSError):
+            return PermanentError(f"{what}: {exc.strerror or exc}",
+                                  hint="check the free space and permissions of the destination")
+        return exc
+    if changed is not None:
+        try:
+            if changed():
+                return _changed(what)
+        except Exception:  # noqa: BLE001 - the HEAD is a second opinion; the first error stands
+            pass
+    return TransferFailed(f"{what}: the transfer failed: {type(exc).__name__}: {exc}",
+                          hint="apply again (the fetch resumes); if it persists, check the endpoint "
+                               "(B2_S3_ENDPOINT / AWS_ENDPOINT_URL) and the network")
+
+
+def _changed(what: str) -> DigestMismatch:
+    return DigestMismatch(f"{what}: the object changed since the plan was made (its ETag no longer matches)",
+                          hint="run `runform plan` again to see the new version, then apply")
+
+
+def _message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Message") or exc)
+    return str(exc)
+
+
+def _object_changed(client: Any, bucket: str, key: str, entry: ManifestEntry) -> bool:
+    """Whether the object no longer is what the manifest says (HEAD: size, ETag, sha256)."""
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound") or http_status(exc) == 404:
+            return True
+        raise
+    if int(head.get("ContentLength", -1)) != entry.size:
+        return True
+    kind, _, value = entry.digest.partition(":")
+    if kind == "etag":
+        return str(head.get("ETag", "")).strip('"') != value
+    if kind == "sha256":
+        return (head.get("Metadata") or {}).get("sha256", value) != value
+    return False
 
 
 class S3Backend:
@@ -175,7 +272,8 @@ class S3Backend:
                                                  settings.multipart_threshold)],
                     ).result()
             except Exception as exc:
-                raise _classify(exc, loc.uri(key)) from exc
+                raise _classify(exc, loc.uri(key), changed=lambda: _object_changed(
+                    manager.client(), loc.bucket, key, entry)) from exc
             return hasher.result()
 
         try:
@@ -281,6 +379,9 @@ class _LazyManager:
                 self._manager = create_transfer_manager(self._client(), self._config())
             return self._manager
 
+    def client(self) -> Any:
+        return self._client()
+
     def shutdown(self) -> None:
         if self._manager is not None:
             self._manager.shutdown()
@@ -343,7 +444,7 @@ def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
             try:
                 fut.result()
             except Exception as exc:
-                raise _classify(exc, f"upload of {rel}") from exc
+                raise _classify(exc, f"upload of {rel} to {folder}{rel}") from exc
     finally:
         manager.shutdown()
 

@@ -376,3 +376,37 @@ def test_single_get_is_verified_while_streaming(store, tmp_path, monkeypatch):
 
     monkeypatch.setattr(_digest, "check", no_reread)
     assert backend.fetch(m, tmp_path / "d", env) == m.total_bytes
+
+
+def test_every_transfer_error_becomes_runforms_own():
+    """Errors of today's s3transfer/botocore, whatever their class names: runform's own errors
+    naming the object and the fix (the CLI prints them without a traceback, exit 1)."""
+    import s3transfer.exceptions as s3x
+    from botocore.exceptions import ClientError, ReadTimeoutError
+    from runform.errors import RunformError
+    from runform.storage_backends._hydrate import DigestMismatch, PermanentError
+    from runform.storage_backends.s3 import TransferFailed, _classify
+
+    what = "s3://b/x/f.bin"
+    assert isinstance(_classify(s3x.S3DownloadFailedError("did not match"), what, changed=lambda: True),
+                      DigestMismatch)
+    try:  # raised while handling a 412, as s3transfer 0.19 does: the chain tells
+        try:
+            raise ClientError({"Error": {"Code": "PreconditionFailed"},
+                               "ResponseMetadata": {"HTTPStatusCode": 412}}, "GetObject")
+        except ClientError:
+            raise s3x.S3DownloadFailedError("Contents of stored object did not match expected ETag.")  # noqa: B904
+    except s3x.S3DownloadFailedError as exc:
+        got = _classify(exc, what)
+    assert isinstance(got, DigestMismatch) and what in str(got) and "runform plan" in str(got)
+    timeout = s3x.RetriesExceededError(ReadTimeoutError(endpoint_url="http://x"))
+    failed = _classify(timeout, what, changed=lambda: False)
+    assert isinstance(failed, TransferFailed) and what in str(failed) and "apply again" in str(failed)
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"},
+                          "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
+    assert isinstance(_classify(s3x.S3DownloadFailedError("x").with_traceback(None), what), RunformError)
+    assert isinstance(_classify(denied, what), PermanentError)
+    full = OSError(28, "No space left on device")
+    assert isinstance(_classify(full, what), PermanentError) and "free space" in str(_classify(full, what))
+    other = KeyError("not ours")
+    assert _classify(other, what) is other  # a bug stays a bug
