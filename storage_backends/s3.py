@@ -7,6 +7,8 @@
 - ``push``: uploads only files whose size or sha256 differ, storing the sha256 in the
   object's metadata and in the index object.
 - ``delete``: DeleteObjects batches on S3, per-key DeleteObject on B2.
+- B2 version hygiene: what runform replaces or deletes in ``b2://`` goes by VersionId (see
+  :class:`B2Backend`), so no older version stays billed.
 
 Credentials and client settings: :mod:`._s3conn`. Nothing heavy is imported at module
 import; boto3 loads on first use.
@@ -317,6 +319,10 @@ class S3Backend:
         if index != before.index or not before.index_listed:
             client.put_object(Bucket=root.bucket, Key=root.key + INDEX_NAME,
                               Body=index_body(index), ContentType="application/json")
+        written = [root.key + rel for rel in todo]
+        if index != before.index or not before.index_listed:
+            written.append(root.key + INDEX_NAME)
+        self._after_overwrite(client, root.bucket, root.key, written, env)
         now = attrs.evolve(after, index=index)
         if single:
             (name,) = local
@@ -333,10 +339,15 @@ class S3Backend:
         keys = [snap.objects[p].key for p in sorted(wanted) if p in snap.objects]
         if paths is None and snap.index_listed:
             keys.append(snap.folder + INDEX_NAME)
-        self._delete_keys(client, loc.bucket, keys)
+        self._delete_keys(client, loc.bucket, keys, env=env, folder=snap.folder)
         return len(keys)
 
-    def _delete_keys(self, client: Any, bucket: str, keys: list[str]) -> None:
+    def _after_overwrite(self, client: Any, bucket: str, folder: str, keys: list[str],
+                         env: Mapping[str, str]) -> None:
+        """Nothing to do on S3 (a versioned AWS bucket keeps history by the owner's choice)."""
+
+    def _delete_keys(self, client: Any, bucket: str, keys: list[str], *,
+                     env: Mapping[str, str] | None = None, folder: str = "") -> None:
         for i in range(0, len(keys), 1000):
             batch = keys[i:i + 1000]
             resp = client.delete_objects(Bucket=bucket, Delete={
@@ -346,18 +357,70 @@ class S3Backend:
 
 
 class B2Backend(S3Backend):
-    """``b2://bucket/prefix/``: Backblaze B2 through its S3-compatible API."""
+    """``b2://bucket/prefix/``: Backblaze B2 through its S3-compatible API.
+
+    B2 keeps every version of every file, and a delete without a VersionId only hides a file
+    (storage.md §0): its data stays billed. So what runform replaces or deletes here it removes
+    by VersionId: after a push, the older versions (and hide markers) of each key it wrote; on
+    a delete, every version of each key. One ListObjectVersions listing of the folder per push
+    or delete. ``RUNFORM_B2_KEEP_VERSIONS=1`` turns this off (plain deletes, which hide), for a
+    bucket whose lifecycle rule keeps history ("Keep prior versions for this number of days")."""
 
     schemes = ("b2",)
     scheme = "b2"
 
-    def _delete_keys(self, client: Any, bucket: str, keys: list[str]) -> None:
-        if not keys:
+    @staticmethod
+    def _keep(env: Mapping[str, str] | None) -> bool:
+        return str((env or {}).get("RUNFORM_B2_KEEP_VERSIONS", "")).lower() in ("1", "true", "yes")
+
+    def _versions(self, client: Any, bucket: str, folder: str, keys: set[str]) -> dict[str, list[tuple[str, bool]]]:
+        """key -> [(VersionId, is latest)] of its data versions and hide markers."""
+        out: dict[str, list[tuple[str, bool]]] = {}
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=folder):
+            for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                vid = v.get("VersionId")
+                if v["Key"] in keys and vid and vid != "null":
+                    out.setdefault(v["Key"], []).append((vid, bool(v.get("IsLatest"))
+                                                         and v in page.get("Versions", [])))
+        return out
+
+    def _delete_versions(self, client: Any, bucket: str, targets: list[tuple[str, str | None]]) -> None:
+        if not targets:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(16, len(keys))) as pool:
-            list(pool.map(lambda k: client.delete_object(Bucket=bucket, Key=k), keys))
+        def one(target: tuple[str, str | None]) -> None:
+            key, vid = target
+            try:
+                if vid:
+                    client.delete_object(Bucket=bucket, Key=key, VersionId=vid)
+                else:
+                    client.delete_object(Bucket=bucket, Key=key)
+            except Exception as exc:
+                if error_code(exc) not in ("NoSuchKey", "NoSuchVersion", "404") and http_status(exc) != 404:
+                    raise _classify(exc, f"b2://{bucket}/{key}") from exc
+
+        with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+            list(pool.map(one, targets))
+
+    def _after_overwrite(self, client: Any, bucket: str, folder: str, keys: list[str],
+                         env: Mapping[str, str]) -> None:
+        if not keys or self._keep(env):
+            return
+        versions = self._versions(client, bucket, folder, set(keys))
+        self._delete_versions(client, bucket, [(key, vid) for key, vs in versions.items()
+                                               for vid, latest in vs if not latest])
+
+    def _delete_keys(self, client: Any, bucket: str, keys: list[str], *,
+                     env: Mapping[str, str] | None = None, folder: str = "") -> None:
+        if not keys:
+            return
+        if self._keep(env):
+            self._delete_versions(client, bucket, [(k, None) for k in keys])
+            return
+        versions = self._versions(client, bucket, folder, set(keys))
+        self._delete_versions(client, bucket, [(key, vid) for key in keys
+                                               for vid, _ in versions.get(key, [(None, False)])])
 
 
 # ---------------------------------------------------------------------- helpers

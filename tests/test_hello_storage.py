@@ -93,6 +93,27 @@ def test_artifacts_are_pushed_listed_and_survive_teardown(hello: Path, s3_server
     assert "artifact.results" in show.stdout and f"b2://{bucket}/runs/hello/" in show.stdout
     assert "joined.txt" not in show.stderr
 
+    def versions() -> tuple[dict[str, int], int]:
+        r = server.runform_client().list_object_versions(Bucket=bucket, Prefix="runs/hello/")
+        counts: dict[str, int] = {}
+        for v in r.get("Versions", []):
+            counts[v["Key"]] = counts.get(v["Key"], 0) + 1
+        return counts, len(r.get("DeleteMarkers", []))
+
+    # a re-push (the outputs changed) leaves no older version billed (B2 keeps them all)
+    first, _ = versions()
+    assert run_cli("apply", "--auto-approve", "--var", "greeting=hi", cwd=hello).returncode == 0
+    counts, markers = versions()
+    assert set(counts) == set(first) and set(counts.values()) == {1} and markers == 0, (counts, markers)
+    body = server.runform_client().get_object(Bucket=bucket, Key="runs/hello/out/joined.txt")["Body"].read()
+    assert b"hi" in body
+    # destroy forgets the artifact but never touches it in storage
+    server.stats.reset()
+    d = run_cli("destroy", "--auto-approve", cwd=hello)
+    assert d.returncode == 0, d.stderr
+    assert versions() == (counts, 0)
+    assert not [q for q in server.stats.of() if q.method == "DELETE" and "runs/hello/" in q.path]
+
 
 def test_verify_data_finds_a_file_changed_in_place(hello: Path, s3_server_b2) -> None:  # type: ignore[no-untyped-def]
     import os

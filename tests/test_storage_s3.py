@@ -410,3 +410,50 @@ def test_every_transfer_error_becomes_runforms_own():
     assert isinstance(_classify(full, what), PermanentError) and "free space" in str(_classify(full, what))
     other = KeyError("not ours")
     assert _classify(other, what) is other  # a bug stays a bug
+
+
+def _versions(server: S3Server, bucket: str, prefix: str) -> tuple[dict[str, int], int]:
+    r = server.runform_client().list_object_versions(Bucket=bucket, Prefix=prefix)
+    counts: dict[str, int] = {}
+    for v in r.get("Versions", []):
+        counts[v["Key"]] = counts.get(v["Key"], 0) + 1
+    return counts, len(r.get("DeleteMarkers", []))
+
+
+def test_b2_keeps_no_older_version_billed(s3_server_b2, tmp_path):
+    """B2 keeps every version; a re-push and a delete remove what they replace by VersionId."""
+    server, backend = s3_server_b2, B2Backend(SMALL)
+    bucket, env = server.make_bucket(), server.env("b2")  # versioned, as B2 buckets are
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "a.pt").write_bytes(b"1" * 100)
+    (src / "b.pt").write_bytes(b"2" * 100)
+    uri = f"b2://{bucket}/runs/r1/ckpt/"
+    backend.push(src, uri, env)
+    for body in (b"changed once", b"changed twice"):
+        (src / "a.pt").write_bytes(body)
+        backend.push(src, uri, env)
+    counts, markers = _versions(server, bucket, "runs/r1/ckpt/")
+    assert counts == {"runs/r1/ckpt/a.pt": 1, "runs/r1/ckpt/b.pt": 1,
+                      "runs/r1/ckpt/.runform-index.json": 1} and markers == 0
+    assert backend.delete(uri, env, ["a.pt"]) == 1
+    counts, markers = _versions(server, bucket, "runs/r1/ckpt/")
+    assert "runs/r1/ckpt/a.pt" not in counts and markers == 0  # gone for good, not hidden
+    backend.delete(uri, env)
+    assert _versions(server, bucket, "runs/r1/ckpt/") == ({}, 0)
+
+
+def test_b2_keep_versions_leaves_history_to_the_lifecycle_rule(s3_server_b2, tmp_path):
+    server, backend = s3_server_b2, B2Backend(SMALL)
+    bucket = server.make_bucket()
+    env = {**server.env("b2"), "RUNFORM_B2_KEEP_VERSIONS": "1"}
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "a.pt").write_bytes(b"1")
+    uri = f"b2://{bucket}/ckpt/"
+    backend.push(src, uri, env)
+    (src / "a.pt").write_bytes(b"22")
+    backend.push(src, uri, env)
+    backend.delete(uri, env, ["a.pt"])
+    counts, markers = _versions(server, bucket, "ckpt/a.pt")
+    assert counts == {"ckpt/a.pt": 2} and markers == 1  # hidden; the bucket's rule decides
