@@ -23,6 +23,9 @@ import attrs
 # --------------------------------------------------------------------------- values
 
 
+PENDING_SYNC = "pending-sync:"  # Manifest.version of a version logged offline, not uploaded yet
+
+
 @attrs.frozen
 class ManifestEntry:
     """One file: its path relative to the manifest root, size and content digest."""
@@ -39,6 +42,13 @@ class Manifest:
     uri: str
     entries: tuple[ManifestEntry, ...] = ()
     version: str | None = None  # e.g. a W&B artifact version or a bucket listing marker
+
+    @property
+    def pending_sync(self) -> str | None:
+        """Where a version logged offline waits to be uploaded (``version`` is
+        ``pending-sync:<where>``, e.g. a W&B offline run folder), else None."""
+        v = self.version or ""
+        return v[len(PENDING_SYNC):] if v.startswith(PENDING_SYNC) else None
 
     @property
     def digest(self) -> str:

@@ -10,17 +10,20 @@ A pushed version is typed and tied to the pipeline run that made it:
 
 - type: ``push(..., artifact_type=)`` (the spec's ``artifacts.<name>.type``), else
   ``RUNFORM_ARTIFACT_TYPE`` in ``env``, else the backend's ``artifact_type``, else ``model``.
-- lineage: when ``env`` holds the pipeline run's tracker variables (``RUNFORM_RUN_ID`` or
-  ``WANDB_RUN_ID``, and ``WANDB_PROJECT``/``WANDB_ENTITY``/``WANDB_RUN_GROUP`` from the
-  ``wandb`` tracker), the version's metadata names that run (``runform_run_id``,
+- lineage: when ``env`` holds the pipeline run's tracker variables (``RUNFORM_RUN_ID``, and
+  ``WANDB_PROJECT``/``WANDB_ENTITY``/``WANDB_RUN_GROUP`` from the ``wandb`` tracker), the version's metadata names that run (``runform_run_id``,
   ``runform_run_path``) and the push run (see :func:`.wandb_api.log_push`) is put in the
   pipeline run's group (its ``WANDB_RUN_GROUP``, else its run id) with job type
   ``runform-push-<name>``. The pipeline run itself is never resumed from here: the client
   holds it open, and it records the pushed ``vN`` on its side
   (:meth:`runform.trackers.wandb.WandbTracker.link_artifact`).
 
+Offline (``WANDB_MODE=offline``, the tracker's mode), a push is logged into an offline run and
+never waits for a version: its manifest's ``version`` is ``pending-sync:<run folder>`` until
+``wandb sync`` uploads it (:func:`.wandb_api.pending_sync`).
+
 ``wandb://project/name:alias`` takes the entity from ``WANDB_ENTITY``; a missing alias is
-``latest``. The server is reached through :mod:`.wandb_api` (real, or the folder fake when
+``latest``. ``validate`` checks the URI and the artifact name (:func:`check_uri`). The server is reached through :mod:`.wandb_api` (real, or the folder fake when
 ``RUNFORM_WANDB_FAKE_DIR`` is set).
 """
 
@@ -38,7 +41,14 @@ from runform.interfaces import Manifest, ManifestEntry
 from ._hydrate import HydrateOptions, Progress, hydrate
 from ._record import walk_files
 from ._verify import VerifyReport, verify
-from .wandb_api import WandbArtifactAPI, api_from_env, push_job_type
+from ._digest import md5_hex
+from .wandb_api import (
+    WandbArtifactAPI,
+    api_from_env,
+    check_artifact_name,
+    pending_sync,
+    push_job_type,
+)
 
 DEFAULT_ARTIFACT_TYPE = "model"  # what an artifact (an output of a pipeline) is unless the spec says
 
@@ -50,7 +60,7 @@ def pipeline_run(env: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:
     if not run_id:
         return None, {}
     meta: dict[str, Any] = {"runform_run_id": run_id}
-    if env.get("WANDB_RUN_ID") == run_id and env.get("WANDB_PROJECT"):
+    if env.get("RUNFORM_TRACKER", "wandb") == "wandb" and env.get("WANDB_PROJECT"):
         meta["runform_run_path"] = "/".join(
             p for p in (env.get("WANDB_ENTITY"), env["WANDB_PROJECT"], run_id) if p)
     if env.get("WANDB_RUN_GROUP"):
@@ -85,11 +95,32 @@ class ArtifactRef:
         return f"wandb://{self.entity}/{self.project}/{self.name}:{self.alias}"
 
 
+def check_uri(uri: str) -> tuple[str, str] | None:
+    """``(problem, fix)`` when ``uri`` cannot name a W&B artifact, else None. Needs no env (the
+    entity may come from ``WANDB_ENTITY`` at run time) and no network: ``validate`` calls it."""
+    body = uri[len("wandb://"):].strip("/") if uri.startswith("wandb://") else uri
+    path, _, alias = body.partition(":")
+    parts = path.split("/")
+    if len(parts) not in (2, 3) or not all(parts):
+        return (f"{uri!r} is not wandb://entity/project/name:alias",
+                "write wandb://entity/project/name:alias (or wandb://project/name with WANDB_ENTITY set)")
+    if problem := check_artifact_name(parts[-1]):
+        return problem, "use letters, digits, '_', '-' and '.', at most 128 characters"
+    if ":" in alias or "/" in alias:
+        return f"alias {alias!r} has ':' or '/'", "write one alias (e.g. latest, best, v3) after the ':'"
+    return None
+
+
 class WandbBackend:
     """The ``wandb`` scheme. ``api`` replaces the server (tests); by default it is chosen
     from the env (see :func:`.wandb_api.api_from_env`)."""
 
     schemes = ("wandb",)
+
+    @staticmethod
+    def check_uri(uri: str) -> tuple[str, str] | None:
+        """The plugin's validation hook: ``(problem, fix)`` for a bad URI (see :func:`check_uri`)."""
+        return check_uri(uri)
 
     def __init__(self, api: WandbArtifactAPI | None = None, *,
                  artifact_type: str | None = None) -> None:
@@ -140,6 +171,10 @@ class WandbBackend:
         version = api.upload(ref.entity, ref.project, ref.name, files, type=kind,
                              aliases=aliases, metadata=metadata, group=group,
                              job_type=push_job_type(ref.name))
+        if pending_sync(version) is not None:  # offline: no server to ask; the files are what went
+            entries = tuple(ManifestEntry(rel, p.stat().st_size, "md5:" + md5_hex(p))
+                            for rel, p in sorted(files.items()))
+            return Manifest(ref.uri, entries, version=version)
         found = api.resolve(ref.entity, ref.project, ref.name, version)
         return Manifest(ref.uri, tuple(ManifestEntry(p, s, d) for p, s, d in found.files),
                         version=found.version)

@@ -6,8 +6,21 @@ so it cannot be recorded or faked at HTTP (storage.md §6). runform talks to it 
 imported lazily) and :class:`DirArtifactStore` a faithful fake on a folder, usable across
 processes (set ``RUNFORM_WANDB_FAKE_DIR`` in the env given to the backend).
 
-Digests crossing this interface are runform's: ``md5:<hex>`` (W&B's default, which stores
-base64 of the raw MD5) or ``xxh128:<hex>`` (W&B's opt-in algorithm).
+Digests crossing this interface are runform's: ``md5:<hex>`` or ``xxh128:<hex>``. W&B stores
+base64 of the raw digest and names the algorithm per entry (``entry.extra["alg"]``, read
+through ``ArtifactManifestEntry.digest_algorithm()``; no tag means MD5), see
+:func:`entry_digest`.
+
+Downloads write straight to runform's temp file (``skip_cache=True``): no copy in W&B's cache,
+so a dataset takes its size once on the machine's disk, not twice.
+
+Offline (the tracker's mode, ``WANDB_MODE`` in the push's env), W&B cannot tell a version:
+``Artifact.wait()`` raises. A push then never waits: the version is logged into an offline run
+and its ``version`` is ``pending-sync:<run folder>`` (:func:`pending_sync`), synced later with
+``wandb sync <run folder>``. ``disabled`` cannot push and says so.
+
+Credentials are W&B's own business: ``WANDB_API_KEY`` when the env has it, else whatever
+``wandb login`` saved (wandb reads it; runform never guesses the netrc host).
 
 Lineage of a push: W&B logs an artifact version from a run. The machine must not write into
 the pipeline's own run (the client holds it open: two writers), so :func:`log_push` starts a
@@ -23,6 +36,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -32,6 +46,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from runform.errors import RunformError
+from runform.interfaces import PENDING_SYNC
 
 
 class ArtifactVersion(NamedTuple):
@@ -66,6 +81,51 @@ class WandbArtifactAPI(Protocol):
 
 
 PUSH_JOB_TYPE = "runform-push"
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # storage.md §0
+
+# W&B settings that keep everything of the process (system metrics, host metadata, installed
+# packages) out of W&B files. They are private (``x_``) and may go without notice: this is the
+# one place runform names them; settings() drops any a wandb upgrade removed, and
+# tests/test_wandb_settings.py fails loudly when that happens.
+PRIVATE_QUIET = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
+                 "x_save_requirements": False}
+PUBLIC_QUIET = {"console": "off", "disable_git": True, "save_code": False, "disable_code": True,
+                "silent": True, "disable_job_creation": True}
+
+
+def pending_sync(version: str | None) -> str | None:
+    """The offline run folder of a version logged offline (None for a real version)."""
+    if version and version.startswith(PENDING_SYNC):
+        return version[len(PENDING_SYNC):]
+    return None
+
+
+def check_artifact_name(name: str) -> str | None:
+    """Why ``name`` is not a valid W&B artifact name (None when it is)."""
+    if ARTIFACT_NAME.match(name):
+        return None
+    if len(name) > 128:
+        return f"artifact name {name[:40]!r}... is {len(name)} characters long (W&B allows 128)"
+    bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9_.-]", c)})
+    return (f"artifact name {name!r} has characters W&B does not allow ({' '.join(map(repr, bad))})"
+            if bad else "the artifact name is empty")
+
+
+def settings(*, mode: str | None = None, api_key: str | None = None, base_url: str | None = None) -> Any:
+    """``wandb.Settings`` for runform's runs (the pipeline's and the pushes'): quiet, nothing
+    of the process recorded. ``mode`` None: W&B's own choice (``WANDB_MODE``)."""
+    import wandb
+
+    fields = getattr(wandb.Settings, "model_fields", None)
+    private = {k: v for k, v in PRIVATE_QUIET.items() if fields is None or k in fields}
+    kwargs: dict[str, Any] = {**PUBLIC_QUIET, **private}
+    if api_key:
+        kwargs["api_key"] = api_key
+    if base_url:
+        kwargs["base_url"] = base_url
+    if mode:
+        kwargs["mode"] = mode
+    return wandb.Settings(**kwargs)
 
 
 def push_job_type(name: str) -> str:
@@ -75,23 +135,8 @@ def push_job_type(name: str) -> str:
 
 def push_settings(*, api_key: str | None = None, base_url: str | None = None,
                   mode: str | None = None) -> Any:
-    """Settings of a push run: like the tracker's run, nothing of the process (console, git,
-    code, system metrics, host metadata, requirements) lands in W&B files. ``mode`` None:
-    W&B's own choice (``WANDB_MODE``)."""
-    import wandb
-
-    kwargs: dict[str, Any] = {
-        "console": "off", "disable_git": True, "save_code": False, "x_disable_stats": True,
-        "x_disable_meta": True, "x_disable_machine_info": True, "x_save_requirements": False,
-        "silent": True, "disable_job_creation": True,
-    }
-    if api_key:
-        kwargs["api_key"] = api_key
-    if base_url:
-        kwargs["base_url"] = base_url
-    if mode:
-        kwargs["mode"] = mode
-    return wandb.Settings(**kwargs)
+    """Settings of a push run (see :func:`settings`)."""
+    return settings(mode=mode, api_key=api_key, base_url=base_url)
 
 
 def log_push(entity: str, project: str, name: str, files: Mapping[str, Path], *, type: str,
@@ -129,6 +174,36 @@ def b64_to_hex(b64: str) -> str:
     return base64.b64decode(b64).hex()
 
 
+def entry_digest(entry: Any, where: str = "") -> str:
+    """runform's digest of a W&B manifest entry: the algorithm is the entry's own
+    (``digest_algorithm()``, i.e. ``extra["alg"]``; none means MD5)."""
+    alg: Any = None
+    method = getattr(entry, "digest_algorithm", None)
+    if callable(method):
+        alg = method()
+        alg = getattr(alg, "name", alg)  # an enum member: MANIFEST_MD5 / MANIFEST_XXH128
+    if alg is None:
+        alg = (getattr(entry, "extra", None) or {}).get("alg") or "MD5"
+    name = str(alg).upper().replace("MANIFEST_", "")
+    kinds = {"MD5": "md5", "XXH128": "xxh128"}
+    if name not in kinds:
+        raise RunformError(f"{where or entry.path}: W&B digest algorithm {alg!r} is not one runform checks",
+                           hint="upgrade runform, or log the artifact with digest_algorithm='MD5' or 'XXH128'")
+    return f"{kinds[name]}:{b64_to_hex(entry.digest)}"
+
+
+def artifact_files(entries: Mapping[str, Any], where: str) -> tuple[tuple[str, int, str], ...]:
+    """``(path, size, digest)`` of a W&B manifest's entries (``artifact.manifest.entries``),
+    refusing references (their bytes live elsewhere)."""
+    files = []
+    for path, entry in sorted(entries.items()):
+        if entry.ref is not None:
+            raise RunformError(f"{where}: {path} is a reference to {entry.ref}",
+                               hint="use the referenced storage URI as the dataset source instead")
+        files.append((path, int(entry.size or 0), entry_digest(entry, f"{where}: {path}")))
+    return tuple(files)
+
+
 def wandb_file_digest(path: Path) -> str:
     """W&B's default entry digest: base64 of the raw MD5."""
     h = hashlib.md5()
@@ -150,12 +225,14 @@ def artifact_digest(entries: Mapping[str, str]) -> str:
 
 
 class WandbPublicAPI:
-    """The real server through ``wandb.Api`` (needs ``WANDB_API_KEY`` and network)."""
+    """The real server through ``wandb.Api`` (credentials: ``api_key`` or wandb's own lookup;
+    ``mode``: the tracker's W&B mode, which the push follows)."""
 
     def __init__(self, api_key: str | None = None, base_url: str | None = None,
-                 run_dir: str | None = None) -> None:
+                 run_dir: str | None = None, mode: str | None = None) -> None:
         self.api_key, self.base_url = api_key, base_url
         self.run_dir = run_dir  # where a push run's local files go (never the user's folder)
+        self.mode = "offline" if mode == "dryrun" else (mode or None)
         self._api: Any = None
         self._artifacts: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -164,49 +241,55 @@ class WandbPublicAPI:
         path = f"{entity}/{project}/{name}:{alias}"
         with self._lock:
             if path not in self._artifacts:
-                if self._api is None:
-                    import wandb
-
-                    overrides = {"base_url": self.base_url} if self.base_url else None
-                    self._api = wandb.Api(overrides=overrides, api_key=self.api_key)
+                if self.mode in ("offline", "disabled"):
+                    raise RunformError(f"wandb://{path}: W&B is {self.mode} here, and reading an "
+                                       "artifact needs the W&B server",
+                                       hint="set WANDB_MODE=online (and log in) where the dataset is read")
                 try:
+                    if self._api is None:
+                        import wandb
+
+                        overrides = {"base_url": self.base_url} if self.base_url else None
+                        self._api = wandb.Api(overrides=overrides, api_key=self.api_key)
                     self._artifacts[path] = self._api.artifact(path)
-                except Exception as exc:  # wandb raises CommError/ValueError variants
+                except Exception as exc:  # wandb raises CommError/ValueError/UsageError variants
                     raise RunformError(f"wandb://{path}: {exc}",
-                                       hint="check entity/project/name and the alias, and "
-                                            "that WANDB_API_KEY can read it") from exc
+                                       hint="check entity/project/name and the alias, and that you are "
+                                            "logged in (`wandb login`, or WANDB_API_KEY in the secrets "
+                                            "env file)") from exc
             return self._artifacts[path]
 
     def resolve(self, entity: str, project: str, name: str, alias: str) -> ArtifactVersion:
         art = self._artifact(entity, project, name, alias)
-        files = []
-        for path, entry in sorted(art.manifest.entries.items()):
-            if entry.ref is not None:
-                raise RunformError(
-                    f"wandb://{entity}/{project}/{name}:{alias}: {path} is a reference to "
-                    f"{entry.ref}",
-                    hint="use the referenced storage URI as the dataset source instead")
-            algo = str(entry.extra.get("digest_algorithm") or "md5").lower()
-            kind = "xxh128" if "xxh" in algo else "md5"
-            files.append((path, int(entry.size or 0), f"{kind}:{b64_to_hex(entry.digest)}"))
-        return ArtifactVersion(art.version, art.digest, tuple(files))
+        files = artifact_files(art.manifest.entries, f"wandb://{entity}/{project}/{name}:{alias}")
+        return ArtifactVersion(art.version, art.digest, files)
 
     def download(self, entity: str, project: str, name: str, version: str, path: str,
                  target: Path) -> None:
+        """One file, straight to ``target``'s folder (``skip_cache``: no copy in W&B's cache),
+        then renamed onto ``target``."""
         art = self._artifact(entity, project, name, version)
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".runform-wandb-") as root:
-            got = art.get_entry(path).download(root=root)
+            got = art.get_entry(path).download(root=root, skip_cache=True)
             os.replace(got, target)
 
     def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
                type: str, aliases: Iterable[str], metadata: Mapping[str, Any] | None = None,
                group: str | None = None, job_type: str | None = None) -> str:
+        if self.mode == "disabled":
+            raise RunformError(f"wandb://{entity}/{project}/{name}: W&B is disabled (WANDB_MODE=disabled), "
+                               "so the artifact cannot be pushed",
+                               hint="set tracker.mode (or WANDB_MODE) to online or offline, or push the "
+                                    "artifact to s3:// or b2:// instead")
         run, logged = log_push(entity, project, name, files, type=type, aliases=aliases,
                                metadata=metadata, group=group, job_type=job_type, dir=self.run_dir,
-                               settings=push_settings(api_key=self.api_key,
-                                                      base_url=self.base_url))
+                               settings=push_settings(api_key=self.api_key, base_url=self.base_url,
+                                                      mode=self.mode))
+        offline = self.mode == "offline" or str(getattr(run.settings, "mode", "")) in ("offline", "dryrun")
         try:
-            logged.wait()  # needs the server: offline, W&B knows no version until `wandb sync`
+            if offline:  # W&B knows no version until `wandb sync`: never wait for one
+                return PENDING_SYNC + str(Path(run.settings.sync_file).parent)
+            logged.wait()
             return str(logged.version)
         finally:
             run.finish()
@@ -303,8 +386,9 @@ class DirArtifactStore:
 
 
 def api_from_env(env: Mapping[str, str]) -> WandbArtifactAPI:
-    """The fake when ``RUNFORM_WANDB_FAKE_DIR`` is set, else the real server."""
+    """The fake when ``RUNFORM_WANDB_FAKE_DIR`` is set, else the real server, in the mode the
+    env gives (``WANDB_MODE``: the tracker's mode reaches the push)."""
     if fake := env.get("RUNFORM_WANDB_FAKE_DIR"):
         return DirArtifactStore(Path(fake))
     return WandbPublicAPI(api_key=env.get("WANDB_API_KEY"), base_url=env.get("WANDB_BASE_URL"),
-                          run_dir=env.get("WANDB_DIR"))
+                          run_dir=env.get("WANDB_DIR"), mode=env.get("WANDB_MODE"))

@@ -38,7 +38,9 @@ def _one_apply(ctx: TrackerContext, steps: range) -> dict[str, str]:
 
 def test_offline_run_resumes_same_id_and_holds_no_secret(ctx: TrackerContext):
     env = _one_apply(ctx, range(3))
-    assert env["WANDB_RUN_ID"] == ctx.run_id and env["WANDB_RESUME"] == "allow"
+    # the pipeline's run is the client's alone: its id is never handed on (stages: stage_env)
+    assert "WANDB_RUN_ID" not in env and "WANDB_RESUME" not in env
+    assert env["RUNFORM_RUN_ID"] == ctx.run_id
     assert env["WANDB_MODE"] == "offline" and env["WANDB_PROJECT"] == "runform-tests"
     assert "WANDB_API_KEY" not in env and "WANDB_ENTITY" not in env
     assert env["WANDB_RUN_GROUP"] == ctx.run_id  # pushes of wandb:// artifacts join this group
@@ -74,15 +76,77 @@ def test_offline_run_resumes_same_id_and_holds_no_secret(ctx: TrackerContext):
             assert CANARY.encode() not in path.read_bytes(), path
 
 
-def test_online_without_key_is_refused(ctx: TrackerContext, monkeypatch: pytest.MonkeyPatch,
-                                       tmp_path: Path):
+def test_online_without_login_is_wandbs_own_error_made_clear(ctx: TrackerContext,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path):
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     import attrs
 
     online = attrs.evolve(ctx, env={"WANDB_MODE": "online"})
-    with pytest.raises(RunformError, match="WANDB_API_KEY"):
+    with pytest.raises(RunformError) as exc:
         WandbTracker({}, online).start(run_id="x", name="x", config={})
+    assert "could not start its run" in str(exc.value) and "wandb login" in str(exc.value)
+
+
+def test_credentials_are_left_to_wandb(ctx: TrackerContext, monkeypatch: pytest.MonkeyPatch,
+                                       tmp_path: Path):
+    """`wandb login` (0.31) saves the key for api.forge.coreweave.com: runform never reads the
+    netrc itself, so it never tells a logged-in user they are not."""
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine api.forge.coreweave.com\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    import attrs
+
+    online = WandbTracker({}, attrs.evolve(ctx, env={"WANDB_MODE": "online"}))
+    s = online._settings()  # no key in the env: no error, and none invented
+    assert s.mode == "online" and not s.api_key
+    keyed = WandbTracker({}, attrs.evolve(ctx, env={"WANDB_MODE": "online", "WANDB_API_KEY": CANARY}))
+    assert keyed._settings().api_key == CANARY
+    import runform.trackers.wandb as module
+
+    assert "netrc" not in module.__dict__
+
+
+_STAGE = """
+import wandb
+run = wandb.init()  # everything from the env runform gives the stage
+run.log({"stage/loss": 0.5})
+print(run.id, run.group, run.job_type)
+run.finish()
+"""
+
+
+def test_stages_get_their_own_runs_in_the_pipelines_group(ctx: TrackerContext, tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    t = WandbTracker({}, ctx)
+    env = dict(t.start(run_id=ctx.run_id, name=ctx.run, config={}))
+    stage = {**env, **t.stage_env("operator")}
+    again = WandbTracker({}, ctx).stage_env("operator")
+    assert stage["WANDB_RUN_ID"] == again["WANDB_RUN_ID"] != ctx.run_id  # deterministic, its own
+    assert stage["WANDB_RESUME"] == "allow" and stage["WANDB_RUN_GROUP"] == ctx.run_id
+    assert t.stage_env("eval")["WANDB_RUN_ID"] != stage["WANDB_RUN_ID"]
+    # the stage process joins W&B while the client holds the pipeline's run open; twice (a re-run)
+    work = tmp_path / "machine"
+    work.mkdir()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc_env = {**base, **stage, "WANDB_DIR": str(work), "WANDB_SILENT": "true",
+                "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"), "WANDB_CACHE_DIR": str(tmp_path / "wandb-cache")}
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _STAGE], env=proc_env, capture_output=True, text=True,
+                             timeout=120, check=False)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[:3] == [stage["WANDB_RUN_ID"], ctx.run_id, "operator"]
+    t.finish()
+    files = run_files(work / "wandb", stage["WANDB_RUN_ID"])
+    assert len(files) == 2 and {RunFile.read(f).group for f in files} == {ctx.run_id}
+    (pipeline_file,) = run_files(ctx.state_dir / "wandb", ctx.run_id)
+    assert not [r for r in RunFile.read(pipeline_file).history if "stage/loss" in r]
 
 
 def test_disabled_mode_records_nothing(ctx: TrackerContext):

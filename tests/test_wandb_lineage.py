@@ -208,26 +208,38 @@ def test_schema_artifact_type() -> None:
     assert Artifact("c", ("checkpoints/",), "wandb://e/p/c").type == "model"
 
 
-def test_the_push_run_writes_its_files_where_it_is_told(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from runform.storage_backends import wandb_api
+def test_an_offline_push_never_waits_and_says_where_it_waits(ctx: TrackerContext, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracker's mode (WANDB_MODE in the push's env) reaches the push, whatever the process
+    env says; offline, Artifact.wait() would raise, so the push logs into an offline run in the
+    folder it is told, returns at once, and its manifest says it is pending sync."""
+    from runform.storage_backends.wandb_api import WandbPublicAPI, api_from_env
 
-    seen: dict = {}
+    monkeypatch.setenv("WANDB_MODE", "online")  # the machine's own env: not what decides
+    tracker_env = dict(WandbTracker({}, ctx).start(run_id=ctx.run_id, name=ctx.run, config={}))
+    assert tracker_env["WANDB_MODE"] == "offline"
+    env = {**tracker_env, "WANDB_API_KEY": CANARY, "WANDB_DIR": str(tmp_path / "push-run")}
+    api = api_from_env(env)
+    assert isinstance(api, WandbPublicAPI) and api.mode == "offline"
+    src = _checkpoint(tmp_path / "machine")
+    m = WandbBackend().push(src, "wandb://ent/proj/burgers-ckpt:best", env)
+    where = m.pending_sync
+    assert where is not None and Path(where).is_dir() and str(tmp_path / "push-run") in where
+    assert sorted(e.path for e in m.entries) == ["config.json", "operator.pt"]
+    assert all(e.digest.startswith("md5:") for e in m.entries)
+    (sync_file,) = Path(where).glob("run-*.wandb")
+    assert wait_for_exit_record(sync_file, 30)
+    push = RunFile.read(sync_file)
+    (art,) = push.artifacts
+    assert art["name"] == "burgers-ckpt" and push.group == ctx.run_id and "best" in art["aliases"]
+    # the pipeline's record of it names no W&B version (there is none yet)
+    assert WandbTracker({}, ctx)._pushed_version("wandb://ent/proj/burgers-ckpt:best", m) is None
 
-    class _Logged:
-        version = "v3"
 
-        def wait(self) -> None:
-            pass
+def test_a_disabled_push_is_a_clear_error(tmp_path: Path) -> None:
+    from runform.errors import RunformError
+    from runform.storage_backends.wandb_api import api_from_env
 
-    class _Run:
-        def finish(self) -> None:
-            pass
-
-    def fake_log_push(*args, **kwargs):  # type: ignore[no-untyped-def]
-        seen.update(kwargs)
-        return _Run(), _Logged()
-
-    monkeypatch.setattr(wandb_api, "log_push", fake_log_push)
-    api = wandb_api.api_from_env({"WANDB_DIR": str(tmp_path / "push-run")})
-    assert api.upload("e", "p", "n", {}, type="model", aliases=[]) == "v3"
-    assert seen["dir"] == str(tmp_path / "push-run")
+    with pytest.raises(RunformError, match="W&B is disabled"):
+        WandbBackend(api_from_env({"WANDB_MODE": "disabled"})).push(
+            _checkpoint(tmp_path), "wandb://e/p/n", {"WANDB_MODE": "disabled"})

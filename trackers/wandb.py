@@ -2,11 +2,17 @@
 
 - Run id: the id the core passes to ``start`` (use :func:`.base.deterministic_run_id`, from
   the run name and the state's lineage), with ``resume="allow"``: a re-apply continues the
-  same run. Files go to ``<state_dir>/wandb``.
-- Group: ``tracker.group``, else the run id, so the runs that push its ``wandb://`` artifacts
-  from the machine (same group, job type ``runform-push-<name>``) sit with it in W&B's UI.
-- Mode: ``tracker.mode``, else ``WANDB_MODE`` (``online``, ``offline``, ``disabled``).
-  Offline runs are synced later with ``wandb sync``.
+  same run. Files go to ``<state_dir>/wandb``. The client holds this run open; nobody else
+  writes to it.
+- Group: ``tracker.group``, else the run id. Stages get runs of their own in it
+  (:meth:`WandbTracker.stage_env`: ``WANDB_RUN_GROUP``, a deterministic per-stage
+  ``WANDB_RUN_ID`` with ``WANDB_RESUME=allow`` for that id only), and so do the runs that
+  push ``wandb://`` artifacts from the machine (job type ``runform-push-<name>``).
+- Mode: ``tracker.mode``, else ``WANDB_MODE`` (``online``, ``offline``, ``disabled``); it
+  reaches the stages and the pushes (``WANDB_MODE``). Offline runs are synced later with
+  ``wandb sync``.
+- Credentials: W&B's own lookup (``WANDB_API_KEY`` from the secrets env file, else what
+  ``wandb login`` saved for W&B's default host); a failure is a clear error.
 - Metrics: ``<stage>/<name>``, with the step logged as data (``<stage>/step``) and declared
   once with ``define_metric(<stage>/*, step_metric=<stage>/step)``; ``step=`` is never used
   (with ``define_metric`` it gave the seed pipeline empty charts).
@@ -26,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import netrc
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -67,47 +72,53 @@ class WandbTracker:
 
     # ------------------------------------------------------------------ lifecycle
     def _settings(self) -> Any:
-        import wandb
+        from runform.storage_backends.wandb_api import settings
 
-        kwargs: dict[str, Any] = {
-            "mode": self.mode, "console": "off", "disable_git": True, "save_code": False,
-            "x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
-            "x_save_requirements": False, "silent": True, "disable_job_creation": True,
-        }
-        if self.mode in ("online", "shared"):
-            key = self.ctx.env.get("WANDB_API_KEY")
-            if key:
-                kwargs["api_key"] = key
-            elif not _netrc_has_wandb(self.ctx.env.get("WANDB_BASE_URL")):
-                raise RunformError(
-                    "the wandb tracker is online but no WANDB_API_KEY is set",
-                    hint="put WANDB_API_KEY in the secrets env file, or set WANDB_MODE=offline")
-            if base := self.ctx.env.get("WANDB_BASE_URL"):
-                kwargs["base_url"] = base
-        return wandb.Settings(**kwargs)
+        online = self.mode in ("online", "shared")
+        env = self.ctx.env
+        return settings(mode=self.mode, api_key=env.get("WANDB_API_KEY") if online else None,
+                        base_url=env.get("WANDB_BASE_URL") if online else None)
 
     def start(self, *, run_id: str, name: str, config: Mapping[str, Any]) -> Mapping[str, str]:
-        """Start or resume ``run_id``; returns the env that lets stage code join the run."""
+        """Start or resume ``run_id``; returns the env of the pipeline's W&B context (project,
+        group, mode; never this run's id: see :meth:`stage_env`). Credentials: W&B's own lookup
+        (``WANDB_API_KEY`` from the secrets env file, else what ``wandb login`` saved)."""
         import wandb
 
         redact = self.ctx.redact
         self.dir.mkdir(parents=True, exist_ok=True)
         _next_second_if_taken(self.dir, run_id)
-        self.run = wandb.init(
-            id=run_id, resume="allow", project=self.project, entity=self.entity,
-            name=redact(name), dir=str(self.ctx.state_dir), config=redact(dict(config)),
-            group=redact(self.group(run_id)), tags=redact(list(self.config.get("tags") or [])) or None,
-            job_type=self.config.get("job_type"), notes=redact(self.config.get("notes")),
-            settings=self._settings(), reinit="create_new",
-        )
+        try:
+            self.run = wandb.init(
+                id=run_id, resume="allow", project=self.project, entity=self.entity,
+                name=redact(name), dir=str(self.ctx.state_dir), config=redact(dict(config)),
+                group=redact(self.group(run_id)), tags=redact(list(self.config.get("tags") or [])) or None,
+                job_type=self.config.get("job_type"), notes=redact(self.config.get("notes")),
+                settings=self._settings(), reinit="create_new",
+            )
+        except wandb.errors.Error as exc:  # not logged in, bad key, server unreachable ...
+            raise RunformError(
+                f"the wandb tracker could not start its run ({self.mode}): {redact(str(exc))}",
+                hint="log in with `wandb login` (or put WANDB_API_KEY in the secrets env file), or "
+                "set tracker.mode: offline") from None
         self.run_id = run_id
-        env = {"WANDB_RUN_ID": run_id, "WANDB_RESUME": "allow", "WANDB_PROJECT": self.project,
-               "WANDB_MODE": self.mode, "WANDB_NAME": redact(name),
+        env = {"WANDB_PROJECT": self.project, "WANDB_MODE": self.mode,
                "RUNFORM_RUN_ID": run_id, "RUNFORM_TRACKER": "wandb"}
         if self.entity:
             env["WANDB_ENTITY"] = str(self.entity)
         env["WANDB_RUN_GROUP"] = redact(self.group(run_id))
         return env
+
+    def stage_env(self, stage: str) -> Mapping[str, str]:
+        """The env a stage's own W&B run takes: a deterministic id of its own
+        (:func:`stage_run_id`) that it may resume (``WANDB_RESUME=allow``, for that id only), in
+        the pipeline's group, named ``<run> <stage>`` with job type ``<stage>``. Never the
+        pipeline's run id: the client holds that run open, and several writers of one run give
+        undefined results (storage.md §0)."""
+        run_id = self.run_id or self.ctx.run_id
+        return {"WANDB_RUN_ID": stage_run_id(run_id, stage), "WANDB_RESUME": "allow",
+                "WANDB_RUN_GROUP": self.ctx.redact(self.group(run_id)),
+                "WANDB_JOB_TYPE": stage[:64], "WANDB_NAME": self.ctx.redact(f"{self.ctx.run} {stage}")}
 
     def group(self, run_id: str) -> str:
         """The run's W&B group: ``tracker.group``, else the run id (pushes join it)."""
@@ -221,12 +232,14 @@ def _next_second_if_taken(wandb_dir: Path, run_id: str) -> None:
         time.sleep(1.01 - time.time() % 1)
 
 
-def _netrc_has_wandb(base_url: str | None) -> bool:
-    host = urlsplit(base_url or "https://api.wandb.ai").hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+def stage_run_id(run_id: str, stage: str) -> str:
+    """A stage's W&B run id: ``<pipeline run id>-<stage slug>-<6 hex>``, stable across applies
+    (so a re-run resumes the stage's own run), at most 64 characters of ``[a-z0-9_-]``."""
+    import hashlib
+
+    slug = re.sub(r"[^a-z0-9_-]+", "-", stage.lower()).strip("-")[:24] or "stage"
+    digest = hashlib.sha256(f"{run_id}\0{stage}".encode()).hexdigest()[:6]
+    return f"{run_id[:64 - len(slug) - 8]}-{slug}-{digest}"
 
 
 @runform.hookspecs.hookimpl

@@ -26,6 +26,9 @@ def render_show(data: dict[str, Any]) -> str:
             line += f"  -> {a.get('to')} ({a.get('objects', 0)} objects)"
             for rel, m in (a.get("manifests") or {}).items():
                 line += f"\n    {rel}: {len(m.get('entries', []))} objects, {m.get('digest', '')[:19]}"
+            # issue 12: a W&B push logged offline waits for `wandb sync` where it was logged
+            for where in (a.get("pending_sync") or {}).values():
+                line += f"\n    pending sync (logged offline): run `wandb sync {where}` on the machine"
         elif r["address"] == "instance.main":
             inst = a.get("instance", {})
             line += f"  {inst.get('id')} ({inst.get('status')})"

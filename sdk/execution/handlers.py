@@ -165,6 +165,9 @@ class Handlers:
         if a.kind != "read":
             env = dict(s.env)
             env.update(self._tracker_env())
+            stage_env = getattr(self.trk, "stage_env", None)  # a tracker's run of the stage's own
+            if stage_env is not None:
+                env.update(stage_env(name))
             st = agent.call("start", stage=name, fingerprint=fp, command=s.run, env=env, timeout=s.timeout,
                             launcher=s.launcher, nproc=s.nproc, retry_failed=a.retry_failed,
                             python=self.ws.machine(self.state).python)
@@ -226,6 +229,13 @@ class Handlers:
         total = sum(len(m["entries"]) for m in res["manifests"].values())
         out = {"to": art.to, "paths": list(art.paths), "inputs": a.after.get("inputs"),
                "manifests": res["manifests"], "objects": total}
+        pending = {rel: where for rel, m in res["manifests"].items()
+                   if (where := Manifest.from_json(m).pending_sync)}
+        if pending:  # logged offline: uploaded only by `wandb sync` on the machine
+            out["pending_sync"] = pending
+            for where in pending.values():
+                self.ws.say(f"{a.address}: logged offline, pending sync: run `wandb sync {where}` on the "
+                            "machine (before it is torn down)")
         if salvage:
             out.update(salvaged=salvage, missing=list(res.get("missing") or []))
         return out

@@ -246,6 +246,13 @@ def _check_plugins(spec: Spec, err: Any) -> None:
             pm.get(kind, name)
         except PluginError as exc:
             raise err(exc.message, field, hint=exc.hint) from None
+    # a storage backend may check its URIs here (no network): `check_uri(uri) -> (problem, fix)`
+    for section, items, attr in (("datasets", spec.datasets, "source"), ("artifacts", spec.artifacts, "to")):
+        for name, item in items.items():
+            uri = getattr(item, attr)
+            check = getattr(pm.get("storage_backends", uri.split("://", 1)[0]).factory, "check_uri", None)
+            if check is not None and (problem := check(uri)):
+                raise err(problem[0], (section, name, attr), hint=problem[1])
 
 
 def _read_env_file(path: Path, shown: str) -> dict[str, str]:
