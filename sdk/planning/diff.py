@@ -296,7 +296,8 @@ class Differ:
             if prior.status == "partial" and not stages:
                 why = f"the last push was partial ({prior.attrs.get('salvaged', 'pushed before a teardown')})"
             return Action(address, "update", why, "update")
-        return Action(address, "no-op", f"pushed to {d.attrs['to']}", "noop")
+        pending = " (logged offline: pending `wandb sync`)" if prior.attrs.get("pending_sync") else ""
+        return Action(address, "no-op", f"pushed to {d.attrs['to']}{pending}", "noop")
 
     def _tracker(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
         if prior is None:
