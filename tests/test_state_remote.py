@@ -166,6 +166,11 @@ def test_apply_then_empty_plan_state_in_the_bucket(remote: Remote, registered: N
         c = remote.server.runform_client()
         v = c.list_object_versions(Bucket=remote.bucket, Prefix="runs/hello.state.journal/")
         assert not v.get("Versions") and not v.get("DeleteMarkers")
+        # B2 bills every version: nothing older than the snapshot and its predecessor is left
+        everything = c.list_object_versions(Bucket=remote.bucket, Prefix="runs/")
+        kept = [x["Key"] for x in everything.get("Versions", [])]
+        assert kept.count("runs/hello.state") <= 2 and set(kept) == {"runs/hello.state"}, kept
+        assert not everything.get("DeleteMarkers")
     state = remote.backend().read()
     assert state is not None and state.seq == max(seqs) and not state.pending
     assert set(state.resources) >= {"instance.main", "secrets.env", "stage.join"}

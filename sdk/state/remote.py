@@ -278,6 +278,27 @@ class RemoteStateBackend:
             self._note_version(r)
             self._loaded = True
             self._drop_journal(state.seq)
+            self._prune_snapshots()
+
+    def _prune_snapshots(self) -> None:
+        """On B2 (every version kept and billed): keep the snapshot just written and the one
+        before it (the local backend's ``state.json.bak``), delete older versions by VersionId.
+        ``RUNFORM_B2_KEEP_VERSIONS=1`` leaves them to the bucket's lifecycle rule. Best effort."""
+        env = {**os.environ, **self._env}
+        if self.scheme != "b2" or env.get("RUNFORM_B2_KEEP_VERSIONS", "").lower() in ("1", "true", "yes"):
+            return
+        try:
+            with translating(self.url, "delete old state snapshot versions"):
+                found: list[tuple[float, str]] = []
+                for page in self.client.get_paginator("list_object_versions").paginate(
+                        Bucket=self.bucket, Prefix=self.key):
+                    for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                        if v["Key"] == self.key and v.get("VersionId") not in (None, "null"):
+                            found.append((v["LastModified"].timestamp(), v["VersionId"]))
+                found.sort(reverse=True)
+                self._map(self._delete_one, [(self.key, vid) for _, vid in found[2:]])
+        except StateError as exc:
+            self.last_cleanup_error = str(exc)
 
     def _snapshot_if(self, body: bytes) -> str | None:
         """The snapshot's ETag when it holds exactly ``body``, else None."""
