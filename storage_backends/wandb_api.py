@@ -241,10 +241,6 @@ class WandbPublicAPI:
         path = f"{entity}/{project}/{name}:{alias}"
         with self._lock:
             if path not in self._artifacts:
-                if self.mode in ("offline", "disabled"):
-                    raise RunformError(f"wandb://{path}: W&B is {self.mode} here, and reading an "
-                                       "artifact needs the W&B server",
-                                       hint="set WANDB_MODE=online (and log in) where the dataset is read")
                 try:
                     if self._api is None:
                         import wandb
