@@ -216,7 +216,9 @@ def test_an_offline_push_never_waits_and_says_where_it_waits(ctx: TrackerContext
     from runform.storage_backends.wandb_api import WandbPublicAPI, api_from_env
 
     monkeypatch.setenv("WANDB_MODE", "online")  # the machine's own env: not what decides
-    tracker_env = dict(WandbTracker({}, ctx).start(run_id=ctx.run_id, name=ctx.run, config={}))
+    tracker = WandbTracker({}, ctx)
+    tracker_env = dict(tracker.start(run_id=ctx.run_id, name=ctx.run, config={}))
+    tracker.finish()  # only its env matters here; an open run would hold the id in wandb-core
     assert tracker_env["WANDB_MODE"] == "offline"
     env = {**tracker_env, "WANDB_API_KEY": CANARY, "WANDB_DIR": str(tmp_path / "push-run")}
     api = api_from_env(env)
