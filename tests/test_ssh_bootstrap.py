@@ -89,7 +89,11 @@ def test_bootstrap_installs_into_a_venv_then_skips(transport: SSHTransport, tmp_
     where, version = probe.stdout.decode().split()
     assert where.startswith(f"{root}/.runform/venv/") and version == wheel.version
     assert ready_version(transport, root) == wheel.version
-    assert os.listdir(f"{root}/.runform/wheels") == [wheel.name]  # the dependency wheels are gone
+    assert os.listdir(f"{root}/.runform/wheels") == []  # the uploads are gone
+    venv = Path(root) / ".runform" / "venv"  # a symlink to the venv built aside
+    assert venv.is_symlink() and json.loads((Path(root) / READY).read_text())["venv"] == str(
+        venv.readlink()
+    )
 
     second = ensure_agent(
         transport, root, python=IMAGE_PYTHON, wheel=wheel, cache_dir=tmp_path / "cache"
