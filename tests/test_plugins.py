@@ -97,7 +97,7 @@ def _run(
 
 
 def _pip(python: Path, *args: str | Path) -> None:
-    # This interpreter's pip, aimed at the venv (`pip --python`): the venvs have no pip of their own.
+    # This interpreter's pip, aimed at the venv (`pip --python`): the venvs have no pip.
     p = _run([sys.executable, "-m", "pip", "--python", python, *args])
     assert p.returncode == 0, f"pip {args} failed:\n{p.stdout}\n{p.stderr}"
 

@@ -64,12 +64,14 @@ _FIXES = {
     3: "set `compute.options.python` to a Python >= 3.10 that the machine has",
     4: "the machine's python needs its venv module (Debian/Ubuntu: apt-get install python3-venv), "
     "or set `compute.options.python` to another interpreter",
-    5: "check the disk space on the machine (`df -h {root}`) and run apply again",
+    5: "pip's own reason is above (a full disk: free space on the machine, `df -h {root}`); "
+    "then run apply again: a failed install changes nothing there",
     6: "run apply again; if it fails the same way, the machine's python or its site-packages "
     "conflict with runform's (set `compute.options.python` to another interpreter)",
     7: "wait for that bootstrap to finish, or end it (`kill PID` on the machine), "
     "then run apply again",
-    8: "check that {root} is writable and its disk has space (`df -h {root}`), then run apply again",
+    8: "check that {root} is writable and its disk has space (`df -h {root}`), "
+    "then run apply again",
 }
 
 

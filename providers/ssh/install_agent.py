@@ -48,7 +48,7 @@ class Failed(Exception):
 def main(argv: list[str]) -> int:
     root, uploads, wheel, version, check, pause_at, *deps = argv
     base = os.path.join(root, ".runform")
-    step = "files"
+    step, build, switched = "files", None, False
     try:
         _write(os.path.join(uploads, "owner"), str(os.getpid()))  # its uploads are in use
         with _locked(os.path.join(base, "bootstrap.lock")):
@@ -72,6 +72,7 @@ def main(argv: list[str]) -> int:
             _check(python, build, version)
             step = "files"
             _switch(base, name)
+            switched = True
             _write(os.path.join(base, "ready"), json.dumps({
                 "version": version,
                 "python": os.path.join(base, "venv", "bin", "python"),
@@ -88,6 +89,8 @@ def main(argv: list[str]) -> int:
         print(f"{_STEPS[step]} failed: {exc}", file=sys.stderr)
         return EXIT[step]
     finally:
+        if build and not switched:  # a venv that failed: nothing points to it
+            shutil.rmtree(build, ignore_errors=True)
         _clean_uploads(uploads)
 
 
@@ -300,7 +303,8 @@ def _tail(p: subprocess.CompletedProcess[str], n: int = 1200) -> str:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, subprocess.CalledProcessError):
         out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else exc.output
-        return f"`{' '.join(map(str, exc.cmd))}` exited {exc.returncode}: {(out or '').strip()[-800:]}"
+        cmd = " ".join(map(str, exc.cmd))
+        return f"`{cmd}` exited {exc.returncode}: {(out or '').strip()[-800:]}"
     return str(exc)
 
 
