@@ -1,8 +1,8 @@
 """Plugins: a third-party package installed for real, a broken one, inline plugins, hook docs.
 
-1. ``examples/plugin-example`` is pip-installed into a fresh venv (``--system-site-packages``, so
-   runform stays the one under test, untouched) and shows up in ``runform plugins``; a spec using
-   its ``printer`` tracker validates and applies there.
+1. ``examples/plugin-example`` is pip-installed into a fresh venv (its own build tools; the
+   runform under test is seen through a ``.pth`` file, untouched) and shows up in
+   ``runform plugins``; a spec using its ``printer`` tracker validates and applies there.
 2. ``examples/broken-plugin`` (its module raises ImportError) is reported as BROKEN by name while
    everything else keeps working.
 3. In-process: inline plugins registered on a private or the process-wide manager (and always
@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
@@ -42,7 +43,9 @@ EXAMPLE = ROOT / "examples" / "plugin-example"
 BROKEN = ROOT / "examples" / "broken-plugin"
 HELLO = ROOT / "examples" / "hello"
 DOCS = ROOT / "docs" / "plugins.md"
-FALLBACK_MARK = "runform-installed-editable"  # in the venv folder when runform had to be installed
+BUILD_TOOLS = ("setuptools>=70.1", "wheel")  # the examples build with setuptools (>= 69)
+UNDER_TEST_PTH = "runform-under-test.pth"
+ADDED = "added-by-plugin-install.txt"  # in the venv folder: what installing the packages added
 IGNORE = shutil.ignore_patterns(
     ".runform", "out", "build", "dist", "*.egg-info", "__pycache__", "*.pyc"
 )
@@ -93,40 +96,37 @@ def _run(
     )
 
 
-def _pip_install(python: Path, *args: str | Path) -> None:
-    # This interpreter's pip, aimed at the venv (`pip --python`): works whatever the venv sees.
-    # No index at all: the packages are local folders and runform is already there.
-    p = _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            python,
-            "install",
-            "--no-index",
-            "--no-build-isolation",
-            "--quiet",
-            *args,
-        ]
-    )
-    assert p.returncode == 0, f"pip install {args} failed:\n{p.stdout}\n{p.stderr}"
+def _pip(python: Path, *args: str | Path) -> None:
+    # This interpreter's pip, aimed at the venv (`pip --python`): the venvs have no pip.
+    p = _run([sys.executable, "-m", "pip", "--python", python, *args])
+    assert p.returncode == 0, f"pip {args} failed:\n{p.stdout}\n{p.stderr}"
 
 
 def _make_venv(where: Path, *packages: Path) -> Path:
-    """A venv under ``where`` that sees this interpreter's packages, with ``packages`` installed."""
+    """A venv under ``where`` with its own build tools, seeing the runform under test (and its
+    dependencies) where they are installed, with ``packages`` installed into it.
+
+    Nothing of the host interpreter leaks in: no ``--system-site-packages`` (the base python's
+    own setuptools may be too old to build a wheel). The build tools come from the package index
+    pip is configured with, into the venv itself; then a ``.pth`` file adds this environment's
+    site folders *after* the venv's, so runform stays the one under test, untouched.
+    """
     venv = where / "venv"
-    p = _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv])
+    p = _run([sys.executable, "-m", "venv", "--without-pip", venv])
     assert p.returncode == 0, p.stderr
     python = venv / "bin" / "python"
-    if _run([python, "-c", "import runform"]).returncode != 0:
-        # runform is not visible through the system site-packages (e.g. the tests run from a venv
-        # of their own): install this checkout, editable and without dependencies.
-        _pip_install(python, "--no-deps", "-e", ROOT)
-        (venv / FALLBACK_MARK).touch()
+    _pip(python, "install", "--quiet", *BUILD_TOOLS)
+    site = _site_packages(python)
+    under_test = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
+    (site / UNDER_TEST_PTH).write_text(
+        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in under_test) + "\n"
+    )
     copies = [_copy(pkg, where / "src" / pkg.name) for pkg in packages]
     if copies:
-        _pip_install(python, *copies)
+        # no index: the packages are local folders, runform is already there, the tools too
+        before = set(os.listdir(site))
+        _pip(python, "install", "--no-index", "--no-build-isolation", "--quiet", *copies)
+        (venv / ADDED).write_text("\n".join(sorted(set(os.listdir(site)) - before)) + "\n")
     return python
 
 
@@ -204,17 +204,20 @@ def test_installing_the_plugin_leaves_runform_alone(example_venv: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert Path(p.stdout.strip()) == Path(runform.__file__)  # the checkout under test, not a copy
     # pip added the plugin and nothing else (no second runform: its dependency was satisfied)
-    site = _site_packages(example_venv)
-    installed = sorted(
-        x.name for x in site.iterdir() if not x.name.startswith("_") and "editable" not in x.name
-    )
-    expected = [
+    added = (example_venv.parent.parent / ADDED).read_text().split()
+    assert added == [
         "runform_plugin_example",
         f"runform_plugin_example-{_version_of(EXAMPLE)}.dist-info",
-    ]
-    if (example_venv.parent.parent / FALLBACK_MARK).exists():  # runform installed here on purpose
-        expected = sorted([*expected, f"runform-{runform.__version__}.dist-info"])
-    assert installed == expected, installed
+    ], added
+    # the venv's own build tools built it, and the host interpreter's packages stay out
+    code = "import json, setuptools, sys; print(json.dumps([setuptools.__file__, sys.path]))"
+    p = _run([example_venv, "-c", code])
+    assert p.returncode == 0, p.stderr
+    tools, path = json.loads(p.stdout)
+    assert tools.startswith(str(_site_packages(example_venv))), tools
+    if sys.prefix != sys.base_prefix:  # the tests run in a venv: the base python's site is not ours
+        host = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_prefix})
+        assert host["purelib"] not in path and host["platlib"] not in path, path
 
 
 def test_spec_with_the_plugin_tracker_validates_and_applies(

@@ -16,7 +16,7 @@ import pytest
 from runform.errors import ProviderError
 from runform.providers.ssh.bootstrap import READY, ensure_agent, ready_version
 from runform.providers.ssh.transport import SSHTransport
-from runform.providers.ssh.wheel import build_wheel, content_hash
+from runform.providers.ssh.wheel import Wheel, build_wheel, content_hash
 from runform.testing.sshd import SSHD
 
 # The image python: Debian's lacks attrs/pluggy/tenacity here, so the shipped deps are exercised.
@@ -89,7 +89,11 @@ def test_bootstrap_installs_into_a_venv_then_skips(transport: SSHTransport, tmp_
     where, version = probe.stdout.decode().split()
     assert where.startswith(f"{root}/.runform/venv/") and version == wheel.version
     assert ready_version(transport, root) == wheel.version
-    assert os.listdir(f"{root}/.runform/wheels") == [wheel.name]  # the dependency wheels are gone
+    assert os.listdir(f"{root}/.runform/wheels") == []  # the uploads are gone
+    venv = Path(root) / ".runform" / "venv"  # a symlink to the venv built aside
+    assert venv.is_symlink() and json.loads((Path(root) / READY).read_text())["venv"] == str(
+        venv.readlink()
+    )
 
     second = ensure_agent(
         transport, root, python=IMAGE_PYTHON, wheel=wheel, cache_dir=tmp_path / "cache"
@@ -118,3 +122,61 @@ def test_a_machine_without_a_usable_python_is_a_clear_error(
             cache_dir=tmp_path / "cache",
         )
     assert ready_version(transport, str(tmp_path / "run")) is None
+
+
+def test_leftovers_of_killed_installs_are_removed_and_rebuilt(
+    transport: SSHTransport, tmp_path: Path
+) -> None:
+    """A real-folder venv of an older runform whose install was cut short (bin/python there,
+    runform not), a half-built venv nothing points to, and an upload whose installer died."""
+    wheel = build_wheel(tmp_path / "cache")
+    root = tmp_path / "run"
+    meta = root / ".runform"
+    (meta / "venv" / "bin").mkdir(parents=True)
+    os.symlink(os.path.realpath(IMAGE_PYTHON), meta / "venv" / "bin" / "python")
+    (meta / "ready").write_text(json.dumps({"version": "0.0.1", "python": "x"}))
+    (meta / "venv.0123456789ab" / "bin").mkdir(parents=True)
+    dead = meta / "wheels" / "deadbeef0000"
+    dead.mkdir(parents=True)
+    (dead / "owner").write_text("999999999")  # no such process
+    (meta / "wheels" / "runform-0.0.1-py3-none-any.whl").write_bytes(b"old layout")
+
+    agent = ensure_agent(
+        transport, str(root), python=IMAGE_PYTHON, wheel=wheel, cache_dir=tmp_path / "cache"
+    )
+    assert agent.installed and ready_version(transport, str(root)) == wheel.version
+    current = json.loads((meta / "ready").read_text())["venv"]
+    assert (meta / "venv").is_symlink() and str((meta / "venv").readlink()) == current
+    # the half-built one and the old real folder are gone
+    assert [p.name for p in meta.glob("venv.*")] == [current]
+    assert os.listdir(meta / "wheels") == []
+    probe = transport.run([agent.python, "-c", "import runform.agent"])
+    assert probe.ok, probe.stderr
+
+
+def test_a_failed_install_says_what_failed_and_keeps_the_agent(
+    transport: SSHTransport, tmp_path: Path
+) -> None:
+    wheel = build_wheel(tmp_path / "cache")
+    root = str(tmp_path / "run")
+    good = ensure_agent(transport, root, python=IMAGE_PYTHON, wheel=wheel, cache_dir=tmp_path / "c")
+    venv = (Path(root) / ".runform" / "venv").readlink()
+
+    broken = tmp_path / "runform-9.9.9-py3-none-any.whl"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(ProviderError) as err:
+        ensure_agent(
+            transport,
+            root,
+            python=IMAGE_PYTHON,
+            wheel=Wheel(broken, "9.9.9", ("runform",)),
+            cache_dir=tmp_path / "c",
+        )
+    message = str(err.value)
+    assert "runform-9.9.9-py3-none-any.whl" in message and "venv module" not in message, message
+    assert "fix: " in message
+    # the installed agent is untouched: same venv, same sentinel, nothing half-built beside it
+    assert (Path(root) / ".runform" / "venv").readlink() == venv
+    assert ready_version(transport, root) == wheel.version
+    assert sorted(p.name for p in (Path(root) / ".runform").glob("venv.*")) == [str(venv)]
+    assert transport.run([good.python, "-c", "import runform.agent"]).ok

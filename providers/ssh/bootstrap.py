@@ -8,78 +8,71 @@ as wheels too and installed only where the machine's python lacks them. Nothing 
 downloaded on the machine.
 
 The sentinel ``<root>/.runform/ready`` names the installed version. *Ready* means: the
-transport authenticates and the sentinel names this client's version; then a bootstrap is
-one round trip. A changed checkout has a new version and installs again.
+transport authenticates, the sentinel names this client's version and the venv's python is
+there; then a bootstrap is one round trip. A changed checkout has a new version and installs
+again.
+
+The install itself runs on the machine (:mod:`.install_agent`, sent over stdin): under a lock,
+it builds a new venv aside and switches ``.runform/venv`` (a symlink) to it with one rename,
+so a bootstrap killed at any point (the client, the connection or the machine's process)
+leaves a machine that the next apply repairs. Its failures say which step failed.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
 
 from runform.errors import ProviderError
-from runform.interfaces import Transport
+from runform.interfaces import CommandResult, Transport
 from runform.providers.ssh.wheel import Wheel, build_wheel, repack_installed
 
 AGENT_DEPENDENCIES = ("attrs", "pluggy", "tenacity")  # what `python -m runform.agent` imports
 READY = ".runform/ready"
 VENV = ".runform/venv"
 WHEELS = ".runform/wheels"
+INSTALLER = Path(__file__).with_name("install_agent.py")
+# Tests only: the installer waits at this point (`venv` or `install`) while
+# <root>/.runform/bootstrap.paused exists, so a test can kill it exactly there.
+PAUSE_ENV = "RUNFORM_TEST_BOOTSTRAP_PAUSE"
 
-# $1 root, $2 python, $3 runform wheel, $4 its version, $5 "import a, b" (the deps),
-# $6... the dependency wheels
-_INSTALL = r"""
-set -eu
-R=$1; PY=$2; W=$3; V=$4; DEPS=$5; shift 5
-VENV="$R/.runform/venv"; P="$VENV/bin/python"
-rm -f "$R/.runform/ready"
+# the sentinel, when the venv's python is there
+_PROBE = (
+    'mkdir -p "$1/.runform" && '
+    '{ [ -x "$1/.runform/venv/bin/python" ] && cat "$1/.runform/ready"; true; } 2>/dev/null'
+)
+
+# $1 the machine's python; the installer's own arguments follow (see install_agent.py)
+_RUN_INSTALLER = r"""
+PY=$1; shift
+command -v "$PY" >/dev/null 2>&1 || {
+  echo "runform's agent needs Python >= 3.10; there is no '$PY' on the machine" >&2; exit 3; }
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || {
   echo "runform's agent needs Python >= 3.10; '$PY' is: $("$PY" -V 2>&1)" >&2; exit 3; }
-if [ ! -x "$P" ]; then
-  rm -rf "$VENV"
-  if "$PY" -c 'import pip' 2>/dev/null; then  # the venv sees the system's pip: no ensurepip run
-    "$PY" -m venv --system-site-packages --without-pip "$VENV"
-  else
-    "$PY" -m venv --system-site-packages "$VENV" 2>/dev/null || {
-      rm -rf "$VENV"; "$PY" -m venv --system-site-packages --without-pip "$VENV"; }
-  fi
-fi
-install() {
-  if "$P" -m pip --version >/dev/null 2>&1; then
-    "$P" -m pip install --no-deps --no-index --force-reinstall --disable-pip-version-check \
-      --no-warn-script-location -q "$@"
-  else  # no pip anywhere: these are pure-python wheels, unpack them into site-packages
-    "$P" - "$@" <<'EOF'
-import pathlib, shutil, sys, sysconfig, zipfile
-site = pathlib.Path(sysconfig.get_paths()["purelib"])
-for wheel in sys.argv[1:]:
-    with zipfile.ZipFile(wheel) as zf:
-        project = pathlib.Path(wheel).name.split("-")[0]
-        for old in site.glob(project + "-*.dist-info"):
-            for line in (old / "RECORD").read_text().splitlines():
-                (site / line.split(",")[0]).unlink(missing_ok=True)
-            shutil.rmtree(old, ignore_errors=True)
-        zf.extractall(site)
-EOF
-  fi
-}
-if [ $# -gt 0 ] && ! "$P" -c "$DEPS" 2>/dev/null; then install "$@"; fi
-install "$W"
-"$P" - "$V" <<'EOF'
-import sys
-from importlib.metadata import version
-got = version("runform")
-if got != sys.argv[1]:
-    sys.exit(f"the venv imports runform {got}, expected {sys.argv[1]}")
-import runform.interfaces, runform.plugins  # noqa: E401  the agent's own imports work
-EOF
-find "$R/.runform/wheels" -name '*.whl' ! -name "${W##*/}" -exec rm -f {} +
+exec "$PY" - "$@"
 """
+
+# what to do when the installer's step failed (its exit code)
+_FIXES = {
+    3: "set `compute.options.python` to a Python >= 3.10 that the machine has",
+    4: "the machine's python needs its venv module (Debian/Ubuntu: apt-get install python3-venv), "
+    "or set `compute.options.python` to another interpreter",
+    5: "pip's own reason is above (a full disk: free space on the machine, `df -h {root}`); "
+    "then run apply again: a failed install changes nothing there",
+    6: "run apply again; if it fails the same way, the machine's python or its site-packages "
+    "conflict with runform's (set `compute.options.python` to another interpreter)",
+    7: "wait for that bootstrap to finish, or end it (`kill PID` on the machine), "
+    "then run apply again",
+    8: "check that {root} is writable and its disk has space (`df -h {root}`), "
+    "then run apply again",
+}
 
 
 @attrs.frozen
@@ -113,15 +106,7 @@ def ensure_agent(
         raise ValueError(f"bootstrap: root must be an absolute path, not {root!r}")
     started = time.monotonic()
     wheel = wheel or build_wheel(cache_dir)
-    probe = transport.run(
-        [
-            "sh",
-            "-c",
-            'mkdir -p "$1/.runform/wheels" && { cat "$1/.runform/ready" 2>/dev/null; true; }',
-            "sh",
-            root,
-        ]
-    )
+    probe = transport.run(["sh", "-c", _PROBE, "sh", root])
     if not probe.ok:
         raise ProviderError(
             f"cannot create {root} on the machine: {_tail(probe.stderr)}",
@@ -134,36 +119,56 @@ def ensure_agent(
         )
     (log or (lambda _m: None))(f"installing runform {wheel.version} into {root}/{VENV}")
     deps = [repack_installed(name, cache_dir) for name in dependencies]
-    remote = {w: posixpath.join(root, WHEELS, w.name) for w in (wheel, *deps)}
+    # this bootstrap's own upload folder: another one may be installing on the machine right
+    # now (its client was killed); the installer removes the folder when it is done
+    uploads = posixpath.join(root, WHEELS, uuid.uuid4().hex[:12])
+    made = transport.run(["mkdir", "-p", uploads])
+    if not made.ok:
+        raise ProviderError(
+            f"cannot create {uploads} on the machine: {_tail(made.stderr)}",
+            hint=_FIXES[8].format(root=root),
+        )
+    remote = {w: posixpath.join(uploads, w.name) for w in (wheel, *deps)}
     for w, path in remote.items():
         transport.put_file(w.path, path)
     check = "import " + ", ".join(sorted({m for d in deps for m in d.imports})) if deps else "pass"
-    result = transport.run(
-        [
-            "sh",
-            "-c",
-            _INSTALL,
-            "sh",
-            root,
-            python,
-            remote[wheel],
-            wheel.version,
-            check,
-            *(remote[d] for d in deps),
-        ],
-        timeout=timeout,
-    )
-    if not result.ok:
+    argv = [
+        "sh", "-c", _RUN_INSTALLER, "sh", python,
+        root, uploads, remote[wheel], wheel.version, check, os.environ.get(PAUSE_ENV, ""),
+        *(remote[d] for d in deps),
+    ]  # fmt: skip
+    try:
+        result = transport.run(argv, stdin=INSTALLER.read_bytes(), timeout=timeout)
+    except TimeoutError:
         raise ProviderError(
-            f"installing runform's agent into {root}/{VENV} failed (exit {result.exit_code}): "
-            f"{_tail(result.stderr or result.stdout)}",
-            hint="the machine needs python3 >= 3.10 with its venv module; "
-            "set `compute.options.python` to another interpreter if needed",
-        )
-    sentinel = {"version": wheel.version, "python": agent_python(root), "installed_at": time.time()}
-    transport.put_bytes(json.dumps(sentinel).encode(), posixpath.join(root, READY), mode=0o644)
+            f"installing runform's agent into {root}/{VENV} took more than {timeout:g} s",
+            hint="check the machine's load and disk (`df -h`), then run apply again",
+        ) from None
+    if not result.ok:
+        raise _install_error(result, root)
+    done = _parse(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else b"")
     return AgentInfo(
-        agent_python(root), wheel.version, installed=True, seconds=time.monotonic() - started
+        agent_python(root),
+        wheel.version,
+        installed=bool(done.get("installed", True)),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _install_error(result: CommandResult, root: str) -> ProviderError:
+    """What failed, from the installer's own sentence and exit code."""
+    said = _tail(result.stderr or result.stdout) or "no output"
+    fix = _FIXES.get(result.exit_code)
+    if result.exit_code == 3:  # the sentence names the python: nothing to add
+        return ProviderError(said, hint=fix)
+    if fix is None:  # not one of the installer's own failures: killed, or a bug in it
+        return ProviderError(
+            f"installing runform's agent into {root}/{VENV} stopped (exit {result.exit_code}): "
+            f"{said}",
+            hint="run apply again: a half-made install is removed and made again",
+        )
+    return ProviderError(
+        f"installing runform's agent into {root}/{VENV} failed: {said}", hint=fix.format(root=root)
     )
 
 
@@ -176,7 +181,7 @@ def ready_version(transport: Transport, root: str) -> str | None:
     return version if isinstance(version, str) else None
 
 
-def _parse(raw: bytes) -> dict[str, object]:
+def _parse(raw: bytes | str) -> dict[str, object]:
     try:
         data = json.loads(raw or b"{}")
     except ValueError:

@@ -64,6 +64,18 @@ class ConnectionLostError(ProviderError):
     """The connection dropped while a command ran; the command may or may not have finished."""
 
 
+class RemoteFileError(ProviderError):
+    """A file could not be written to or read from the machine (the connection is fine)."""
+
+
+class RemoteFileNotFoundError(RemoteFileError, FileNotFoundError):
+    """The remote file (or its folder) is not there; still a :class:`FileNotFoundError`."""
+
+
+class LocalFileError(ProviderError):
+    """A local file to send could not be read."""
+
+
 class SSHTransport:
     """A connection to one machine, opened lazily and re-opened when it drops.
 
@@ -362,28 +374,75 @@ class SSHTransport:
         return CommandResult(status, b"".join(out), b"".join(err))
 
     # ------------------------------------------------------------------ files
+    # Failures about the file, not the connection, become a RemoteFileError naming it and the
+    # fix (a dropped connection is retried, then an "unreachable" ProviderError, in _call).
     def put_bytes(self, data: bytes, remote_path: str, *, mode: int = 0o644) -> None:
         """Write ``data`` to ``remote_path`` atomically, created with ``mode`` from the start."""
-        self._call(self._put, io.BytesIO(data), remote_path, mode)
+        try:
+            self._call(self._put, io.BytesIO(data), remote_path, mode)
+        except OSError as exc:
+            raise self._file_error(exc, "writing", remote_path) from None
 
     def put_file(self, local_path: Path, remote_path: str, *, mode: int = 0o644) -> None:
         """Copy a local file to ``remote_path`` atomically, created with ``mode`` from the start."""
-
-        def put() -> None:
-            with open(local_path, "rb") as src:
-                self._put(src, remote_path, mode)
-
-        self._call(put)
+        try:
+            src = open(local_path, "rb")  # noqa: SIM115 - closed below, after the retries
+        except OSError as exc:
+            raise LocalFileError(
+                f"cannot read {local_path} to send it to {self.endpoint}: "
+                f"{exc.strerror or exc}",
+                hint="check that the file exists and is readable, then run the command again",
+            ) from None
+        try:
+            with src:
+                self._call(self._put, src, remote_path, mode)
+        except OSError as exc:
+            raise self._file_error(exc, f"copying {local_path} to", remote_path) from None
 
     def get_bytes(self, remote_path: str) -> bytes:
-        """Read a remote file (:class:`FileNotFoundError` when it is not there)."""
+        """Read a remote file (:class:`RemoteFileNotFoundError`, a :class:`FileNotFoundError`,
+        when it is not there)."""
 
         def get() -> bytes:
             with self._sftp_lock, self._sftp_client().open(remote_path, "rb") as f:
                 f.prefetch()
                 return f.read()
 
-        return self._call(get)
+        try:
+            return self._call(get)
+        except OSError as exc:
+            raise self._file_error(exc, "reading", remote_path) from None
+
+    def _file_error(self, exc: OSError, doing: str, remote_path: str) -> RemoteFileError:
+        """``exc`` (paramiko's SFTP status as an OSError) as runform's error, with the fix."""
+        if isinstance(exc, RemoteFileError):
+            return exc
+        where = f"{doing} {remote_path} on {self.endpoint} failed"
+        login = f"ssh {'-i ' + self.key_file + ' ' if self.key_file else ''}-p {self.port} " + (
+            f"{self.user}@{self.host}" if self.user else self.host
+        )
+        folder = posixpath.dirname(remote_path) or "."
+        if exc.errno == errno.ENOENT:
+            return RemoteFileNotFoundError(
+                f"{where}: no such file or folder",
+                hint="run the command again (apply makes the run's folders); if it fails again, "
+                f"check the path with `{login} ls -ld {folder}`",
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return RemoteFileError(
+                f"{where}: permission denied",
+                hint=f"check that {self.user or 'the login user'} may "
+                f"{'read it' if doing == 'reading' else 'write to ' + folder}: "
+                f"`{login} ls -ld {folder}`",
+            )
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        # SFTP servers report most write failures (a full disk, a quota, a folder in the way)
+        # as a bare "Failure" without a reason
+        return RemoteFileError(
+            f"{where}: {reason}",
+            hint="the server gave no more reason; the usual ones are a full disk or quota "
+            f"(`{login} df -h {folder}`) or a folder where the file should be",
+        )
 
     def open_new(self, remote_path: str, mode: int) -> SFTPFile:
         """Create ``remote_path`` exclusively (it must not exist) with permissions ``mode`` set
