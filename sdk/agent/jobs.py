@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from runform.agent.layout import atomic_write, job_dir, meta, secrets_path
+from runform.rootpath import check_name, resolve_inside
 
 SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervise.py")
 
@@ -161,10 +162,10 @@ def tail(req: dict[str, Any]) -> dict[str, Any]:
     if fp:
         d = job_dir(root, stage, fp)
     else:
-        cur = _read(meta(root, "jobs", stage, "current"))
+        cur = _read(meta(root, "jobs", check_name(stage, what="stage"), "current"))
         if not cur:
             return {"state": "none", "data": "", "offset": 0}
-        d = meta(root, "jobs", stage, cur)
+        d = meta(root, "jobs", stage, check_name(cur, what="job"))
         fp = cur
     offset = int(req.get("offset", 0))
     limit = int(req.get("limit", 1 << 20))
@@ -197,10 +198,10 @@ def read_metrics(root: str, stage: str, fingerprint: str, metrics_file: str | No
     final: dict[str, float] = {}
     if metrics_file:
         try:
-            with open(os.path.join(root, metrics_file)) as f:
+            with open(resolve_inside(root, metrics_file, what="metrics file")) as f:
                 raw = json.load(f)
             final = {k: v for k, v in _flatten(raw).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             pass
     return {"records": records[-10000:], "final": final}
 
