@@ -75,7 +75,8 @@ class Workspace:
         """Append ``entries`` to the state's journal (fsynced) and fold them into ``state``.
         One writer at a time: actions, and pins learned by transports, share it."""
         with self._journal_lock:
-            for e in self.backend.append(list(entries)):
+            # every string that reaches the state passes the redactor (a stage's metric names, errors)
+            for e in self.backend.append([self.redactor.redact_json(e) for e in entries]):
                 state.fold(e)
 
     def pin_host_key(self, state: State, endpoint: str, key: str) -> None:

@@ -176,8 +176,20 @@ def tail(req: dict[str, Any]) -> dict[str, Any]:
             data = f.read(limit)
     except OSError:
         pass
+    if len(data) == limit:  # more follows: end on a whole UTF-8 character, the rest comes next
+        data = data[:_whole_chars(data)] or data
     st = job_status(root, stage, fp)
     return {**st, "data": data.decode("utf-8", "replace"), "offset": offset + len(data)}
+
+
+def _whole_chars(data: bytes) -> int:
+    """The length of ``data`` without a UTF-8 sequence cut at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 != 0x80:  # a lead byte (or ASCII): is its sequence whole?
+            need = 1 if b < 0x80 else 2 if b >> 5 == 0x6 else 3 if b >> 4 == 0xE else 4 if b >> 3 == 0x1E else 1
+            return len(data) - back if need > back else len(data)
+    return len(data)
 
 
 def read_metrics(root: str, stage: str, fingerprint: str, metrics_file: str | None) -> dict[str, Any]:

@@ -96,7 +96,8 @@ class Handlers:
 
         spec = self.ws.spec
         machine = self.ws.machine(self.state)
-        manifest = local_manifest(spec.code.path, code_excludes(spec), cache=self.ws.digests)
+        manifest = local_manifest(spec.code.path, code_excludes(spec), cache=self.ws.digests,
+                                  never=[spec.env_file])
         if manifest.digest != a.fingerprint:
             # a file changed between plan and apply (a saved plan was checked before we got here):
             # sync what is there now and record exactly that; the next plan shows the consequences
@@ -176,7 +177,8 @@ class Handlers:
                 break
             if self.stop is not None and self.stop.is_set():
                 raise Interrupted(f"{a.address}: stopped waiting; its job goes on (pid {st.get('pid')})")
-        m = agent.call("metrics", stage=name, fingerprint=fp, metrics_file=s.metrics)
+        # metric names and values come from the stage: masked before the tracker or the state sees them
+        m = self.ws.redactor.redact_json(agent.call("metrics", stage=name, fingerprint=fp, metrics_file=s.metrics))
         self._forward_metrics(name, m)
         record = {"inputs": a.after.get("inputs"), "exit_code": st.get("exit_code"),
                   "started": st.get("started"), "ended": st.get("ended"),
