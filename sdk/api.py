@@ -60,6 +60,7 @@ def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), repla
         if on_plan:
             on_plan(p)
         check_policy(ws, p)
+        ws.digests.save()  # only a plan that succeeded leaves its digest cache behind
     if save_to is not None:
         from runform.planning.planfile import save_plan
 
