@@ -112,7 +112,7 @@ class Workspace:
                 rec = state.get("instance.main")
                 if rec is None:
                     raise RunformError("no machine: instance.main is not in the state")
-                info = InstanceInfo.from_json(rec.attrs["instance"])
+                info = InstanceInfo.from_json(rec.instance())
                 pins = dict(rec.attrs.get("pins", {}))
                 self._machine = self.provider.connect(info, self.provider_context(state, pins))
             return self._machine

@@ -56,7 +56,7 @@ class Handlers:
         pins = dict(rec.attrs.get("pins", {})) if rec else {}
         ctx = ws.provider_context(self.state, pins)
         if a.kind in ("delete", "replace"):
-            old = InstanceInfo.from_json(rec.attrs["instance"]) if rec else (
+            old = InstanceInfo.from_json(rec.instance()) if rec else (
                 InstanceInfo.from_json(a.after["instance"]) if a.after.get("instance") else None)
             if old is not None:
                 ws.forget_machine()

@@ -73,9 +73,7 @@ def _check_attrs(address: str, attrs: dict[str, Any]) -> None:
     """The attributes used as names or paths: labels (a machine folder is named by one)."""
     if "label" in attrs and attrs["label"] is not None:
         _field(attrs, "label", _matching(_LABEL, "a label"), "a label (letters, digits, '.', '_', '-')")
-    if address == "instance.main":
-        if "instance" not in attrs:
-            raise FieldError("field 'attrs.instance' is missing (what the provider knows of the machine)")
+    if address == "instance.main" and "instance" in attrs:
         inst = attrs["instance"]
         if not isinstance(inst, Mapping):
             raise FieldError("field 'attrs.instance': expected an object")
@@ -105,6 +103,16 @@ class ResourceState:
     status: str = "ok"  # ok | tainted
     revision: int = 0  # the serial at which this record last changed
     updated: float = 0.0
+
+    def instance(self) -> dict[str, Any]:
+        """``attrs.instance`` of the instance record (what the provider knows of the machine)."""
+        inst = self.attrs.get("instance")
+        if not isinstance(inst, Mapping):
+            raise StateError(f"{self.address}: the state has no attrs.instance (what the provider knows of "
+                             "the machine)",
+                             hint="restore .runform/ from a copy (state.json.bak); the state was edited "
+                             "or damaged")
+        return dict(inst)
 
     def to_json(self) -> dict[str, Any]:
         return {
