@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
+from pathlib import Path
 
 from runform.agent import jobs
 from runform.agent.layout import atomic_write, code_manifest_path, manifest_digest, dataset_record, meta, secrets_path
@@ -107,8 +108,6 @@ def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) 
         elif fetched and written is None:
             missing.append(path)  # fetched before, no longer vouched for (a deep check dropped it)
     if deep and fetched:
-        from pathlib import Path
-
         from runform.interfaces import Manifest
         from runform.storage_backends._verify import verify
 
@@ -170,7 +169,6 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     os.makedirs(dest, exist_ok=True)
     scheme = manifest.uri.split("://", 1)[0]
     backend = get_plugin_manager().get("storage_backends", scheme).factory()
-    from pathlib import Path
 
     prog = _ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes)
     moved = backend.fetch(manifest, Path(dest), _secret_env(root), progress=prog)
@@ -269,7 +267,6 @@ def make_links(root: str, dest: str, links: dict[str, str]) -> None:
 def push(req: dict[str, Any]) -> dict[str, Any]:
     """Push outputs to storage from the machine (artifacts). With ``missing_ok`` (the salvage
     push before a teardown after a failure) paths that do not exist are listed, not an error."""
-    from pathlib import Path
 
     from runform.interfaces import Manifest
     from runform.plugins import get_plugin_manager
@@ -351,7 +348,6 @@ def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[st
     """A W&B artifact is one versioned unit: stage the paths (hard links, no copies) in one
     folder under the run's own meta folder and log that as one version of ``to``."""
     import tempfile
-    from pathlib import Path
 
     from runform.interfaces import Manifest
 
