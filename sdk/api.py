@@ -83,10 +83,13 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
             _unpin(ws, state, accept_host_keys)
         saved = None
         if plan_file is not None:
-            from runform.planning.planfile import check_origin, check_stale, load_plan
+            from runform.graph import build_graph
+            from runform.planning.planfile import check_addresses, check_origin, check_stale, load_plan
 
             saved = load_plan(Path(plan_file))
             check_origin(saved, spec.run, spec.path, Path(plan_file), explicit_spec=True)
+            check_addresses(saved, [*build_graph(spec).deps, *(state.resources if state else ())],
+                            Path(plan_file))
         fresh = make_plan(ws, state, refresh_enabled=refresh, targets=targets or (saved.targets if saved else ()),
                           replace=replace, destroy=destroy or bool(saved and saved.destroy),
                           seed=dict(saved.new_state) if saved and saved.new_state else None)

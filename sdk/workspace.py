@@ -44,7 +44,11 @@ class Workspace:
 
     # ------------------------------------------------------------------ state
     def read_state(self) -> State | None:
-        return self.backend.read()
+        state = self.backend.read()
+        rec = state.get("instance.main") if state is not None else None
+        if rec is not None:
+            rec.instance()  # a machine record says what the provider knows of it, or the state is refused
+        return state
 
     @contextlib.contextmanager
     def locked(self, operation: str, timeout: float = 0.0) -> Iterator[Any]:

@@ -128,10 +128,24 @@ def _check_changes(path: Path, raw: dict[str, Any]) -> None:
     from runform.planning.model import SYMBOLS
 
     hint = "re-create the plan with `runform plan --out FILE`"
-    for key, kind in (("run", str), ("lineage", str), ("spec_path", str)):
-        if key in raw and not isinstance(raw[key], kind):
-            raise StateError(f"{path}: field {key!r}: expected a string, got {type(raw[key]).__name__}",
+    for key, kind, what in (("run", str, "a string"), ("lineage", str, "a string"),
+                            ("spec_path", str, "a string"), ("variables", dict, "an object"),
+                            ("new_state", dict, "an object"), ("targets", list, "a list"),
+                            ("serial", int, "an integer")):
+        if raw.get(key) is not None and not isinstance(raw[key], kind):
+            raise StateError(f"{path}: field {key!r}: expected {what}, got {type(raw[key]).__name__}",
                              hint=hint)
+    for key, value in (raw.get("variables") or {}).items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise StateError(f"{path}: variables.{key}: expected a single value, got {type(value).__name__}",
+                             hint=hint)
+    if raw.get("new_state") is not None:
+        from runform.state.model import FieldError, State
+
+        try:
+            State.from_json({"version": 1, "serial": 0, **raw["new_state"]})
+        except (StateError, FieldError) as exc:
+            raise StateError(f"{path}: new_state: {getattr(exc, 'message', exc)}", hint=hint) from None
     if "resource_changes" not in raw:
         raise StateError(f"{path}: field 'resource_changes' is missing", hint=hint)
     changes = raw["resource_changes"]
@@ -151,6 +165,8 @@ def _check_changes(path: Path, raw: dict[str, Any]) -> None:
         if not re.fullmatch(r"[a-z_]{1,32}", kind) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
             raise StateError(f"{path}: {where}.address: {a['address'][:80]!r} is not an address (KIND.NAME)",
                              hint=hint)
+        if not isinstance(a.get("change", {}), dict) or not isinstance(a.get("change", {}).get("after", {}), dict):
+            raise StateError(f"{path}: {where}.change: expected an object with an object `after`", hint=hint)
         if a["action"] not in SYMBOLS:
             raise StateError(f"{path}: {where}.action: unknown action {a['action']!r} "
                              f"(known: {', '.join(SYMBOLS)})", hint=hint)
@@ -173,14 +189,19 @@ def check_origin(plan: Plan, spec_run: str, spec_path: Path, plan_file: Path, ex
                          "to that spec from here")
 
 
+def check_addresses(plan: Plan, known: Iterable[str], plan_file: Path) -> None:
+    """Refuse a plan that names resources neither the spec nor the state has (an edited plan),
+    before anything is planned or applied."""
+    known = set(known)
+    unknown = [a.address for a in plan.actions if a.address not in known]
+    if unknown:
+        raise StateError(f"{plan_file}: the plan names {', '.join(unknown[:5])}, which neither the spec nor "
+                         "the state has (was the plan edited?)",
+                         hint="run `runform plan --out FILE` again and apply the new plan")
+
+
 def check_stale(plan: Plan, state: State | None, fresh: Plan) -> None:
     """Refuse ``plan`` if what it touches changed since; ``fresh`` is a plan made now."""
-    unknown = [a.address for a in plan.changes
-               if fresh.get(a.address) is None and (state is None or state.get(a.address) is None)]
-    if unknown:
-        raise StateError(f"Saved plan names {', '.join(unknown[:5])}, which neither the spec nor the state "
-                         "has (was the plan edited?)",
-                         hint="run `runform plan --out FILE` again and apply the new plan")
     if state is not None and plan.new_state is None and plan.lineage != state.lineage:
         raise StateError("Saved plan does not match the given state: it was created from a different "
                          "state lineage", hint="run `runform plan --out FILE` again")
