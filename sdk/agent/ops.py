@@ -215,6 +215,15 @@ def progress(req: dict[str, Any]) -> dict[str, Any]:
         return {"bytes": 0, "total": 0, "started": None}
 
 
+def check_dataset(req: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a dataset's dest and links that would leave the root, before the client uploads into
+    it (``file://`` sources): the symlinks already on the machine are seen here."""
+    root, name = req["root"], check_name(req["name"], what="dataset")
+    dest = resolve_inside(root, req["dest"], what=f"datasets.{name}.dest")
+    _check_links(root, req["dest"], req.get("links", {}), name)
+    return {"dest": dest}
+
+
 def record_dataset(req: dict[str, Any]) -> dict[str, Any]:
     """Record a dataset the client put in place itself (``file://`` sources), then make links."""
     root, name = req["root"], check_name(req["name"], what="dataset")
@@ -402,6 +411,7 @@ OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "gpus": gpus,
     "hydrate": hydrate,
     "record_dataset": record_dataset,
+    "check_dataset": check_dataset,
     "progress": progress,
     "push": push,
     "remove": remove,

@@ -123,6 +123,7 @@ class Handlers:
         agent = self.agent()
         t0 = time.monotonic()
         if d.source.startswith("file://") and not machine.local:
+            agent.call("check_dataset", name=name, dest=d.dest, links=dict(d.links))  # before any upload
             moved = self._upload_file_dataset(machine, manifest, name, d.dest)
             agent.call("record_dataset", name=name, dest=d.dest, links=dict(d.links),
                        manifest=manifest.to_json(), digest=manifest.digest)
