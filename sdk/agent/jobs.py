@@ -54,6 +54,10 @@ def job_status(root: str, stage: str, fingerprint: str) -> dict[str, Any]:
                    ended=_float(_read(os.path.join(d, "ended"))))
         return out
     out["state"] = "lost" if os.path.exists(os.path.join(d, "pid")) else "none"
+    if out["state"] == "lost":  # the supervisor died: what it said on its way out, if anything
+        err = _read(os.path.join(d, "supervisor.err"))
+        if err:
+            out["cause"] = err[-500:]
     return out
 
 

@@ -188,7 +188,8 @@ class Handlers:
         if st["state"] != "succeeded":
             tail = agent.call("tail", stage=name, fingerprint=fp, offset=0, limit=1 << 20)["data"]
             last = "\n".join(tail.rstrip().splitlines()[-15:])
-            raise StageFailed(f"{a.address} failed (exit {st.get('exit_code', '?')}, {st['state']})"
+            cause = f"; its supervisor said: {self.ws.redact(st['cause'])}" if st.get("cause") else ""
+            raise StageFailed(f"{a.address} failed (exit {st.get('exit_code', '?')}, {st['state']}){cause}"
                               + (f"; last lines of its log:\n{self.ws.redact(last)}" if last else ""), record)
         return record
 
