@@ -100,7 +100,7 @@ class ResourceState:
     address: str
     attrs: dict[str, Any]
     fingerprint: str | None = None
-    status: str = "ok"  # ok | tainted
+    status: str = "ok"  # ok | tainted | partial (an artifact pushed in part before a teardown)
     revision: int = 0  # the serial at which this record last changed
     updated: float = 0.0
 
@@ -132,8 +132,8 @@ class ResourceState:
             address=_field(raw, "address", _matching(_ADDRESS, "an address"), "an address KIND.NAME"),
             attrs=_field(raw, "attrs", _object, "an object", {}),
             fingerprint=_field(raw, "fingerprint", _optional_str, "a string or null", None),
-            status=_field(raw, "status", _matching(re.compile(r"(ok|tainted)\Z"), "a status"),
-                          "ok or tainted", "ok"),
+            status=_field(raw, "status", _matching(re.compile(r"(ok|tainted|partial)\Z"), "a status"),
+                          "ok, tainted or partial", "ok"),
             revision=_field(raw, "revision", _int, "an integer", 0),
             updated=_field(raw, "updated", float, "a number", 0.0),
         )
