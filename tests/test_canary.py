@@ -2,8 +2,8 @@
 the output, state, journal, plan JSON, logs, metrics, artifacts, nor in any spelling a program
 may print it in (URL-quoted, JSON-escaped, base64), nor split across the supervisor's reads.
 
-Run on the local provider and on the ssh provider (a real sshd on 127.0.0.1): every file of the
-project and of the machine's root is scanned."""
+Run on the local, ssh (a real sshd on 127.0.0.1) and vast (runform's Vast API stand-in over that
+sshd) providers: every file of the project, of the machine and of the artifact store is scanned."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import stat
+import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
@@ -64,7 +65,11 @@ def _scan(roots: list[Path], allowed: set[Path], forms: list[bytes]) -> list[str
     return leaks
 
 
-@pytest.mark.parametrize("provider", ["local", "ssh"])
+VAST = {"provider": "vast", "gpus": ["RTX_4090"], "num_gpus": 1, "image": "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime",
+        "disk_gb": 40, "max_price_per_hour": 3.0, "max_duration": "2h", "teardown": "never"}
+
+
+@pytest.mark.parametrize("provider", ["local", "ssh", "vast"])
 def test_canary_never_leaks(provider: str, hello: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     # '/', '+', '&', '=', '?' and 'é' make the URL-quoted and JSON-escaped spellings differ from the raw one
     canary = "canary-" + secrets.token_hex(12) + "/+&=?é"
@@ -78,31 +83,46 @@ def test_canary_never_leaks(provider: str, hello: Path, tmp_path: Path, request:
     # an artifact of the whole root: it must take neither .runform/ nor the env file
     spec["artifacts"] = {"all": {"paths": ["."], "to": store.as_uri()}}
     machine_roots = []
-    if provider == "ssh":
+    env: dict[str, str] = {}
+    standin = None
+    if provider in ("ssh", "vast"):
         if not SSHD.available():
             pytest.skip("openssh-server is not installed")
         sshd: SSHD = request.getfixturevalue("sshd")
+    if provider == "ssh":
         remote = tmp_path / "remote" / "hello"
         spec["compute"] = {**sshd.compute, "root": str(remote)}
         machine_roots.append(remote)
+    if provider == "vast":
+        standin = request.getfixturevalue("make_vast_standin")(sshd=sshd)
+        standin.set_lifecycle(created_s=0.05, loading_s=0.1, destroy_s=0.05)
+        env = standin.env()
+        spec["compute"] = dict(VAST)
     (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, cwd=hello, env=env)
+
     outputs = []
-    p = run_cli("plan", "--json", "--out", "canary.plan", cwd=hello)
+    p = cli("plan", "--json", "--out", "canary.plan")
     assert p.returncode == 0, p.stderr
     outputs += [p.stdout, p.stderr]
-    a = run_cli("apply", "--auto-approve", cwd=hello)
+    a = cli("apply", "--auto-approve")
     assert a.returncode == 0, a.stderr
     outputs += [a.stdout, a.stderr]
-    logs = run_cli("logs", "join", cwd=hello)
+    if standin is not None:
+        state = json.loads((hello / ".runform" / "state.json").read_text())
+        inst = next(r for r in state["resources"] if r["address"] == "instance.main")
+        machine_roots.append(standin.instance_root(inst["attrs"]["instance"]["id"]))
+    logs = cli("logs", "join")
     assert "token is ***" in logs.stdout
-    leak_log = run_cli("logs", "leak", cwd=hello)
+    leak_log = cli("logs", "leak")
     assert leak_log.returncode == 0, leak_log.stderr
     assert leak_log.stdout.count("***") >= 6 and "done" in leak_log.stdout, leak_log.stdout[-800:]
-    show = run_cli("show", "--json", cwd=hello)
+    show = cli("show", "--json")
     assert "acc_***" in show.stdout
     outputs += [logs.stdout, logs.stderr, leak_log.stdout, leak_log.stderr, show.stdout, show.stderr]
-    second = run_cli("plan", "--detailed-exitcode", cwd=hello)
+    second = cli("plan", "--detailed-exitcode")
     assert second.returncode == 0, second.stdout + second.stderr
     outputs += [second.stdout, second.stderr]
     forms = _spellings(canary)
@@ -110,7 +130,12 @@ def test_canary_never_leaks(provider: str, hello: Path, tmp_path: Path, request:
         for form in forms:
             assert form.decode() not in text
 
-    root = machine_roots[0] if machine_roots else machine_root(hello)
+    if machine_roots:
+        found = [p for p in machine_roots[0].rglob("secrets.env") if p.parent.name == ".runform"]
+        assert len(found) == 1, found
+        root = found[0].parent.parent
+    else:
+        root = machine_root(hello)
     secret_file = root / ".runform" / "secrets.env"
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     assert not (store / ".runform").exists() and not (store / "hello.env").exists()
