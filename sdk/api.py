@@ -56,7 +56,8 @@ def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), repla
     ws.read_only = True  # the next apply pins a host key first seen by this plan's refresh
     with ws.locked("plan", lock_timeout):
         state = ws.read_state()
-        p = make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)
+        p = _redacted(ws, make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace,
+                                    destroy=destroy))
         if on_plan:
             on_plan(p)
         check_policy(ws, p)
@@ -100,7 +101,7 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
             the_plan = fresh
         check_policy(ws, the_plan)
         if on_plan:
-            on_plan(the_plan)
+            on_plan(_redacted(ws, the_plan))
         if not the_plan.has_changes:
             return ApplyResult(outcomes=(), added=0, changed=0, destroyed=0)
         if confirm is not None and plan_file is None and not confirm(the_plan):
@@ -126,6 +127,14 @@ def show(spec: Spec) -> dict[str, Any]:
     for r in out["resources"]:
         r["attrs"].pop("manifest", None)
     return out
+
+
+def _redacted(ws: Workspace, plan: Plan) -> Plan:
+    """The plan as shown and saved: every string through the redactor (a secret pasted into the
+    spec as text, say). The plan itself when nothing is masked."""
+    raw = plan.to_json()
+    masked = ws.redactor.redact_json(raw)
+    return plan if masked == raw else Plan.from_json(masked)
 
 
 def _without_saved_plans(spec: Spec, also: str | os.PathLike[str] | None = None) -> Spec:

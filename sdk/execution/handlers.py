@@ -58,6 +58,11 @@ class Handlers:
         if a.kind in ("delete", "replace"):
             old = InstanceInfo.from_json(rec.instance()) if rec else (
                 InstanceInfo.from_json(a.after["instance"]) if a.after.get("instance") else None)
+            if rec is None and old is not None and old.label != ws.label(self.state):
+                # a machine named by the plan alone (found by its label): never another run's
+                raise RunformError(f"{a.address}: the plan names the machine {old.label!r}, not this run's "
+                                   f"{ws.label(self.state)!r} (was the plan edited?)",
+                                   hint="run `runform plan --out FILE` again and apply the new plan")
             if old is not None:
                 ws.forget_machine()
                 provider.destroy(old, ctx)
