@@ -98,3 +98,22 @@ def test_a_stage_that_cannot_start_says_why(tmp_path: Path) -> None:
     assert "[runform] the stage could not run" in log and "Argument list too long" in log, log
     st, log = _run_job(root, "echo hi", {"NUL": "a\0b"}, stage="t")
     assert st["state"] == "failed" and "embedded null byte" in log, (st, log)
+
+
+def test_logs_prints_the_whole_log_masked_across_its_chunks(hello: Path) -> None:
+    """`runform logs` printed only the first 1 MiB, cut mid-line, and masked each chunk apart."""
+    from conftest import run_cli
+
+    secret = "chunk-" + os.urandom(8).hex()
+    (hello / "hello.env").write_text(f'HELLO_TOKEN="{secret}"\n')
+    spec = (hello / "runform.yaml").read_text()
+    # 3 MiB of lines, the secret straddling each 1 MiB chunk of the agent's tail, then END
+    script = ("import os,sys; s=os.environ['HELLO_TOKEN'].encode(); o=sys.stdout.buffer; "
+              "[o.write(b'y'*((1<<20)-len(s)//2-1)+b'\\n'+s+b'\\n') for _ in range(3)]; o.write(b'END\\n')")
+    spec = spec.replace("run: python steps/join.py", f'run: python -c "{script}"; python steps/join.py')
+    (hello / "runform.yaml").write_text(spec)
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    logs = run_cli("logs", "join", cwd=hello)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.endswith("END\njoined\n") and len(logs.stdout) > 3 * (1 << 20)
+    assert secret not in logs.stdout and logs.stdout.count("***") == 3
