@@ -84,7 +84,9 @@ class DigestCache:
         if path and path.is_file():
             try:
                 self.data = json.loads(path.read_text())
-            except (ValueError, OSError):
+            except (ValueError, OSError, RecursionError):
+                self.data = {}
+            if not isinstance(self.data, dict):  # a damaged cache is only a slower plan
                 self.data = {}
 
     def digest(self, file: Path) -> tuple[int, str]:

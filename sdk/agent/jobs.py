@@ -41,7 +41,7 @@ def job_status(root: str, stage: str, fingerprint: str) -> dict[str, Any]:
     out: dict[str, Any] = {"started": _float(_read(os.path.join(d, "started")))}
     code = _read(os.path.join(d, "exit_code"))
     if code is not None and code != "":
-        out.update(state="succeeded" if code == "0" else "failed", exit_code=int(code),
+        out.update(state="succeeded" if code == "0" else "failed", exit_code=_int(code),
                    ended=_float(_read(os.path.join(d, "ended"))))
         return out
     if _locked(os.path.join(d, "lock")):
@@ -50,7 +50,7 @@ def job_status(root: str, stage: str, fingerprint: str) -> dict[str, Any]:
     # a finished job writes exit_code before its lock goes; re-check to avoid a race
     code = _read(os.path.join(d, "exit_code"))
     if code:
-        out.update(state="succeeded" if code == "0" else "failed", exit_code=int(code),
+        out.update(state="succeeded" if code == "0" else "failed", exit_code=_int(code),
                    ended=_float(_read(os.path.join(d, "ended"))))
         return out
     out["state"] = "lost" if os.path.exists(os.path.join(d, "pid")) else "none"
@@ -205,7 +205,7 @@ def read_metrics(root: str, stage: str, fingerprint: str, metrics_file: str | No
             for line in f:
                 try:
                     rec = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(rec, dict):
                     records.append(rec)

@@ -46,8 +46,8 @@ def status(req: dict[str, Any]) -> dict[str, Any]:
     try:
         with open(code_manifest_path(root)) as f:
             out["code_digest"] = manifest_digest(json.load(f).get("entries", []))
-    except (OSError, ValueError, TypeError):
-        out["code_digest"] = None
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+        out["code_digest"] = None  # damaged: the code is sent again
     sp = secrets_path(root)
     if os.path.exists(sp) and req.get("salt"):
         with open(sp, "rb") as f:
@@ -60,7 +60,7 @@ def status(req: dict[str, Any]) -> dict[str, Any]:
     }
     out["exists"] = {p: _exists(root, p) for p in req.get("paths", [])}
     deep = bool(req.get("verify_data"))
-    out["datasets"] = {name: _dataset_state(root, name, d, deep)
+    out["datasets"] = {name: _dataset_state_or_none(root, name, d, deep)
                        for name, d in (req.get("datasets") or {}).items()}
     return out
 
@@ -75,6 +75,14 @@ def _exists(root: str, rel: str) -> bool:
 
 def salted_digest(salt: str, data: bytes) -> str:
     return "hmac-sha256:" + hashlib.sha256(salt.encode() + b"\0" + data).hexdigest()
+
+
+def _dataset_state_or_none(root: str, name: str, d: dict[str, Any], deep: bool) -> dict[str, Any]:
+    """A damaged fetch record reads as nothing hydrated: the next apply fetches the dataset again."""
+    try:
+        return _dataset_state(root, name, d, deep)
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
+        return {"digest": None, "missing": []}
 
 
 def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) -> dict[str, Any]:
@@ -93,7 +101,7 @@ def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) 
     try:
         with open(os.path.join(dest, ".runform-manifest.json")) as f:
             fetched = json.load(f).get("files", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         fetched = {}
     missing = []
     for path, size, _digest in rec.get("entries", []):
@@ -210,8 +218,9 @@ class _ProgressFile:
 def progress(req: dict[str, Any]) -> dict[str, Any]:
     try:
         with open(dataset_record(req["root"], req["name"]) + ".progress") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+            doc = json.load(f)
+        return doc if isinstance(doc, dict) else {"bytes": 0, "total": 0, "started": None}
+    except (OSError, ValueError, RecursionError):
         return {"bytes": 0, "total": 0, "started": None}
 
 

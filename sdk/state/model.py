@@ -69,8 +69,29 @@ def _matching(pattern: re.Pattern[str], what: str) -> Any:
     return conv
 
 
+_NUMBER = (int, float)
+# attributes runform computes with, by kind: their JSON types (None is always allowed)
+_TYPED: dict[str, dict[str, tuple[type, ...]]] = {
+    "stage": {"duration": _NUMBER, "started": _NUMBER, "ended": _NUMBER, "exit_code": (int,),
+              "metrics": (dict,), "inputs": (dict,)},
+    "instance": {"pins": (dict,), "compute": (dict,)},
+    "dataset": {"manifest": (dict,), "bytes_moved": _NUMBER},
+    "code": {"manifest": (dict,), "files": (int,), "bytes": _NUMBER},
+    "artifact": {"manifests": (dict,), "inputs": (dict,)},
+}
+
+
 def _check_attrs(address: str, attrs: dict[str, Any]) -> None:
-    """The attributes used as names or paths: labels (a machine folder is named by one)."""
+    """The attributes used as names or paths (labels: a machine folder is named by one), and those
+    runform computes with (their JSON types)."""
+    for key, types in _TYPED.get(address.split(".", 1)[0], {}).items():
+        value = attrs.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            names = "a number" if types == _NUMBER else {dict: "an object", int: "an integer"}[types[0]]
+            raise FieldError(f"field 'attrs.{key}': expected {names}, got {json.dumps(value, default=str)[:40]}")
+    pins = attrs.get("pins")
+    if isinstance(pins, Mapping) and not all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items()):
+        raise FieldError("field 'attrs.pins': expected host -> key strings")
     if "label" in attrs and attrs["label"] is not None:
         _field(attrs, "label", _matching(_LABEL, "a label"), "a label (letters, digits, '.', '_', '-')")
     if address == "instance.main" and "instance" in attrs:
