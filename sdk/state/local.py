@@ -241,9 +241,11 @@ class LocalStateBackend:
         self._lock.release()
 
     def force_unlock(self, lock_id: str) -> None:
+        self._check_files()
         self._lock.force_unlock(lock_id)
 
     def lock_info(self) -> LockInfo | None:
+        self._check_files()
         return self._lock.current()
 
 
