@@ -185,3 +185,33 @@ def test_remote_manifest_request_json_is_json(root: Path) -> None:
                 "datasets": {}})
     assert r["ok"] is True and r["exists"] == {"out/x": False, "../victim.txt": False}
     json.dumps(r)
+
+
+def test_an_ssh_root_edited_in_the_state_is_refused(hello: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The state names the machine's root; a state edited to another folder (the home folder, say)
+    would make code sync write there. The ssh provider compares it with the root it created."""
+    import yaml
+    from conftest import run_cli
+
+    from runform.testing.sshd import SSHD
+
+    if not SSHD.available():
+        pytest.skip("openssh-server is not installed")
+    sshd = request.getfixturevalue("sshd")
+    root = tmp_path / "remote" / "hello"
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["compute"] = {**sshd.compute, "root": str(root)}
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert run_cli("apply", "--auto-approve", cwd=hello).returncode == 0
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    state_file = hello / ".runform" / "state.json"
+    state = json.loads(state_file.read_text())
+    for r in state["resources"]:
+        if r["address"] == "instance.main":
+            r["attrs"]["instance"]["attrs"]["root"] = str(other)
+    state_file.write_text(json.dumps(state))
+    p = run_cli("apply", "--auto-approve", cwd=hello)
+    assert p.returncode == 1 and "but it was created at" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    assert list(other.iterdir()) == []
