@@ -62,7 +62,10 @@ class LocalProvider:
     name = "local"
 
     def _root(self, label: str, ctx: ProviderContext) -> Path:
-        return ctx.state_dir / "machines" / label
+        from runform.rootpath import check_name
+
+        # the label comes from the state (untrusted): one plain folder name under machines/
+        return ctx.state_dir / "machines" / check_name(label, what="machine label")
 
     def find(self, labels: Iterable[str], ctx: ProviderContext) -> dict[str, InstanceInfo]:
         out = {}

@@ -56,10 +56,12 @@ def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), repla
     ws.read_only = True  # the next apply pins a host key first seen by this plan's refresh
     with ws.locked("plan", lock_timeout):
         state = ws.read_state()
-        p = make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace, destroy=destroy)
+        p = _redacted(ws, make_plan(ws, state, refresh_enabled=refresh, targets=targets, replace=replace,
+                                    destroy=destroy))
         if on_plan:
             on_plan(p)
         check_policy(ws, p)
+        ws.digests.save()  # only a plan that succeeded leaves its digest cache behind
     if save_to is not None:
         from runform.planning.planfile import save_plan
 
@@ -82,9 +84,13 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
             _unpin(ws, state, accept_host_keys)
         saved = None
         if plan_file is not None:
-            from runform.planning.planfile import check_stale, load_plan
+            from runform.graph import build_graph
+            from runform.planning.planfile import check_addresses, check_origin, check_stale, load_plan
 
             saved = load_plan(Path(plan_file))
+            check_origin(saved, spec.run, spec.path, Path(plan_file), explicit_spec=True)
+            check_addresses(saved, [*build_graph(spec).deps, *(state.resources if state else ())],
+                            Path(plan_file))
         fresh = make_plan(ws, state, refresh_enabled=refresh, targets=targets or (saved.targets if saved else ()),
                           replace=replace, destroy=destroy or bool(saved and saved.destroy),
                           seed=dict(saved.new_state) if saved and saved.new_state else None)
@@ -95,7 +101,7 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
             the_plan = fresh
         check_policy(ws, the_plan)
         if on_plan:
-            on_plan(the_plan)
+            on_plan(_redacted(ws, the_plan))
         if not the_plan.has_changes:
             return ApplyResult(outcomes=(), added=0, changed=0, destroyed=0)
         if confirm is not None and plan_file is None and not confirm(the_plan):
@@ -121,6 +127,14 @@ def show(spec: Spec) -> dict[str, Any]:
     for r in out["resources"]:
         r["attrs"].pop("manifest", None)
     return out
+
+
+def _redacted(ws: Workspace, plan: Plan) -> Plan:
+    """The plan as shown and saved: every string through the redactor (a secret pasted into the
+    spec as text, say). The plan itself when nothing is masked."""
+    raw = plan.to_json()
+    masked = ws.redactor.redact_json(raw)
+    return plan if masked == raw else Plan.from_json(masked)
 
 
 def _without_saved_plans(spec: Spec, also: str | os.PathLike[str] | None = None) -> Spec:

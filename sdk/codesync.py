@@ -81,17 +81,52 @@ class SyncReport:
 
 
 def local_manifest(
-    root: Path, exclude: Iterable[str] = (), *, cache: DigestCache | None = None
+    root: Path, exclude: Iterable[str] = (), *, cache: DigestCache | None = None,
+    never: Iterable[Path | None] = (),
 ) -> Manifest:
     """The files of the local tree ``root`` (sizes, sha256), minus ``exclude`` globs
     (gitignore-like, see :func:`runform.digests.excluded`) and the always-excluded
-    ``.git/``, ``.runform/``, ``__pycache__/``, ``*.pyc``, ``.env``."""
+    ``.git/``, ``.runform/``, ``__pycache__/``, ``*.pyc``, ``.env``.
+
+    Never synced, whatever the globs say, by identity rather than by name: the files of
+    ``never`` (the secrets env file), under any name, through a symlink or a hard link; and any
+    symlink that leads into a ``.runform/`` folder."""
     root = Path(root)
-    files = tree_manifest(root, exclude, cache)
+    files = tree_manifest(root, exclude, cache, keep=_not_private(root, never))
     entries = tuple(
         ManifestEntry(path, size, digest) for path, (size, digest) in sorted(files.items())
     )
     return Manifest(uri=root.resolve().as_uri(), entries=entries)
+
+
+def _not_private(root: Path, never: Iterable[Path | None]) -> Any:
+    """A predicate on relative paths: False for the secret files and runform's own files."""
+    import os
+
+    ids = set()
+    for p in never:
+        if p is None:
+            continue
+        try:
+            st = os.stat(p)
+            ids.add((st.st_dev, st.st_ino))
+        except OSError:
+            continue
+
+    def keep(rel: str) -> bool:
+        path = os.path.join(root, rel)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) in ids:
+            return False
+        if os.path.islink(path) or any(os.path.islink(os.path.join(root, *rel.split("/")[:i]))
+                                       for i in range(1, rel.count("/") + 1)):
+            return ".runform" not in Path(os.path.realpath(path)).parts
+        return True
+
+    return keep
 
 
 def read_remote_manifest(

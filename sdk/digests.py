@@ -6,7 +6,7 @@ import fnmatch
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # Never synced as code: runform's own folder, VCS and caches, env files, and saved plans (*.plan).
@@ -84,7 +84,9 @@ class DigestCache:
         if path and path.is_file():
             try:
                 self.data = json.loads(path.read_text())
-            except (ValueError, OSError):
+            except (ValueError, OSError, RecursionError):
+                self.data = {}
+            if not isinstance(self.data, dict):  # a damaged cache is only a slower plan
                 self.data = {}
 
     def digest(self, file: Path) -> tuple[int, str]:
@@ -108,7 +110,8 @@ class DigestCache:
         self.dirty = False
 
 
-def tree_manifest(root: Path, exclude: Iterable[str] = (), cache: DigestCache | None = None) -> dict[str, tuple[int, str]]:
-    """path -> (size, digest) for every file of the tree."""
+def tree_manifest(root: Path, exclude: Iterable[str] = (), cache: DigestCache | None = None,
+                  keep: Callable[[str], bool] | None = None) -> dict[str, tuple[int, str]]:
+    """path -> (size, digest) for every file of the tree (that ``keep`` keeps)."""
     cache = cache or DigestCache(None)
-    return {rel: cache.digest(root / rel) for rel in walk(root, exclude)}
+    return {rel: cache.digest(root / rel) for rel in walk(root, exclude) if keep is None or keep(rel)}

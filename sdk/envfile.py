@@ -22,6 +22,10 @@ class EnvFileError(ValueError):
 def parse_env(text: str) -> dict[str, str]:
     """Parse ``.env`` text into a dict. ``$VAR`` and backticks are kept literally."""
     out: dict[str, str] = {}
+    text = text[1:] if text.startswith("\ufeff") else text  # a byte-order mark (Windows editors)
+    if "\0" in text:
+        raise EnvFileError("the file contains a NUL byte (an environment variable cannot carry one)",
+                           text[: text.index("\0")].count("\n") + 1)
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     i = 0
     while i < len(lines):

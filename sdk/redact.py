@@ -10,7 +10,7 @@ tracker or a remote command line through it::
 
 Rules: every value of at least :data:`MIN_LENGTH` characters is replaced by ``***``;
 the longest values are matched first (so a secret that contains another one is masked
-whole); the URL-quoted and JSON-escaped spellings of a value are masked too. Values
+whole); the URL-quoted, JSON-escaped and base64 spellings of a value are masked too. Values
 shorter than :data:`MIN_LENGTH` are skipped: masking ``1`` or ``yes`` would garble
 output without protecting anything.
 
@@ -20,22 +20,18 @@ back just enough bytes that a secret split across two chunks is still caught.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import attrs
 
-MASK = "***"
-MIN_LENGTH = 4
+from runform.masking import MASK, MIN_LENGTH, spellings
 
 
 def _spellings(value: str) -> set[str]:
-    """A secret as it may appear: raw, URL-quoted, JSON-escaped."""
-    out = {value, quote(value, safe=""), quote_plus(value, safe=""), json.dumps(value)[1:-1]}
-    return {s for s in out if len(s) >= MIN_LENGTH}
+    """A secret as it may appear: raw, URL-quoted, JSON-escaped, base64 (see :mod:`runform.masking`)."""
+    return spellings(value)
 
 
 @attrs.frozen

@@ -44,7 +44,11 @@ class Workspace:
 
     # ------------------------------------------------------------------ state
     def read_state(self) -> State | None:
-        return self.backend.read()
+        state = self.backend.read()
+        rec = state.get("instance.main") if state is not None else None
+        if rec is not None:
+            rec.instance()  # a machine record says what the provider knows of it, or the state is refused
+        return state
 
     @contextlib.contextmanager
     def locked(self, operation: str, timeout: float = 0.0) -> Iterator[Any]:
@@ -75,7 +79,8 @@ class Workspace:
         """Append ``entries`` to the state's journal (fsynced) and fold them into ``state``.
         One writer at a time: actions, and pins learned by transports, share it."""
         with self._journal_lock:
-            for e in self.backend.append(list(entries)):
+            # every string that reaches the state passes the redactor (a stage's metric names, errors)
+            for e in self.backend.append([self.redactor.redact_json(e) for e in entries]):
                 state.fold(e)
 
     def pin_host_key(self, state: State, endpoint: str, key: str) -> None:
@@ -111,7 +116,7 @@ class Workspace:
                 rec = state.get("instance.main")
                 if rec is None:
                     raise RunformError("no machine: instance.main is not in the state")
-                info = InstanceInfo.from_json(rec.attrs["instance"])
+                info = InstanceInfo.from_json(rec.instance())
                 pins = dict(rec.attrs.get("pins", {}))
                 self._machine = self.provider.connect(info, self.provider_context(state, pins))
             return self._machine

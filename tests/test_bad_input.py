@@ -56,6 +56,12 @@ def _tree(root: Path) -> dict[str, str]:
     return out
 
 
+def _outside(tmp_path: Path, project: Path) -> dict[str, str]:
+    """Every file beside the project (the case's tmp folder, the project left out), as _tree."""
+    return {rel: h for rel, h in _tree(tmp_path).items()
+            if rel != project.name and not rel.startswith(project.name + "/")}
+
+
 def _make_project(tmp_path: Path, case: dict[str, Any]) -> Path:
     project = tmp_path / "hello"
     shutil.copytree(HELLO, project, ignore=shutil.ignore_patterns(".runform", "out", "__pycache__"))
@@ -106,11 +112,11 @@ def test_there_are_enough_cases() -> None:
     for p in CASES:
         group = p.id.split("/")[0]
         groups[group] = groups.get(group, 0) + 1
-    assert groups.get("spec", 0) >= 20
+    assert groups.get("spec", 0) >= 45
     assert groups.get("envfile", 0) >= 6
     assert groups.get("planfile", 0) >= 4
     assert groups.get("state", 0) >= 5
-    assert sum(groups.values()) >= 35
+    assert sum(groups.values()) >= 80
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -119,8 +125,11 @@ def test_bad_input(case: dict[str, Any], tmp_path: Path) -> None:
     assert case.get("expect"), "a case names what the error must contain"
     project = _make_project(tmp_path, case)
     state_dir = project / ".runform"
+    # a file beside the project, where an escaping path (../victim.txt, a label ../../x) would land
+    (tmp_path / "victim.txt").write_text("untouched\n")
     before = _tree(state_dir)
     project_before = _tree(project)
+    outside_before = _outside(tmp_path, project)
 
     proc = _run(project, case)
     out, err = proc.stdout, proc.stderr
@@ -142,3 +151,4 @@ def test_bad_input(case: dict[str, Any], tmp_path: Path) -> None:
     assert after == before, f".runform/ changed: {before} -> {after}\n{shown}"
     assert not (state_dir / "machines").exists(), "a machine folder was created"
     assert _tree(project) == project_before, "files in the project changed"
+    assert _outside(tmp_path, project) == outside_before, "files outside the run root changed"

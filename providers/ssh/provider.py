@@ -205,6 +205,11 @@ class SSHProvider:
     def connect(self, instance: InstanceInfo, ctx: ProviderContext) -> Machine:
         target = Target.from_attrs(instance.attrs)
         root = str(instance.attrs["root"])
+        # the root comes from the state (untrusted): the one this client created, when it knows it
+        known = _Registry(ctx.state_dir).get(instance.label)
+        if known is not None and known.get("root") != root:
+            raise ProviderError(f"the state names {root!r} as the root of {instance.label}, but it was created "
+                                f"at {known.get('root')!r}", hint="restore the state from state.json.bak")
         transport = self._transport(target, ctx, retry_timeout=target.ready_timeout)
         try:
             agent = self._agent(transport, target, root, ctx)

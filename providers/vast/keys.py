@@ -14,7 +14,10 @@ from pathlib import Path
 
 def key_path(state_dir: Path, label: str) -> Path:
     """Where the private key for ``label`` lives (the public key is beside it, ``.pub``)."""
-    return Path(state_dir) / "keys" / re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+    from runform.rootpath import check_name
+
+    # one plain name under keys/ ("..", ".x" refused: the label may come from an edited state)
+    return Path(state_dir) / "keys" / check_name(re.sub(r"[^A-Za-z0-9_.-]", "_", label), what="machine label")
 
 
 def ensure_keypair(state_dir: Path, label: str) -> tuple[Path, str]:

@@ -35,5 +35,9 @@ class AgentClient:
                 raise ProviderError(f"the agent on the machine failed ({op}, exit {result.exit_code}): {tail}",
                                     hint="re-run apply; if it persists, `runform apply --replace instance.main`") from None
         if not response.get("ok", True):
-            raise ProviderError(f"agent {op} failed: {response.get('error')}")
+            hint = response.get("hint")
+            if hint:  # a refusal worded for the user (a path that would leave the run root, ...)
+                raise ProviderError(f"agent {op} refused: {response.get('error')}", hint=str(hint))
+            raise ProviderError(f"agent {op} failed: {response.get('error')}",
+                                hint="re-run apply; if it persists, report it with RUNFORM_DEBUG=1 output")
         return response

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from runform.agent.layout import atomic_write, job_dir, meta, secrets_path
+from runform.rootpath import check_name, resolve_inside
 
 SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervise.py")
 
@@ -40,7 +41,7 @@ def job_status(root: str, stage: str, fingerprint: str) -> dict[str, Any]:
     out: dict[str, Any] = {"started": _float(_read(os.path.join(d, "started")))}
     code = _read(os.path.join(d, "exit_code"))
     if code is not None and code != "":
-        out.update(state="succeeded" if code == "0" else "failed", exit_code=int(code),
+        out.update(state="succeeded" if code == "0" else "failed", exit_code=_int(code),
                    ended=_float(_read(os.path.join(d, "ended"))))
         return out
     if _locked(os.path.join(d, "lock")):
@@ -49,10 +50,14 @@ def job_status(root: str, stage: str, fingerprint: str) -> dict[str, Any]:
     # a finished job writes exit_code before its lock goes; re-check to avoid a race
     code = _read(os.path.join(d, "exit_code"))
     if code:
-        out.update(state="succeeded" if code == "0" else "failed", exit_code=int(code),
+        out.update(state="succeeded" if code == "0" else "failed", exit_code=_int(code),
                    ended=_float(_read(os.path.join(d, "ended"))))
         return out
     out["state"] = "lost" if os.path.exists(os.path.join(d, "pid")) else "none"
+    if out["state"] == "lost":  # the supervisor died: what it said on its way out, if anything
+        err = _read(os.path.join(d, "supervisor.err"))
+        if err:
+            out["cause"] = err[-500:]
     return out
 
 
@@ -161,10 +166,10 @@ def tail(req: dict[str, Any]) -> dict[str, Any]:
     if fp:
         d = job_dir(root, stage, fp)
     else:
-        cur = _read(meta(root, "jobs", stage, "current"))
+        cur = _read(meta(root, "jobs", check_name(stage, what="stage"), "current"))
         if not cur:
             return {"state": "none", "data": "", "offset": 0}
-        d = meta(root, "jobs", stage, cur)
+        d = meta(root, "jobs", stage, check_name(cur, what="job"))
         fp = cur
     offset = int(req.get("offset", 0))
     limit = int(req.get("limit", 1 << 20))
@@ -175,8 +180,20 @@ def tail(req: dict[str, Any]) -> dict[str, Any]:
             data = f.read(limit)
     except OSError:
         pass
+    if len(data) == limit:  # more follows: end on a whole UTF-8 character, the rest comes next
+        data = data[:_whole_chars(data)] or data
     st = job_status(root, stage, fp)
     return {**st, "data": data.decode("utf-8", "replace"), "offset": offset + len(data)}
+
+
+def _whole_chars(data: bytes) -> int:
+    """The length of ``data`` without a UTF-8 sequence cut at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        b = data[-back]
+        if b & 0xC0 != 0x80:  # a lead byte (or ASCII): is its sequence whole?
+            need = 1 if b < 0x80 else 2 if b >> 5 == 0x6 else 3 if b >> 4 == 0xE else 4 if b >> 3 == 0x1E else 1
+            return len(data) - back if need > back else len(data)
+    return len(data)
 
 
 def read_metrics(root: str, stage: str, fingerprint: str, metrics_file: str | None) -> dict[str, Any]:
@@ -188,7 +205,7 @@ def read_metrics(root: str, stage: str, fingerprint: str, metrics_file: str | No
             for line in f:
                 try:
                     rec = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(rec, dict):
                     records.append(rec)
@@ -197,10 +214,10 @@ def read_metrics(root: str, stage: str, fingerprint: str, metrics_file: str | No
     final: dict[str, float] = {}
     if metrics_file:
         try:
-            with open(os.path.join(root, metrics_file)) as f:
+            with open(resolve_inside(root, metrics_file, what="metrics file")) as f:
                 raw = json.load(f)
             final = {k: v for k, v in _flatten(raw).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             pass
     return {"records": records[-10000:], "final": final}
 

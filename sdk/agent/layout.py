@@ -12,7 +12,10 @@ def meta(root: str, *parts: str) -> str:
 
 
 def job_dir(root: str, stage: str, fingerprint: str) -> str:
-    return meta(root, "jobs", stage, fingerprint.split(":")[-1][:16])
+    from runform.rootpath import check_name
+
+    check_name(stage, what="stage")
+    return meta(root, "jobs", stage, check_name(str(fingerprint).split(":")[-1][:16], what="fingerprint"))
 
 
 def secrets_path(root: str) -> str:
@@ -24,7 +27,9 @@ def code_manifest_path(root: str) -> str:
 
 
 def dataset_record(root: str, name: str) -> str:
-    return meta(root, "datasets", f"{name}.json")
+    from runform.rootpath import check_name
+
+    return meta(root, "datasets", f"{check_name(name, what='dataset')}.json")
 
 
 def manifest_digest(entries: list) -> str:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
+from pathlib import Path
 
 from runform.agent import jobs
 from runform.agent.layout import atomic_write, code_manifest_path, manifest_digest, dataset_record, meta, secrets_path
+from runform.errors import RunformError
+from runform.rootpath import OutsideRootError, check_name, resolve_inside, within
 
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
@@ -21,6 +25,8 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": f"unknown op {op!r}"}
     try:
         out = fn(request)
+    except RunformError as exc:  # a refusal worded for the user (a path outside the root, ...)
+        return {"ok": False, "error": exc.message, "hint": exc.hint}
     except Exception as exc:  # reported to the client, which decides
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     out.setdefault("ok", True)
@@ -40,8 +46,8 @@ def status(req: dict[str, Any]) -> dict[str, Any]:
     try:
         with open(code_manifest_path(root)) as f:
             out["code_digest"] = manifest_digest(json.load(f).get("entries", []))
-    except (OSError, ValueError, TypeError):
-        out["code_digest"] = None
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
+        out["code_digest"] = None  # damaged: the code is sent again
     sp = secrets_path(root)
     if os.path.exists(sp) and req.get("salt"):
         with open(sp, "rb") as f:
@@ -52,15 +58,31 @@ def status(req: dict[str, Any]) -> dict[str, Any]:
     out["stages"] = {
         name: jobs.job_status(root, name, fp) for name, fp in (req.get("stages") or {}).items()
     }
-    out["exists"] = {p: os.path.lexists(os.path.join(root, p)) for p in req.get("paths", [])}
+    out["exists"] = {p: _exists(root, p) for p in req.get("paths", [])}
     deep = bool(req.get("verify_data"))
-    out["datasets"] = {name: _dataset_state(root, name, d, deep)
+    out["datasets"] = {name: _dataset_state_or_none(root, name, d, deep)
                        for name, d in (req.get("datasets") or {}).items()}
     return out
 
 
+def _exists(root: str, rel: str) -> bool:
+    """Whether the output ``rel`` exists inside the root (a path leading outside never does)."""
+    try:
+        return os.path.lexists(resolve_inside(root, rel, what="output", follow_last=False))
+    except OutsideRootError:
+        return False
+
+
 def salted_digest(salt: str, data: bytes) -> str:
     return "hmac-sha256:" + hashlib.sha256(salt.encode() + b"\0" + data).hexdigest()
+
+
+def _dataset_state_or_none(root: str, name: str, d: dict[str, Any], deep: bool) -> dict[str, Any]:
+    """A damaged fetch record reads as nothing hydrated: the next apply fetches the dataset again."""
+    try:
+        return _dataset_state(root, name, d, deep)
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
+        return {"digest": None, "missing": []}
 
 
 def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) -> dict[str, Any]:
@@ -70,15 +92,16 @@ def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) 
     what was fetched: a file changed in place (same size and mtime) is found too, and dropped
     from the fetch record, so the next fetch moves it again."""
     try:
+        check_name(name, what="dataset")
         with open(dataset_record(root, name)) as f:
             rec = json.load(f)
-    except (OSError, ValueError):
+        dest = resolve_inside(root, d["dest"], what=f"datasets.{name}.dest")
+    except (OSError, ValueError, OutsideRootError):
         return {"digest": None, "missing": []}
-    dest = os.path.join(root, d["dest"])
     try:
         with open(os.path.join(dest, ".runform-manifest.json")) as f:
             fetched = json.load(f).get("files", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         fetched = {}
     missing = []
     for path, size, _digest in rec.get("entries", []):
@@ -93,15 +116,21 @@ def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) 
         elif fetched and written is None:
             missing.append(path)  # fetched before, no longer vouched for (a deep check dropped it)
     if deep and fetched:
-        from pathlib import Path
-
         from runform.interfaces import Manifest
         from runform.storage_backends._verify import verify
 
         report = verify(Manifest.from_json(rec), Path(dest))
         missing = sorted(set(missing) | set(report.bad))
-    links_ok = all(os.path.lexists(os.path.join(root, link)) for link in d.get("links", {}))
+    links_ok = all(_link_ok(root, d["dest"], link, target) for link, target in d.get("links", {}).items())
     return {"digest": rec.get("digest"), "missing": missing, "links_ok": links_ok}
+
+
+def _link_ok(root: str, dest: str, link: str, target: str) -> bool:
+    try:
+        lp, rel = _link_paths(root, dest, link, target)
+    except OutsideRootError:
+        return False
+    return os.path.islink(lp) and os.readlink(lp) == rel
 
 
 def start(req: dict[str, Any]) -> dict[str, Any]:
@@ -141,13 +170,13 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     from runform.interfaces import Manifest
     from runform.plugins import get_plugin_manager
 
-    root, name = req["root"], req["name"]
+    root, name = req["root"], check_name(req["name"], what="dataset")
     manifest = Manifest.from_json(req["manifest"])
-    dest = os.path.join(root, req["dest"])
+    dest = resolve_inside(root, req["dest"], what=f"datasets.{name}.dest")
+    _check_links(root, req["dest"], req.get("links", {}), name)  # before any byte is fetched
     os.makedirs(dest, exist_ok=True)
     scheme = manifest.uri.split("://", 1)[0]
     backend = get_plugin_manager().get("storage_backends", scheme).factory()
-    from pathlib import Path
 
     prog = _ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes)
     moved = backend.fetch(manifest, Path(dest), _secret_env(root), progress=prog)
@@ -189,14 +218,25 @@ class _ProgressFile:
 def progress(req: dict[str, Any]) -> dict[str, Any]:
     try:
         with open(dataset_record(req["root"], req["name"]) + ".progress") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+            doc = json.load(f)
+        return doc if isinstance(doc, dict) else {"bytes": 0, "total": 0, "started": None}
+    except (OSError, ValueError, RecursionError):
         return {"bytes": 0, "total": 0, "started": None}
+
+
+def check_dataset(req: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a dataset's dest and links that would leave the root, before the client uploads into
+    it (``file://`` sources): the symlinks already on the machine are seen here."""
+    root, name = req["root"], check_name(req["name"], what="dataset")
+    dest = resolve_inside(root, req["dest"], what=f"datasets.{name}.dest")
+    _check_links(root, req["dest"], req.get("links", {}), name)
+    return {"dest": dest}
 
 
 def record_dataset(req: dict[str, Any]) -> dict[str, Any]:
     """Record a dataset the client put in place itself (``file://`` sources), then make links."""
-    root = req["root"]
+    root, name = req["root"], check_name(req["name"], what="dataset")
+    resolve_inside(root, req["dest"], what=f"datasets.{name}.dest")
     make_links(root, req["dest"], req.get("links", {}))
     record = dict(req["manifest"])
     record["digest"] = req["digest"]
@@ -204,12 +244,35 @@ def record_dataset(req: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _link_paths(root: str, dest: str, link: str, target: str) -> tuple[str, str]:
+    """(where the link goes, what it points to, relative): both inside the root, the target inside
+    ``dest``, no existing symlink on the way leading out. The link itself is not followed (it is
+    replaced), and it may not be ``dest`` or lie inside it (the data would hide it)."""
+    what = f"link {link!r}"
+    lp = resolve_inside(root, link, what="link", follow_last=False)
+    d = resolve_inside(root, dest, what="dest")
+    tp = resolve_inside(root, posixpath.join(dest, target), what=f"{what}: target")
+    if not within(tp, d):
+        raise OutsideRootError(f"{what}: its target {target!r} is outside the dataset's dest {dest!r}",
+                               hint="name a file or folder inside dest as the target (relative to dest)")
+    if within(lp, d):
+        raise OutsideRootError(f"{what} lies inside the dataset's dest {dest!r}",
+                               hint="put links beside dest, not inside it")
+    if os.path.lexists(lp) and not os.path.islink(lp):
+        raise OutsideRootError(f"{what}: {link} exists and is not a symlink (it would be replaced)",
+                               hint="rename the link, or move that file away first")
+    return lp, os.path.relpath(tp, os.path.dirname(lp))
+
+
+def _check_links(root: str, dest: str, links: dict[str, str], name: str) -> None:
+    for link, target in links.items():
+        _link_paths(root, dest, link, target)
+
+
 def make_links(root: str, dest: str, links: dict[str, str]) -> None:
     for link, target in links.items():
-        lp = os.path.join(root, link)
-        tp = os.path.join(root, dest, target)
+        lp, rel = _link_paths(root, dest, link, target)
         os.makedirs(os.path.dirname(lp), exist_ok=True)
-        rel = os.path.relpath(tp, os.path.dirname(lp))
         if os.path.islink(lp) and os.readlink(lp) == rel:
             continue
         tmp = lp + ".runform-link"
@@ -222,7 +285,6 @@ def make_links(root: str, dest: str, links: dict[str, str]) -> None:
 def push(req: dict[str, Any]) -> dict[str, Any]:
     """Push outputs to storage from the machine (artifacts). With ``missing_ok`` (the salvage
     push before a teardown after a failure) paths that do not exist are listed, not an error."""
-    from pathlib import Path
 
     from runform.interfaces import Manifest
     from runform.plugins import get_plugin_manager
@@ -236,29 +298,79 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
         env.setdefault("WANDB_DIR", meta(root, "wandb"))  # the push run's files: not the cwd
         return _push_one_version(backend, root, req, env)
     for rel in req["paths"]:
-        src = Path(root) / rel
+        src = Path(resolve_inside(root, rel, what="artifact path"))
         if not src.exists():
             if req.get("missing_ok"):
                 missing.append(rel)
                 continue
             return {"ok": False, "error": f"artifact path {rel!r} does not exist on the machine"}
         prior = (req.get("prior") or {}).get(rel)
-        m = backend.push(src, to + rel.rstrip("/") + ("/" if src.is_dir() else ""), env,
-                         prior=Manifest.from_json(prior) if prior else None)
+        key = to + rel.rstrip("/") + ("/" if src.is_dir() else "")
+        with _without_private(root, src) as clean:
+            m = backend.push(clean, key, env, prior=Manifest.from_json(prior) if prior else None)
         manifests[rel] = {**m.to_json(), "digest": m.digest}
     return {"manifests": manifests, "missing": missing}
+
+
+def _private(root: str, path: str) -> bool:
+    """A file an artifact never takes: under ``.runform/`` (state, secrets) at any depth, or a
+    symlink whose target is there or outside the root."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if ".runform" in os.path.relpath(path, root).split(os.sep):
+        return True
+    return not within(real, real_root) or within(real, os.path.join(real_root, ".runform"))
+
+
+def _safe_files(root: str, src: Path) -> list[tuple[str, Path]]:
+    from runform.storage_backends._record import walk_files
+
+    return [(sub, path) for sub, path in walk_files(src) if not _private(root, str(path))]
+
+
+class _without_private:
+    """``src`` itself when an artifact may take all of it; otherwise a staging folder under the
+    meta folder that holds the rest as hard links (same names, same bytes, no copies)."""
+
+    def __init__(self, root: str, src: Path) -> None:
+        self.root, self.src = root, src
+        self._tmp: Any = None
+
+    def __enter__(self) -> Path:
+        import tempfile
+        from runform.storage_backends._record import walk_files
+
+        if self.src.is_file():
+            if _private(self.root, str(self.src)):
+                raise OutsideRootError(f"artifact path {os.path.relpath(self.src, self.root)!r} is refused: "
+                                       "it leads into .runform/ or outside the run root",
+                                       hint="name the stage's outputs, not runform's own files")
+            return self.src
+        every = list(walk_files(self.src))
+        keep = _safe_files(self.root, self.src)
+        if len(keep) == len(every):
+            return self.src
+        staging_root = meta(self.root, "push")
+        os.makedirs(staging_root, exist_ok=True)
+        self._tmp = tempfile.TemporaryDirectory(dir=staging_root)
+        for sub, path in keep:
+            _link_or_copy(str(path), os.path.join(self._tmp.name, sub))
+        return Path(self._tmp.name)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
     """A W&B artifact is one versioned unit: stage the paths (hard links, no copies) in one
     folder under the run's own meta folder and log that as one version of ``to``."""
     import tempfile
-    from pathlib import Path
 
     from runform.interfaces import Manifest
-    from runform.storage_backends._record import walk_files
 
-    present = [rel for rel in req["paths"] if os.path.exists(os.path.join(root, rel))]
+    srcs = {rel: resolve_inside(root, rel, what="artifact path") for rel in req["paths"]}
+    present = [rel for rel in req["paths"] if os.path.exists(srcs[rel])]
     missing = [rel for rel in req["paths"] if rel not in present]
     if missing and not req.get("missing_ok"):
         return {"ok": False, "error": f"artifact path {missing[0]!r} does not exist on the machine"}
@@ -266,8 +378,11 @@ def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[st
     os.makedirs(staging_root, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=staging_root) as staging:
         for rel in present:
-            src = Path(root, rel)
-            for sub, path in walk_files(src):  # the same files a push of ``src`` would take
+            src = Path(srcs[rel])
+            if src.is_file() and _private(root, str(src)):
+                raise OutsideRootError(f"artifact path {rel!r} is refused: it leads into .runform/",
+                                       hint="name the stage's outputs, not runform's own files")
+            for sub, path in _safe_files(root, src):  # what a push of ``src`` would take
                 _link_or_copy(str(path), os.path.join(staging, rel if src.is_file() else os.path.join(rel, sub)))
         prior = next(iter((req.get("prior") or {}).values()), None)
         m = backend.push(Path(staging), req["to"], env, prior=Manifest.from_json(prior) if prior else None)
@@ -287,7 +402,7 @@ def remove(req: dict[str, Any]) -> dict[str, Any]:
     """Remove runform's own files for a resource (never anything else)."""
     root = req["root"]
     for rel in req.get("meta", []):
-        p = meta(root, rel)
+        p = resolve_inside(meta(root), rel, what="runform file", allow_meta=True)
         if os.path.isdir(p):
             shutil.rmtree(p, ignore_errors=True)
         elif os.path.lexists(p):
@@ -305,6 +420,7 @@ OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "gpus": gpus,
     "hydrate": hydrate,
     "record_dataset": record_dataset,
+    "check_dataset": check_dataset,
     "progress": progress,
     "push": push,
     "remove": remove,

@@ -3,7 +3,10 @@
 Started by :func:`runform.agent.jobs.start` as ``python -S supervise.py JOBDIR`` in a new
 session, holding the job's ``flock`` (inherited as ``RUNFORM_LOCK_FD``; the job's processes
 inherit it too). Standard library only, and it imports nothing from runform's package
-namespace except the env-file parser, loaded by path.
+namespace except the env-file parser and the secret masker, loaded by path. The command's output
+goes to the log through the masker (a secret split across two reads is caught too); a failure
+to run the command at all (an env value the kernel refuses, say) is written into the log with
+its cause, and the job ends with exit code 126.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 
 def _atomic(path: str, text: str) -> None:
@@ -28,25 +32,53 @@ def _atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _secrets(path: str) -> dict[str, str]:
-    if not os.path.exists(path):
-        return {}
+def _load(name: str) -> object:
+    """A stdlib-only module of runform's package (``envfile``, ``masking``), loaded by path."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("_runform_envfile", os.path.join(here, "envfile.py"))
+    spec = importlib.util.spec_from_file_location(f"_runform_{name}", os.path.join(here, f"{name}.py"))
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def _secrets(path: str) -> dict[str, str]:
+    if not os.path.exists(path):
+        return {}
     with open(path, encoding="utf-8") as f:
-        return mod.parse_env(f.read())
+        return _load("envfile").parse_env(f.read())  # type: ignore[attr-defined]
 
 
 def main(jobdir: str) -> int:
     lock_fd = int(os.environ.pop("RUNFORM_LOCK_FD"))
     _atomic(os.path.join(jobdir, "pid"), str(os.getpid()))
+    try:
+        return _supervise(jobdir, lock_fd)
+    except BaseException as exc:  # the cause goes into the job's log, and the job ends failed
+        cause = f"{type(exc).__name__}: {exc}".encode(errors="replace")
+        masker: Any = _holder.get("masker")
+        if masker is not None:
+            cause = masker.feed(cause) + masker.flush()
+        with open(os.path.join(jobdir, "log"), "ab") as log:
+            log.write(b"\n[runform] the stage could not run: " + cause + b"\n")
+        if not os.path.exists(os.path.join(jobdir, "started")):
+            _atomic(os.path.join(jobdir, "started"), repr(time.time()))
+        _atomic(os.path.join(jobdir, "ended"), repr(time.time()))
+        _atomic(os.path.join(jobdir, "exit_code"), "126")
+        return 0
+
+
+_holder: dict[str, object] = {}  # the masker, for the cause of a failure
+
+
+def _supervise(jobdir: str, lock_fd: int) -> int:
     with open(os.path.join(jobdir, "request.json")) as f:
         req = json.load(f)
     root = req["root"]
     secrets = _secrets(req["secrets"])
+    masking = _load("masking")
+    masker = masking.ByteMasker.of(secrets.values())  # type: ignore[attr-defined]
+    _holder["masker"] = masker
     env = dict(os.environ)
     env.update(secrets)
     env.update({k: str(v) for k, v in req.get("env", {}).items()})
@@ -59,7 +91,6 @@ def main(jobdir: str) -> int:
     env["RUNFORM_FINGERPRINT"] = req["fingerprint"]
     env["RUNFORM_ROOT"] = root
     env["RUNFORM_METRICS_FILE"] = os.path.join(jobdir, "metrics.jsonl")
-    hide = sorted((v.encode() for v in secrets.values() if len(v) >= 4), key=len, reverse=True)
 
     started = time.time()
     _atomic(os.path.join(jobdir, "started"), repr(started))
@@ -90,10 +121,12 @@ def main(jobdir: str) -> int:
         timer.daemon = True
         timer.start()
     assert proc.stdout is not None
-    for line in iter(lambda: proc.stdout.readline(1 << 16), b""):
-        for value in hide:
-            line = line.replace(value, b"***")
-        log.write(line)
+    fd = proc.stdout.fileno()
+    # raw reads (whatever is there, up to 64 KiB) through the masker, which holds back the tail
+    # that could be the start of a secret split across two reads
+    for chunk in iter(lambda: os.read(fd, 1 << 16), b""):
+        log.write(masker.feed(chunk))
+    log.write(masker.flush())
     code = proc.wait()
     if timer:
         timer.cancel()

@@ -28,6 +28,10 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
         spec_path = spec_for_plan or saved.spec_path
         var = tuple(f"{k}={v}" for k, v in saved.variables.items()) if not var else var
     spec = load_spec_opts(spec_path, var)
+    if plan_file is not None:
+        from runform.planning.planfile import check_origin
+
+        check_origin(saved, spec.run, spec.path, Path(plan_file), explicit_spec=spec_for_plan is not None)
 
     def show(plan: Plan) -> None:
         if plan.has_changes or not plan_file:

@@ -58,3 +58,16 @@ def parse_lock_timeout(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise SpecError(f"--lock-timeout: {exc}", hint="e.g. --lock-timeout 30s") from None
+
+
+def parse_parallelism(text: str | int) -> int:
+    from runform.errors import SpecError
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SpecError(f"--parallelism {text!r}: expected a whole number of at least 1",
+                        hint="e.g. --parallelism 4")
+    return value

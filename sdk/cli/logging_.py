@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import time
 from typing import Any
 
@@ -25,18 +26,24 @@ def stream_logs(spec: Any, stage: str, follow: bool) -> None:
     agent = AgentClient(ws.machine(state))
     offset = 0
     delay = 0.05
+    # the whole log, chunk after chunk, through one stream redactor: a secret split across two
+    # chunks is masked too
+    masker = ws.redactor.stream()
+    text = codecs.getincrementaldecoder("utf-8")("replace")
     while True:
         r = agent.call("tail", stage=stage, fingerprint=rec.fingerprint if rec and not follow else None,
                        offset=offset)
         if r["data"]:
-            click.echo(ws.redact(r["data"]), nl=False)
+            click.echo(text.decode(masker.feed(r["data"].encode())), nl=False)
             delay = 0.05
         offset = r["offset"]
+        if r["data"]:
+            continue  # more may follow at once (a chunk is at most 1 MiB)
         if not follow or r.get("state") != "running":
-            if follow and r.get("state") == "running":
-                continue
-            if follow and r["data"]:
-                continue
             break
+        rest = masker.flush()  # the job is quiet: what was held back is shown
+        if rest:
+            click.echo(text.decode(rest), nl=False)
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
+    click.echo(text.decode(masker.flush(), final=True), nl=False)

@@ -102,7 +102,7 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
 @var_option
 @state_options
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
-@click.option("--parallelism", default=10, show_default=True, help="Actions run at once.")
+@click.option("--parallelism", default="10", show_default=True, help="Actions run at once.")
 @click.option("--spec", "spec_for_plan", default=None, help="The spec a saved plan belongs to.")
 @click.option("--accept-host-key", multiple=True, metavar="HOST:PORT",
               help="Forget the pinned SSH host key of a re-installed machine.")
@@ -111,12 +111,14 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
                    "datasets); files changed in place are fetched again.")
 @handle_errors
 def apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
-          refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: int,
+          refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: str,
           spec_for_plan: str | None, accept_host_key: tuple[str, ...], verify_data: bool) -> None:
     """Make the machine match the spec: journaled, idempotent, safe to kill and re-run."""
     from runform.cli.applying import run_apply
+    from runform.cli.common import parse_parallelism
 
-    run_apply(spec_or_plan, var, target, replace, refresh, lock_timeout, auto_approve, parallelism,
+    run_apply(spec_or_plan, var, target, replace, refresh, lock_timeout, auto_approve,
+              parse_parallelism(parallelism),
               spec_for_plan, accept_host_key, destroy=False, verify_data=verify_data)
 
 

@@ -56,8 +56,13 @@ class Handlers:
         pins = dict(rec.attrs.get("pins", {})) if rec else {}
         ctx = ws.provider_context(self.state, pins)
         if a.kind in ("delete", "replace"):
-            old = InstanceInfo.from_json(rec.attrs["instance"]) if rec else (
+            old = InstanceInfo.from_json(rec.instance()) if rec else (
                 InstanceInfo.from_json(a.after["instance"]) if a.after.get("instance") else None)
+            if rec is None and old is not None and old.label != ws.label(self.state):
+                # a machine named by the plan alone (found by its label): never another run's
+                raise RunformError(f"{a.address}: the plan names the machine {old.label!r}, not this run's "
+                                   f"{ws.label(self.state)!r} (was the plan edited?)",
+                                   hint="run `runform plan --out FILE` again and apply the new plan")
             if old is not None:
                 ws.forget_machine()
                 provider.destroy(old, ctx)
@@ -96,7 +101,8 @@ class Handlers:
 
         spec = self.ws.spec
         machine = self.ws.machine(self.state)
-        manifest = local_manifest(spec.code.path, code_excludes(spec), cache=self.ws.digests)
+        manifest = local_manifest(spec.code.path, code_excludes(spec), cache=self.ws.digests,
+                                  never=[spec.env_file])
         if manifest.digest != a.fingerprint:
             # a file changed between plan and apply (a saved plan was checked before we got here):
             # sync what is there now and record exactly that; the next plan shows the consequences
@@ -122,6 +128,7 @@ class Handlers:
         agent = self.agent()
         t0 = time.monotonic()
         if d.source.startswith("file://") and not machine.local:
+            agent.call("check_dataset", name=name, dest=d.dest, links=dict(d.links))  # before any upload
             moved = self._upload_file_dataset(machine, manifest, name, d.dest)
             agent.call("record_dataset", name=name, dest=d.dest, links=dict(d.links),
                        manifest=manifest.to_json(), digest=manifest.digest)
@@ -179,7 +186,8 @@ class Handlers:
                 break
             if self.stop is not None and self.stop.is_set():
                 raise Interrupted(f"{a.address}: stopped waiting; its job goes on (pid {st.get('pid')})")
-        m = agent.call("metrics", stage=name, fingerprint=fp, metrics_file=s.metrics)
+        # metric names and values come from the stage: masked before the tracker or the state sees them
+        m = self.ws.redactor.redact_json(agent.call("metrics", stage=name, fingerprint=fp, metrics_file=s.metrics))
         self._forward_metrics(name, m)
         record = {"inputs": a.after.get("inputs"), "exit_code": st.get("exit_code"),
                   "started": st.get("started"), "ended": st.get("ended"),
@@ -188,7 +196,8 @@ class Handlers:
         if st["state"] != "succeeded":
             tail = agent.call("tail", stage=name, fingerprint=fp, offset=0, limit=1 << 20)["data"]
             last = "\n".join(tail.rstrip().splitlines()[-15:])
-            raise StageFailed(f"{a.address} failed (exit {st.get('exit_code', '?')}, {st['state']})"
+            cause = f"; its supervisor said: {self.ws.redact(st['cause'])}" if st.get("cause") else ""
+            raise StageFailed(f"{a.address} failed (exit {st.get('exit_code', '?')}, {st['state']}){cause}"
                               + (f"; last lines of its log:\n{self.ws.redact(last)}" if last else ""), record)
         return record
 

@@ -35,8 +35,9 @@ def compute_desired(ws: Workspace, state: State, graph: Graph) -> dict[str, Desi
         data = spec.env_file.read_bytes()
         d = salted_digest(state.salt, data)
         out[SECRETS] = Desired(SECRETS, d, {"digest": d, "keys": len(ws.secrets)})
-    code_m = local_manifest(spec.code.path, code_excludes(spec), cache=ws.digests)
-    ws.digests.save()
+    code_m = local_manifest(spec.code.path, code_excludes(spec), cache=ws.digests, never=[spec.env_file])
+    if not ws.read_only:
+        ws.digests.save()  # a plan saves its cache only once it succeeded (api.plan)
     manifest = {e.path: (e.size, e.digest) for e in code_m.entries}
     code_digest = code_m.digest
     out[CODE] = Desired(CODE, code_digest, {"digest": code_digest, "files": len(manifest),

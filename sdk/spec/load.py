@@ -25,6 +25,11 @@ _REF = re.compile(r"\$\{([^}]*)\}")
 # in order: an escaped `$${`, a whole reference, a `${` that no `}` closes
 _REF_TOKENS = re.compile(r"\$\$\{|\$\{[^}]*\}|\$\{")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MIN_LOCK_LEASE = 10.0  # seconds
+MAX_SPEC_BYTES = 4 << 20
+# the kernel's limit for one argument or one environment string (MAX_ARG_STRLEN): a longer `run`
+# or env value fails at exec with "Argument list too long"
+MAX_ARG = 128 * 1024 - 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,7 +53,7 @@ def load_spec(
     if not spec_path.is_file():
         raise SpecError("spec file not found", file=file,
                         hint="create runform.yaml here, or pass the spec's path")
-    text = spec_path.read_text(encoding="utf-8", errors="replace")
+    text = _read_spec(spec_path, file)
     doc, locs = load_with_locations(text, file)
     if not isinstance(doc, dict):
         raise SpecError("the spec must be a mapping of keys (run, compute, stages, ...)", file=file,
@@ -62,10 +67,16 @@ def load_spec(
     # -- variables ------------------------------------------------------------------------
     declared = doc.get("variables") or {}
     if not isinstance(declared, dict):
-        raise err("expected a mapping of NAME: default", ("variables",))
+        raise err(f"expected a mapping of NAME: default, got {type(declared).__name__}", ("variables",),
+                  hint="write `variables: {NAME: default}` (or NAME: {default: ..., description: ...})")
     values: dict[str, Any] = {}
     for name, decl in declared.items():
         values[name] = decl.get("default") if isinstance(decl, dict) else decl
+        if isinstance(values[name], (dict, list)):
+            at = ("variables", name, "default") if isinstance(decl, dict) else ("variables", name)
+            raise err(f"a variable's default must be a single value (text, number or boolean), "
+                      f"got a {'mapping' if isinstance(values[name], dict) else 'list'}", at,
+                      hint="write one value, e.g. `default: hello` (a ${var.X} is pasted into text)")
     for name, raw in (variables or {}).items():
         if name not in declared:
             line, col = locs.get(("variables",), (None, None))
@@ -141,6 +152,8 @@ def load_spec(
 
     # -- schema -------------------------------------------------------------------------
     _validate(resolved, locs, file)
+    _check_paths(resolved, err)
+    _check_commands(resolved, err)
 
     # -- models and cross-field checks ----------------------------------------------------
     base = spec_path.parent
@@ -184,6 +197,9 @@ def load_spec(
                 raise err("a stage cannot need itself", ("stages", name, "needs", i),
                           hint=f"remove {need!r} from the needs of stage {name!r}")
         timeout = parse_duration(s["timeout"]) if "timeout" in s else None
+        if timeout is not None and timeout <= 0:
+            raise err("a timeout of 0 would stop the stage at once", ("stages", name, "timeout"),
+                      hint="give a positive duration such as 30m, or remove `timeout` for none")
         stages[name] = Stage(
             name=name,
             run=s["run"],
@@ -206,6 +222,16 @@ def load_spec(
     }
     tracker_raw = dict(resolved.get("tracker") or {"kind": "jsonl"})
     state_raw = resolved.get("state") or {}
+    lease = parse_duration(state_raw.get("lock_lease", "30s"))
+    if lease < MIN_LOCK_LEASE:
+        raise err(f"a lock lease under {MIN_LOCK_LEASE:g}s is not safe (a holder renews it every third of "
+                  "the lease; a shorter one lapses under a busy disk or a paused process, and a second "
+                  "apply takes the lock)", ("state", "lock_lease"),
+                  hint=f"use at least {MIN_LOCK_LEASE:g}s, or remove it for the default 30s")
+    backend = state_raw.get("backend", "local")
+    if "://" in backend and not re.match(r"[a-z][a-z0-9+.-]*://[^/\s]+/\S", backend):
+        raise err(f"state backend {backend!r} names no bucket and key", ("state", "backend"),
+                  hint="write SCHEME://BUCKET/KEY, e.g. s3://my-bucket/runs/hello.state")
     spec = Spec(
         path=spec_path,
         run=resolved["run"],
@@ -218,12 +244,90 @@ def load_spec(
         artifacts=artifacts,
         tracker=TrackerConfig(kind=tracker_raw["kind"], config=tracker_raw),
         state_backend=state_raw.get("backend", "local"),
-        lock_lease=parse_duration(state_raw.get("lock_lease", "30s")),
+        lock_lease=lease,
         raw=resolved,
         locations=locs,
     )
     _check_plugins(spec, err)
     return spec
+
+
+def _read_spec(path: Path, file: str) -> str:
+    """The spec's text: UTF-8 (a BOM is dropped), not larger than a spec can sensibly be."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"the spec is {size} bytes; runform reads at most {MAX_SPEC_BYTES >> 20} MiB",
+                            file=file, hint="this is not a spec; pass the right file")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec: {exc.strerror or exc}", file=file,
+                        hint="check the file's permissions") from None
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"not UTF-8 text (byte 0x{data[exc.start]:02x})", file=file, line=line, column=col,
+                        hint="save the spec as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+_PATH_HINT = "use a path relative to the run root: no leading '/', no '..', not under .runform/"
+
+
+def _check_paths(doc: dict[str, Any], err: Any) -> None:
+    """Every path a spec names stays inside the run root and out of runform's own folder (the
+    agent checks again on the machine, where the symlinks are)."""
+    from runform.rootpath import problem
+
+    fields: list[tuple[tuple[Any, ...], Any, bool]] = []  # (field, value, inside dest: .runform allowed)
+    for name, d in (doc.get("datasets") or {}).items():
+        fields.append((("datasets", name, "dest"), d.get("dest"), False))
+        for link, target in (d.get("links") or {}).items():
+            fields.append((("datasets", name, "links", link), link, False))
+            fields.append((("datasets", name, "links", link), target, True))
+    for name, st in doc["stages"].items():
+        for i, out in enumerate(st.get("outputs") or ()):
+            fields.append((("stages", name, "outputs", i), out, False))
+        if "metrics" in st:
+            fields.append((("stages", name, "metrics"), st["metrics"], False))
+    for name, a in (doc.get("artifacts") or {}).items():
+        for i, p in enumerate(a.get("paths") or ()):
+            fields.append((("artifacts", name, "paths", i), p, False))
+    for field, value, in_dest in fields:
+        why = problem(value, allow_meta=in_dest)
+        if why is not None:
+            what = "link target (relative to dest)" if in_dest else "path"
+            raise err(f"{what} {value!r} is refused: {why}", field,
+                      hint=_PATH_HINT if not in_dest else "name a file or folder inside the dataset's dest")
+        if not in_dest and field[-1] == "dest" and value in (".", "./"):
+            raise err("dest '.' would hydrate the dataset over the run root (code, outputs)", field,
+                      hint="name a folder, e.g. dest: data/NAME")
+
+
+def _check_commands(doc: dict[str, Any], err: Any) -> None:
+    """What the kernel would refuse at exec, refused here: a NUL byte, an argument too long."""
+    envs: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        (("compute", "env"), (doc.get("compute") or {}).get("env") or {})]
+    for name, st in doc["stages"].items():
+        run = st["run"]
+        if "\0" in run:
+            raise err("the command contains a NUL byte", ("stages", name, "run"),
+                      hint="remove it (a command line cannot carry NUL bytes)")
+        if len(run.encode()) > MAX_ARG - 200:
+            raise err(f"the command is {len(run.encode())} bytes; the kernel takes at most 128 KiB",
+                      ("stages", name, "run"), hint="put the command in a script in the code tree and run that")
+        envs.append((("stages", name, "env"), st.get("env") or {}))
+    for field, env in envs:
+        for key, value in env.items():
+            text = str(value)
+            if "\0" in text:
+                raise err("the value contains a NUL byte", field + (key,),
+                          hint="remove it (an environment variable cannot carry NUL bytes)")
+            if len(key) + len(text.encode()) + 1 > MAX_ARG:
+                raise err(f"the value is {len(text.encode())} bytes; the kernel takes at most 128 KiB per "
+                          "variable", field + (key,),
+                          hint="put the value in a file in the code tree and read it from the stage")
 
 
 def _check_plugins(spec: Spec, err: Any) -> None:
@@ -356,6 +460,9 @@ def _pattern_hints() -> dict[str, str]:
         defs["duration"]["pattern"]: "write a duration such as 90s, 30m, 8h or 1h30m",
         defs["relpath"]["pattern"]: "use a path relative to the run root: no leading '/' and no '..'",
         defs["name"]["pattern"]: "names use letters, digits, _ and - (at most 64 characters)",
+        # environment and variable names (the same form)
+        defs["env"]["propertyNames"]["pattern"]: "names here use letters, digits and _, and do not start "
+        "with a digit (e.g. MY_FLAG)",
         props["run"]["pattern"]: "start with a letter or digit, then use letters, digits, '.', '_' and '-' "
         "(at most 63 characters)",
         stage["needs"]["items"]["pattern"]: "write stage.NAME or dataset.NAME",

@@ -10,14 +10,23 @@ from runform.errors import SpecError
 
 Path_ = tuple[Any, ...]
 
+# Hostile YAML: aliases can make a few lines expand to billions of values ("billion laughs"), refer
+# to themselves, or nest deeper than Python's stack. The spec is built node by node within these.
+MAX_NODES = 100_000  # values after aliases are expanded (a large spec has a few thousand)
+MAX_DEPTH = 64  # nesting of mappings and lists (the schema needs 5)
+
 
 def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     """Parse ``text``; return the value and a map of field path -> (line, column), 1-based."""
+    _check_depth(text, file)
     try:
         try:
             node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: 10x faster
         except yaml.YAMLError:
             node = yaml.compose(text, Loader=yaml.SafeLoader)  # the pure-Python parser words errors better
+    except RecursionError:
+        raise SpecError(f"the YAML nests deeper than runform reads (at most {MAX_DEPTH} levels)", file=file,
+                        hint="flatten the nested lists or mappings") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -37,13 +46,40 @@ def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
     if node is None:
         return None, locations
     constructor = yaml.SafeLoader("")
+    count = [0]
 
-    def build(n: yaml.Node, path: Path_) -> Any:
-        locations[path] = (n.start_mark.line + 1, n.start_mark.column + 1)
+    def where(n: yaml.Node) -> dict[str, int]:
+        return {"line": n.start_mark.line + 1, "column": n.start_mark.column + 1}
+
+    def build(n: yaml.Node, path: Path_, depth: int = 0) -> Any:
+        count[0] += 1
+        if count[0] > MAX_NODES:
+            raise SpecError(f"the spec expands to more than {MAX_NODES} values (YAML aliases, *name, "
+                            "repeat what their anchor holds)", file=file, **where(n), field=_dotted(path) or None,
+                            hint="write the values out, or use fewer aliases")
+        if depth > MAX_DEPTH:
+            raise SpecError(f"the YAML nests deeper than runform reads (at most {MAX_DEPTH} levels; an alias "
+                            "that refers to itself nests without end)", file=file, **where(n),
+                            field=_dotted(path[:8]) or None,
+                            hint="flatten the nesting, or remove the alias that refers to its own anchor")
+        if len(path) < 16:  # a position per field a message may name (not one per expanded alias)
+            locations.setdefault(path, (n.start_mark.line + 1, n.start_mark.column + 1))
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for key_node, value_node in n.value:
-                key = constructor.construct_object(key_node, deep=True)
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise SpecError("YAML merge keys (<<) are not supported", file=file, **where(key_node),
+                                    field=_dotted(path) or None,
+                                    hint="write the keys out in this mapping (runform reads plain YAML: "
+                                    "no merge keys)")
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise SpecError("a mapping key must be a scalar", file=file, **where(key_node),
+                                    hint="use a plain name as the key")
+                try:
+                    key = constructor.construct_object(key_node, deep=True)
+                except yaml.YAMLError as exc:
+                    raise SpecError(f"invalid key: {str(exc).splitlines()[0]}", file=file, **where(key_node),
+                                    hint="quote the key to keep it as text") from None
                 if isinstance(key, (list, dict)):
                     raise SpecError("a mapping key must be a scalar", file=file,
                                     line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1,
@@ -57,21 +93,44 @@ def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
                         field=_dotted(path + (key,)),
                         hint="remove one of the two entries",
                     )
-                out[key] = build(value_node, path + (key,))
-                if value_node.start_mark.line != key_node.start_mark.line:
+                out[key] = build(value_node, path + (key,), depth + 1)
+                if len(path) < 16 and value_node.start_mark.line != key_node.start_mark.line:
                     # a block value starts below its key: point at the line that names the field
                     locations[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             return out
         if isinstance(n, yaml.SequenceNode):
-            return [build(item, path + (i,)) for i, item in enumerate(n.value)]
+            return [build(item, path + (i,), depth + 1) for i, item in enumerate(n.value)]
         try:
-            return constructor.construct_object(n, deep=True)
-        except yaml.YAMLError as exc:
-            raise SpecError(f"invalid value: {exc}", file=file, line=n.start_mark.line + 1,
-                            column=n.start_mark.column + 1, field=_dotted(path),
-                            hint="quote the value to keep it as text") from None
+            value = constructor.construct_object(n, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            raise SpecError(f"invalid value: {str(exc).splitlines()[0]}", file=file, **where(n),
+                            field=_dotted(path) or None, hint="quote the value to keep it as text") from None
+        if isinstance(value, bytes):  # !!binary
+            raise SpecError("binary values (!!binary) are not supported", file=file, **where(n),
+                            field=_dotted(path) or None, hint="write the value as text") from None
+        return value
 
     return build(node, ()), locations
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` from the parser's events (a flat loop), before
+    anything recursive (the composer, the builder) sees the document."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise SpecError(f"the YAML nests deeper than runform reads (at most {MAX_DEPTH} levels)",
+                                    file=file, line=event.start_mark.line + 1,
+                                    column=event.start_mark.column + 1,
+                                    hint="flatten the nested lists or mappings")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # a syntax error: compose reports it, with its position
 
 
 def _dotted(path: Path_) -> str:

@@ -31,6 +31,8 @@ from runform.hookspecs import hookimpl
 from runform.state.lock import FileLock, LockInfo
 from runform.state.model import State, replay_entry
 
+MAX_STATE_BYTES = 256 << 20
+
 
 class LocalStateBackend:
     def __init__(self, folder: Path, *, lease: float = 30.0) -> None:
@@ -43,7 +45,23 @@ class LocalStateBackend:
         self._seq = 0
 
     # -------------------------------------------------------------------------- reading
+    def _check_files(self) -> None:
+        """The state folder and its files are what runform writes there: a folder of regular files
+        (a file in the folder's place, a folder or a device as state.json: refused, with the fix)."""
+        if self.folder.is_symlink() or (self.folder.exists() and not self.folder.is_dir()):
+            raise StateError(f"{self.folder} is not a folder (runform keeps its state there)",
+                             hint=f"move that file away; {self.folder.name}/ is runform's own folder")
+        for path in (self.snapshot, self.journal, self.backup):
+            if path.is_symlink() or (path.exists() and not path.is_file()):
+                raise StateError(f"{path} is not a regular file",
+                                 hint="restore .runform/ from a copy of it, or remove that entry")
+            if path.is_file() and path.stat().st_size > MAX_STATE_BYTES:
+                raise StateError(f"{path} is {path.stat().st_size} bytes, more than a state can hold "
+                                 f"({MAX_STATE_BYTES >> 20} MiB)",
+                                 hint="restore .runform/ from a copy of it")
+
     def read(self) -> State | None:
+        self._check_files()
         state = self._read_snapshot()
         if self.journal.exists():
             entries, _ = self._scan(self.journal.read_bytes())
@@ -81,7 +99,11 @@ class LocalStateBackend:
 
     def _load(self, path: Path, *, hint: str | None = None) -> State:
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_bytes().decode("utf-8"))
+        except RecursionError:
+            raise StateError(f"{path}: state snapshot is not a runform state (JSON nested too deep)",
+                             hint=hint or "restore it from a backup (state.json.bak) or remove .runform/ "
+                             "to start over") from None
         except ValueError as exc:
             line = getattr(exc, "lineno", None)
             raise StateError(
@@ -114,7 +136,7 @@ class LocalStateBackend:
                 entry = json.loads(line)
                 if not isinstance(entry, dict):
                     raise ValueError("not an object")
-            except ValueError:
+            except (ValueError, RecursionError):
                 if k == last:
                     return entries, start
                 raise StateError(
@@ -129,6 +151,7 @@ class LocalStateBackend:
     def append(self, entries: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         self._lock.check()  # the fence: still our lock (a paused holder must not write)
         if self._fd is None:
+            self._check_files()
             self.folder.mkdir(parents=True, exist_ok=True)
             self._truncate_torn_tail()
             self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -211,15 +234,18 @@ class LocalStateBackend:
 
     # -------------------------------------------------------------------------- locking
     def lock(self, operation: str, *, timeout: float = 0.0) -> LockInfo:
+        self._check_files()
         return self._lock.acquire(operation, timeout=timeout)
 
     def unlock(self, lock_id: str) -> None:
         self._lock.release()
 
     def force_unlock(self, lock_id: str) -> None:
+        self._check_files()
         self._lock.force_unlock(lock_id)
 
     def lock_info(self) -> LockInfo | None:
+        self._check_files()
         return self._lock.current()
 
 

@@ -113,8 +113,8 @@ class FileLock:
             return LockInfo.from_json(raw)
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError) as exc:
-            raise StateError(f"{self.file}: unreadable lock file ({exc})",
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise StateError(f"{self.file}: unreadable lock file ({type(exc).__name__})",
                              hint=f"remove {self.file} if no runform is running") from None
 
     def _write(self, info: LockInfo) -> None:

@@ -15,6 +15,7 @@ A secret value is never part of any record: the secrets resource keeps a salted 
 from __future__ import annotations
 
 import json
+import re
 import secrets as _secrets
 import time
 import uuid
@@ -52,6 +53,61 @@ def _field(raw: Mapping[str, Any], name: str, conv: Any, expected: str, default:
         raise FieldError(f"field {name!r}: expected {expected}, got {shown}") from None
 
 
+# The state is untrusted input (a shared bucket, a hand edit): what is used as a name or a path is
+# checked against the grammar the spec and runform itself use.
+_ADDRESS = re.compile(r"[a-z_]{1,32}\.[A-Za-z0-9_-]{1,64}\Z")
+_LINEAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}\Z")  # a UUID (a label holds its first 8)
+_RUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Any:
+    def conv(value: Any) -> str:
+        if not isinstance(value, str) or not pattern.match(value):
+            raise ValueError(what)
+        return value
+    return conv
+
+
+_NUMBER = (int, float)
+# attributes runform computes with, by kind: their JSON types (None is always allowed)
+_TYPED: dict[str, dict[str, tuple[type, ...]]] = {
+    "stage": {"duration": _NUMBER, "started": _NUMBER, "ended": _NUMBER, "exit_code": (int,),
+              "metrics": (dict,), "inputs": (dict,)},
+    "instance": {"pins": (dict,), "compute": (dict,)},
+    "dataset": {"manifest": (dict,), "bytes_moved": _NUMBER},
+    "code": {"manifest": (dict,), "files": (int,), "bytes": _NUMBER},
+    "artifact": {"manifests": (dict,), "inputs": (dict,)},
+}
+
+
+def _check_attrs(address: str, attrs: dict[str, Any]) -> None:
+    """The attributes used as names or paths (labels: a machine folder is named by one), and those
+    runform computes with (their JSON types)."""
+    for key, types in _TYPED.get(address.split(".", 1)[0], {}).items():
+        value = attrs.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            names = "a number" if types == _NUMBER else {dict: "an object", int: "an integer"}[types[0]]
+            raise FieldError(f"field 'attrs.{key}': expected {names}, got {json.dumps(value, default=str)[:40]}")
+    pins = attrs.get("pins")
+    if isinstance(pins, Mapping) and not all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items()):
+        raise FieldError("field 'attrs.pins': expected host -> key strings")
+    if "label" in attrs and attrs["label"] is not None:
+        _field(attrs, "label", _matching(_LABEL, "a label"), "a label (letters, digits, '.', '_', '-')")
+    if address == "instance.main" and "instance" in attrs:
+        inst = attrs["instance"]
+        if not isinstance(inst, Mapping):
+            raise FieldError("field 'attrs.instance': expected an object")
+        try:
+            _field(inst, "label", _matching(_LABEL, "a label"), "a label (letters, digits, '.', '_', '-')")
+            _field(inst, "id", lambda v: v if isinstance(v, (str, int)) and not isinstance(v, bool)
+                   else int("x"), "a string or an integer")
+            _field(inst, "status", str, "a string", "")
+            _field(inst, "attrs", _object, "an object", {})
+        except FieldError as exc:
+            raise FieldError(f"attrs.instance: {exc}") from None
+
+
 def _object(value: Any) -> dict[str, Any]:
     if not value:  # null, or an empty list/string from a hand edit: no attributes
         return {}
@@ -65,9 +121,19 @@ class ResourceState:
     address: str
     attrs: dict[str, Any]
     fingerprint: str | None = None
-    status: str = "ok"  # ok | tainted
+    status: str = "ok"  # ok | tainted | partial (an artifact pushed in part before a teardown)
     revision: int = 0  # the serial at which this record last changed
     updated: float = 0.0
+
+    def instance(self) -> dict[str, Any]:
+        """``attrs.instance`` of the instance record (what the provider knows of the machine)."""
+        inst = self.attrs.get("instance")
+        if not isinstance(inst, Mapping):
+            raise StateError(f"{self.address}: the state has no attrs.instance (what the provider knows of "
+                             "the machine)",
+                             hint="restore .runform/ from a copy (state.json.bak); the state was edited "
+                             "or damaged")
+        return dict(inst)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,14 +149,17 @@ class ResourceState:
     def from_json(cls, raw: Mapping[str, Any]) -> ResourceState:
         if not isinstance(raw, Mapping):
             raise FieldError(f"expected an object, got {type(raw).__name__}")
-        return cls(
-            address=_field(raw, "address", str, "a string"),
+        rec = cls(
+            address=_field(raw, "address", _matching(_ADDRESS, "an address"), "an address KIND.NAME"),
             attrs=_field(raw, "attrs", _object, "an object", {}),
-            fingerprint=raw.get("fingerprint"),
-            status=raw.get("status", "ok"),
-            revision=_field(raw, "revision", int, "an integer", 0),
+            fingerprint=_field(raw, "fingerprint", _optional_str, "a string or null", None),
+            status=_field(raw, "status", _matching(re.compile(r"(ok|tainted|partial)\Z"), "a status"),
+                          "ok, tainted or partial", "ok"),
+            revision=_field(raw, "revision", _int, "an integer", 0),
             updated=_field(raw, "updated", float, "a number", 0.0),
         )
+        _check_attrs(rec.address, rec.attrs)
+        return rec
 
 
 @attrs.define
@@ -171,11 +240,11 @@ class State:
             )
         try:
             st = cls(
-                lineage=_field(raw, "lineage", str, "a string"),
-                run=_field(raw, "run", str, "a string"),
+                lineage=_field(raw, "lineage", _matching(_LINEAGE, "a lineage"), "a lineage (a UUID)"),
+                run=_field(raw, "run", _matching(_RUN, "a run name"), "a run name (as the spec's `run`)"),
                 salt=_field(raw, "salt", str, "a string"),
-                serial=_field(raw, "serial", int, "an integer"),
-                seq=_field(raw, "seq", int, "an integer", 0),
+                serial=_field(raw, "serial", _int, "an integer"),
+                seq=_field(raw, "seq", _int, "an integer", 0),
             )
             resources = _field(raw, "resources", _list, "a list", [])
             pending = _field(raw, "pending", _list, "a list", [])
@@ -201,6 +270,18 @@ class State:
         return self.resources.keys()
 
 
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(value)
+    return int(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(value)
+    return value
+
+
 def _list(value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise TypeError(value)
@@ -215,9 +296,12 @@ def replay_entry(state: State | None, entry: Mapping[str, Any], where: str, *, r
     """
     if entry.get("t") == "meta" and state is None:
         try:
-            return State(lineage=entry["lineage"], run=entry["run"], salt=entry["salt"])
-        except KeyError as exc:
-            raise StateError(f"{where}: meta entry lacks {exc}",
+            return State(
+                lineage=_field(entry, "lineage", _matching(_LINEAGE, "a lineage"), "a lineage (a UUID)"),
+                run=_field(entry, "run", _matching(_RUN, "a run name"), "a run name (as the spec's `run`)"),
+                salt=_field(entry, "salt", str, "a string"))
+        except FieldError as exc:
+            raise StateError(f"{where}: meta entry: {exc}",
                              hint="restore the state from a backup (a new state would not "
                              "know what this one rented)") from None
     if state is None:
