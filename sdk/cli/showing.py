@@ -39,7 +39,7 @@ def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def print_offers(spec: Any) -> None:
+def print_offers(spec: Any, as_json: bool = False) -> None:
     from runform.errors import RunformError
     from runform.interfaces import SupportsOffers
     from runform.state.model import State
@@ -51,6 +51,12 @@ def print_offers(spec: Any) -> None:
                            hint="`runform offers` is for market providers such as vast")
     state = ws.read_state() or State.new(spec.run)
     rows = ws.provider.offers(spec.compute.config, ws.provider_context(state))
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"provider": spec.compute.provider, "offers": [dict(o) for o in rows]},
+                              indent=1, default=str))
+        return
     render = getattr(ws.provider, "render_offers", None)
     if render:
         from rich.console import Console
