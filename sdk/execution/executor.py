@@ -251,7 +251,7 @@ class Executor:
             outcome = Outcome(a.address, "done", time.monotonic() - t0)
             done_line = f"{a.address}: {_verb(a.kind, done=True)} after {format_duration(outcome.duration)}"
             ran = (new or {}).get("duration") if kind_of(a.address) == "stage" else None
-            if ran and a.kind == "attach":  # the wait was shorter than the job: say both
+            if ran and a.kind in ("attach", "read"):  # the wait was not the job: say both
                 done_line += f" (the job ran {format_duration(float(ran))})"
             finished = done_line
         except Interrupted as exc:

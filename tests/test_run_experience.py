@@ -1,0 +1,221 @@
+"""The run as its user lives it: progress events, --json output against its documented schema,
+`runform status`, `show PLANFILE`, spend, signals, and the spec file not counting as code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from conftest import REPO, run_cli
+
+SCHEMAS = REPO / "docs" / "schemas"
+
+SPEC = """\
+# a two-stage pipeline on the local provider
+run: lived
+compute:
+  provider: local
+code:
+  path: .
+  exclude: [out/]
+stages:
+  first:
+    run: python first.py
+    outputs: [out/first.txt]
+  second:
+    run: python -c "print('second ran')"
+    deps: [first.py]
+    env: {WHO: "me"}
+"""
+
+FIRST = """\
+import os, pathlib, sys, time
+os.makedirs("out", exist_ok=True)
+print("first: hello from the stage", flush=True)
+gate = os.environ.get("RUNFORM_TEST_GATE")
+while gate and not os.path.exists(gate):  # held until the test lets it go
+    time.sleep(0.05)
+pathlib.Path("out/first.txt").write_text("ok\\n")
+print("first: done", flush=True)
+"""
+
+
+def schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+
+
+def check(name: str, doc: Any) -> None:
+    jsonschema.validate(doc, schema(name), format_checker=jsonschema.FormatChecker())
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    p = tmp_path / "lived"
+    p.mkdir()
+    (p / "runform.yaml").write_text(SPEC)
+    (p / "first.py").write_text(FIRST)
+    return p
+
+
+def _changed(project: Path) -> dict[str, str]:
+    r = run_cli("plan", "--json", cwd=project)
+    assert r.returncode == 0, r.stderr
+    return {c["address"]: c["action"] for c in json.loads(r.stdout)["resource_changes"] if c["action"] != "no-op"}
+
+
+def test_schemas_are_valid_json_schemas() -> None:
+    for f in SCHEMAS.glob("*.schema.json"):
+        jsonschema.Draft202012Validator.check_schema(json.loads(f.read_text()))
+
+
+def test_apply_json_streams_events_and_spec_comments_change_nothing(project: Path) -> None:
+    a = run_cli("apply", "--auto-approve", "--json", cwd=project)
+    assert a.returncode == 0, a.stderr + a.stdout
+    events = [json.loads(line) for line in a.stdout.splitlines()]
+    for e in events:
+        check("event", e)
+    types = [e["type"] for e in events]
+    assert types[0] == "planned" and "apply_finished" in types
+    logs = [e for e in events if e["type"] == "log"]
+    assert {"address": "stage.first", "line": "first: hello from the stage"}.items() <= logs[0].items()
+    assert any(e["type"] == "log" and e["stage"] == "second" and e["line"] == "second ran" for e in events)
+    assert "stage.first: first: hello from the stage" in [e["@message"] for e in logs]
+    finished = [e for e in events if e["type"] == "action_finished"]
+    assert {e["address"] for e in finished} >= {"instance.main", "code.workdir", "stage.first", "stage.second"}
+    assert all(e["status"] == "done" for e in finished)
+    assert _changed(project) == {}
+
+    # the spec is not code: a comment, and a key only `second` uses, leave `first` alone
+    spec = project / "runform.yaml"
+    spec.write_text("# a comment\n" + spec.read_text().replace('WHO: "me"', 'WHO: "you"'))
+    assert _changed(project) == {"code.workdir": "update", "stage.second": "replace"}
+    # ... while its code does count
+    (project / "first.py").write_text(FIRST + "# edited\n")
+    assert set(_changed(project)) == {"code.workdir", "stage.first", "stage.second"}
+
+    d = run_cli("destroy", "--auto-approve", "--json", cwd=project)
+    assert d.returncode == 0, d.stderr
+    devents = [json.loads(line) for line in d.stdout.splitlines()]
+    for e in devents:
+        check("event", e)
+    assert devents[-1]["type"] == "apply_finished" and devents[-1]["ok"]
+    again = run_cli("destroy", "--auto-approve", cwd=project)
+    assert again.returncode == 0
+    assert "Nothing to destroy" in again.stdout and "matches the configuration" not in again.stdout
+
+
+def test_python_api_events_show_elapsed_time_while_a_stage_runs(project: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import runform
+
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("RUNFORM_TEST_GATE", str(gate))
+    spec = runform.load(project / "runform.yaml")
+    seen: list[dict[str, Any]] = []
+
+    def on_event(e: dict[str, Any]) -> None:
+        seen.append(e)
+        if e["type"] == "action_progress" and e["address"] == "stage.first":
+            gate.write_text("go")  # the stage was reported as still running: let it finish
+
+    result = runform.apply(spec, on_event=on_event, progress_every=0.2)
+    assert result is not None and result.ok
+    progress = [e for e in seen if e["type"] == "action_progress" and e["address"] == "stage.first"]
+    assert progress and progress[0]["elapsed"] > 0
+    assert progress[0]["@message"].startswith("stage.first: Still creating... [")
+    assert "elapsed]" in progress[0]["@message"]
+    for e in seen:
+        check("event", e)
+    assert runform.plan(spec).has_changes is False
+
+
+def test_show_status_validate_json_match_their_schemas(project: Path) -> None:
+    v = run_cli("validate", "--json", cwd=project)
+    assert v.returncode == 0, v.stderr
+    check("validate", json.loads(v.stdout))
+    assert json.loads(v.stdout)["stages"] == ["first", "second"]
+    (project / "bad.yaml").write_text("run: x\ncompute: {provider: local}\nstages: {a: {command: true}}\n")
+    bad = run_cli("validate", "bad.yaml", "--json", cwd=project)
+    assert bad.returncode == 1
+    doc = json.loads(bad.stdout)
+    check("validate", doc)
+    assert not doc["valid"] and "bad.yaml" in doc["diagnostics"][0]["summary"]
+
+    empty = run_cli("show", "--json", cwd=project)
+    assert empty.returncode == 0
+    check("show", json.loads(empty.stdout))
+
+    assert run_cli("apply", "--auto-approve", cwd=project).returncode == 0
+    s = run_cli("show", "--json", cwd=project)
+    doc = json.loads(s.stdout)
+    check("show", doc)
+    assert doc["machine"]["id"] and doc["machine"]["uptime"] >= 0
+
+    st = run_cli("status", "--json", cwd=project)
+    assert st.returncode == 0, st.stderr
+    doc = json.loads(st.stdout)
+    check("status", doc)
+    row = next(r for r in doc["runs"] if r["run"] == "lived")
+    assert row["provider"] == "local" and row["phase"] == "idle" and row["instance"]
+    assert row["spec"] == str((project / "runform.yaml").resolve())
+    text = run_cli("status", cwd=project).stdout
+    assert "lived" in text and "idle" in text
+
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+    assert run_cli("destroy", "--auto-approve", cwd=project).returncode == 0
+    gone = json.loads(run_cli("status", "--json", cwd=project).stdout)
+    row = next(r for r in gone["runs"] if r["run"] == "lived")
+    assert row["instance"] is None and row["phase"] == "destroyed" and not row["billing"]
+
+
+def test_show_renders_a_saved_plan(project: Path) -> None:
+    assert run_cli("plan", "--out", "next.plan", cwd=project).returncode == 0
+    shown = run_cli("show", "next.plan", cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert "+ stage.first" in shown.stdout and "Plan: " in shown.stdout
+    as_json = run_cli("show", "next.plan", "--json", cwd=project)
+    assert {c["address"] for c in json.loads(as_json.stdout)["resource_changes"]} >= {"stage.first"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_behave_like_ctrl_c(project: Path, tmp_path: Path, sig: int) -> None:
+    gate = tmp_path / "gate"
+    env = {**os.environ, "RUNFORM_TEST_GATE": str(gate)}
+    env.pop("RUNFORM_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve", "--json"],
+                            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # until the stage's job has started and printed
+            e = json.loads(line)
+            if e["type"] == "log" and e["address"] == "stage.first":
+                break
+        proc.send_signal(sig)
+        rest = [json.loads(line) for line in proc.stdout]
+        assert proc.wait(timeout=60) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    end = [e for e in rest if e["type"] == "apply_finished"]
+    assert end and end[0]["interrupted"] and not end[0]["ok"]
+    # lock released, journal intact, the machine and the still-running job listed
+    show = run_cli("show", "--json", cwd=project)
+    assert show.returncode == 0, show.stderr
+    doc = json.loads(show.stdout)
+    assert doc["machine"] is not None
+    assert [r["address"] for r in doc["running"]] == ["stage.first"]
+    gate.write_text("go")
+    # the next apply attaches to the job that went on, and converges
+    a = run_cli("apply", "--auto-approve", cwd=project, env={"RUNFORM_TEST_GATE": str(gate)})
+    assert a.returncode == 0, a.stderr
+    assert "stage.first: Reading..." in a.stderr or "stage.first: Attaching..." in a.stderr
+    assert "(the job ran " in a.stderr  # the job's own duration, not the wait
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
