@@ -219,3 +219,56 @@ def test_sigterm_and_sighup_behave_like_ctrl_c(project: Path, tmp_path: Path, si
     assert "stage.first: Reading..." in a.stderr or "stage.first: Attaching..." in a.stderr
     assert "(the job ran " in a.stderr  # the job's own duration, not the wait
     assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+
+
+def test_ssh_and_pull_reach_the_run_folder(project: Path, tmp_path: Path) -> None:
+    from runform.testing.sshd import SSHD
+
+    if not SSHD.available():
+        pytest.skip("openssh-server is not installed")
+    import yaml
+
+    with SSHD(tmp_path / "sshd") as server:
+        root = tmp_path / "remote" / "lived"
+        spec = yaml.safe_load((project / "runform.yaml").read_text())
+        spec["compute"] = {**server.compute, "root": str(root)}
+        (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+        a = run_cli("apply", "--auto-approve", cwd=project)
+        assert a.returncode == 0, a.stderr
+        assert "instance.main: bootstrap (" in a.stderr  # the provider's readiness phase
+
+        # a command in the run's folder, over the pinned host key and the run's key
+        r = run_cli("ssh", "--", "cat", "out/first.txt", cwd=project)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "ok\n"
+        assert run_cli("ssh", "--", "pwd", cwd=project).stdout.strip() == str(root)
+        # a changed host key is refused: only the pinned one is accepted
+        server.regenerate_host_key()
+        refused = run_cli("ssh", "--", "true", cwd=project)
+        assert refused.returncode != 0
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stderr or "verification failed" in refused.stderr
+
+
+def test_pull_is_incremental(project: Path, tmp_path: Path, sshd: Any) -> None:
+    import yaml
+
+    root = tmp_path / "remote" / "lived"
+    spec = yaml.safe_load((project / "runform.yaml").read_text())
+    spec["compute"] = {**sshd.compute, "root": str(root)}
+    (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert run_cli("apply", "--auto-approve", cwd=project).returncode == 0
+    (root / "out" / "sub").mkdir()
+    (root / "out" / "sub" / "b.bin").write_bytes(b"\0" * 1000)
+    dest = tmp_path / "back"
+    p = run_cli("pull", "out", str(dest), cwd=project)
+    assert p.returncode == 0, p.stderr
+    assert (dest / "out" / "first.txt").read_text() == "ok\n"
+    assert (dest / "out" / "sub" / "b.bin").stat().st_size == 1000
+    assert "Pulled 2 file(s)" in p.stdout
+    (root / "out" / "first.txt").write_text("changed\n")
+    again = run_cli("pull", "out", str(dest), cwd=project)
+    assert "Pulled 1 file(s)" in again.stdout, again.stderr
+    assert (dest / "out" / "first.txt").read_text() == "changed\n"
+    bad = run_cli("pull", "../etc", cwd=project)
+    assert bad.returncode == 1 and "not a path inside the run's folder" in bad.stderr
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
