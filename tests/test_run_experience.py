@@ -272,3 +272,87 @@ def test_pull_is_incremental(project: Path, tmp_path: Path, sshd: Any) -> None:
     bad = run_cli("pull", "../etc", cwd=project)
     assert bad.returncode == 1 and "not a path inside the run's folder" in bad.stderr
     assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+
+
+VAST = {"provider": "vast", "gpus": ["RTX_4090", "rtx 3090"], "num_gpus": 1,
+        "image": "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime", "disk_gb": 40,
+        "max_price_per_hour": 3.0, "max_duration": "2h", "teardown": "never"}
+
+
+def test_offline_rehearsal_in_one_command(project: Path, tmp_path: Path) -> None:
+    """docs/vast.md's recipe: `python -m runform.testing.rehearse`, export what it prints, apply.
+    Readiness phases, offers --json, the machine in use priced in the plan, spend in show/status."""
+    from runform.testing.sshd import SSHD
+
+    if not SSHD.available():
+        pytest.skip("openssh-server is not installed")
+    import yaml
+
+    spec = yaml.safe_load((project / "runform.yaml").read_text())
+    spec["compute"] = VAST
+    (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    proc = subprocess.Popen([sys.executable, "-m", "runform.testing.rehearse", "--created-s", "0.05",
+                             "--loading-s", "0.2", "--dir", str(tmp_path / "rehearse")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        env: dict[str, str] = {}
+        for line in proc.stdout:
+            if line.startswith("export "):
+                k, _, v = line[len("export "):].strip().partition("=")
+                env[k] = v
+            if line.startswith("# ready"):
+                break
+        assert set(env) == {"VAST_API_URL", "VAST_API_KEY"}
+
+        o = run_cli("offers", "--json", cwd=project, env=env)
+        assert o.returncode == 0, o.stderr
+        offers = json.loads(o.stdout)
+        check("offers", offers)
+        assert sum(1 for r in offers["offers"] if r.get("chosen")) == 1
+
+        a = run_cli("apply", "--auto-approve", "--json", cwd=project, env=env)
+        assert a.returncode == 0, a.stderr + a.stdout
+        events = [json.loads(line) for line in a.stdout.splitlines()]
+        for e in events:
+            check("event", e)
+        phases = [e["phase"] for e in events if e["type"] == "phase"]
+        assert phases[0] == "created" and "ssh" in phases and "bootstrap" in phases, phases
+        assert phases.index("created") < phases.index("ssh") < phases.index("bootstrap")
+        spend = [e for e in events if e["type"] == "spend"]
+        assert spend and spend[0]["billing"] and spend[0]["price_per_hour"] > 0
+
+        show = json.loads(run_cli("show", "--json", cwd=project, env=env).stdout)
+        check("show", show)
+        m = show["machine"]
+        assert m["gpu"] and m["price_per_hour"] > 0 and m["ssh"]["port"] and show["spend"]["billing"]
+        assert "runform ssh" in m["ssh_command"]
+        text = run_cli("show", cwd=project, env=env).stdout
+        assert f"${m['price_per_hour']:.3f}/h" in text and "spent" in text
+
+        # the plan prices the machine in use, not the market's best offer
+        (project / "first.py").write_text(FIRST + "# again\n")
+        p = run_cli("plan", cwd=project, env=env)
+        assert f"Machine in use: {m['id']}" in p.stdout, p.stdout
+        assert f"${m['price_per_hour']:.3f}/h" in p.stdout and "timed by their last run" in p.stdout, p.stdout[-800:]
+
+        st = json.loads(run_cli("status", "--json", cwd=project).stdout)
+        check("status", st)
+        row = next(r for r in st["runs"] if r["run"] == "lived")
+        assert row["billing"] and row["instance"] == m["id"] and row["price_per_hour"] == m["price_per_hour"]
+
+        d = run_cli("destroy", "--auto-approve", cwd=project, env=env)
+        assert d.returncode == 0, d.stderr
+        assert "Spent so far on this run: $" in d.stdout
+        row = next(r for r in json.loads(run_cli("status", "--json", cwd=project).stdout)["runs"]
+                   if r["run"] == "lived")
+        assert not row["billing"] and row["instance"] is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0
+    assert "stopping the stand-in and sshd" in out

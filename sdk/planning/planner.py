@@ -121,8 +121,8 @@ def _estimate(ws: Workspace, state: State, actions: list[Action]) -> dict:
         cap = ws.spec.compute.config.get("max_duration")
         hours = parse_duration(cap) / 3600 if cap else hours + unknown * 1.0
         basis.append(f"{unknown} never run: " + (f"max_duration {cap}" if cap else "1 h each"))
-    return {"offer": offer, "price_per_hour": price, "hours": round(hours, 3),
-            "total": round(price * hours, 2), "basis": "; ".join(basis), **extra}
+    return {"offer": offer, "price_per_hour": price, "hours": round(hours, 4),
+            "total": round(price * hours, 2), "basis": "; ".join(basis), "stages": seen + unknown, **extra}
 
 
 def _destroy_actions(ws: Workspace, state: State, refresh_enabled: bool) -> list[Action]:

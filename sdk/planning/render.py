@@ -60,12 +60,13 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
         if c.get("in_use"):
             lines[-1] = (f"Machine in use: {c['in_use']} ({n}x {gpu}) at ${c['price_per_hour']:.3f}/h"
                          + (f", ${c['spent']:.2f} spent so far" if c.get("spent") is not None else ""))
-        if c.get("hours"):
-            basis = c.get("basis")
-            lines.append(f"Estimated cost: ${c['total']:.2f} ({c['hours']:.2f} h expected"
-                         + (f": {basis}" if basis else "") + ")")
-        else:
+        basis = f": {c['basis']}" if c.get("basis") else ""
+        if c.get("stages", 1) == 0:
             lines.append("Estimated cost: under $0.01 (no stage runs)")
+        elif c["total"] < 0.01:
+            lines.append(f"Estimated cost: under $0.01 ({c['hours'] * 3600:.0f} s expected{basis})")
+        else:
+            lines.append(f"Estimated cost: ${c['total']:.2f} ({c['hours']:.2f} h expected{basis})")
     if plan.teardown:
         lines.append(f"Teardown: {plan.teardown}")
     lines.append(plan.summary().line())
