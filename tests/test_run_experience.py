@@ -356,3 +356,16 @@ def test_offline_rehearsal_in_one_command(project: Path, tmp_path: Path) -> None
                 proc.kill()
     assert proc.returncode == 0
     assert "stopping the stand-in and sshd" in out
+
+
+def test_a_folder_artifact_lands_in_the_folder_its_destination_names(project: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    spec = (project / "runform.yaml").read_text()
+    (project / "runform.yaml").write_text(spec + f"artifacts:\n  first:\n    paths: [out/]\n    to: file://{store}/out/\n"
+                                          f"  again:\n    paths: [out/]\n    to: file://{store}/runs/\n")
+    a = run_cli("apply", "--auto-approve", cwd=project)
+    assert a.returncode == 0, a.stderr
+    assert (store / "out" / "first.txt").read_text() == "ok\n"  # not out/out/first.txt
+    assert (store / "runs" / "out" / "first.txt").exists()  # a path keeps its name under `to`
+    assert not (store / "out" / "out").exists()
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0

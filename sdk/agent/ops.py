@@ -243,10 +243,19 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
                 continue
             return {"ok": False, "error": f"artifact path {rel!r} does not exist on the machine"}
         prior = (req.get("prior") or {}).get(rel)
-        m = backend.push(src, to + rel.rstrip("/") + ("/" if src.is_dir() else ""), env,
+        m = backend.push(src, _dest(to, rel, src.is_dir()), env,
                          prior=Manifest.from_json(prior) if prior else None)
         manifests[rel] = {**m.to_json(), "digest": m.digest}
     return {"manifests": manifests, "missing": missing}
+
+
+def _dest(to: str, rel: str, is_dir: bool) -> str:
+    """Where ``rel`` goes under ``to``: by its name (``out/`` → ``TO/out/``), except a folder
+    whose name ``to`` already ends with (``model/`` → ``…/model/``, not ``…/model/model/``)."""
+    name = rel.rstrip("/").rsplit("/", 1)[-1]
+    if is_dir and to.rstrip("/").rsplit("/", 1)[-1] == name:
+        return to
+    return to + rel.rstrip("/") + ("/" if is_dir else "")
 
 
 def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
