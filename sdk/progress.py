@@ -49,7 +49,7 @@ class Events:
     def emit(self, type_: str, message: str, **fields: Any) -> Event:
         event: Event = {"type": type_, "@message": message,
                         "@timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                        **{k: v for k, v in fields.items() if v is not None}}
+                        **fields}
         if type_ == "phase" and "address" in fields:
             self.phases[fields["address"]] = str(fields.get("phase"))
         with self._lock:
