@@ -369,3 +369,39 @@ def test_a_folder_artifact_lands_in_the_folder_its_destination_names(project: Pa
     assert (store / "runs" / "out" / "first.txt").exists()  # a path keeps its name under `to`
     assert not (store / "out" / "out").exists()
     assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+
+
+def _load_error(tmp_path: Path, text: str, name: str = "runform.yaml") -> str:
+    import runform
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(runform.SpecError) as e:
+        runform.load(tmp_path / name)
+    return str(e.value)
+
+
+def test_validate_checks_what_it_can_offline(tmp_path: Path) -> None:
+    msg = _load_error(tmp_path, "run: x\ndatasets:\n  d: {source: file://data/missing, dest: d}\n"
+                                "stages:\n  a: {run: 'true', needs: [dataset.d]}\n")
+    assert "runform.yaml:3:" in msg and "datasets.d.source" in msg and "does not exist" in msg
+    # other tools' name for `needs`
+    msg = _load_error(tmp_path, "run: x\nstages:\n  a: {run: 'true'}\n  b:\n    run: 'true'\n    depends_on: [a]\n")
+    assert "runform.yaml:6:5:" in msg and "did you mean 'needs'" in msg
+    # the column is the key's, not the value's
+    msg = _load_error(tmp_path, "run: x\ncompute: {provider: local}\nstages:\n  a: {run: 'true', timeout: soon}\n")
+    assert "runform.yaml:4:" in msg
+    column = int(msg.split("runform.yaml:")[1].split(":")[1])
+    assert column == "  a: {run: 'true', timeout: soon}".index("timeout") + 1, msg
+
+
+def test_cycle_error_and_missing_spec_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runform
+
+    monkeypatch.chdir(tmp_path)
+    msg = _load_error(tmp_path, "run: x\nstages:\n  a: {run: 'true', needs: [stage.b]}\n"
+                                "  b: {run: 'true', needs: [stage.a]}\n")
+    assert msg.startswith("runform.yaml:") and "dependency cycle" in msg
+    with pytest.raises(runform.SpecError) as e:
+        runform.load("nonexist.yaml")
+    assert "nonexist.yaml" in str(e.value) and "create runform.yaml" not in str(e.value)
+    assert "check the path" in str(e.value)

@@ -46,8 +46,11 @@ def load_spec(
         spec_path = spec_path / "runform.yaml"
         file = str(spec_path)
     if not spec_path.is_file():
+        named = Path(file).name != "runform.yaml"  # a path the user gave, not the default name
         raise SpecError("spec file not found", file=file,
-                        hint="create runform.yaml here, or pass the spec's path")
+                        hint=f"check the path (looked in {spec_path.parent}); pass a spec file or the "
+                        "folder holding runform.yaml" if named else
+                        "create runform.yaml here, or pass the spec's path")
     text = spec_path.read_text(encoding="utf-8", errors="replace")
     doc, locs = load_with_locations(text, file)
     if not isinstance(doc, dict):
@@ -171,6 +174,11 @@ def load_spec(
         name: Dataset(name=name, source=d["source"], dest=d["dest"], links=dict(d.get("links", {})))
         for name, d in (resolved.get("datasets") or {}).items()
     }
+    for name, d in datasets.items():  # what validate can check offline: a file:// source exists
+        if d.source.startswith("file://"):
+            _check_file_source(d.source, base, lambda msg, n=name: err(
+                msg, ("datasets", n, "source"), hint="fix the path (relative to the spec's folder), "
+                "or create it before `runform plan`"))
     stages: dict[str, Stage] = {}
     for name, s in resolved["stages"].items():
         for i, need in enumerate(s.get("needs", [])):
@@ -296,8 +304,9 @@ def _describe(e: Any, field: tuple[Any, ...]) -> tuple[str, str | None]:
         extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
         allowed = sorted(e.schema.get("properties", {}))
         bad = extra[0] if extra else "?"
-        return (f"unknown key {bad!r}" + _suggest(bad, allowed),
-                f"allowed keys here: {', '.join(allowed)}")
+        alias = _ALIASES.get(str(bad))  # what other tools call it
+        meant = f" (did you mean {alias!r}?)" if alias in allowed else _suggest(bad, allowed)
+        return (f"unknown key {bad!r}" + meant, f"allowed keys here: {', '.join(allowed)}")
     if v == "required":
         return (e.message.replace("is a required property", "is required"),
                 "add it (see `runform schema`)")
@@ -320,6 +329,23 @@ def _describe(e: Any, field: tuple[Any, ...]) -> tuple[str, str | None]:
     if v in ("minProperties", "minItems", "minLength"):
         return (f"{e.instance!r} is empty", "add at least one entry" if v != "minLength" else "give it a value")
     return (e.message, e.schema.get("description") or "see `runform schema` for what this field takes")
+
+
+# keys other tools use for runform's (docker compose, GitHub Actions, dstack, SkyPilot)
+_ALIASES = {"depends_on": "needs", "depends": "needs", "dependencies": "needs", "requires": "needs",
+            "command": "run", "commands": "run", "cmd": "run", "script": "run",
+            "environment": "env", "envs": "env"}
+
+
+def _check_file_source(source: str, base: Path, err: Any) -> None:
+    """A ``file://`` dataset source (relative to the spec's folder) must exist."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(source)
+    raw = unquote(parts.netloc + parts.path)
+    path = Path(raw) if Path(raw).is_absolute() else base / raw
+    if not path.exists():
+        raise err(f"{source!r}: {path} does not exist")
 
 
 _TYPE_HINTS = {

@@ -58,9 +58,8 @@ def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
                         hint="remove one of the two entries",
                     )
                 out[key] = build(value_node, path + (key,))
-                if value_node.start_mark.line != key_node.start_mark.line:
-                    # a block value starts below its key: point at the line that names the field
-                    locations[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                # errors point at the key that names the field (as Terraform does), not its value
+                locations[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             return out
         if isinstance(n, yaml.SequenceNode):
             return [build(item, path + (i,)) for i, item in enumerate(n.value)]
