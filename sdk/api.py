@@ -16,7 +16,7 @@ from typing import Any
 from runform.execution.executor import ApplyResult, Executor
 from runform.planning.model import Plan
 from runform.planning.planner import check_policy, make_plan
-from runform.spec.load import load_spec
+from runform.spec.load import check_sources, load_spec
 from runform.spec.model import Spec
 from runform.state.model import State
 from runform.workspace import Workspace
@@ -47,6 +47,8 @@ def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), repla
     part of the code tree, whatever its name or place. ``verify_data``: the refresh reads every
     hydrated file on the machine back (slow on big datasets); changed ones make ``~ dataset.X``.
     """
+    if not destroy:
+        check_sources(spec)
     if save_to is not None:
         from runform.planning.planfile import check_plan_path
 
@@ -82,6 +84,8 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
     ``progress_every`` seconds while an action runs, the machine's readiness ``phase``, each
     ``log`` line of a running stage (``stream_logs=False``: none) and ``transfer`` progress.
     The run is recorded in the run registry (``runform status``) as it goes."""
+    if not destroy:
+        check_sources(spec)
     ws = Workspace(_without_saved_plans(spec, plan_file), out=out)
     ws.verify_data = verify_data
     ws.stream_logs = stream_logs

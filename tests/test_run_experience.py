@@ -381,9 +381,13 @@ def _load_error(tmp_path: Path, text: str, name: str = "runform.yaml") -> str:
 
 
 def test_validate_checks_what_it_can_offline(tmp_path: Path) -> None:
-    msg = _load_error(tmp_path, "run: x\ndatasets:\n  d: {source: file://data/missing, dest: d}\n"
-                                "stages:\n  a: {run: 'true', needs: [dataset.d]}\n")
-    assert "runform.yaml:3:" in msg and "datasets.d.source" in msg and "does not exist" in msg
+    (tmp_path / "runform.yaml").write_text("run: x\ndatasets:\n  d: {source: file://data/missing, dest: d}\n"
+                                           "stages:\n  a: {run: 'true', needs: [dataset.d]}\n")
+    for cmd in ("validate", "plan"):
+        r = run_cli(cmd, cwd=tmp_path)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert "runform.yaml:3:" in r.stderr and "datasets.d.source" in r.stderr and "does not exist" in r.stderr
+    assert not (tmp_path / ".runform").exists() or not list((tmp_path / ".runform").glob("state*"))
     # other tools' name for `needs`
     msg = _load_error(tmp_path, "run: x\nstages:\n  a: {run: 'true'}\n  b:\n    run: 'true'\n    depends_on: [a]\n")
     assert "runform.yaml:6:5:" in msg and "did you mean 'needs'" in msg

@@ -55,7 +55,10 @@ def validate(spec_path: str, var: tuple[str, ...], as_json: bool) -> None:
     from runform.errors import RunformError
 
     try:
+        from runform.spec.load import check_sources
+
         spec = load_spec_opts(spec_path, var)
+        check_sources(spec)
     except RunformError as exc:
         if not as_json:
             echo_err(f"Error: {exc}")

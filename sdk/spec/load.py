@@ -174,11 +174,6 @@ def load_spec(
         name: Dataset(name=name, source=d["source"], dest=d["dest"], links=dict(d.get("links", {})))
         for name, d in (resolved.get("datasets") or {}).items()
     }
-    for name, d in datasets.items():  # what validate can check offline: a file:// source exists
-        if d.source.startswith("file://"):
-            _check_file_source(d.source, base, lambda msg, n=name: err(
-                msg, ("datasets", n, "source"), hint="fix the path (relative to the spec's folder), "
-                "or create it before `runform plan`"))
     stages: dict[str, Stage] = {}
     for name, s in resolved["stages"].items():
         for i, need in enumerate(s.get("needs", [])):
@@ -337,15 +332,23 @@ _ALIASES = {"depends_on": "needs", "depends": "needs", "dependencies": "needs", 
             "environment": "env", "envs": "env"}
 
 
-def _check_file_source(source: str, base: Path, err: Any) -> None:
-    """A ``file://`` dataset source (relative to the spec's folder) must exist."""
+def check_sources(spec: Spec) -> None:
+    """What can be checked offline beyond the spec itself: every ``file://`` dataset source
+    (relative to the spec's folder) exists. ``validate``, ``plan`` and ``apply`` call it; ``destroy``
+    does not (a deleted local folder never keeps a machine rented)."""
     from urllib.parse import unquote, urlsplit
 
-    parts = urlsplit(source)
-    raw = unquote(parts.netloc + parts.path)
-    path = Path(raw) if Path(raw).is_absolute() else base / raw
-    if not path.exists():
-        raise err(f"{source!r}: {path} does not exist")
+    for name, d in spec.datasets.items():
+        if not d.source.startswith("file://"):
+            continue
+        parts = urlsplit(d.source)
+        raw = unquote(parts.netloc + parts.path)
+        path = Path(raw) if Path(raw).is_absolute() else spec.dir / raw
+        if not path.exists():
+            line, col = _locate(spec.locations, ("datasets", name, "source"))
+            raise SpecError(f"{d.source!r}: {path} does not exist", file=str(spec.path), line=line, column=col,
+                            field=f"datasets.{name}.source",
+                            hint="fix the path (relative to the spec's folder), or create it first")
 
 
 _TYPE_HINTS = {
