@@ -28,6 +28,7 @@ class Workspace:
         self.events = Events()  # every line said is also an event (``on_event``, ``--json``)
         self.stop: threading.Event | None = None  # set by an interrupted apply: providers stop waiting
         self.stream_logs = True  # running stages stream their log lines (``--quiet`` turns it off)
+        self._last_phase: tuple[str, str] | None = None
         backend_url = spec.state_backend
         scheme = backend_url.split("://", 1)[0] if "://" in backend_url else backend_url
         factory = self.pm.get("state_backends", scheme, field="state.backend").factory
@@ -83,8 +84,10 @@ class Workspace:
         from runform.progress import Interrupted
 
         more = f" ({detail})" if detail else ""
-        self.tell("phase", f"instance.main: {phase}{more}", address="instance.main", phase=phase,
-                  detail=detail or None, show=not self.read_only)
+        if (phase, detail) != self._last_phase:  # a provider may report on every poll: show changes
+            self._last_phase = (phase, detail)
+            self.tell("phase", f"instance.main: {phase}{more}", address="instance.main", phase=phase,
+                      detail=detail or None, show=not self.read_only)
         if self.stop is not None and self.stop.is_set():
             raise Interrupted(f"instance.main: interrupted while {phase}")
 

@@ -409,3 +409,39 @@ def test_cycle_error_and_missing_spec_messages(tmp_path: Path, monkeypatch: pyte
         runform.load("nonexist.yaml")
     assert "nonexist.yaml" in str(e.value) and "create runform.yaml" not in str(e.value)
     assert "check the path" in str(e.value)
+
+
+def test_sigterm_during_vast_readiness_leaves_nothing_billing_unlisted(project: Path, make_vast_standin: Any,
+                                                                       sshd: Any) -> None:
+    """`timeout 300 runform apply` during readiness: the machine still starting is given back
+    (nothing bills that `show` does not list), the lock is released, exit 1."""
+    import yaml
+
+    standin = make_vast_standin(sshd=sshd)
+    standin.set_lifecycle(created_s=0.05, loading_s=600)  # it would load for 10 minutes
+    spec = yaml.safe_load((project / "runform.yaml").read_text())
+    spec["compute"] = VAST
+    (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    env = {**os.environ, **standin.env()}
+    env.pop("RUNFORM_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve", "--json"],
+                            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            e = json.loads(line)
+            if e["type"] == "phase" and e["phase"] == "loading":
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = [json.loads(line) for line in proc.stdout]
+        assert proc.wait(timeout=120) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    end = next(e for e in rest if e["type"] == "apply_finished")
+    assert end["interrupted"] and not end["ok"]
+    assert len(standin.audit().creates) == 1 and standin.audit().live == ()  # rented, then given back
+    show = json.loads(run_cli("show", "--json", cwd=project, env=standin.env()).stdout)
+    assert show["machine"] is None  # nothing bills, and show says so truthfully
+    p = run_cli("plan", "--detailed-exitcode", cwd=project, env=standin.env())  # the lock is free
+    assert p.returncode == 2, p.stderr

@@ -475,8 +475,7 @@ class VastProvider:
         deadline = time.monotonic() + cfg.ready_timeout_s
         pause = self.poll_initial
         key_error: str | None = "not tried"
-        shown = f"created: instance {instance_id}"
-        phase("created", f"instance {instance_id}")
+        phase("created", f"instance {instance_id}")  # progress (the core shows each new phase once)
         while True:
             if key_error is not None:  # attach as early as possible: keys can lag behind
                 try:
@@ -495,9 +494,7 @@ class VastProvider:
                 raise AttemptFailed(reason, machine_id=inst.machine_id)
             last = inst.status + (f": {inst.status_msg}" if inst.status_msg else "")
             now_phase = "ssh" if inst.running and inst.ssh_endpoint(cfg.ssh_via) else inst.status
-            if f"{now_phase}: {inst.status_msg}" != shown:  # progress: only what changed
-                shown = f"{now_phase}: {inst.status_msg}"
-                phase(now_phase, "waiting for SSH and onstart" if now_phase == "ssh" else inst.status_msg or "")
+            phase(now_phase, "waiting for SSH and onstart" if now_phase == "ssh" else inst.status_msg or "")
             if inst.running and inst.ssh_endpoint(cfg.ssh_via):
                 info = inst.to_info(root=cfg.root, key_file=key_file, via=cfg.ssh_via)
                 if self.on_ready(info):
