@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from runform.cli.common import echo_err, load_spec_opts, parse_lock_timeout
+from runform.cli.common import load_spec_opts, parse_lock_timeout
 
 
 def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
@@ -32,7 +32,12 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
 
         raise RunformError("--json cannot ask for approval", hint="add --auto-approve, or apply a saved plan")
     spec = load_spec_opts(spec_path, var)
-    emit = _json_line if as_json else None
+    if as_json:
+        emit = _json_line
+    else:
+        from runform.cli.progress_view import event_printer
+
+        emit = event_printer()
 
     def show(plan: Plan) -> None:
         if as_json:
@@ -57,7 +62,7 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
 
     result = api.apply(spec, plan_file=plan_file, refresh=refresh, targets=target, replace=replace,
                        destroy=destroy, confirm=confirm, lock_timeout=parse_lock_timeout(lock_timeout),
-                       parallelism=parallelism, out=None if as_json else echo_err, on_plan=show,
+                       parallelism=parallelism, out=None, on_plan=show,
                        accept_host_keys=accept_host_key, verify_data=verify_data, on_event=emit,
                        stream_logs=not quiet)
     if result is None:
