@@ -31,7 +31,8 @@ def still_line(address: str, kind: str, elapsed: float, phase: str | None = None
     from runform.durations import format_duration
 
     what = f" ({phase})" if phase else ""
-    return f"{address}: Still {_VERBS.get(kind, kind)}...{what} [{format_duration(elapsed)} elapsed]"
+    shown = format_duration(round(elapsed) if elapsed >= 10 else elapsed)
+    return f"{address}: Still {_VERBS.get(kind, kind)}...{what} [{shown} elapsed]"
 
 
 class Events:
@@ -62,12 +63,12 @@ class Events:
 
 
 class Ticker:
-    """While actions run, emit ``action_progress`` for each every ``every`` seconds (with the
-    elapsed time and its last phase), so that no action is ever silent for long."""
+    """While actions run, emit ``action_progress`` for each every ``every`` seconds of its own
+    (with the elapsed time and its last phase), so that no action is ever silent for long."""
 
     def __init__(self, events: Events, every: float = 10.0) -> None:
         self.events, self.every = events, max(0.05, every)
-        self._running: dict[str, tuple[str, float]] = {}
+        self._running: dict[str, tuple[str, float, int]] = {}  # address -> kind, start, ticks said
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="runform-progress")
@@ -82,22 +83,26 @@ class Ticker:
 
     def begin(self, address: str, kind: str) -> None:
         with self._lock:
-            self._running[address] = (kind, time.monotonic())
+            self._running[address] = (kind, time.monotonic(), 0)
 
     def end(self, address: str) -> None:
         with self._lock:
             self._running.pop(address, None)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every):
+        while not self._stop.wait(min(0.25, self.every / 5)):
+            due = []
             with self._lock:
                 now = time.monotonic()
-                items = [(a, k, now - t0) for a, (k, t0) in self._running.items() if now - t0 >= self.every * 0.9]
-            for address, kind, elapsed in items:
+                for address, (kind, t0, said) in self._running.items():
+                    ticks = int((now - t0) / self.every)
+                    if ticks > said:
+                        self._running[address] = (kind, t0, ticks)
+                        due.append((address, kind, now - t0))
+            for address, kind, elapsed in due:
                 phase = self.events.phases.get(address)
                 self.events.emit("action_progress", still_line(address, kind, elapsed, phase),
                                  address=address, action=kind, elapsed=round(elapsed, 1), phase=phase)
-
 
 
 class Interrupted(RunformError):
