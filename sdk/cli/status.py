@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,7 +20,8 @@ def status_rows(now: float | None = None) -> list[dict[str, Any]]:
         m = e.get("machine")
         rows.append({
             "run": e.get("run"), "spec": e.get("spec"), "dir": e.get("dir"), "provider": e.get("provider"),
-            "phase": e.get("phase") or "unknown",
+            "phase": (e.get("phase") or "unknown") + ("" if not e.get("spec") or Path(e["spec"]).exists()
+                                                       else " (spec gone)"),
             "instance": m.get("id") if m else None, "gpu": _gpu(m),
             "price_per_hour": m.get("price_per_hour") if m else None,
             "uptime": money["uptime"], "spent": money["spent"], "billing": money["billing"],
@@ -41,14 +43,14 @@ def render_status(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "No runs yet. `runform apply` records each run here."
     lines = []
-    header = f"{'RUN':16} {'PHASE':18} {'PROVIDER':8} {'INSTANCE':12} {'GPU':14} {'$/H':>7} {'UPTIME':>8} {'SPENT':>8}  SPEC"
+    header = f" {'RUN':15} {'PHASE':18} {'PROVIDER':8} {'INSTANCE':24} {'GPU':14} {'$/H':>7} {'UPTIME':>8} {'SPENT':>8}  SPEC"
     lines.append(header)
     for r in rows:
         price = f"{r['price_per_hour']:.3f}" if r["price_per_hour"] is not None else "-"
         up = format_duration(r["uptime"]) if r["uptime"] is not None else "-"
         mark = "*" if r["instance"] else " "
         line = (f"{mark}{str(r['run'])[:15]:15} {str(r['phase'])[:18]:18} {str(r['provider'])[:8]:8} "
-                f"{str(r['instance'] or '-')[:12]:12} {str(r['gpu'] or '-')[:14]:14} {price:>7} {up:>8} "
+                f"{str(r['instance'] or '-')[:24]:24} {str(r['gpu'] or '-')[:14]:14} {price:>7} {up:>8} "
                 f"{'$' + format(r['spent'], '.2f'):>8}  {r['spec']}")
         # a row whose machine still bills stands out (click strips the colour when not a terminal)
         lines.append(click.style(line, fg="yellow", bold=True) if r["billing"] else line)
