@@ -101,8 +101,9 @@ class Handlers:
             # a file changed between plan and apply (a saved plan was checked before we got here):
             # sync what is there now and record exactly that; the next plan shows the consequences
             self.ws.say("code.workdir: the code changed since the plan; syncing the current tree")
+        t0 = time.monotonic()
         report = sync_tree(machine.transport, spec.code.path, machine.root, manifest)
-        self.ws.say(f"code.workdir: sent {report.files_sent} file(s), {report.bytes_sent} bytes")
+        self._sent(a.address, f"{report.files_sent} file(s)", report.bytes_sent, time.monotonic() - t0)
         return {"digest": manifest.digest, "files": len(manifest.entries), "bytes": manifest.total_bytes,
                 "manifest": {e.path: e.digest for e in manifest.entries}, FINGERPRINT: manifest.digest}
 
@@ -133,6 +134,14 @@ class Handlers:
         self.ws.say(f"{a.address}: {moved / 1e6:.1f} MB moved in {took:.1f}s")
         return {"source": d.source, "dest": d.dest, "digest": manifest.digest, "manifest": manifest.to_json(),
                 "bytes_moved": moved}
+
+    def _sent(self, address: str, what: str, moved: int, took: float) -> None:
+        """A finished upload as a ``transfer`` event: bytes, rate (the wait itself showed its
+        elapsed time through ``action_progress``)."""
+        rate = moved / took if took > 0 else 0.0
+        self.ws.tell("transfer", f"{address}: sent {what}, {moved / 1e6:.1f} MB in {took:.1f}s "
+                     f"({rate / 1e6:.1f} MB/s)", address=address, bytes=moved, total=moved,
+                     rate=round(rate, 1), eta=0.0)
 
     def _upload_file_dataset(self, machine: Any, manifest: Manifest, name: str, dest: str) -> int:
         """A ``file://`` source lives on the client: send it over the transport, incrementally."""
