@@ -242,6 +242,16 @@ def test_ssh_and_pull_reach_the_run_folder(project: Path, tmp_path: Path) -> Non
         assert r.returncode == 0, r.stderr
         assert r.stdout == "ok\n"
         assert run_cli("ssh", "--", "pwd", cwd=project).stdout.strip() == str(root)
+        # an interactive shell in the run's folder, with a port forwarded (TensorBoard)
+        import runform
+        from runform.cli.remote import ssh_argv
+
+        argv = ssh_argv(runform.load(project / "runform.yaml"), (), ("6006", "8888:8889"))
+        assert argv[argv.index("-L") + 1] == "6006:localhost:6006" and "8888:localhost:8889" in argv
+        assert "-t" in argv and argv[-1].startswith(f"cd {root} && exec")
+        assert "StrictHostKeyChecking=yes" in argv
+        bad = run_cli("ssh", "-L", "tensorboard", "--", "true", cwd=project)
+        assert bad.returncode == 1 and "-L tensorboard" in bad.stderr
         # a changed host key is refused: only the pinned one is accepted
         server.regenerate_host_key()
         refused = run_cli("ssh", "--", "true", cwd=project)
@@ -445,3 +455,15 @@ def test_sigterm_during_vast_readiness_leaves_nothing_billing_unlisted(project: 
     assert show["machine"] is None  # nothing bills, and show says so truthfully
     p = run_cli("plan", "--detailed-exitcode", cwd=project, env=standin.env())  # the lock is free
     assert p.returncode == 2, p.stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_failed_stage_log_is_printed_once(project: Path, quiet: bool) -> None:
+    spec = project / "runform.yaml"
+    spec.write_text(spec.read_text().replace("python first.py", "echo the-cause-of-it; exit 3"))
+    a = run_cli("apply", "--auto-approve", *(["--quiet"] if quiet else []), cwd=project)
+    assert a.returncode == 1
+    out = a.stdout + a.stderr
+    assert out.count("the-cause-of-it") == 1, out
+    assert "stage.first failed (exit 3" in out
+    assert ("its log is above" in out) != quiet
