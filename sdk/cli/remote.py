@@ -140,24 +140,69 @@ def pull(spec: Any, what: str, dest: str | None) -> None:
                 if _local_digest((base / f) if f else base) != digest]
         total = sum(size for _, size, _ in todo)
         click.echo(f"{rel or '.'}: {len(listing['files'])} file(s), {len(todo)} to fetch ({total / 1e6:.1f} MB)", err=True)
+        meter = _Meter(total, t0)
         for f, size, digest in todo:
             local = (base / f) if f else base
             local.parent.mkdir(parents=True, exist_ok=True)
-            data = machine.transport.get_bytes(posixpath.join(machine.root, rel, f) if f else
-                                               posixpath.join(machine.root, rel))
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise RunformError(f"{posixpath.join(rel, f)} changed on the machine while it was pulled",
-                                   hint="run `runform pull` again once the job wrote it")
+            remote = posixpath.join(machine.root, rel, f) if f else posixpath.join(machine.root, rel)
             tmp = local.with_name(f".{local.name}.runform-tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, local)
+            try:
+                got = _fetch(machine.transport, remote, tmp, meter)
+                if got != digest:
+                    raise RunformError(f"{posixpath.join(rel, f)} changed on the machine while it was pulled",
+                                       hint="run `runform pull` again once the job wrote it")
+                os.replace(tmp, local)
+            finally:
+                tmp.unlink(missing_ok=True)
             moved += size
             files += 1
-            rate = moved / max(1e-6, time.monotonic() - t0)
-            click.echo(f"  {local}  {size / 1e6:.2f} MB  ({moved / 1e6:.1f}/{total / 1e6:.1f} MB, "
-                       f"{rate / 1e6:.1f} MB/s)", err=True)
+            click.echo(f"  {local}  {size / 1e6:.2f} MB  {meter.line()}", err=True)
     ws.forget_machine()
     click.echo(f"Pulled {files} file(s), {moved / 1e6:.1f} MB; the rest was up to date.")
+
+
+class _Meter:
+    """Bytes so far of a pull, its rate and ETA; a line every few seconds during a big file."""
+
+    def __init__(self, total: int, t0: float) -> None:
+        self.total, self.t0, self.done, self.shown = total, t0, 0, time.monotonic()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if time.monotonic() - self.shown >= 5:
+            self.shown = time.monotonic()
+            click.echo(f"  ... {self.line()}", err=True)
+
+    def line(self) -> str:
+        from runform.durations import format_duration
+
+        rate = self.done / max(1e-6, time.monotonic() - self.t0)
+        eta = format_duration((self.total - self.done) / rate) if rate > 0 else "?"
+        return f"({self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s, ETA {eta})"
+
+
+def _fetch(transport: Any, remote: str, tmp: Path, meter: _Meter) -> str:
+    """Stream ``remote`` into ``tmp`` (``cat`` over the transport where it can stream, else one
+    read); its sha256."""
+    h = hashlib.sha256()
+    stream = getattr(transport, "run_stream", None)
+    with open(tmp, "wb") as out:
+        if stream is not None:
+            def take(chunk: bytes) -> None:
+                out.write(chunk)
+                h.update(chunk)
+                meter.add(len(chunk))
+
+            r = stream(["cat", "--", remote], take)
+            if not r.ok:
+                raise RunformError(f"{remote}: could not be read on the machine (exit {r.exit_code})",
+                                   hint="`runform ssh -- ls -l PATH` shows what is there")
+        else:
+            data = transport.get_bytes(remote)
+            out.write(data)
+            h.update(data)
+            meter.add(len(data))
+    return h.hexdigest()
 
 
 def _local_digest(p: Path) -> str | None:
