@@ -16,7 +16,7 @@ from typing import Any
 from runform.execution.executor import ApplyResult, Executor
 from runform.planning.model import Plan
 from runform.planning.planner import check_policy, make_plan
-from runform.spec.load import load_spec
+from runform.spec.load import check_sources, load_spec
 from runform.spec.model import Spec
 from runform.state.model import State
 from runform.workspace import Workspace
@@ -47,6 +47,8 @@ def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), repla
     part of the code tree, whatever its name or place. ``verify_data``: the refresh reads every
     hydrated file on the machine back (slow on big datasets); changed ones make ``~ dataset.X``.
     """
+    if not destroy:
+        check_sources(spec)
     if save_to is not None:
         from runform.planning.planfile import check_plan_path
 
@@ -73,11 +75,23 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
           targets: Iterable[str] = (), replace: Iterable[str] = (), destroy: bool = False,
           confirm: Confirm | None = None, lock_timeout: float = 0.0, parallelism: int = 10,
           out: Printer | None = None, on_plan: Callable[[Plan], None] | None = None,
-          accept_host_keys: Iterable[str] = (), verify_data: bool = False) -> ApplyResult | None:
+          accept_host_keys: Iterable[str] = (), verify_data: bool = False,
+          on_event: Callable[[dict[str, Any]], None] | None = None, stream_logs: bool = True,
+          progress_every: float = 10.0) -> ApplyResult | None:
     """Plan and converge. ``confirm(plan)`` may refuse (returns None then); a saved plan is checked
-    for staleness per resource and applied as it is."""
+    for staleness per resource and applied as it is.
+
+    ``on_event(event)`` hears every progress event (a JSON-able dict, see ``docs/events.md``):
+    each line ``out`` prints, actions starting and finishing, ``action_progress`` every
+    ``progress_every`` seconds while an action runs, the machine's readiness ``phase``, each
+    ``log`` line of a running stage (``stream_logs=False``: none) and ``transfer`` progress.
+    The run is recorded in the run registry (``runform status``) as it goes."""
+    if not destroy:
+        check_sources(spec)
     ws = Workspace(_without_saved_plans(spec, plan_file), out=out)
     ws.verify_data = verify_data
+    ws.stream_logs = stream_logs
+    ws.events.add(on_event)
     with ws.locked("destroy" if destroy else "apply", lock_timeout):
         state = ws.read_state()
         if state is not None and accept_host_keys:
@@ -109,7 +123,29 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
         if state is None:
             ns = the_plan.new_state or {}
             state = State(lineage=ns["lineage"], run=ns["run"], salt=ns["salt"])
-        return Executor(ws, state, the_plan, parallelism=parallelism).run()
+        from runform.runs import Recorder
+
+        recorder = Recorder(ws, state)
+        ws.events.add(recorder)
+        result = Executor(ws, state, the_plan, parallelism=parallelism, progress_every=progress_every).run()
+        return _with_spend(ws, recorder, result)
+
+
+def _with_spend(ws: Workspace, recorder: Any, result: ApplyResult) -> ApplyResult:
+    """The result with what the run has spent so far, also sent as a ``spend`` event."""
+    import attrs
+
+    from runform.runs import spend
+
+    money = spend(recorder.entry)
+    machine = recorder.entry.get("machine") or {}
+    price = machine.get("price_per_hour")
+    if not money["billing"] and not money["spent"] and price is None:
+        return result  # a provider without prices (ssh, local): nothing to say
+    result = attrs.evolve(result, spent=money["spent"], price_per_hour=price)
+    ws.tell("spend", result.spent_line(), show=False, spent=money["spent"], price_per_hour=price,
+            uptime=money["uptime"], billing=money["billing"])
+    return result
 
 
 def destroy(spec: Spec, **kwargs: Any) -> ApplyResult | None:
@@ -122,10 +158,11 @@ def show(spec: Spec) -> dict[str, Any]:
     ws = Workspace(spec)
     state = ws.read_state()
     if state is None:
-        return {"run": spec.run, "resources": []}
+        return {"run": spec.run, "resources": [], "machine": None, "running": [], "spend": None}
     out = state.to_json()
     for r in out["resources"]:
         r["attrs"].pop("manifest", None)
+    out.update(_machine_view(spec, state))
     return out
 
 
@@ -135,6 +172,28 @@ def _redacted(ws: Workspace, plan: Plan) -> Plan:
     raw = plan.to_json()
     masked = ws.redactor.redact_json(raw)
     return plan if masked == raw else Plan.from_json(masked)
+
+
+def _machine_view(spec: Spec, state: State) -> dict[str, Any]:
+    """What bills and what runs: the machine (GPU, $/h, uptime, the ssh command), the jobs the
+    last apply left running (from the run registry) and the spend so far (price × uptime)."""
+    import time
+
+    from runform import runs
+
+    machine = runs.machine_of(state.get("instance.main"))
+    entry = runs.read(spec.path, spec.run) or {}
+    entry = {**entry, "machine": machine}
+    money = runs.spend(entry)
+    if machine is not None:
+        machine["uptime"] = money["uptime"]
+        machine["ssh_command"] = f"runform ssh --spec {spec.path}" if machine.get("ssh") else None
+    now = time.time()
+    running = [{"address": a, "elapsed": round(now - float(t0), 1)}
+               for a, t0 in sorted((entry.get("running") or {}).items())] if machine else []
+    return {"machine": machine, "running": running,
+            "spend": {"spent": money["spent"], "billing": money["billing"],
+                      "price_per_hour": machine.get("price_per_hour") if machine else None}}
 
 
 def _without_saved_plans(spec: Spec, also: str | os.PathLike[str] | None = None) -> Spec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -117,7 +119,7 @@ def toposort(deps: Mapping[str, Iterable[str]], spec: Spec | None = None) -> lis
         where = {}
         if spec is not None and cycle:
             first = name_of(cycle[0])
-            where = {"file": str(spec.path), "field": f"stages.{first}.needs"}
+            where = {"file": _shown(spec.path), "field": f"stages.{first}.needs"}
             line = spec.locations.get(("stages", first, "needs"))
             if line:
                 where.update(line=line[0], column=line[1])
@@ -156,3 +158,14 @@ def find_cycle(deps: Mapping[str, list[str]]) -> list[str]:
                 # a stage `needs` its dependency: print in the order of `needs` arrows
                 return list(found)
     return []
+
+
+def _shown(path: Any) -> str:
+    """``path`` as the user would write it: relative to the current folder when inside it."""
+    import os
+
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel

@@ -126,6 +126,11 @@ class ProviderContext:
     A provider whose transport accepts a host key on first use (no pin for its endpoint) calls
     ``pin(endpoint, key)`` at once, so that the core pins it in state: every later connection,
     in this apply or the next, then accepts that key only.
+
+    ``phase(name, detail)`` reports where a slow ``create`` is (e.g. ``created``, ``loading``,
+    ``running``, ``ssh``, ``bootstrap``): the core shows it and sends it as an event. It raises
+    (a :class:`runform.RunformError`) once the apply was interrupted: the provider then stops
+    waiting and gives back what it has not handed over, as for any other error.
     """
 
     state_dir: Path
@@ -134,6 +139,7 @@ class ProviderContext:
     pins: Mapping[str, Any] = attrs.field(factory=dict)  # pinned host keys etc. from state
     log: Callable[[str], None] = print
     pin: Callable[[str, str], None] = lambda endpoint, key: None
+    phase: Callable[..., None] = lambda phase, detail="": None
 
 
 # --------------------------------------------------------------------------- protocols

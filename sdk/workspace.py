@@ -23,6 +23,12 @@ class Workspace:
         self.spec = spec
         self.pm = pm or get_plugin_manager()
         self.out = out  # a callable for progress lines (the CLI passes its console printer)
+        from runform.progress import Events
+
+        self.events = Events()  # every line said is also an event (``on_event``, ``--json``)
+        self.stop: threading.Event | None = None  # set by an interrupted apply: providers stop waiting
+        self.stream_logs = True  # running stages stream their log lines (``--quiet`` turns it off)
+        self._last_phase: tuple[str, str] | None = None
         backend_url = spec.state_backend
         scheme = backend_url.split("://", 1)[0] if "://" in backend_url else backend_url
         factory = self.pm.get("state_backends", scheme, field="state.backend").factory
@@ -72,7 +78,22 @@ class Workspace:
     def provider_context(self, state: State, pins: dict[str, Any] | None = None) -> ProviderContext:
         return ProviderContext(state_dir=self.spec.state_dir, run=self.spec.run, lineage=state.lineage,
                                pins=pins or {}, log=self.say,
-                               pin=lambda endpoint, key: self.pin_host_key(state, endpoint, key))
+                               pin=lambda endpoint, key: self.pin_host_key(state, endpoint, key),
+                               phase=self.instance_phase)
+
+    def instance_phase(self, phase: str, detail: str = "") -> None:
+        """A provider's readiness phase (``ProviderContext.phase``): shown and sent as an event.
+        Raises :class:`~runform.progress.Interrupted` once the apply was interrupted, so that a
+        provider stops waiting for a machine nobody will use (and gives it back)."""
+        from runform.progress import Interrupted
+
+        more = f" ({detail})" if detail else ""
+        if (phase, detail) != self._last_phase:  # a provider may report on every poll: show changes
+            self._last_phase = (phase, detail)
+            self.tell("phase", f"instance.main: {phase}{more}", address="instance.main", phase=phase,
+                      detail=detail or None, show=not self.read_only)
+        if self.stop is not None and self.stop.is_set():
+            raise Interrupted(f"instance.main: interrupted while {phase}")
 
     # ------------------------------------------------------------------ journal
     def journal(self, state: State, *entries: dict[str, Any]) -> None:
@@ -100,8 +121,17 @@ class Workspace:
         return f"runform-{self.spec.run}-{state.lineage[:8]}"
 
     def say(self, line: str) -> None:
-        if self.out:
-            self.out(self.redact(line))
+        self.tell("message", line)
+
+    def tell(self, type_: str, message: str, *, show: bool = True, **fields: object) -> dict[str, Any]:
+        """Send an event of ``type_`` with ``fields`` and print ``message`` (both redacted;
+        ``show=False``: the event only, for what the CLI prints its own way)."""
+        message = self.redact(message)
+        fields = {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+        event = self.events.emit(type_, message, **fields)
+        if self.out and show:
+            self.out(message)
+        return event
 
     def redact(self, text: str) -> str:
         return self.redactor.redact_text(text)

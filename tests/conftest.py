@@ -35,6 +35,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                       stacklevel=1)
 
 
+@pytest.fixture(autouse=True)
+def _own_run_registry(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's applies record their runs (``runform status``) in a folder of its own, never
+    in the user's ``~/.local/state``; subprocesses inherit it through the environment."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
 def offline_wandb_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_key: str) -> Any:
     """A TrackerContext for the real wandb library offline, its folders under ``tmp_path`` and
     no W&B variable of the caller's environment leaking in; ``api_key`` is the secret to hide."""

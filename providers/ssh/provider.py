@@ -157,6 +157,7 @@ class SSHProvider:
 
     def create(self, request: InstanceRequest, ctx: ProviderContext) -> InstanceInfo:
         target = Target.from_compute(request.compute, request.run)
+        ctx.phase("ssh", f"connecting to {target.endpoint}")  # progress
         with self._transport(target, ctx, retry_timeout=target.ready_timeout) as t:
             home = t.home()
             root = resolve_root(target.root_spec, home)
@@ -165,6 +166,7 @@ class SSHProvider:
             # registered as soon as it is claimed: a bootstrap that fails after the claim leaves a
             # root that `find` and `destroy` still know about
             _Registry(ctx.state_dir).put(request.label, {**_location(target, root), "run": request.run})
+            ctx.phase("bootstrap", f"runform's agent in {root}")  # progress
             agent = self._agent(t, target, root, ctx)
             extra = {"run": request.run, "python": agent.python, "agent_version": agent.version}
             _Registry(ctx.state_dir).put(request.label, {**_location(target, root), **extra})

@@ -279,7 +279,7 @@ class VastProvider:
         raised, Ctrl-C) destroys the instance and is then raised: nothing that ``create`` does
         not hand back is left billing."""
         try:
-            return self._bring_up(instance_id, cfg, public_key, key_file)
+            return self._bring_up(instance_id, cfg, public_key, key_file, phase=ctx.phase)
         except AttemptFailed as exc:
             self._failed(exc, instance_id, run, ctx)
             return None
@@ -468,11 +468,14 @@ class VastProvider:
                     f"`runform destroy` (or `vastai destroy instance <id>`) removes it")
 
     # ------------------------------------------------------------------ readiness
-    def _bring_up(self, instance_id: int, cfg: VastCompute, public_key: str, key_file: str) -> InstanceInfo:
-        """Attach the key and poll until ready; AttemptFailed on a failure or the deadline."""
+    def _bring_up(self, instance_id: int, cfg: VastCompute, public_key: str, key_file: str,
+                  phase: Callable[..., None] = lambda *_: None) -> InstanceInfo:
+        """Attach the key and poll until ready; AttemptFailed on a failure or the deadline.
+        ``phase`` (``ProviderContext.phase``) hears each new readiness phase."""
         deadline = time.monotonic() + cfg.ready_timeout_s
         pause = self.poll_initial
         key_error: str | None = "not tried"
+        phase("created", f"instance {instance_id}")  # progress (the core shows each new phase once)
         while True:
             if key_error is not None:  # attach as early as possible: keys can lag behind
                 try:
@@ -490,6 +493,8 @@ class VastProvider:
             if reason:
                 raise AttemptFailed(reason, machine_id=inst.machine_id)
             last = inst.status + (f": {inst.status_msg}" if inst.status_msg else "")
+            now_phase = "ssh" if inst.running and inst.ssh_endpoint(cfg.ssh_via) else inst.status
+            phase(now_phase, "waiting for SSH and onstart" if now_phase == "ssh" else inst.status_msg or "")
             if inst.running and inst.ssh_endpoint(cfg.ssh_via):
                 info = inst.to_info(root=cfg.root, key_file=key_file, via=cfg.ssh_via)
                 if self.on_ready(info):
@@ -585,6 +590,7 @@ class VastProvider:
         from runform.providers.ssh.bootstrap import ensure_agent
 
         try:
+            ctx.phase("bootstrap", "runform's agent on the machine")  # progress
             agent = ensure_agent(transport, root, python="python3", wheel=self._wheel, cache_dir=self._cache_dir,
                                  log=ctx.log)
         except BaseException:

@@ -305,7 +305,7 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
                 continue
             return {"ok": False, "error": f"artifact path {rel!r} does not exist on the machine"}
         prior = (req.get("prior") or {}).get(rel)
-        key = to + rel.rstrip("/") + ("/" if src.is_dir() else "")
+        key = _dest(to, rel, src.is_dir())
         with _without_private(root, src) as clean:
             m = backend.push(clean, key, env, prior=Manifest.from_json(prior) if prior else None)
         manifests[rel] = {**m.to_json(), "digest": m.digest}
@@ -360,6 +360,15 @@ class _without_private:
     def __exit__(self, *exc: object) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _dest(to: str, rel: str, is_dir: bool) -> str:
+    """Where ``rel`` goes under ``to``: by its name (``out/`` → ``TO/out/``), except a folder
+    whose name ``to`` already ends with (``model/`` → ``…/model/``, not ``…/model/model/``)."""
+    name = rel.rstrip("/").rsplit("/", 1)[-1]
+    if is_dir and to.rstrip("/").rsplit("/", 1)[-1] == name:
+        return to
+    return to + rel.rstrip("/") + ("/" if is_dir else "")
 
 
 def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:

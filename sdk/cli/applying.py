@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from runform.cli.common import echo_err, load_spec_opts, parse_lock_timeout
+from runform.cli.common import load_spec_opts, parse_lock_timeout
 
 
 def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
               refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: int,
               spec_for_plan: str | None, accept_host_key: tuple[str, ...], *, destroy: bool,
-              verify_data: bool = False) -> None:
+              verify_data: bool = False, as_json: bool = False, quiet: bool = False) -> None:
     import runform.api as api
     from runform.planning.model import Plan
     from runform.planning.render import render_plan
@@ -27,14 +27,28 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
         saved = load_plan(Path(plan_file))
         spec_path = spec_for_plan or saved.spec_path
         var = tuple(f"{k}={v}" for k, v in saved.variables.items()) if not var else var
+    if as_json and not auto_approve and not plan_file:
+        from runform.errors import RunformError
+
+        raise RunformError("--json cannot ask for approval", hint="add --auto-approve, or apply a saved plan")
     spec = load_spec_opts(spec_path, var)
     if plan_file is not None:
         from runform.planning.planfile import check_origin
 
         check_origin(saved, spec.run, spec.path, Path(plan_file), explicit_spec=spec_for_plan is not None)
+    if as_json:
+        emit = _json_line
+    else:
+        from runform.cli.progress_view import event_printer
+
+        emit = event_printer()
 
     def show(plan: Plan) -> None:
-        if plan.has_changes or not plan_file:
+        if as_json:
+            s = plan.summary()
+            _json_line({"type": "planned", "@message": s.line() if plan.has_changes else "No changes.",
+                        "@timestamp": _now(), "plan": plan.to_json()})
+        elif plan.has_changes or not plan_file:
             click.echo(render_plan(plan, saved=True))
 
     def confirm(plan: Plan) -> bool:
@@ -52,11 +66,14 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
 
     result = api.apply(spec, plan_file=plan_file, refresh=refresh, targets=target, replace=replace,
                        destroy=destroy, confirm=confirm, lock_timeout=parse_lock_timeout(lock_timeout),
-                       parallelism=parallelism, out=echo_err, on_plan=show,
-                       accept_host_keys=accept_host_key, verify_data=verify_data)
+                       parallelism=parallelism, out=None, on_plan=show,
+                       accept_host_keys=accept_host_key, verify_data=verify_data, on_event=emit,
+                       stream_logs=not quiet)
     if result is None:
         click.echo("Apply cancelled." if not destroy else "Destroy cancelled.")
         sys.exit(1)
+    if as_json:
+        sys.exit(0 if result.ok else 1)
     if not result.outcomes:
         return
     click.echo("")
@@ -69,6 +86,8 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
     elif result.teardown:
         click.echo(result.teardown)
     click.echo(result.line(destroy))
+    if result.spent is not None:
+        click.echo(result.spent_line())
     if not result.ok:
         sys.exit(1)
 
@@ -77,3 +96,16 @@ def _is_plan_file(path: str) -> bool:
     """A positional argument that is not a YAML spec (nor a folder holding one) is a saved plan."""
     p = Path(path)
     return not p.is_dir() and p.suffix not in (".yaml", ".yml")
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _json_line(event: dict) -> None:
+    """One event, one line of JSON on stdout (``terraform apply -json``); see docs/events.md."""
+    import json
+
+    click.echo(json.dumps(event, default=str, separators=(",", ":")))

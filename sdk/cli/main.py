@@ -49,10 +49,31 @@ def cli() -> None:
 @cli.command()
 @spec_argument
 @var_option
-@handle_errors
-def validate(spec_path: str, var: tuple[str, ...]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (docs/schemas/validate.schema.json).")
+def validate(spec_path: str, var: tuple[str, ...], as_json: bool) -> None:
     """Check the spec (schema, references, files, plugins) without touching anything."""
-    spec = load_spec_opts(spec_path, var)
+    from runform.errors import RunformError
+
+    try:
+        from runform.spec.load import check_sources
+
+        spec = load_spec_opts(spec_path, var)
+        check_sources(spec)
+    except RunformError as exc:
+        if not as_json:
+            echo_err(f"Error: {exc}")
+            sys.exit(1)
+        click.echo(json.dumps({"valid": False, "error_count": 1, "spec": spec_path,
+                               "diagnostics": [{"severity": "error", "summary": str(exc).split(chr(10))[0],
+                                                "detail": str(exc), "hint": getattr(exc, "hint", None)}]},
+                              indent=1))
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps({"valid": True, "error_count": 0, "spec": str(spec.path), "run": spec.run,
+                               "provider": spec.compute.provider, "stages": sorted(spec.stages),
+                               "datasets": sorted(spec.datasets), "artifacts": sorted(spec.artifacts),
+                               "diagnostics": []}, indent=1))
+        return
     click.echo(f"Success! {spec.path} is valid: {len(spec.stages)} stage(s), "
                f"{len(spec.datasets)} dataset(s), provider {spec.compute.provider}.")
 
@@ -109,17 +130,22 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
 @click.option("--verify-data", is_flag=True,
               help="Read every hydrated file on the machine back and compare its bytes (slow on big "
                    "datasets); files changed in place are fetched again.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Stream one JSON event per line (docs/events.md); needs --auto-approve or a saved plan.")
+@click.option("--quiet", "-q", is_flag=True, help="Do not stream the running stages' log lines.")
 @handle_errors
 def apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
           refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: str,
-          spec_for_plan: str | None, accept_host_key: tuple[str, ...], verify_data: bool) -> None:
+          spec_for_plan: str | None, accept_host_key: tuple[str, ...], verify_data: bool, as_json: bool,
+          quiet: bool) -> None:
     """Make the machine match the spec: journaled, idempotent, safe to kill and re-run."""
     from runform.cli.applying import run_apply
     from runform.cli.common import parse_parallelism
 
     run_apply(spec_or_plan, var, target, replace, refresh, lock_timeout, auto_approve,
               parse_parallelism(parallelism),
-              spec_for_plan, accept_host_key, destroy=False, verify_data=verify_data)
+              spec_for_plan, accept_host_key, destroy=False, verify_data=verify_data, as_json=as_json,
+              quiet=quiet)
 
 
 @cli.command()
@@ -127,28 +153,82 @@ def apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], repl
 @var_option
 @state_options
 @click.option("--auto-approve", is_flag=True, help="Skip the interactive approval.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Stream one JSON event per line (docs/events.md); needs --auto-approve.")
 @handle_errors
 def destroy(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
-            refresh: bool, lock_timeout: str, auto_approve: bool) -> None:
+            refresh: bool, lock_timeout: str, auto_approve: bool, as_json: bool) -> None:
     """Give back everything the run rented (artifacts stay in storage)."""
     from runform.cli.applying import run_apply
 
     run_apply(spec_path, var, target, replace, refresh, lock_timeout, auto_approve, 10, None, (),
-              destroy=True)
+              destroy=True, as_json=as_json)
 
 
 @cli.command()
-@spec_argument
+@click.argument("spec_path", required=False, default="runform.yaml", metavar="[SPEC|PLANFILE]")
 @var_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/schemas/show.schema.json; a saved "
+              "plan: docs/plan-json.md).")
 @handle_errors
 def show(spec_path: str, var: tuple[str, ...], as_json: bool) -> None:
-    """Show the state: resources, stages' last metrics, pushed artifacts."""
+    """Show the state: the machine (GPU, $/h, uptime, spend, ssh), running jobs, resources, stages'
+    last metrics, pushed artifacts. Given a saved plan, render it."""
     import runform.api as api
+    from runform.cli.applying import _is_plan_file
     from runform.cli.showing import render_show
 
+    if _is_plan_file(spec_path):
+        from pathlib import Path
+
+        from runform.planning.planfile import load_plan
+        from runform.planning.render import render_plan
+
+        saved = load_plan(Path(spec_path))
+        click.echo(json.dumps(saved.to_json(), indent=1, default=str) if as_json else render_plan(saved, saved=True))
+        return
     data = api.show(load_spec_opts(spec_path, var))
     click.echo(json.dumps(data, indent=1, default=str) if as_json else render_show(data))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/schemas/status.schema.json).")
+@handle_errors
+def status(as_json: bool) -> None:
+    """Every run of yours on this machine: phase, machine, $/h, uptime, spend, running stages."""
+    from runform.cli.status import render_status, status_rows
+
+    rows = status_rows()
+    click.echo(json.dumps({"runs": rows}, indent=1, default=str) if as_json else render_status(rows))
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.option("--spec", "spec_path", default="runform.yaml", show_default=True)
+@var_option
+@click.option("-L", "forward", multiple=True, metavar="PORT[:REMOTE]",
+              help="Forward localhost:PORT to the machine's port (TensorBoard, Jupyter).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@handle_errors
+def ssh(spec_path: str, var: tuple[str, ...], forward: tuple[str, ...], command: tuple[str, ...]) -> None:
+    """A shell in the run's folder on its machine (`runform ssh -- CMD` runs CMD there).
+
+    Uses the run's key and the host key pinned in the state; nothing else is accepted."""
+    from runform.cli.remote import run_ssh
+
+    sys.exit(run_ssh(load_spec_opts(spec_path, var), command, forward))
+
+
+@cli.command()
+@click.argument("what", metavar="PATH|artifact.NAME")
+@click.argument("dest", required=False)
+@click.option("--spec", "spec_path", default="runform.yaml", show_default=True)
+@var_option
+@handle_errors
+def pull(what: str, dest: str | None, spec_path: str, var: tuple[str, ...]) -> None:
+    """Copy files from the run's folder on its machine to DEST (default: here); only what differs moves."""
+    from runform.cli.remote import pull as do_pull
+
+    do_pull(load_spec_opts(spec_path, var), what, dest)
 
 
 @cli.command()
@@ -167,12 +247,13 @@ def logs(stage: str, follow: bool, spec_path: str, var: tuple[str, ...]) -> None
 @cli.command()
 @spec_argument
 @var_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (docs/schemas/offers.schema.json).")
 @handle_errors
-def offers(spec_path: str, var: tuple[str, ...]) -> None:
+def offers(spec_path: str, var: tuple[str, ...], as_json: bool) -> None:
     """List the offers the plan would choose from, the chosen one marked."""
     from runform.cli.showing import print_offers
 
-    print_offers(load_spec_opts(spec_path, var))
+    print_offers(load_spec_opts(spec_path, var), as_json=as_json)
 
 
 @cli.group()
@@ -224,7 +305,18 @@ def plugins() -> None:
         click.echo(f"{info.name:16} {info.distribution} {info.version}  {', '.join(info.registered)}{status}")
 
 
+def _as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM and SIGHUP (``timeout``, a closed terminal, a scheduler) stop runform as Ctrl-C
+    does: no new action starts, running jobs go on, the journal and the lock are left clean."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, _as_interrupt)
     cli(prog_name="runform")
 
 

@@ -11,6 +11,7 @@ def render_show(data: dict[str, Any]) -> str:
     if not data.get("resources"):
         return f"The state of {data.get('run')} is empty."
     lines = [f"run {data['run']} (lineage {data.get('lineage', '?')[:8]}, serial {data.get('serial')})", ""]
+    lines += _machine_lines(data)
     for r in data["resources"]:
         a = r["attrs"]
         status = "" if r.get("status") == "ok" else f"  [{r['status']}]"
@@ -38,11 +39,32 @@ def render_show(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _machine_lines(data: dict[str, Any]) -> list[str]:
+    """What bills and what runs: the machine, its price, uptime and spend, its running jobs, how to get in."""
+    from runform.durations import format_duration
+
+    m = data.get("machine")
+    if not m:
+        return []
+    gpu = f"{m.get('num_gpus') or 1}x {m['gpu']}" if m.get("gpu") else "no GPU info"
+    price = f"${m['price_per_hour']:.3f}/h" if m.get("price_per_hour") is not None else "no price"
+    up = format_duration(m["uptime"]) if m.get("uptime") is not None else "?"
+    spend = data.get("spend") or {}
+    spent = f", ${spend['spent']:.2f} spent so far" if m.get("price_per_hour") is not None else ""
+    lines = [f"machine {m.get('id')}: {gpu}, {price}, up {up}{spent}"]
+    for job in data.get("running") or []:
+        lines.append(f"  running: {job['address']} ({format_duration(job['elapsed'])} elapsed, as the last apply left it)")
+    if m.get("ssh_command"):
+        lines.append(f"  ssh: {m['ssh_command']}")
+    lines.append("")
+    return lines
+
+
 def _num(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def print_offers(spec: Any) -> None:
+def print_offers(spec: Any, as_json: bool = False) -> None:
     from runform.errors import RunformError
     from runform.interfaces import SupportsOffers
     from runform.state.model import State
@@ -54,6 +76,12 @@ def print_offers(spec: Any) -> None:
                            hint="`runform offers` is for market providers such as vast")
     state = ws.read_state() or State.new(spec.run)
     rows = ws.provider.offers(spec.compute.config, ws.provider_context(state))
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"provider": spec.compute.provider, "offers": [dict(o) for o in rows]},
+                              indent=1, default=str))
+        return
     render = getattr(ws.provider, "render_offers", None)
     if render:
         from rich.console import Console

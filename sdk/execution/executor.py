@@ -17,10 +17,12 @@ from typing import Any
 import attrs
 
 from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
+from runform.durations import format_duration
 from runform.errors import LockError, RunformError
 from runform.graph import INSTANCE, build_graph, kind_of
 from runform.planning.diff import on_machine
 from runform.planning.model import Action, Plan
+from runform.progress import Ticker
 from runform.state.model import State
 from runform.workspace import Workspace
 
@@ -42,6 +44,12 @@ class ApplyResult:
     interrupted: bool = False
     teardown: str | None = None
     teardown_failed: bool = False  # the machine may still be there: `runform destroy`
+    spent: float | None = None  # USD spent on this run's machines so far (price × uptime)
+    price_per_hour: float | None = None  # of the machine still there (None: none, or no price)
+
+    def spent_line(self) -> str:
+        now = f"; the machine still bills ${self.price_per_hour:.3f}/h" if self.price_per_hour else ""
+        return f"Spent so far on this run: ${self.spent or 0:.2f} (price × uptime){now}."
 
     @property
     def ok(self) -> bool:
@@ -68,11 +76,14 @@ class ApplyResult:
 
 
 class Executor:
-    def __init__(self, ws: Workspace, state: State, plan: Plan, *, parallelism: int = 10) -> None:
+    def __init__(self, ws: Workspace, state: State, plan: Plan, *, parallelism: int = 10,
+                 progress_every: float = 10.0) -> None:
         self.ws, self.state, self.plan = ws, state, plan
         self.parallelism = max(1, parallelism)
         self._stop = threading.Event()
+        ws.stop = self._stop  # a provider waiting for readiness stops when it is set
         self.tracker: Any = None
+        self.ticker = Ticker(ws.events, progress_every)
 
     # ------------------------------------------------------------------ journal
     def _journal(self, *entries: dict[str, Any]) -> None:
@@ -95,6 +106,10 @@ class Executor:
         if self.state.pending:
             self._journal({"t": "reconciled", "keys": list(self.state.pending)})
         self._start_tracker()
+        s = self.plan.summary()
+        self._event("plan", s.line(), add=s.add, change=s.change, destroy=s.destroy,
+                    actions=[{"address": a.address, "action": a.kind, "reason": a.reason}
+                             for a in self.plan.changes], cost=dict(self.plan.cost))
         actions = {a.address: a for a in plan.changes}
         deps = self._deps(actions)
         handlers = Handlers(self.ws, self.state, self.tracker, self.run_id, self.tracker_env)
@@ -104,7 +119,9 @@ class Executor:
         t_start: dict[str, float] = {}
         pending = list(actions)
         t_apply = time.monotonic()
-        self._event({"type": "apply_start", "actions": len(actions), "price_per_hour": self._price()})
+        self._event("apply_start", f"{'Destroy' if plan.destroy else 'Apply'} started: {len(actions)} action(s)",
+                    actions=len(actions), destroy=plan.destroy, price_per_hour=self._price())
+        self.ticker.start()
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="runform-apply") as pool:
             try:
                 while pending or running:
@@ -137,6 +154,8 @@ class Executor:
                             "`runform apply` attaches to them.")
                 for fut in running:
                     fut.cancel()
+            finally:
+                self.ticker.stop()
         for addr in pending:
             outcomes.setdefault(addr, Outcome(addr, "interrupted" if self._stop.is_set() else "skipped"))
         for addr in actions:
@@ -167,11 +186,11 @@ class Executor:
             teardown_failed=teardown_failed,
         )
         elapsed = time.monotonic() - t_apply
-        self._event({"type": "apply_finished", "ok": result.ok,
-                     "summary": result.line(plan.destroy), "added": result.added,
-                     "changed": result.changed, "destroyed": result.destroyed,
-                     "failed": [o.address for o in result.failed], "teardown": teardown,
-                     "duration": round(elapsed, 3), "cost": self._cost(elapsed)})
+        self._event("apply_finished", result.line(plan.destroy), ok=result.ok,
+                    summary=result.line(plan.destroy), added=result.added,
+                    changed=result.changed, destroyed=result.destroyed, interrupted=result.interrupted,
+                    failed=[o.address for o in result.failed], teardown=teardown,
+                    duration=round(elapsed, 3), cost=self._cost(elapsed))
         self._hook("runform_apply_finished", result=result)
         if self.tracker is not None:
             try:
@@ -210,9 +229,9 @@ class Executor:
         if self._stop.is_set():
             return Outcome(a.address, "interrupted")
         self._hook("runform_action_started", action=a)
-        self._event({"type": "action_started", "address": a.address, "action": a.kind, "reason": a.reason,
-                     "price_per_hour": self._price()})
-        self.ws.say(f"{a.address}: {_verb(a.kind)}...")
+        self._event("action_started", f"{a.address}: {_verb(a.kind)}...", show=True, address=a.address,
+                    action=a.kind, reason=a.reason, price_per_hour=self._price())
+        self.ticker.begin(a.address, a.kind)
         key = self._key(a)
         self._journal({"t": "intent", "key": key, "addr": a.address, "action": a.kind})
         outcome: Outcome
@@ -230,25 +249,31 @@ class Executor:
                 rec = record_of(a.address, new, fingerprint)
                 self._journal({"t": "put", "key": key, "record": rec.to_json()})
             outcome = Outcome(a.address, "done", time.monotonic() - t0)
-            self.ws.say(f"{a.address}: {_verb(a.kind, done=True)} after {time.monotonic() - t0:.1f}s")
+            done_line = f"{a.address}: {_verb(a.kind, done=True)} after {format_duration(outcome.duration)}"
+            ran = (new or {}).get("duration") if kind_of(a.address) == "stage" else None
+            if ran and a.kind in ("attach", "read"):  # the wait was not the job: say both
+                done_line += f" (the job ran {format_duration(float(ran))})"
+            finished = done_line
         except Interrupted as exc:
             outcome = Outcome(a.address, "interrupted", time.monotonic() - t0, str(exc))
-            self.ws.say(str(exc))
+            finished = str(exc)
         except StageFailed as exc:
             rec = record_of(a.address, exc.record, a.fingerprint, status="tainted")
             self._journal({"t": "put", "key": key, "record": rec.to_json()})
             outcome = Outcome(a.address, "failed", time.monotonic() - t0, self.ws.redact(str(exc)))
-            self.ws.say(f"{a.address}: error: {outcome.error}")
+            # the first line only: the log tail is in the summary's error (printed once)
+            finished = f"{a.address}: error: {outcome.error.splitlines()[0]}"
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and reported
             self._journal({"t": "done", "key": key, "error": self.ws.redact(str(exc))[:2000]})
             msg = str(exc) if isinstance(exc, RunformError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, RunformError) and _debug():
                 msg += "\n" + traceback.format_exc()
             outcome = Outcome(a.address, "failed", time.monotonic() - t0, self.ws.redact(msg))
-            self.ws.say(f"{a.address}: error: {outcome.error}")
-        self._event({"type": "action_finished", "address": a.address, "action": a.kind,
-                     "status": outcome.status, "duration": round(outcome.duration, 3),
-                     "cost": self._cost(outcome.duration), "error": outcome.error})
+            finished = f"{a.address}: error: {outcome.error.splitlines()[0] if outcome.error else ''}"
+        self.ticker.end(a.address)
+        self._event("action_finished", finished, show=True, address=a.address, action=a.kind,
+                    status=outcome.status, duration=round(outcome.duration, 3),
+                    cost=self._cost(outcome.duration), error=outcome.error)
         self._hook("runform_action_finished", action=a, outcome=outcome)
         return outcome
 
@@ -321,10 +346,6 @@ class Executor:
         config = {"run": self.ws.spec.run, "provider": self.ws.spec.compute.provider,
                   "variables": dict(self.ws.spec.variables), "stages": sorted(self.ws.spec.stages)}
         self.tracker_env = dict(self.tracker.start(run_id=self.run_id, name=self.ws.spec.run, config=config) or {})
-        s = self.plan.summary()
-        self._event({"type": "plan", "add": s.add, "change": s.change, "destroy": s.destroy,
-                     "actions": [{"address": a.address, "action": a.kind, "reason": a.reason}
-                                 for a in self.plan.changes], "cost": dict(self.plan.cost)})
 
     def _hook(self, name: str, **kwargs: Any) -> None:
         """Call an event hook; a failing plugin is reported, never fatal to the apply."""
@@ -333,7 +354,10 @@ class Executor:
         except Exception as exc:  # noqa: BLE001
             self.ws.say(f"warning: a plugin's {name} hook failed: {type(exc).__name__}: {exc}")
 
-    def _event(self, event: dict[str, Any]) -> None:
+    def _event(self, type_: str, message: str, *, show: bool = False, **fields: Any) -> None:
+        """An event for the sinks (``on_event``, ``--json``, the run registry) and the tracker;
+        ``show``: its message is printed too."""
+        event = self.ws.tell(type_, message, show=show, **fields)
         if self.tracker is not None:
             try:
                 self.tracker.log_event(event)

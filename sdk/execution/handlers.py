@@ -15,6 +15,7 @@ from runform.errors import RunformError
 from runform.graph import INSTANCE, name_of
 from runform.interfaces import InstanceInfo, InstanceRequest, Manifest
 from runform.planning.model import Action
+from runform.progress import Interrupted
 from runform.state.model import ResourceState, State
 from runform.workspace import Workspace
 
@@ -26,10 +27,6 @@ class StageFailed(RunformError):
     def __init__(self, message: str, record: dict[str, Any]) -> None:
         super().__init__(message)
         self.record = record
-
-
-class Interrupted(RunformError):
-    """Apply was interrupted while waiting; the remote job goes on and is attached to next time."""
 
 
 class Handlers:
@@ -69,6 +66,7 @@ class Handlers:
             if a.kind == "delete":
                 return None
         label = ws.label(self.state)
+        t_create = time.time()  # when billing starts, near enough (spend = price × uptime)
         # a "read" adopts a machine found by its label (an interrupted apply left it, maybe
         # before its SSH key was attached or while it still starts): create is label-idempotent
         # and does the whole bring-up for it, as for a machine it rents
@@ -79,8 +77,10 @@ class Handlers:
         endpoint = info.attrs.get("endpoint")  # where the provider says its host key is pinned
         if info.attrs.get("host_key") and endpoint:
             pins[str(endpoint)] = info.attrs["host_key"]
+        created = rec.attrs.get("created_at") if rec and a.kind == "read" and \
+            (rec.attrs.get("instance") or {}).get("id") == info.id else None
         return {"instance": info.to_json(), "pins": pins, "label": label,
-                "compute": a.after.get("compute", {})}
+                "compute": a.after.get("compute", {}), "created_at": created or t_create}
 
     # ------------------------------------------------------------------ secrets
     def secrets(self, a: Action) -> dict[str, Any] | None:
@@ -107,8 +107,9 @@ class Handlers:
             # a file changed between plan and apply (a saved plan was checked before we got here):
             # sync what is there now and record exactly that; the next plan shows the consequences
             self.ws.say("code.workdir: the code changed since the plan; syncing the current tree")
+        t0 = time.monotonic()
         report = sync_tree(machine.transport, spec.code.path, machine.root, manifest)
-        self.ws.say(f"code.workdir: sent {report.files_sent} file(s), {report.bytes_sent} bytes")
+        self._sent(a.address, f"{report.files_sent} file(s)", report.bytes_sent, time.monotonic() - t0)
         return {"digest": manifest.digest, "files": len(manifest.entries), "bytes": manifest.total_bytes,
                 "manifest": {e.path: e.digest for e in manifest.entries}, FINGERPRINT: manifest.digest}
 
@@ -140,6 +141,14 @@ class Handlers:
         self.ws.say(f"{a.address}: {moved / 1e6:.1f} MB moved in {took:.1f}s")
         return {"source": d.source, "dest": d.dest, "digest": manifest.digest, "manifest": manifest.to_json(),
                 "bytes_moved": moved}
+
+    def _sent(self, address: str, what: str, moved: int, took: float) -> None:
+        """A finished upload as a ``transfer`` event: bytes, rate (the wait itself showed its
+        elapsed time through ``action_progress``)."""
+        rate = moved / took if took > 0 else 0.0
+        self.ws.tell("transfer", f"{address}: sent {what}, {moved / 1e6:.1f} MB in {took:.1f}s "
+                     f"({rate / 1e6:.1f} MB/s)", address=address, bytes=moved, total=moved,
+                     rate=round(rate, 1), eta=0.0)
 
     def _upload_file_dataset(self, machine: Any, manifest: Manifest, name: str, dest: str) -> int:
         """A ``file://`` source lives on the client: send it over the transport, incrementally."""
@@ -180,8 +189,12 @@ class Handlers:
                             python=self.ws.machine(self.state).python)
             if st.get("attached") and st["state"] == "running":
                 self.ws.say(f"{a.address}: attached to the running job (pid {st.get('pid')})")
+        log = _LogStream(self.ws, agent, a.address, name, fp) if self.ws.stream_logs else None
         while True:
-            st = agent.call("wait", stage=name, fingerprint=fp, timeout=5 if self.machine_is_local() else 30)
+            wait_s = 5 if self.machine_is_local() else 30
+            st = agent.call("wait", stage=name, fingerprint=fp, timeout=min(wait_s, 2) if log else wait_s)
+            if log is not None:
+                log.pump()
             if st["state"] != "running":
                 break
             if self.stop is not None and self.stop.is_set():
@@ -194,11 +207,13 @@ class Handlers:
                   "duration": (st["ended"] - st["started"]) if st.get("ended") and st.get("started") else None,
                   "metrics": m.get("final") or (m["records"][-1] if m.get("records") else {})}
         if st["state"] != "succeeded":
+            why = f"{a.address} failed (exit {st.get('exit_code', '?')}, {st['state']})"
+            if log is not None and log.lines:  # streamed above: not printed a second time
+                raise StageFailed(f"{why}; its log is above (`runform logs {name}`)", record)
             tail = agent.call("tail", stage=name, fingerprint=fp, offset=0, limit=1 << 20)["data"]
             last = "\n".join(tail.rstrip().splitlines()[-15:])
             cause = f"; its supervisor said: {self.ws.redact(st['cause'])}" if st.get("cause") else ""
-            raise StageFailed(f"{a.address} failed (exit {st.get('exit_code', '?')}, {st['state']}){cause}"
-                              + (f"; last lines of its log:\n{self.ws.redact(last)}" if last else ""), record)
+            raise StageFailed(why + cause + (f"; last lines of its log:\n{self.ws.redact(last)}" if last else ""), record)
         return record
 
     def _tracker_env(self) -> dict[str, str]:
@@ -286,9 +301,35 @@ class _ProgressReporter:
             if not started or not total:
                 continue
             rate = done / max(1e-6, time.time() - started)
-            eta = format_duration((total - done) / rate) if rate > 0 else "?"
-            self.ws.say(f"{self.address}: {done / 1e6:.1f}/{total / 1e6:.1f} MB "
-                        f"({rate / 1e6:.1f} MB/s, ETA {eta})")
+            eta_s = (total - done) / rate if rate > 0 else None
+            eta = format_duration(eta_s) if eta_s is not None else "?"
+            self.ws.tell("transfer", f"{self.address}: {done / 1e6:.1f}/{total / 1e6:.1f} MB "
+                         f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
+                         total=total, rate=round(rate, 1), eta=round(eta_s, 1) if eta_s is not None else None)
+
+
+class _LogStream:
+    """A running stage's new log lines, each sent as a ``log`` event and printed with the
+    stage's address in front (the partial last line waits for its end)."""
+
+    def __init__(self, ws: Workspace, agent: AgentClient, address: str, stage: str, fingerprint: str | None) -> None:
+        self.ws, self.agent, self.address, self.stage, self.fp = ws, agent, address, stage, fingerprint
+        self.offset, self.partial, self.lines = 0, "", 0
+
+    def pump(self) -> None:
+        try:
+            r = self.agent.call("tail", stage=self.stage, fingerprint=self.fp, offset=self.offset, limit=1 << 20)
+        except Exception:  # noqa: BLE001 - streaming is best effort; `runform logs` reads it all
+            return
+        self.offset = r["offset"]
+        text = self.partial + r["data"]
+        *whole, self.partial = text.split("\n")
+        if r.get("state") != "running" and self.partial:
+            whole, self.partial = [*whole, self.partial], ""
+        for line in whole:
+            self.lines += 1
+            self.ws.tell("log", f"{self.address}: {line.rstrip()}", address=self.address, stage=self.stage,
+                         line=line.rstrip())
 
 
 def _tracker_config(ws: Workspace) -> dict[str, Any]:

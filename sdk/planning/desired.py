@@ -1,7 +1,8 @@
 """What the spec wants, per resource: attributes and fingerprints, computed from local files.
 
 A stage's fingerprint hashes its command, non-secret env, launcher, the digests of its ``deps``
-(the whole code tree when absent), the digests of what it needs and its upstream fingerprints.
+(the whole code tree when absent, the spec file left out: the spec is not code), the digests of
+what it needs and its upstream fingerprints.
 """
 
 from __future__ import annotations
@@ -51,14 +52,16 @@ def compute_desired(ws: Workspace, state: State, graph: Graph) -> dict[str, Desi
             "source": d.source, "dest": d.dest, "links": dict(d.links), "manifest": m.to_json(),
             "digest": m.digest, "objects": len(m.entries), "bytes": m.total_bytes})
     files = list(manifest)
+    stage_tree = _tree_without_spec(spec, code_m)
     for address in graph.nodes:
         if not address.startswith("stage."):
             continue
         s = spec.stages[address.split(".", 1)[1]]
         if s.deps is None:
-            deps: dict[str, Any] = {"tree": code_digest}
+            deps: dict[str, Any] = {"tree": stage_tree}
         else:
-            deps = {p: manifest[p][1] for p in match_globs(spec.code.path, s.deps, files)}
+            deps = {p: manifest[p][1] for p in match_globs(spec.code.path, s.deps, files)
+                    if p != _spec_rel(spec)}
         needs = {}
         for n in s.needs:
             needs[n] = out[n].fingerprint
@@ -74,6 +77,24 @@ def compute_desired(ws: Workspace, state: State, graph: Graph) -> dict[str, Desi
         out[a.address] = Desired(a.address, digest_of(inputs), {"inputs": inputs, "to": a.to,
                                                                  "paths": list(a.paths)})
     return out
+
+
+def _spec_rel(spec: Any) -> str | None:
+    """The spec file's path in the code tree (None: it lies outside)."""
+    try:
+        return spec.path.resolve().relative_to(spec.code.path.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def _tree_without_spec(spec: Any, code_m: Manifest) -> str:
+    """The code tree's digest without the spec file: the spec is not code. What a stage uses from
+    it (command, env, launcher, needs) is in its fingerprint already, so a comment or another
+    stage's key never re-runs it. The file is still synced (``code.workdir`` follows it)."""
+    rel = _spec_rel(spec)
+    if rel is None or rel not in {e.path for e in code_m.entries}:
+        return code_m.digest
+    return Manifest(uri=code_m.uri, entries=tuple(e for e in code_m.entries if e.path != rel)).digest
 
 
 def code_excludes(spec: Any) -> tuple[str, ...]:

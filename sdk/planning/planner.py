@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from runform.errors import PolicyError, RunformError
 from runform.graph import INSTANCE, build_graph, kind_of
@@ -86,27 +87,42 @@ def _estimate(ws: Workspace, state: State, actions: list[Action]) -> dict:
     provider = ws.provider
     if not isinstance(provider, SupportsOffers) or not any(a.changes for a in actions):
         return {}
-    ctx: ProviderContext = ws.provider_context(state)
-    offers = provider.offers(ws.spec.compute.config, ctx)
-    if not offers:
-        return {}
-    chosen = next((o for o in offers if o.get("chosen")), offers[0])
-    price = float(chosen.get("dph_total") or 0)
+    # the machine in use, when it stays: its real price, not the market's best offer
+    inst = next((a for a in actions if a.address == INSTANCE), None)
+    from runform import runs
+
+    machine = runs.machine_of(state.get(INSTANCE)) if inst is None or not inst.changes else None
+    extra: dict[str, Any] = {}
+    if machine is not None and machine.get("price_per_hour") is not None:
+        price = float(machine["price_per_hour"])
+        offer = {"id": machine["id"], "gpu_name": machine.get("gpu"), "num_gpus": machine.get("num_gpus") or 1}
+        extra = {"in_use": machine["id"],
+                 "spent": runs.spend({**(runs.read(ws.spec.path, ws.spec.run) or {}), "machine": machine})["spent"]}
+    else:
+        ctx: ProviderContext = ws.provider_context(state)
+        offers = provider.offers(ws.spec.compute.config, ctx)
+        if not offers:
+            return {}
+        offer = dict(next((o for o in offers if o.get("chosen")), offers[0]))
+        price = float(offer.get("dph_total") or 0)
     known = 0.0
-    unknown = 0
+    seen = unknown = 0
     for a in actions:
         if a.address.startswith("stage.") and a.kind in ("create", "replace", "attach"):
-            rec = state.get(a.address)
+            rec = state.get(a.address)  # the stage's last run (its record outlives a teardown)
             if rec and rec.attrs.get("duration"):
                 known += float(rec.attrs["duration"])
+                seen += 1
             else:
                 unknown += 1
     hours = known / 3600
+    basis = [f"{seen} stage(s) timed by their last run"] if seen else []
     if unknown:
         cap = ws.spec.compute.config.get("max_duration")
         hours = parse_duration(cap) / 3600 if cap else hours + unknown * 1.0
-    return {"offer": dict(chosen), "price_per_hour": price, "hours": round(hours, 3),
-            "total": round(price * hours, 2)}
+        basis.append(f"{unknown} never run: " + (f"max_duration {cap}" if cap else "1 h each"))
+    return {"offer": offer, "price_per_hour": price, "hours": round(hours, 4),
+            "total": round(price * hours, 2), "basis": "; ".join(basis), "stages": seen + unknown, **extra}
 
 
 def _destroy_actions(ws: Workspace, state: State, refresh_enabled: bool) -> list[Action]:

@@ -11,6 +11,10 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
         lines.append(f"Warning: {w}")
         lines.append("")
     changes = plan.changes
+    if not changes and plan.destroy:
+        lines.append("No changes. Nothing to destroy: the state holds nothing, and no machine carries "
+                     "this run's label.")
+        return "\n".join(lines)
     if not changes:
         lines.append("No changes. Your infrastructure matches the configuration.")
         lines.append("")
@@ -53,7 +57,16 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
         gpu = offer.get("gpu_name", "?")
         n = offer.get("num_gpus", 1)
         lines.append(f"Chosen offer: {offer.get('id', '?')} ({n}x {gpu}) at ${c['price_per_hour']:.3f}/h")
-        lines.append(f"Estimated cost: ${c['total']:.2f} ({c['hours']:.2f} h expected)")
+        if c.get("in_use"):
+            lines[-1] = (f"Machine in use: {c['in_use']} ({n}x {gpu}) at ${c['price_per_hour']:.3f}/h"
+                         + (f", ${c['spent']:.2f} spent so far" if c.get("spent") is not None else ""))
+        basis = f": {c['basis']}" if c.get("basis") else ""
+        if c.get("stages", 1) == 0:
+            lines.append("Estimated cost: under $0.01 (no stage runs)")
+        elif c["total"] < 0.01:
+            lines.append(f"Estimated cost: under $0.01 ({c['hours'] * 3600:.0f} s expected{basis})")
+        else:
+            lines.append(f"Estimated cost: ${c['total']:.2f} ({c['hours']:.2f} h expected{basis})")
     if plan.teardown:
         lines.append(f"Teardown: {plan.teardown}")
     lines.append(plan.summary().line())

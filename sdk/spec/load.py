@@ -51,8 +51,11 @@ def load_spec(
         spec_path = spec_path / "runform.yaml"
         file = str(spec_path)
     if not spec_path.is_file():
+        named = Path(file).name != "runform.yaml"  # a path the user gave, not the default name
         raise SpecError("spec file not found", file=file,
-                        hint="create runform.yaml here, or pass the spec's path")
+                        hint=f"check the path (looked in {spec_path.parent}); pass a spec file or the "
+                        "folder holding runform.yaml" if named else
+                        "create runform.yaml here, or pass the spec's path")
     text = _read_spec(spec_path, file)
     doc, locs = load_with_locations(text, file)
     if not isinstance(doc, dict):
@@ -407,8 +410,9 @@ def _describe(e: Any, field: tuple[Any, ...]) -> tuple[str, str | None]:
         extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
         allowed = sorted(e.schema.get("properties", {}))
         bad = extra[0] if extra else "?"
-        return (f"unknown key {bad!r}" + _suggest(bad, allowed),
-                f"allowed keys here: {', '.join(allowed)}")
+        alias = _ALIASES.get(str(bad))  # what other tools call it
+        meant = f" (did you mean {alias!r}?)" if alias in allowed else _suggest(bad, allowed)
+        return (f"unknown key {bad!r}" + meant, f"allowed keys here: {', '.join(allowed)}")
     if v == "required":
         return (e.message.replace("is a required property", "is required"),
                 "add it (see `runform schema`)")
@@ -431,6 +435,31 @@ def _describe(e: Any, field: tuple[Any, ...]) -> tuple[str, str | None]:
     if v in ("minProperties", "minItems", "minLength"):
         return (f"{e.instance!r} is empty", "add at least one entry" if v != "minLength" else "give it a value")
     return (e.message, e.schema.get("description") or "see `runform schema` for what this field takes")
+
+
+# keys other tools use for runform's (docker compose, GitHub Actions, dstack, SkyPilot)
+_ALIASES = {"depends_on": "needs", "depends": "needs", "dependencies": "needs", "requires": "needs",
+            "command": "run", "commands": "run", "cmd": "run", "script": "run",
+            "environment": "env", "envs": "env"}
+
+
+def check_sources(spec: Spec) -> None:
+    """What can be checked offline beyond the spec itself: every ``file://`` dataset source
+    (relative to the spec's folder) exists. ``validate``, ``plan`` and ``apply`` call it; ``destroy``
+    does not (a deleted local folder never keeps a machine rented)."""
+    from urllib.parse import unquote, urlsplit
+
+    for name, d in spec.datasets.items():
+        if not d.source.startswith("file://"):
+            continue
+        parts = urlsplit(d.source)
+        raw = unquote(parts.netloc + parts.path)
+        path = Path(raw) if Path(raw).is_absolute() else spec.dir / raw
+        if not path.exists():
+            line, col = _locate(spec.locations, ("datasets", name, "source"))
+            raise SpecError(f"{d.source!r}: {path} does not exist", file=str(spec.path), line=line, column=col,
+                            field=f"datasets.{name}.source",
+                            hint="fix the path (relative to the spec's folder), or create it first")
 
 
 _TYPE_HINTS = {

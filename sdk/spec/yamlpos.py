@@ -94,8 +94,8 @@ def load_with_locations(text: str, file: str) -> tuple[Any, dict[Path_, tuple[in
                         hint="remove one of the two entries",
                     )
                 out[key] = build(value_node, path + (key,), depth + 1)
-                if len(path) < 16 and value_node.start_mark.line != key_node.start_mark.line:
-                    # a block value starts below its key: point at the line that names the field
+                if len(path) < 16:
+                    # errors point at the key that names the field (as Terraform does), not its value
                     locations[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             return out
         if isinstance(n, yaml.SequenceNode):

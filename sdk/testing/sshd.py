@@ -248,3 +248,35 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHD]:
         pytest.skip(f"{SSHD_BIN} or ssh-keygen missing: apt-get install openssh-server")
     with SSHD(tmp_path_factory.mktemp("sshd")) as server:
         yield server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runform.testing.sshd``: run one sshd until Ctrl-C, printing how to reach it."""
+    import argparse
+    import tempfile
+
+    p = argparse.ArgumentParser(
+        prog="python -m runform.testing.sshd",
+        description="Run Debian's OpenSSH sshd on 127.0.0.1 with throw-away host and user keys, "
+        "logging in as you, until Ctrl-C. Prints a spec `compute` block for the ssh provider. "
+        "For an offline Vast rehearsal (stand-in + sshd) use `python -m runform.testing.rehearse`.")
+    p.add_argument("--port", type=int, default=None, help="default: a free port")
+    p.add_argument("--dir", help="where its keys, config and log go (default: a temp dir)")
+    a = p.parse_args(argv)
+    if not SSHD.available():
+        print(f"error: {SSHD_BIN} or ssh-keygen is missing (fix: apt-get install openssh-server)")
+        return 1
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with tempfile.TemporaryDirectory(prefix="runform-sshd-") as tmp, SSHD(Path(a.dir or tmp), port=a.port) as s:
+        print(f"sshd listening on {s.host}:{s.port} (user {s.user}, key {s.key_file}); Ctrl-C stops it")
+        print("compute:\n" + "".join(f"  {k}: {v}\n" for k, v in s.compute.items()), flush=True)
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""How ``apply`` and ``destroy`` show progress events without ``--json``: plain lines when stderr
+is not a terminal (CI logs, pipes), the same lines styled with rich on a terminal."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+# shown by the CLI its own way (the plan, the summary), or only meant for machines
+_SILENT = {"planned", "plan", "apply_start", "apply_finished", "spend"}
+_STYLE = {"action_started": "bold", "action_progress": "dim", "phase": "yellow", "transfer": "magenta",
+          "message": ""}
+
+
+def event_printer() -> Callable[[dict[str, Any]], None]:
+    """A sink printing each event's ``@message`` on stderr (styled on a terminal)."""
+    if not sys.stderr.isatty():
+        def plain(event: dict[str, Any]) -> None:
+            if event["type"] not in _SILENT:
+                click.echo(event["@message"], err=True)
+        return plain
+
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(stderr=True, highlight=False)
+
+    def styled(event: dict[str, Any]) -> None:
+        t = event["type"]
+        if t in _SILENT:
+            return
+        if t == "log":
+            line = Text(f"{event['address']}: ", style="cyan")
+            line.append(str(event.get("line", "")))
+            console.print(line, soft_wrap=True)
+            return
+        style = _STYLE.get(t, "")
+        if t == "action_finished":
+            style = {"done": "green", "failed": "bold red", "interrupted": "yellow"}.get(event.get("status"), "")
+        console.print(Text(event["@message"], style=style), soft_wrap=True)
+
+    return styled

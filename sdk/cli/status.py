@@ -1,0 +1,63 @@
+"""``runform status``: every run of this user on this machine, from the run registry."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def status_rows(now: float | None = None) -> list[dict[str, Any]]:
+    """The registry's runs with their uptime and spend computed now (``docs/schemas/status.schema.json``)."""
+    from runform import runs
+
+    now = time.time() if now is None else now
+    rows = []
+    for e in runs.read_all():
+        money = runs.spend(e, now)
+        m = e.get("machine")
+        rows.append({
+            "run": e.get("run"), "spec": e.get("spec"), "dir": e.get("dir"), "provider": e.get("provider"),
+            "phase": (e.get("phase") or "unknown") + ("" if not e.get("spec") or Path(e["spec"]).exists()
+                                                       else " (spec gone)"),
+            "instance": m.get("id") if m else None, "gpu": _gpu(m),
+            "price_per_hour": m.get("price_per_hour") if m else None,
+            "uptime": money["uptime"], "spent": money["spent"], "billing": money["billing"],
+            "running": sorted(e.get("running") or {}) if m else [],
+            "updated": e.get("updated"),
+        })
+    return rows
+
+
+def _gpu(m: dict[str, Any] | None) -> str | None:
+    if not m or not m.get("gpu"):
+        return None
+    return f"{m.get('num_gpus') or 1}x {m['gpu']}"
+
+
+def render_status(rows: list[dict[str, Any]]) -> str:
+    from runform.durations import format_duration
+
+    if not rows:
+        return "No runs yet. `runform apply` records each run here."
+    lines = []
+    header = f" {'RUN':15} {'PHASE':18} {'PROVIDER':8} {'INSTANCE':24} {'GPU':14} {'$/H':>7} {'UPTIME':>8} {'SPENT':>8}  SPEC"
+    lines.append(header)
+    for r in rows:
+        price = f"{r['price_per_hour']:.3f}" if r["price_per_hour"] is not None else "-"
+        up = format_duration(r["uptime"]) if r["uptime"] is not None else "-"
+        mark = "*" if r["instance"] else " "
+        line = (f"{mark}{str(r['run'])[:15]:15} {str(r['phase'])[:18]:18} {str(r['provider'])[:8]:8} "
+                f"{str(r['instance'] or '-')[:24]:24} {str(r['gpu'] or '-')[:14]:14} {price:>7} {up:>8} "
+                f"{'$' + format(r['spent'], '.2f'):>8}  {r['spec']}")
+        # a row whose machine still bills stands out (click strips the colour when not a terminal)
+        lines.append(click.style(line, fg="yellow", bold=True) if r["billing"] else line)
+        if r["running"]:
+            lines.append(f"    running: {', '.join(r['running'])}")
+    if any(r["instance"] for r in rows):
+        lines.append("")
+        lines.append("* a machine is still there" + (" and bills" if any(r["billing"] for r in rows) else "")
+                     + ": `runform destroy SPEC` gives it back")
+    return "\n".join(lines)
