@@ -110,3 +110,27 @@ def test_data_side_never_imports_torch() -> None:
         [sys.executable, "-c", code], cwd=EXAMPLE, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr or "torch was imported by the data side"
+
+
+def _cole_hopf(amplitude: float, nu: float, t: float, n_fine: int) -> np.ndarray:
+    """Exact viscous Burgers solution for u0 = A sin(2 pi x) on [0, 1) at time t (point values
+    on n_fine cell centres): u = -2 nu phi_x / phi, phi solving the heat equation with
+    phi0 = exp(A cos(2 pi x) / (4 pi nu)); the heat equation is solved exactly in Fourier."""
+    x = (np.arange(n_fine) + 0.5) / n_fine
+    phi0 = np.exp(amplitude * np.cos(2 * np.pi * x) / (4 * np.pi * nu))
+    k = 2 * np.pi * np.fft.rfftfreq(n_fine, d=1.0 / n_fine)
+    phi_hat = np.fft.rfft(phi0) * np.exp(-nu * k**2 * t)
+    phi = np.fft.irfft(phi_hat, n=n_fine)
+    phi_x = np.fft.irfft(1j * k * phi_hat, n=n_fine)
+    return -2.0 * nu * phi_x / phi
+
+
+def test_solver_matches_the_exact_cole_hopf_solution() -> None:
+    nu, t_end, nx = 0.02, 0.3, 128
+    fine = Grid(nx * 4)
+    u0 = cell_average_sines(np.ones((1, 1)), np.ones((1, 1)), np.zeros((1, 1)), fine)
+    u = coarsen(solve(u0, fine, nu, np.array([0.0, t_end]))[0, -1], 4)
+    exact = coarsen(_cole_hopf(1.0, nu, t_end, nx * 64), 64)  # cell averages of the exact field
+    assert np.max(np.abs(exact)) > 0.5  # a steep front has formed, not a decayed state
+    assert np.max(np.abs(u - exact)) < 1e-3  # worst cell, the steepest front included
+    assert np.sqrt(np.mean((u - exact) ** 2)) < 2e-4
