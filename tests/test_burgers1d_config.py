@@ -105,9 +105,9 @@ def test_only_config_py_reads_yaml_and_every_entry_point_uses_it() -> None:
             assert not calls & {"yaml.safe_load", "yaml.load", "yaml.full_load"}, path.name
         if path.stem in ENTRY_POINTS or path.stem == "stage":
             src = path.read_text(encoding="utf-8")
-            assert "parse_stage_args" in src or "stage.start(" in src or "stage.run_seeds(" in src, (
-                path.name
-            )
+            assert (
+                "parse_stage_args" in src or "stage.start(" in src or "stage.run_seeds(" in src
+            ), path.name
 
 
 @pytest.mark.parametrize("preset", ["", "pdebench/"])

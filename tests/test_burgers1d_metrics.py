@@ -46,7 +46,7 @@ def test_nrmse_matches_pdebench_definition_on_fixed_arrays() -> None:
     pred = true + 0.01 * rng.normal(size=true.shape)
     given = 3
     # PDEBench's layout [b, x, t, c]; the given frames are left out of the comparison
-    as_pdebench = lambda a: np.transpose(a[:, given:], (0, 2, 1))[..., None]  # noqa: E731
+    as_pdebench = lambda a: np.transpose(a[:, given:], (0, 2, 1))[..., None]
     reference = _pdebench_err_nmse(as_pdebench(pred), as_pdebench(true))
     assert nrmse(pred, true, given=given) == pytest.approx(reference, rel=1e-12)
     assert nrmse_per_step(pred, true, given).shape == (5, 9)

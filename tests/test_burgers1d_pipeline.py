@@ -26,9 +26,9 @@ from burgers1d import (
     evaluate,
     precompute,
     simulate,
+    train_fno,
     train_operator,
     train_residual,
-    train_fno,
     train_steady_prior,
 )
 from burgers1d.checkpoints import StaleCheckpointError, read_pointer

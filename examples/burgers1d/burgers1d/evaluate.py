@@ -79,6 +79,7 @@ class Models:
 
     def __init__(self, cfg: Mapping[str, Any], data: LatentData, device: torch.device) -> None:
         root = Path(cfg["paths"]["checkpoints"])
+        ev = cfg.get("eval") or {}
         variant = checkpoints.variant_of(cfg)
         enc_file = Path(data.info["encoder_file"])
         if hashlib.sha256(enc_file.read_bytes()).hexdigest() != data.info["encoder_sha256"]:
@@ -89,7 +90,10 @@ class Models:
         res_payload, res_ptr = checkpoints.load(root, "diff_residual", device, variant)
         checkpoints.require_lineage(res_payload, {"operator": op_ptr}, "diff_residual")
         self.teacher, self.teacher_cfg = build_residual_net(res_payload, device)
-        self.teacher_steps = int(res_payload["config"]["diff_residual"].get("sample_steps", 12))
+        self.teacher_steps = int(
+            ev.get("teacher_steps")
+            or res_payload["config"]["diff_residual"].get("sample_steps", 12)
+        )
         cm_payload, cm_ptr = checkpoints.load(root, "consistency_distill", device, variant)
         checkpoints.require_lineage(
             cm_payload, {"operator": op_ptr, "diff_residual": res_ptr}, "consistency_distill"
@@ -210,7 +214,9 @@ def predict_chunk(
     pick_gen = torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
     out["random_pick"] = models.decode_traj(pick_rollout(prop, z0, steps, ttc_cfg, pick_gen))
     greedy = replace(ttc_cfg, candidates=k_eq, horizon=1, beam_width=1, w_prior=0.0)
-    out["greedy"] = models.decode_traj(ttc_rollout(prop, models.decode, reward, z0, steps, greedy)[0])
+    out["greedy"] = models.decode_traj(
+        ttc_rollout(prop, models.decode, reward, z0, steps, greedy)[0]
+    )
     prior = models.prior_score(z0, steps)
     z_ttc, _ = ttc_rollout(prop, models.decode, reward, z0, steps, ttc_cfg, prior, recorder)
     out["ttc"] = models.decode_traj(z_ttc)
@@ -333,8 +339,10 @@ def format_table(metrics: Mapping[str, float], result: Mapping[str, Any]) -> str
     against TTC and whether its interval excludes zero."""
     s = result["split"]
     rows = [
-        "| method | nRMSE (PDEBench) [95% CI] | relative L2 [95% CI] | "
-        "nRMSE minus TTC [95% CI] | significant? |",
+        (
+            "| method | nRMSE (PDEBench) [95% CI] | relative L2 [95% CI] | "
+            "nRMSE minus TTC [95% CI] | significant? |"
+        ),
         "|---|---|---|---|---|",
     ]
     for m in result["errs"]:

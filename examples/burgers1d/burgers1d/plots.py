@@ -19,8 +19,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 SHOWN = ("operator", "no_ttc", "ttc", "fno")
 
@@ -115,12 +115,14 @@ def write_report(
     lines = [
         "# burgers1d evaluation",
         "",
-        f"{int(metrics['train_seeds'])} training seeds x {int(metrics['sampling_seeds'])} "
-        f"sampling seeds. TTC: K={ttc.candidates}, beam {ttc.beam_width}, H={ttc.horizon}, "
-        f"w_prior={ttc.w_prior}; the controls draw {ttc.proposals_per_step} candidates per step "
-        "like TTC. nRMSE is PDEBench's (normalised per time step, given frames excluded); "
-        "relative L2 is one ratio per trajectory. A difference is significant when its 95% "
-        "paired-bootstrap interval (training seeds and trajectories resampled) excludes zero.",
+        (
+            f"{int(metrics['train_seeds'])} training seeds x {int(metrics['sampling_seeds'])} "
+            f"sampling seeds. TTC: K={ttc.candidates}, beam {ttc.beam_width}, H={ttc.horizon}, "
+            f"w_prior={ttc.w_prior}; the controls draw {ttc.proposals_per_step} candidates per step "
+            "like TTC. nRMSE is PDEBench's (normalised per time step, given frames excluded); "
+            "relative L2 is one ratio per trajectory. A difference is significant when its 95% "
+            "paired-bootstrap interval (training seeds and trajectories resampled) excludes zero."
+        ),
         "",
     ]
     for r in results:

@@ -22,11 +22,10 @@ a random, never-loaded 2D decoder and fields (rho, e) that 1D Burgers does not h
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-
-import math
 
 import torch
 

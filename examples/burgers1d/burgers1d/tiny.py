@@ -90,6 +90,7 @@ TINY: dict[str, dict[str, Any]] = {
     "eval": {
         "include": ["../eval.yaml", "base.yaml"],
         "eval": {
+            "splits": ["val", "test"],
             "batch_trajectories": 4,
             "sampling_seeds": 2,
             "bootstrap": 200,

@@ -63,7 +63,9 @@ def train_one(run: stage.StageRun) -> None:
     # its size (mean_correction_rms) well above zero.
     steps = int(sec.get("sample_steps", 12))
     draws = [
-        teacher_sample(net, cond_val, torch.randn(r_val.shape, generator=gen).to(dev), steps, model_cfg)
+        teacher_sample(
+            net, cond_val, torch.randn(r_val.shape, generator=gen).to(dev), steps, model_cfg
+        )
         for _ in range(int(sec.get("mean_samples", 8)))
     ]
     mean_r = torch.stack(draws).mean(0)
