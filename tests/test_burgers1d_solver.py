@@ -134,3 +134,22 @@ def test_solver_matches_the_exact_cole_hopf_solution() -> None:
     assert np.max(np.abs(exact)) > 0.5  # a steep front has formed, not a decayed state
     assert np.max(np.abs(u - exact)) < 1e-3  # worst cell, the steepest front included
     assert np.sqrt(np.mean((u - exact) ** 2)) < 2e-4
+
+
+def test_pdebench_style_initial_states_sign_and_tanh_window() -> None:
+    grid = Grid(256)
+    plain = random_initial_conditions(np.random.default_rng(3), 64, grid, abs_probability=1.0)
+    assert np.all(plain >= 0)  # |u| everywhere
+    again = random_initial_conditions(
+        np.random.default_rng(3), 64, grid, abs_probability=1.0, sign_flip=True
+    )
+    negative = np.all(again <= 0, axis=1)
+    assert 10 < negative.sum() < 54  # about half the states flipped
+    np.testing.assert_allclose(np.abs(again), plain)  # the same states otherwise
+    windowed = random_initial_conditions(
+        np.random.default_rng(3), 64, grid, abs_probability=1.0, window_probability=1.0
+    )
+    outside = (grid.x < 0.05) | (grid.x > 0.95)  # outside every window [0.1..0.45, 0.55..0.9]
+    assert np.max(np.abs(windowed[:, outside])) < 1e-3 * np.max(np.abs(plain))
+    inside = (grid.x > 0.49) & (grid.x < 0.51)  # >= 4 widths inside every window
+    np.testing.assert_allclose(windowed[:, inside], plain[:, inside], rtol=2e-3, atol=1e-9)
