@@ -1,6 +1,6 @@
 """Training throughput (samples/s) and peak GPU memory of the burgers1d stages.
 
-    python bench/bench_burgers1d_train.py --sizes gpu            # GPU presets (configs/gpu/)
+    python bench/bench_burgers1d_train.py --sizes gpu            # GPU presets (configs/pdebench/)
     python bench/bench_burgers1d_train.py --sizes cpu --device cpu
 
 Each stage's model is built from its resolved config (the same ``load_config`` the stages use)
@@ -44,7 +44,7 @@ from burgers1d.training import OptimConfig
 from torch import nn
 
 STAGES = ("encoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
-GRID = {"gpu": (1024, 201), "cpu": (128, 41)}  # (nx, nt): PDEBench Burgers / the CPU preset
+GRID = {"gpu": (256, 41), "cpu": (128, 41)}  # (nx, nt): PDEBench preset (strided) / CPU preset
 
 Loss = Callable[[int], torch.Tensor]  # batch size -> scalar loss
 
@@ -61,7 +61,7 @@ class Setup:
     latents: torch.Tensor  # [32, nt, channels, tokens], random
 
     def config(self, name: str) -> dict[str, Any]:
-        folder = EXAMPLE / "configs" / ("gpu" if self.sizes == "gpu" else "")
+        folder = EXAMPLE / "configs" / ("pdebench" if self.sizes == "gpu" else "")
         return load_config(folder / f"{name}.yaml")
 
     def windows(self, b: int, length: int) -> torch.Tensor:
@@ -73,7 +73,7 @@ class Setup:
 
 def make_setup(sizes: str, device: torch.device) -> Setup:
     nx, nt = GRID[sizes]
-    folder = EXAMPLE / "configs" / ("gpu" if sizes == "gpu" else "")
+    folder = EXAMPLE / "configs" / ("pdebench" if sizes == "gpu" else "")
     enc = AutoencoderConfig.from_dict(load_config(folder / "encoder.yaml")["encoder"]["model"])
     latents = torch.randn(32, nt, enc.dim, nx // 2**enc.levels, device=device)
     return Setup(sizes, device, nx, nt, enc.dim, latents)

@@ -54,8 +54,10 @@ def test_operator_stage_under_torchrun_with_two_gloo_processes(
 
     report = json.loads((root / "reports" / "operator.json").read_text())
     assert report["world_size"] == 2
-    files = sorted((root / "checkpoints" / "operator").glob("operator-*.pt"))
-    assert len(files) == 1 and read_pointer(root / "checkpoints", "operator").path == files[0]
+    for seed in ("seed0", "seed1"):  # tiny: two training seeds, one checkpoint each
+        files = sorted((root / "checkpoints" / "operator" / seed).glob("operator-*.pt"))
+        pointer = read_pointer(root / "checkpoints", "operator", seed)
+        assert len(files) == 1 and pointer.path == files[0]
     steps = [
         json.loads(x)["step"]
         for x in metrics_file.read_text().splitlines()

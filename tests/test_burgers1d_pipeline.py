@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +26,7 @@ from burgers1d import (
     evaluate,
     precompute,
     simulate,
+    train_fno,
     train_operator,
     train_residual,
     train_steady_prior,
@@ -37,7 +39,8 @@ from burgers1d.metrics import METRICS_ENV
 from burgers1d.runtime import DeviceError
 from burgers1d.tiny import make_run_root
 
-TRAINED = ("encoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
+TRAINED = ("encoder", "operator", "diff_residual", "consistency_distill", "steady_prior", "fno")
+SEEDED = TRAINED[1:]  # one checkpoint per training seed (tiny: 2)
 STAGES = [
     (simulate.main, "data"),
     (check_splits.main, "base"),
@@ -46,6 +49,7 @@ STAGES = [
     (train_residual.main, "diff_residual"),
     (distill.main, "consistency_distill"),
     (train_steady_prior.main, "steady_prior"),
+    (train_fno.main, "fno"),
     (evaluate.main, "eval"),
 ]
 
@@ -109,10 +113,15 @@ def _mtimes(root: Path) -> dict[Path, int]:
     }
 
 
+def _folders(root: Path, stage: str) -> list[Path]:
+    base = root / "checkpoints" / stage
+    return [base / "seed0", base / "seed1"] if stage in SEEDED else [base]
+
+
 def test_every_stage_publishes_an_immutable_addressed_checkpoint(pipeline: Path) -> None:
-    for stage in TRAINED:
-        pointer = json.loads((pipeline / "checkpoints" / stage / "latest.json").read_text())
-        ckpt = pipeline / "checkpoints" / stage / pointer["file"]
+    for stage, folder in ((s, f) for s in TRAINED for f in _folders(pipeline, s)):
+        pointer = json.loads((folder / "latest.json").read_text())
+        ckpt = folder / pointer["file"]
         assert ckpt.name == f"{stage}-{pointer['sha256'][:12]}.pt"
         assert _sha(ckpt) == pointer["sha256"]
         resolved = (ckpt.parent / pointer["config"]).read_text()
@@ -128,13 +137,17 @@ def test_every_stage_publishes_an_immutable_addressed_checkpoint(pipeline: Path)
 
 def test_distillation_writes_its_own_file_and_records_lineage(pipeline: Path) -> None:
     ckpts = pipeline / "checkpoints"
-    teacher = read_pointer(ckpts, "diff_residual")
-    student = read_pointer(ckpts, "consistency_distill")
-    operator = read_pointer(ckpts, "operator")
-    assert teacher.path.parent != student.path.parent and teacher.path.is_file()
-    assert _sha(teacher.path) == teacher.sha256  # never overwritten
-    assert student.lineage["diff_residual"] == teacher.sha256
-    assert student.lineage["operator"] == operator.sha256 == teacher.lineage["operator"]
+    shas = set()
+    for seed in ("seed0", "seed1"):
+        teacher = read_pointer(ckpts, "diff_residual", seed)
+        student = read_pointer(ckpts, "consistency_distill", seed)
+        operator = read_pointer(ckpts, "operator", seed)
+        assert teacher.path.parent != student.path.parent and teacher.path.is_file()
+        assert _sha(teacher.path) == teacher.sha256  # never overwritten
+        assert student.lineage["diff_residual"] == teacher.sha256
+        assert student.lineage["operator"] == operator.sha256 == teacher.lineage["operator"]
+        shas.add(operator.sha256)
+    assert len(shas) == 2  # the training seeds train different models
 
 
 def test_training_streams_json_lines_for_runform(pipeline: Path) -> None:
@@ -143,14 +156,54 @@ def test_training_streams_json_lines_for_runform(pipeline: Path) -> None:
     assert losses and all(isinstance(x["step"], int) for x in losses)
 
 
-def test_eval_reports_nrmse_with_and_without_ttc(pipeline: Path) -> None:
+METHODS = ("autoencoder", "fno", "operator", "no_ttc", "teacher", "mean_k", "random_pick",
+           "greedy", "ttc", "ttc_no_prior")  # fmt: skip
+
+
+def test_eval_reports_both_metrics_with_intervals_and_the_controls(pipeline: Path) -> None:
     report = json.loads((pipeline / "reports" / "eval.json").read_text())
     for split in ("val", "test"):
-        for method in ("autoencoder", "operator", "no_ttc", "ttc"):
-            assert 0.0 < report[f"{split}_nrmse_{method}"] < 10.0
+        for method in METHODS:
+            for metric in ("nrmse", "rel_l2"):
+                mean = report[f"{split}_{metric}_{method}"]
+                assert 0.0 < mean < 10.0
+                assert report[f"{split}_{metric}_{method}_lo"] <= mean
+                assert mean <= report[f"{split}_{metric}_{method}_hi"]
+            if method != "ttc":
+                assert f"{split}_delta_{method}_minus_ttc_lo" in report
         assert report[f"{split}_trajectories"] == 4
+        picks = [report[f"{split}_ttc_pick_frac_{c}"] for c in range(3)]
+        assert sum(picks) == pytest.approx(1.0)
+    assert report["train_seeds"] == 2 and report["sampling_seeds"] == 2
     log = (pipeline / "pipeline.log").read_text()
-    assert "| split |" in log and "| val | 4 |" in log and "| test | 4 |" in log
+    assert "| method | nRMSE (PDEBench) [95% CI] | relative L2 [95% CI]" in log
+    assert "| control: greedy best-of |" in log and "| FNO baseline |" in log
+    assert log.rstrip().endswith("summary: reports/summary.md")
+
+
+def test_eval_saves_per_trajectory_errors_curves_and_pictures(pipeline: Path) -> None:
+    reports = pipeline / "reports"
+    arrays = np.load(reports / "eval_errors.npz")
+    assert arrays["test/nrmse/ttc"].shape == (2, 2, 4)  # training x sampling seeds x trajectories
+    assert arrays["test/nrmse/operator"].shape == (2, 2, 4)
+    assert np.isfinite(arrays["test/rel_l2/greedy"]).all()
+    assert arrays["test/curve/ttc"].shape == (8,)  # 9 frames, 1 given
+    assert "test,ttc,1," in (reports / "error_curves.csv").read_text()
+    summary = (reports / "summary.md").read_text()
+    pngs = sorted(reports.glob("*.png"))
+    assert {p.name for p in pngs} >= {"error_curves_test.png", "ttc_picks_test.png",
+                                      "reward_vs_error_test.png", "rollouts_test.png",
+                                      "xt_test_ttc.png"}  # fmt: skip
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({png.name})" in summary
+
+
+def test_corrector_reports_its_mean_correction(pipeline: Path) -> None:
+    report = json.loads((pipeline / "reports" / "diff_residual.json").read_text())
+    for seed in ("seed0_", "seed1_", ""):
+        assert report[f"{seed}val_mean_correction_rms"] > 0.0
+        assert report[f"{seed}val_residual_mse_teacher_mean"] >= 0.0
 
 
 def test_same_cache_key_is_a_noop(pipeline: Path) -> None:
@@ -196,10 +249,10 @@ def test_changed_data_makes_the_cache_stale(scratch: Path) -> None:
 
 
 def test_training_is_seeded(scratch: Path) -> None:
-    before = read_pointer(scratch / "checkpoints", "operator").sha256
+    before = read_pointer(scratch / "checkpoints", "operator", "seed1").sha256
     with inside(scratch):
         run(train_operator.main, "operator")
-    assert read_pointer(scratch / "checkpoints", "operator").sha256 == before
+    assert read_pointer(scratch / "checkpoints", "operator", "seed1").sha256 == before
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -214,7 +267,7 @@ def test_ttc_candidates_are_the_operator_step_plus_noisy_corrections(pipeline: P
     with inside(pipeline):
         cfg = load_config("configs/tiny/eval.yaml")
         data = load_latents(cfg, torch.device("cpu"), ("val",))
-        models = evaluate.Models(cfg, data, torch.device("cpu"))
+        models = evaluate.Models(evaluate.seed_config(cfg, 0), data, torch.device("cpu"))
     proposer = Proposer(
         models.operator,
         models.student,

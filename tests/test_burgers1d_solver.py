@@ -110,3 +110,46 @@ def test_data_side_never_imports_torch() -> None:
         [sys.executable, "-c", code], cwd=EXAMPLE, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr or "torch was imported by the data side"
+
+
+def _cole_hopf(amplitude: float, nu: float, t: float, n_fine: int) -> np.ndarray:
+    """Exact viscous Burgers solution for u0 = A sin(2 pi x) on [0, 1) at time t (point values
+    on n_fine cell centres): u = -2 nu phi_x / phi, phi solving the heat equation with
+    phi0 = exp(A cos(2 pi x) / (4 pi nu)); the heat equation is solved exactly in Fourier."""
+    x = (np.arange(n_fine) + 0.5) / n_fine
+    phi0 = np.exp(amplitude * np.cos(2 * np.pi * x) / (4 * np.pi * nu))
+    k = 2 * np.pi * np.fft.rfftfreq(n_fine, d=1.0 / n_fine)
+    phi_hat = np.fft.rfft(phi0) * np.exp(-nu * k**2 * t)
+    phi = np.fft.irfft(phi_hat, n=n_fine)
+    phi_x = np.fft.irfft(1j * k * phi_hat, n=n_fine)
+    return -2.0 * nu * phi_x / phi
+
+
+def test_solver_matches_the_exact_cole_hopf_solution() -> None:
+    nu, t_end, nx = 0.02, 0.3, 128
+    fine = Grid(nx * 4)
+    u0 = cell_average_sines(np.ones((1, 1)), np.ones((1, 1)), np.zeros((1, 1)), fine)
+    u = coarsen(solve(u0, fine, nu, np.array([0.0, t_end]))[0, -1], 4)
+    exact = coarsen(_cole_hopf(1.0, nu, t_end, nx * 64), 64)  # cell averages of the exact field
+    assert np.max(np.abs(exact)) > 0.5  # a steep front has formed, not a decayed state
+    assert np.max(np.abs(u - exact)) < 1e-3  # worst cell, the steepest front included
+    assert np.sqrt(np.mean((u - exact) ** 2)) < 2e-4
+
+
+def test_pdebench_style_initial_states_sign_and_tanh_window() -> None:
+    grid = Grid(256)
+    plain = random_initial_conditions(np.random.default_rng(3), 64, grid, abs_probability=1.0)
+    assert np.all(plain >= 0)  # |u| everywhere
+    again = random_initial_conditions(
+        np.random.default_rng(3), 64, grid, abs_probability=1.0, sign_flip=True
+    )
+    negative = np.all(again <= 0, axis=1)
+    assert 10 < negative.sum() < 54  # about half the states flipped
+    np.testing.assert_allclose(np.abs(again), plain)  # the same states otherwise
+    windowed = random_initial_conditions(
+        np.random.default_rng(3), 64, grid, abs_probability=1.0, window_probability=1.0
+    )
+    outside = (grid.x < 0.05) | (grid.x > 0.95)  # outside every window [0.1..0.45, 0.55..0.9]
+    assert np.max(np.abs(windowed[:, outside])) < 1e-3 * np.max(np.abs(plain))
+    inside = (grid.x > 0.49) & (grid.x < 0.51)  # >= 4 widths inside every window
+    np.testing.assert_allclose(windowed[:, inside], plain[:, inside], rtol=2e-3, atol=1e-9)

@@ -25,9 +25,10 @@ PIPELINE = [
     "diff_residual",
     "consistency_distill",
     "steady_prior",
+    "fno",
     "eval",
 ]
-TRAINING = ["operator", "diff_residual", "consistency_distill", "steady_prior"]
+TRAINING = ["operator", "diff_residual", "consistency_distill", "steady_prior", "fno"]
 
 
 def _spec(kind: str) -> dict:
@@ -67,6 +68,8 @@ def _expected_deps(stage: dict) -> set[str]:
 @pytest.mark.parametrize("kind", sorted(SPECS))
 def test_deps_are_exactly_the_imported_modules_and_config_chain(kind: str) -> None:
     for name, stage in _spec(kind)["stages"].items():
+        if name == "setup":
+            continue  # pip install + envcheck: checked by test_vast_setup_stage_*
         deps = set(stage["deps"])
         assert all((EXAMPLE / d).is_file() for d in deps), name
         assert deps == _expected_deps(stage), name
@@ -88,7 +91,7 @@ def test_operator_config_change_reruns_only_operator_and_dependents(kind: str) -
 
     rerun = {n for n in stages if n == "operator" or "operator" in upstream(n)}
     assert rerun == {"operator", "diff_residual", "consistency_distill", "eval"}
-    for name in ("check_splits", "precompute", "steady_prior") + (
+    for name in ("check_splits", "precompute", "steady_prior", "fno") + (
         ("simulate",) if kind == "local" else ()
     ):
         assert name not in rerun
@@ -97,7 +100,7 @@ def test_operator_config_change_reruns_only_operator_and_dependents(kind: str) -
 def test_local_and_vast_specs_run_the_same_pipeline() -> None:
     local, vast = _spec("local"), _spec("vast")
     assert list(local["stages"]) == ["simulate", *PIPELINE]
-    assert list(vast["stages"]) == PIPELINE
+    assert list(vast["stages"]) == ["setup", *PIPELINE]
     for name in PIPELINE:
         assert _command(local["stages"][name])[0] == _command(vast["stages"][name])[0]
     assert local["compute"] == {"provider": "local"} and local["tracker"] == {"kind": "jsonl"}
@@ -106,7 +109,7 @@ def test_local_and_vast_specs_run_the_same_pipeline() -> None:
     assert vast["tracker"]["kind"] == "wandb" and vast["tracker"]["project"]
     (dataset,) = vast["datasets"].values()
     assert dataset["source"].startswith("b2://")
-    assert vast["stages"]["check_splits"]["needs"] == ["dataset.burgers1d"]
+    assert vast["stages"]["check_splits"]["needs"] == ["dataset.burgers1d", "stage.setup"]
     for name in TRAINING:
         assert vast["stages"][name]["launcher"] == "torchrun"
     for spec in (local, vast):
@@ -118,7 +121,7 @@ def test_local_and_vast_specs_run_the_same_pipeline() -> None:
 def test_vast_links_put_the_file_where_the_gpu_config_reads_it() -> None:
     vast = _spec("vast")
     (dataset,) = vast["datasets"].values()
-    cfg = load_config(EXAMPLE / "configs/gpu/base.yaml")
+    cfg = load_config(EXAMPLE / "configs/pdebench/base.yaml")
     wanted = {f"{cfg['data']['root']}/{s['path']}" for s in cfg["data"]["splits"].values()}
     assert wanted <= set(dataset["links"])
 
@@ -131,3 +134,36 @@ def test_specs_validate_against_runform_schema(kind: str) -> None:
     text = SPECS[kind].read_text(encoding="utf-8")
     declared = set(_spec(kind).get("variables", {}))
     assert set(re.findall(r"\$\{var\.([A-Za-z_]+)\}", text)) <= declared
+
+
+def test_vast_setup_stage_installs_the_pinned_requirements_before_everything() -> None:
+    stages = _spec("vast")["stages"]
+    setup = stages["setup"]
+    assert "pip install" in setup["run"] and "-r requirements.txt" in setup["run"]
+    assert "requirements.txt" in setup["deps"]  # a changed pin re-runs setup (and dependents)
+    lines = [
+        ln.strip()
+        for ln in (EXAMPLE / "requirements.txt").read_text(encoding="utf-8").splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.]*", ln) for ln in lines)
+    assert {ln.split("==")[0].lower() for ln in lines} >= {"h5py", "pyyaml", "matplotlib"}
+    for name, stage in stages.items():
+        if name != "setup":
+            assert "stage.setup" in stage["needs"], name
+
+
+def test_pdebench_preset_follows_pdebench() -> None:
+    cfg = load_config(EXAMPLE / "configs/pdebench/eval.yaml")
+    data = cfg["data"]
+    splits = data["splits"]
+    assert {s["path"] for s in splits.values()} == {"1D_Burgers_Sols_Nu0.001.hdf5"}
+    assert (splits["test"]["start"], splits["test"]["stop"]) == (0, 1000)
+    assert min(splits["train"]["start"], splits["val"]["start"]) >= 1000
+    assert (data["t_stride"], data["x_stride"], data["given_frames"]) == (5, 4, 10)
+    assert data["nu_convention"] == "pdebench"
+    fno = load_config(EXAMPLE / "configs/pdebench/fno.yaml")["fno"]["model"]
+    assert (fno["modes"], fno["width"]) == (12, 20)
+    enc = load_config(EXAMPLE / "configs/pdebench/encoder.yaml")["encoder"]["model"]
+    cells = 1024 // data["x_stride"]
+    assert enc["dim"] * cells // 2 ** enc["levels"] < cells  # the latent compresses

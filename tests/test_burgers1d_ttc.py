@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
+import pytest
 import torch
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 
+from burgers1d.dataset import TrajectorySource, nu_convention_for
 from burgers1d.reward import BurgersReward, RewardConfig
-from burgers1d.solver import Grid, random_initial_conditions, solve
+from burgers1d.solver import Grid, coarsen, random_initial_conditions, solve
 from burgers1d.ttc import TTCConfig, ttc_rollout
 
 
@@ -96,3 +100,56 @@ def test_beam_search_is_per_trajectory() -> None:
     cfg = TTCConfig(candidates=2, beam_width=2, horizon=1)
     z, _ = _tree_rollout(table, torch.tensor([0.0, 10.0]).reshape(2, 1, 1), 1, cfg)
     assert z[:, 0].flatten().tolist() == [1.0, 22.0]
+
+
+def _pdebench_file(tmp_path: Path, label: float, nx: int, dt: float) -> tuple[Path, np.ndarray]:
+    """A small file named like PDEBench's, solved with viscosity label/pi as PDEBench's solver
+    does, plus the same step solved with viscosity = the label (pi times too much)."""
+    fine = Grid(2 * nx)
+    u0 = random_initial_conditions(np.random.default_rng(1), 16, fine)
+    times = np.array([0.0, 0.5, 0.5 + dt])
+    true = coarsen(solve(u0, fine, label / math.pi, times), 2)
+    wrong = coarsen(solve(u0, fine, label, times), 2)
+    path = tmp_path / f"1D_Burgers_Sols_Nu{label}.hdf5"
+    with h5py.File(path, "w") as f:  # PDEBench's raw files carry nu only in the name
+        f["tensor"] = true.astype(np.float32)
+        f["x-coordinate"] = Grid(nx).x.astype(np.float32)
+        f["t-coordinate"] = np.array([0.0, dt, 2 * dt, 3 * dt], dtype=np.float32)  # dt only
+    return path, wrong[:, 2]
+
+
+def test_pdebench_files_use_nu_over_pi_and_the_true_step_beats_pi_times_viscosity(
+    tmp_path: Path,
+) -> None:
+    path, wrong_next = _pdebench_file(tmp_path, 0.01, 256, 0.05)
+    with TrajectorySource([path], t_stride=1) as src:  # nu_convention auto
+        assert src.nominal_nu == pytest.approx(0.01)
+        assert src.nu == pytest.approx(0.01 / math.pi)
+        u = src.read(0, len(src)).astype(np.float64)
+        reward = BurgersReward(src.dx, src.dt, src.nu, RewardConfig())
+    with TrajectorySource([path], nu_convention="plain") as src:
+        assert src.nu == pytest.approx(0.01)
+    prev, true_next = torch.from_numpy(u[:, 1]), torch.from_numpy(u[:, 2])
+    assert reward.substeps(prev) > 1  # PDEBench's stored step is far above the CFL limit
+    assert torch.all(reward(prev, true_next) > reward(prev, torch.from_numpy(wrong_next)))
+
+
+def test_nu_convention_is_checked_and_auto_only_for_pdebench_names(tmp_path: Path) -> None:
+    assert nu_convention_for("1D_Burgers_Sols_Nu0.001.hdf5") == "pdebench"
+    assert nu_convention_for("burgers1d_train.h5") == "plain"
+    assert nu_convention_for("burgers1d_train.h5", "pdebench") == "pdebench"
+    with pytest.raises(ValueError, match="nu_convention"):
+        nu_convention_for("x.h5", "pi")
+
+
+def test_residual_is_sub_stepped_only_above_the_cfl_limit() -> None:
+    small = BurgersReward(1 / 128, 1e-3, 0.001, RewardConfig())
+    u = torch.sin(2 * math.pi * torch.arange(128, dtype=torch.float64) / 128)[None]
+    assert small.substeps(u) == 1  # 1e-3 * 1 * 128 = 0.128 < 0.5: the midpoint form
+    big = BurgersReward(1 / 128, 0.05, 0.001, RewardConfig())
+    assert big.substeps(u) == math.ceil(0.05 * 128 / 0.5)
+    # the sub-stepped residual of the solver's own step is small next to a stalled state's
+    grid = Grid(128)
+    v = solve(u.numpy(), grid, 0.001, np.array([0.0, 0.05]))
+    prev, nxt = torch.from_numpy(v[:, 0]), torch.from_numpy(v[:, 1])
+    assert big.terms(prev, nxt)["pde"] < 0.05 * big.terms(prev, prev)["pde"]

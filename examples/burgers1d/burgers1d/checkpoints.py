@@ -6,6 +6,9 @@ Layout for a stage ``S`` under ``checkpoints/``::
     checkpoints/S/S-<sha12>.config.yaml   # the resolved config that produced it
     checkpoints/S/latest.json             # pointer: file, sha256, lineage, metrics
 
+Stages trained once per training seed keep one such folder per seed: ``checkpoints/S/seed<i>/``
+(``variant="seed<i>"``); the file and pointer names are the same inside it.
+
 A checkpoint file is never rewritten: a new result gets a new name, an identical result the same
 name. The pointer is the only mutable file and is replaced atomically. Downstream stages load
 through the pointer and verify the sha256, and each payload records the sha256 of every upstream
@@ -58,9 +61,11 @@ def publish(
     resolved_config: Mapping[str, Any],
     lineage: Mapping[str, str] | None = None,
     metrics: Mapping[str, float] | None = None,
+    variant: str = "",
 ) -> Pointer:
-    """Write ``payload`` as ``<root>/<stage>/<stage>-<sha12>.pt`` (+ config), then the pointer."""
-    folder = Path(root) / stage
+    """Write ``payload`` as ``<root>/<stage>[/<variant>]/<stage>-<sha12>.pt`` (+ config), then
+    the pointer."""
+    folder = stage_dir(root, stage, variant)
     folder.mkdir(parents=True, exist_ok=True)
     body = dict(payload)
     body["stage"] = stage
@@ -87,13 +92,27 @@ def publish(
         "lineage": dict(lineage or {}),
         "metrics": dict(metrics or {}),
     }
-    write_pointer(root, stage, pointer)
+    write_pointer(root, stage, pointer, variant)
     return Pointer(stage, target, sha, dict(lineage or {}))
 
 
-def write_pointer(root: str | Path, stage: str, pointer: Mapping[str, Any]) -> bool:
-    """Point ``<root>/<stage>/latest.json`` at a published file; False when unchanged."""
-    path = Path(root) / stage / POINTER
+def variant_of(cfg: Mapping[str, Any]) -> str:
+    """The checkpoint variant a resolved config trains or reads: ``seed<i>`` when the stage
+    runs once per training seed (``train_seed`` set by :mod:`burgers1d.stage`), else none."""
+    return f"seed{int(cfg['train_seed'])}" if cfg.get("train_seed") is not None else ""
+
+
+def stage_dir(root: str | Path, stage: str, variant: str = "") -> Path:
+    """``<root>/<stage>``, or ``<root>/<stage>/<variant>`` for a per-seed checkpoint."""
+    return Path(root) / stage / variant if variant else Path(root) / stage
+
+
+def write_pointer(
+    root: str | Path, stage: str, pointer: Mapping[str, Any], variant: str = ""
+) -> bool:
+    """Point ``<root>/<stage>[/<variant>]/latest.json`` at a published file; False when
+    unchanged."""
+    path = stage_dir(root, stage, variant) / POINTER
     text = json.dumps(dict(pointer), indent=2, sort_keys=True) + "\n"
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return False
@@ -101,14 +120,14 @@ def write_pointer(root: str | Path, stage: str, pointer: Mapping[str, Any]) -> b
     return True
 
 
-def pointer_record(root: str | Path, stage: str) -> dict[str, Any]:
+def pointer_record(root: str | Path, stage: str, variant: str = "") -> dict[str, Any]:
     """The raw JSON of a stage's pointer (to re-point to it later)."""
-    return json.loads((Path(root) / stage / POINTER).read_text(encoding="utf-8"))
+    return json.loads((stage_dir(root, stage, variant) / POINTER).read_text(encoding="utf-8"))
 
 
-def read_pointer(root: str | Path, stage: str) -> Pointer:
+def read_pointer(root: str | Path, stage: str, variant: str = "") -> Pointer:
     """The stage's pointer; an error naming the stage to run when it is missing."""
-    path = Path(root) / stage / POINTER
+    path = stage_dir(root, stage, variant) / POINTER
     if not path.is_file():
         raise StaleCheckpointError(
             f"no checkpoint for stage {stage!r} ({path} missing): run it first"
@@ -118,10 +137,10 @@ def read_pointer(root: str | Path, stage: str) -> Pointer:
 
 
 def load(
-    root: str | Path, stage: str, map_location: str | torch.device = "cpu"
+    root: str | Path, stage: str, map_location: str | torch.device = "cpu", variant: str = ""
 ) -> tuple[dict[str, Any], Pointer]:
     """Load a stage's current checkpoint after checking its sha256 against the pointer."""
-    pointer = read_pointer(root, stage)
+    pointer = read_pointer(root, stage, variant)
     if not pointer.path.is_file():
         raise StaleCheckpointError(f"{pointer.path} named by {stage}/{POINTER} is missing")
     blob = pointer.path.read_bytes()

@@ -22,7 +22,9 @@ def load_operator(
     cfg: Mapping[str, Any], data: LatentData, device: torch.device
 ) -> tuple[LatentOperator, checkpoints.Pointer]:
     """The published operator, checked to be trained on the same latent cache as ``data``."""
-    payload, pointer = checkpoints.load(Path(cfg["paths"]["checkpoints"]), "operator", device)
+    payload, pointer = checkpoints.load(
+        Path(cfg["paths"]["checkpoints"]), "operator", device, checkpoints.variant_of(cfg)
+    )
     if payload.get("latent_cache_key") != data.cache_key:
         raise checkpoints.StaleCheckpointError(
             f"operator {pointer.short} was trained on latent cache "

@@ -17,6 +17,7 @@ to fit in memory.
 from __future__ import annotations
 
 import glob
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,20 @@ import numpy as np
 RAW_KEY = "tensor"
 CONVERTED_KEY = "data"
 _NU_IN_NAME = re.compile(r"Nu([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)")
+_PDEBENCH_BURGERS = re.compile(r"^1D_Burgers_Sols_Nu")
+NU_CONVENTIONS = ("auto", "pdebench", "plain")
+
+
+def nu_convention_for(path: str | Path, convention: str = "auto") -> str:
+    """``pdebench`` or ``plain`` for a file: ``auto`` means ``pdebench`` for PDEBench's own
+    ``1D_Burgers_Sols_Nu*`` files and ``plain`` for everything else."""
+    if convention not in NU_CONVENTIONS:
+        raise ValueError(
+            f"data.nu_convention must be one of {', '.join(NU_CONVENTIONS)}, got {convention!r}"
+        )
+    if convention != "auto":
+        return convention
+    return "pdebench" if _PDEBENCH_BURGERS.match(Path(path).name) else "plain"
 
 
 def write_pdebench(
@@ -113,6 +128,7 @@ class TrajectorySource:
     nu_override: float | None = None
     dt_override: float | None = None
     length_override: float | None = None
+    nu_convention: str = "auto"
     _shards: list[_Shard] = field(default_factory=list, init=False, repr=False)
     _offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, int), init=False, repr=False)
 
@@ -177,8 +193,8 @@ class TrajectorySource:
         return float(t[1] - t[0]) * self.t_stride
 
     @property
-    def nu(self) -> float:
-        """nu: the config's, else the ``nu`` attribute, else the file name (``Nu0.01``)."""
+    def nominal_nu(self) -> float:
+        """The labelled nu: the config's, else the ``nu`` attribute, else the file name."""
         if self.nu_override is not None:
             return float(self.nu_override)
         f = self._shards[0].file
@@ -188,6 +204,15 @@ class TrajectorySource:
         if match:
             return float(match.group(1))
         raise ValueError(f"{self.paths[0]}: nu unknown; set data.nu in the config")
+
+    @property
+    def nu(self) -> float:
+        """The viscosity of u_t + (u^2/2)_x = nu u_xx. PDEBench's Burgers files solve
+        u_t + (u^2/2)_x = (nu/pi) u_xx with nu the label in their name, so under the
+        ``pdebench`` convention (``auto`` picks it for ``1D_Burgers_Sols_Nu*``) this is
+        nominal_nu / pi."""
+        convention = nu_convention_for(self._shards[0].path, self.nu_convention)
+        return self.nominal_nu / math.pi if convention == "pdebench" else self.nominal_nu
 
     # --- reading -----------------------------------------------------------------------
     def _read_rows(self, shard: _Shard, lo: int, hi: int) -> np.ndarray:

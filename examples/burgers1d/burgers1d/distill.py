@@ -34,13 +34,15 @@ from .networks import frozen
 NAME = "consistency_distill"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    run = stage.start(argv, __doc__.splitlines()[0], NAME)
+def train_one(run: stage.StageRun) -> None:
+    """Train and publish this stage's model for one training seed."""
     sec, dev = run.section, run.ctx.device
     data = load_latents(run.cfg, dev)
     train, val = data.splits["train"], data.splits["val"]
     operator, op_pointer = load_operator(run.cfg, data, dev)
-    t_payload, t_pointer = checkpoints.load(run.ckpt_root, "diff_residual", dev)
+    t_payload, t_pointer = checkpoints.load(
+        run.ckpt_root, "diff_residual", dev, checkpoints.variant_of(run.cfg)
+    )
     checkpoints.require_lineage(t_payload, {"operator": op_pointer}, "diff_residual")
     teacher, mcfg = build_residual_net(t_payload, dev)
     r_std = t_payload["r_std"].to(dev)
@@ -104,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     extra = {"r_std": r_std.cpu(), "sample_sigmas": sample_sigmas}
     stage.finish_model(run, data, mcfg, result, lineage, metrics, **extra)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return stage.run_seeds(argv, __doc__.splitlines()[0], NAME, train_one)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Metrics: PDEBench's nRMSE, the flat metrics JSON of a stage, and the runform JSONL stream.
 
-* :func:`nrmse` follows PDEBench: per trajectory ||pred - true||_2 / ||true||_2 over all (t, x),
-  then the mean over trajectories. It is computed in physical space.
+* :func:`nrmse` is PDEBench's nRMSE: at every time step sqrt(mean_x err^2) / sqrt(mean_x true^2),
+  averaged over samples and time steps, the given input frames excluded;
+  :func:`nrmse_per_step` keeps the per-step values (error curves).
+* :func:`relative_l2` is the whole-trajectory relative L2 error (one ratio over all (t, x) per
+  trajectory, then the mean), reported beside it under its own name.
 * :func:`write_metrics_json` writes a flat ``{name: number}`` JSON (what a stage's ``metrics:``
   file must be); anything else is an error, so a NaN loss fails the stage instead of being logged.
 * :class:`MetricsStream` appends ``{"step": i, "loss": x, ...}`` lines to the file named by
@@ -24,21 +27,60 @@ from .hashing import atomic_write_text
 METRICS_ENV = "RUNFORM_METRICS_FILE"
 
 
-def nrmse_per_trajectory(pred: np.ndarray, true: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """||pred_n - true_n||_2 / ||true_n||_2 for each trajectory n (first axis)."""
+def _pair(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred, dtype=np.float64)
     true = np.asarray(true, dtype=np.float64)
     if pred.shape != true.shape:
         raise ValueError(f"shape mismatch: pred {pred.shape} vs true {true.shape}")
+    return pred, true
+
+
+def relative_l2_per_trajectory(
+    pred: np.ndarray, true: np.ndarray, eps: float = 1e-12
+) -> np.ndarray:
+    """||pred_n - true_n||_2 / ||true_n||_2 over all (t, x) of each trajectory n (first axis)."""
+    pred, true = _pair(pred, true)
     axes = tuple(range(1, pred.ndim))
     err = np.sqrt(np.sum((pred - true) ** 2, axis=axes))
     ref = np.sqrt(np.sum(true**2, axis=axes))
     return err / np.maximum(ref, eps)
 
 
-def nrmse(pred: np.ndarray, true: np.ndarray) -> float:
-    """PDEBench nRMSE: mean over trajectories of the per-trajectory relative L2 error."""
-    return float(np.mean(nrmse_per_trajectory(pred, true)))
+def relative_l2(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean over trajectories of the whole-trajectory relative L2 error (NOT PDEBench's nRMSE:
+    late, decayed time steps weigh little here)."""
+    return float(np.mean(relative_l2_per_trajectory(pred, true)))
+
+
+def nrmse_per_step(
+    pred: np.ndarray, true: np.ndarray, given: int = 0, eps: float = 1e-12
+) -> np.ndarray:
+    """PDEBench's normalised RMSE of every (trajectory, time step): [N, T - given].
+
+    For trajectories [N, T, X]: sqrt(mean_x (pred - true)^2) / sqrt(mean_x true^2) at each
+    (n, t), the first ``given`` time steps (frames the model was handed) left out.
+    """
+    pred, true = _pair(pred, true)
+    if pred.ndim != 3:
+        raise ValueError(f"nrmse_per_step wants [N, T, X], got {pred.shape}")
+    if not 0 <= given < pred.shape[1]:
+        raise ValueError(f"given={given} frames leave no step of {pred.shape[1]} to score")
+    d, t = pred[:, given:], true[:, given:]
+    err = np.sqrt(np.mean((d - t) ** 2, axis=-1))
+    ref = np.sqrt(np.mean(t**2, axis=-1))
+    return err / np.maximum(ref, eps)
+
+
+def nrmse_per_trajectory(pred: np.ndarray, true: np.ndarray, given: int = 0) -> np.ndarray:
+    """PDEBench nRMSE of each trajectory: the per-step ratios averaged over the scored steps.
+    Their mean over trajectories is :func:`nrmse` (all trajectories have as many steps)."""
+    return nrmse_per_step(pred, true, given).mean(axis=1)
+
+
+def nrmse(pred: np.ndarray, true: np.ndarray, given: int = 0) -> float:
+    """PDEBench nRMSE (``err_nMSE`` of ``pdebench/models/metrics.py``): normalise every time
+    step, then average over samples and time, the ``given`` input frames excluded."""
+    return float(np.mean(nrmse_per_step(pred, true, given)))
 
 
 def rmse_per_trajectory(pred: np.ndarray, true: np.ndarray) -> np.ndarray:

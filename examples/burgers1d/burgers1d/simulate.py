@@ -42,6 +42,8 @@ def simulate_split(sim: Mapping[str, Any], n: int, seed: int) -> tuple[np.ndarra
         n_waves=int(sim.get("n_waves", 2)),
         max_wavenumber=int(sim.get("max_wavenumber", 4)),
         abs_probability=float(sim.get("abs_probability", 0.1)),
+        sign_flip=bool(sim.get("sign_flip", False)),
+        window_probability=float(sim.get("window_probability", 0.0)),
     )
     batch = int(sim.get("batch", 64))
     out = np.empty((n, t_out.size, nx), dtype=np.float32)

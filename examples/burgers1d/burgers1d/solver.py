@@ -151,14 +151,33 @@ def random_initial_conditions(
     n_waves: int = 2,
     max_wavenumber: int = 4,
     abs_probability: float = 0.1,
+    sign_flip: bool = False,
+    window_probability: float = 0.0,
+    window_width: float = 0.01,
 ) -> np.ndarray:
     """PDEBench-style initial states: a sum of ``n_waves`` sines (k in 1..max_wavenumber,
     A ~ U(0, 1), phase ~ U(0, 2 pi)); with ``abs_probability`` the state is replaced by |u|,
-    which gives a non-zero mean and moving shocks. Returns [n, nx] cell averages."""
+    which gives a non-zero mean and moving shocks. Returns [n, nx] cell averages.
+
+    The rest of PDEBench's recipe (off by default, so existing data keep their recipe):
+    ``sign_flip`` multiplies each state by a random sign, and with ``window_probability`` a
+    state is multiplied by the tanh window 0.5 (tanh((x - a) / w) - tanh((x - b) / w)),
+    a ~ U(0.1, 0.45) L, b ~ U(0.55, 0.9) L, w = ``window_width`` L (evaluated at cell
+    centres)."""
     amplitudes = rng.uniform(0.0, 1.0, size=(n, n_waves))
     wavenumbers = rng.integers(1, max_wavenumber + 1, size=(n, n_waves)).astype(np.float64)
     phases = rng.uniform(0.0, 2.0 * np.pi, size=(n, n_waves))
     u0 = cell_average_sines(amplitudes, wavenumbers, phases, grid)
     flip = rng.uniform(size=n) < abs_probability
     u0[flip] = np.abs(u0[flip])
+    if sign_flip:
+        u0 *= rng.choice(np.array([1.0, -1.0]), size=(n, 1))
+    if window_probability > 0.0:
+        length = grid.length
+        a = rng.uniform(0.1, 0.45, size=(n, 1)) * length
+        b = rng.uniform(0.55, 0.9, size=(n, 1)) * length
+        w = window_width * length
+        window = 0.5 * (np.tanh((grid.x - a) / w) - np.tanh((grid.x - b) / w))
+        use = rng.uniform(size=n) < window_probability
+        u0[use] *= window[use]
     return u0

@@ -12,6 +12,7 @@ Config (``data:`` section, see ``configs/base.yaml``)::
       x_stride: 1
       nu: null          # override (the converted layout has no nu)
       dt: null          # override (the converted layout has no t-coordinate)
+      nu_convention: auto   # pdebench: the PDE's viscosity is nu/pi (auto: 1D_Burgers_Sols_Nu*)
       digest_memo: data/.digest_memo.json
 
 A split's digest hashes the bytes of its files plus the row range and strides, so it changes
@@ -55,6 +56,7 @@ def open_split(cfg: Mapping[str, Any], split: str) -> TrajectorySource:
         nu_override=data.get("nu"),
         dt_override=data.get("dt"),
         length_override=data.get("length"),
+        nu_convention=str(data.get("nu_convention") or "auto"),
     )
 
 

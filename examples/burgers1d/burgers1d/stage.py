@@ -1,11 +1,18 @@
 """Boilerplate shared by the training entry points: start (args, config, device, seed), train
-(the one loop with the stage's settings) and finish (publish the checkpoint and the metrics JSON
-on rank 0, leave the process group)."""
+(the one loop with the stage's settings) and finish (publish the checkpoint on rank 0).
+
+Every latent-model stage trains once per training seed (``train_seeds: N`` in ``base.yaml``):
+:func:`run_seeds` calls the stage's ``train_one`` with a config whose ``train_seed`` is i and
+whose ``seed`` is shifted by i, so seed i's checkpoints live in ``checkpoints/<stage>/seed<i>/``
+and form their own lineage (operator i -> diff_residual i -> consistency_distill i). The
+metrics JSON holds ``seed<i>_<name>`` per seed and ``<name>`` as the mean over seeds; only
+seed 0 streams its training curve to runform."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+import copy
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,7 @@ class StageRun:
     ctx: DistContext
     seed: int
     stream: MetricsStream
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def ckpt_root(self) -> Path:
@@ -88,12 +96,64 @@ def finish(
     lineage: Mapping[str, str],
     metrics: Mapping[str, float],
 ) -> None:
-    """Rank 0 publishes the checkpoint and writes ``<reports>/<stage>.json``; all ranks sync."""
+    """Rank 0 publishes the checkpoint (this seed's variant); the metrics are kept on ``run``."""
+    run.metrics = dict(metrics)
     if run.ctx.is_main:
-        pointer = checkpoints.publish(run.ckpt_root, run.name, payload, run.cfg, lineage, metrics)
-        write_metrics_json(Path(run.cfg["paths"]["reports"]) / f"{run.name}.json", metrics)
+        pointer = checkpoints.publish(
+            run.ckpt_root,
+            run.name,
+            payload,
+            run.cfg,
+            lineage,
+            metrics,
+            variant=checkpoints.variant_of(run.cfg),
+        )
         run.log(f"checkpoint {pointer.path} (sha256 {pointer.short})")
-    shutdown(run.ctx)
+
+
+def seed_runs(run: StageRun) -> Iterator[StageRun]:
+    """One :class:`StageRun` per training seed (see the module docstring)."""
+    count = int(run.cfg.get("train_seeds", 1))
+    if count < 1:
+        raise ValueError(f"train_seeds must be >= 1, got {count}")
+    for i in range(count):
+        cfg = copy.deepcopy(run.cfg)
+        cfg["train_seed"] = i
+        cfg["seed"] = int(run.cfg.get("seed", 0)) + i
+        seed = stage_seed(cfg, run.name)
+        seed_everything(seed)
+        stream = run.stream if i == 0 else MetricsStream(False)
+        yield StageRun(name=run.name, cfg=cfg, ctx=run.ctx, seed=seed, stream=stream)
+
+
+def run_seeds(
+    argv: Sequence[str] | None, description: str, name: str, train_one: Callable[[StageRun], None]
+) -> int:
+    """Start the stage, train it once per training seed, write ``reports/<stage>.json``."""
+    run = start(argv, description, name)
+    per_seed: list[dict[str, float]] = []
+    try:
+        for seeded in seed_runs(run):
+            run.log(f"training seed {seeded.cfg['train_seed']} (seed {seeded.seed})")
+            train_one(seeded)
+            per_seed.append(seeded.metrics)
+        if run.ctx.is_main:
+            write_metrics_json(
+                Path(run.cfg["paths"]["reports"]) / f"{name}.json", seed_summary(per_seed)
+            )
+    finally:
+        shutdown(run.ctx)
+    return 0
+
+
+def seed_summary(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """``seed<i>_<k>`` for every seed's metrics plus ``<k>`` = the mean over seeds."""
+    out: dict[str, float] = {}
+    for i, metrics in enumerate(per_seed):
+        out.update({f"seed{i}_{k}": float(v) for k, v in metrics.items()})
+    for key in per_seed[0] if per_seed else ():
+        out[key] = float(sum(float(m[key]) for m in per_seed) / len(per_seed))
+    return out
 
 
 def finish_model(

@@ -21,7 +21,11 @@ EXAMPLE_ROOT = Path(__file__).resolve().parent.parent
 _OPTIM = {"epochs": 1, "batch_size": 32, "lr": 2.0e-3, "warmup_steps": 2, "log_every": 2}
 
 TINY: dict[str, dict[str, Any]] = {
-    "base": {"include": "../base.yaml", "runtime": {"device": "cpu", "num_threads": 1}},
+    "base": {
+        "include": "../base.yaml",
+        "runtime": {"device": "cpu", "num_threads": 1},
+        "train_seeds": 2,
+    },
     "data": {
         "include": ["../data.yaml", "base.yaml"],
         "simulate": {
@@ -79,9 +83,19 @@ TINY: dict[str, dict[str, Any]] = {
             "optim": _OPTIM,
         },
     },
+    "fno": {
+        "include": ["../fno.yaml", "base.yaml"],
+        "fno": {"model": {"modes": 4, "width": 8}, "unroll": 2, "val_windows": 16, "optim": _OPTIM},
+    },
     "eval": {
         "include": ["../eval.yaml", "base.yaml"],
-        "eval": {"batch_trajectories": 4, "ttc": {"candidates": 3, "beam_width": 2, "horizon": 2}},
+        "eval": {
+            "splits": ["val", "test"],
+            "batch_trajectories": 4,
+            "sampling_seeds": 2,
+            "bootstrap": 200,
+            "ttc": {"candidates": 3, "beam_width": 2, "horizon": 2},
+        },
     },
 }
 

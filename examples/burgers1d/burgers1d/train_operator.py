@@ -32,8 +32,8 @@ def rollout_loss(model: torch.nn.Module, win: torch.Tensor) -> torch.Tensor:
     return loss / steps
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    run = stage.start(argv, __doc__.splitlines()[0], NAME)
+def train_one(run: stage.StageRun) -> None:
+    """Train and publish this stage's model for one training seed."""
     sec, dev = run.section, run.ctx.device
     rollout = int(sec.get("rollout", 1))
     data = load_latents(run.cfg, dev)
@@ -59,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     lineage = {"latent_cache": data.cache_key, "encoder": data.info["encoder_sha256"]}
     metrics = {"rollout": rollout, **result.metrics}
     stage.finish_model(run, data, model_cfg, result, lineage, metrics)
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return stage.run_seeds(argv, __doc__.splitlines()[0], NAME, train_one)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ NAME = "diff_residual"
 VAL_SIGMAS = (0.05, 0.2, 0.5, 1.0, 2.0)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    run = stage.start(argv, __doc__.splitlines()[0], NAME)
+def train_one(run: stage.StageRun) -> None:
+    """Train and publish this stage's model for one training seed."""
     sec, dev = run.section, run.ctx.device
     data = load_latents(run.cfg, dev)
     train, val = data.splits["train"], data.splits["val"]
@@ -58,25 +58,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     # How much the teacher's samples reduce the operator's one-step error on val (scaled units).
     net = ResidualNet(train.shape[2], model_cfg).to(dev).eval()
     net.load_state_dict(result.best_state)
-    sample = teacher_sample(
-        net,
-        cond_val,
-        torch.randn(r_val.shape, generator=gen).to(dev),
-        int(sec.get("sample_steps", 12)),
-        model_cfg,
-    )
+    # Does the corrector correct? One teacher sample adds its own spread to the error, so the
+    # test is the MEAN of ``mean_samples`` samples: its error must be below the operator's, and
+    # its size (mean_correction_rms) well above zero.
+    steps = int(sec.get("sample_steps", 12))
+    draws = [
+        teacher_sample(
+            net, cond_val, torch.randn(r_val.shape, generator=gen).to(dev), steps, model_cfg
+        )
+        for _ in range(int(sec.get("mean_samples", 8)))
+    ]
+    mean_r = torch.stack(draws).mean(0)
     metrics = {
         **result.metrics,
         "val_residual_mse_operator": float(torch.mean(r_val**2)),
-        "val_residual_mse_teacher": float(torch.mean((sample - r_val) ** 2)),
+        "val_residual_mse_teacher": float(torch.mean((draws[0] - r_val) ** 2)),
+        "val_residual_mse_teacher_mean": float(torch.mean((mean_r - r_val) ** 2)),
+        "val_mean_correction_rms": float(torch.sqrt(torch.mean(mean_r**2))),
     }
     run.log(
         f"val residual mse: operator {metrics['val_residual_mse_operator']:.4f} -> "
-        f"operator+teacher {metrics['val_residual_mse_teacher']:.4f}"
+        f"operator+teacher sample {metrics['val_residual_mse_teacher']:.4f}, operator+mean of "
+        f"{len(draws)} samples {metrics['val_residual_mse_teacher_mean']:.4f} (mean correction "
+        f"rms {metrics['val_mean_correction_rms']:.3f})"
     )
     lineage = {"operator": op_pointer.sha256, "latent_cache": data.cache_key}
     stage.finish_model(run, data, model_cfg, result, lineage, metrics, r_std=r_std.cpu())
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return stage.run_seeds(argv, __doc__.splitlines()[0], NAME, train_one)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ def prior_loss(model: torch.nn.Module, z: torch.Tensor, idx: torch.Tensor) -> to
     return torch.mean((pred.float() - z[traj, t_last]) ** 2)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    run = stage.start(argv, __doc__.splitlines()[0], NAME)
+def train_one(run: stage.StageRun) -> None:
+    """Train and publish this stage's model for one training seed."""
     sec, dev = run.section, run.ctx.device
     data = load_latents(run.cfg, dev)
     train, val = data.splits["train"], data.splits["val"]
@@ -48,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     result = run.train(model, loss_fn, n_train, validate)
     stage.finish_model(run, data, model_cfg, result, {"latent_cache": data.cache_key})
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return stage.run_seeds(argv, __doc__.splitlines()[0], NAME, train_one)
 
 
 if __name__ == "__main__":

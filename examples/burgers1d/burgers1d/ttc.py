@@ -6,6 +6,13 @@ is decoded to physical space and scored by :class:`~burgers1d.reward.BurgersRewa
 search (width B) looks ``horizon`` steps ahead, re-proposing K candidates from every kept state;
 the first step of the best path is committed (receding horizon) and the search restarts from
 there. All of it is batched over trajectories.
+
+The steady prior enters the score when ``w_prior`` > 0: it predicts the final latent from
+every candidate and the time left, and candidates whose predicted end point disagrees with the
+prior's prediction from the initial state are penalised (``prior_score``; the evaluator reports
+TTC with and without it). The equal-compute controls live here too: :func:`mean_rollout`
+(average of the candidates, no reward), :func:`pick_rollout` (a random candidate) and greedy
+search (:func:`ttc_rollout` with horizon 1 and as many candidates as TTC draws per step).
 """
 
 from __future__ import annotations
@@ -32,6 +39,12 @@ class TTCConfig:
     gamma: float = 1.0
     include_operator: bool = True  # the uncorrected operator step is one of the K candidates
     latent_noise: float = 0.0  # extra N(0, s^2) noise on corrector candidates (normalised units)
+    w_prior: float = 0.0  # weight of the steady-prior consistency term in the score
+
+    @property
+    def proposals_per_step(self) -> int:
+        """Candidates TTC draws per committed step: K, plus B*K per extra horizon step."""
+        return self.candidates * (1 + (self.horizon - 1) * self.beam_width)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> TTCConfig:
@@ -82,6 +95,10 @@ class Proposer:
 
 
 Decode = Callable[[torch.Tensor], torch.Tensor]  # normalised latents [M, C, L] -> u [M, X]
+# (candidates [N, J, C, L], index of the time they land on) -> score added per candidate [N, J]
+PriorScore = Callable[[torch.Tensor, int], torch.Tensor]
+# (step t, decoded candidates [N, K, X], rewards [N, K], committed index [N]) -> None
+Observer = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 @torch.no_grad()
@@ -109,17 +126,26 @@ def ttc_rollout(
     z0: torch.Tensor,
     steps: int,
     cfg: TTCConfig,
+    prior_score: PriorScore | None = None,
+    observer: Observer | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Beam-searched rollout; returns (latents [N, steps, C, L], committed rewards [N, steps])."""
+    """Beam-searched rollout; returns (latents [N, steps, C, L], committed rewards [N, steps]).
+    ``prior_score`` (used when ``cfg.w_prior`` > 0) adds w_prior * score to every candidate;
+    ``observer`` sees each step's first-level candidates, rewards and the committed index."""
     n, k = z0.shape[0], cfg.candidates
     z, u = z0, decode(z0)
     out, rewards = [], []
+    use_prior = prior_score is not None and cfg.w_prior > 0
+
+    def prior(states: torch.Tensor, t_next: int) -> torch.Tensor:
+        return cfg.w_prior * prior_score(states, t_next) if use_prior else 0.0  # type: ignore[misc]
+
     for t in range(steps):
         horizon = min(cfg.horizon, steps - t)
         first = proposer.propose(z, cfg)  # [N, K, C, L]
         u_first = decode(first.flatten(0, 1)).view(n, k, -1)
         r_first = reward(u.repeat_interleave(k, 0), u_first.flatten(0, 1)).view(n, k)
-        score, states, u_states = r_first, first, u_first
+        score, states, u_states = r_first + prior(first, t + 1), first, u_first
         root = torch.arange(k, device=z.device).expand(n, k)
         for h in range(1, horizon):
             keep = score.topk(min(cfg.beam_width, score.shape[1]), dim=1).indices  # [N, B]
@@ -131,13 +157,36 @@ def ttc_rollout(
             r = reward(u_states.flatten(0, 1).repeat_interleave(k, 0), u_nxt.flatten(0, 2)).view(
                 n, b, k
             )
-            score = (score[:, :, None] + cfg.gamma**h * r).view(n, b * k)
             states = nxt.view(n, b * k, *z.shape[1:])
+            r = r.view(n, b * k) + prior(states, t + 1 + h)
+            score = (score.view(n, b, 1) + cfg.gamma**h * r.view(n, b, k)).view(n, b * k)
             u_states = u_nxt.view(n, b * k, -1)
             root = root[:, :, None].expand(n, b, k).reshape(n, b * k)
         best_root = root.gather(1, score.argmax(dim=1, keepdim=True))  # [N, 1]
+        if observer is not None:
+            observer(t, u_first, r_first, best_root[:, 0])
         z = _take(first, best_root)[:, 0]
         u = _take(u_first, best_root)[:, 0]
         rewards.append(r_first.gather(1, best_root)[:, 0])
         out.append(z)
     return torch.stack(out, dim=1), torch.stack(rewards, dim=1)
+
+
+@torch.no_grad()
+def mean_rollout(proposer: Proposer, z0: torch.Tensor, steps: int, k: int) -> torch.Tensor:
+    """Control: each step commits the mean of ``k`` corrector samples (no reward)."""
+    return rollout(lambda z: proposer.corrected(z, k).mean(dim=1), z0, steps)
+
+
+@torch.no_grad()
+def pick_rollout(
+    proposer: Proposer, z0: torch.Tensor, steps: int, cfg: TTCConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """Control: each step commits a uniformly random one of TTC's K candidates (no reward)."""
+
+    def step(z: torch.Tensor) -> torch.Tensor:
+        cands = proposer.propose(z, cfg)
+        idx = torch.randint(cands.shape[1], (z.shape[0], 1), generator=generator)
+        return _take(cands, idx.to(z.device))[:, 0]
+
+    return rollout(step, z0, steps)
