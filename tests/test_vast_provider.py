@@ -309,7 +309,8 @@ def test_a_create_that_sent_no_create_does_not_sweep(vast_standin, vast_provider
                              ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
     audit = vast_standin.audit()
     assert audit.requests_to("PUT", "/api/v0/") == [] and audit.requests_to("DELETE", "/api/v0/") == []
-    assert [r.path for r in audit.requests_to("GET", "/api/v0/instances")] == ["/api/v0/instances/"]
+    assert [r.path for r in audit.requests_to("GET", "/api/v1/instances")] == ["/api/v1/instances/"]
+    assert audit.requests_to("GET", "/api/v0/instances/") == []  # the deprecated list: never
     assert not any("destroy" in line for line in logs)
 
 
@@ -348,7 +349,7 @@ def test_a_sweep_that_fails_is_logged_and_the_original_error_raised(vast_standin
     interrupt = KeyboardInterrupt()
 
     def find_lost(label: str, run: object) -> int | None:
-        vast_standin.set_faults(only=r"^GET /api/v0/instances/$", rate_5xx=1.0)  # the list fails from now on
+        vast_standin.set_faults(only=r"^GET /api/v1/instances/$", rate_5xx=1.0)  # the list fails from now on
         raise interrupt
 
     monkeypatch.setattr(provider, "_find_lost", find_lost)
@@ -383,7 +384,7 @@ def test_find_is_one_list_call(vast_standin, vast_provider, ctx) -> None:
     before = len(vast_standin.audit().requests)
     found = vast_provider.find(["runform-demo-a", "runform-demo-b", "runform-demo-c"], ctx)
     calls = vast_standin.audit().requests[before:]
-    assert [(r.method, r.path) for r in calls] == [("GET", "/api/v0/instances/")]
+    assert [(r.method, r.path) for r in calls] == [("GET", "/api/v1/instances/")]
     assert {k: v.id for k, v in found.items()} == {"runform-demo-a": a.id, "runform-demo-b": b.id}
 
 

@@ -429,15 +429,17 @@ class VastClient:
                                new_contract=int(contract), status=resp.status_code, code=data.get("error"))
         raise self._fail("PUT", path, resp)
 
-    def list_instances(self, label: str | None = None) -> list[dict[str, Any]]:
-        """``GET /api/v1/instances/``: the account's live instances (those carrying ``label``
-        when given, filtered by the server), following ``next_token`` page by page. Rows that
-        read as gone (:func:`is_gone`) are left out."""
+    def list_instances(self, label: str | None = None, *, labels: list[str] | None = None) -> list[dict[str, Any]]:
+        """``GET /api/v1/instances/``: the account's live instances (those carrying ``label``,
+        or one of ``labels``, when given: filtered by the server), following ``next_token`` page
+        by page. Rows that read as gone (:func:`is_gone`) are left out."""
         self._need_key()
         params: dict[str, Any] = {"limit": LIST_PAGE,
                                   "order_by": json_dumps([{"col": "id", "dir": "asc"}])}
         if label is not None:
             params["select_filters"] = json_dumps({"label": {"eq": label}})
+        elif labels is not None:
+            params["select_filters"] = json_dumps({"label": {"in": list(labels)}})
         rows: list[dict[str, Any]] = []
         seen_tokens: set[str] = set()
         while True:

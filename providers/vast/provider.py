@@ -183,9 +183,18 @@ class VastProvider:
         """The live instance for each of ``labels`` (:meth:`_instances_for`); when several
         carry one label, the best is returned and the others are listed in
         ``attrs["duplicates"]`` (ids; each bills until destroyed)."""
+        wanted = list(dict.fromkeys(labels))
+        if not wanted:
+            return {}
+        listed: dict[str, list[VastInstance]] = {label: [] for label in wanted}
+        rows = self.client.list_instances(label=wanted[0]) if len(wanted) == 1 else \
+            self.client.list_instances(labels=wanted)
+        for inst in (VastInstance.from_json(r) for r in rows):
+            if inst.label in listed:
+                listed[inst.label].append(inst)
         out: dict[str, InstanceInfo] = {}
-        for label in dict.fromkeys(labels):
-            found = self._instances_for(label, ctx)
+        for label in wanted:
+            found = self._instances_for(label, ctx, listed=listed[label])
             if not found:
                 continue
             best = self._best(found)
@@ -196,7 +205,8 @@ class VastProvider:
             out[label] = info
         return out
 
-    def _instances_for(self, label: str, ctx: ProviderContext) -> list[VastInstance]:
+    def _instances_for(self, label: str, ctx: ProviderContext,
+                       listed: list[VastInstance] | None = None) -> list[VastInstance]:
         """Every live instance carrying ``label``: the (server-filtered) list, plus what the
         create record names that the list does not show yet. While a create whose answer never
         came is younger than ``settle_s`` and not matched by an instance the record does not
@@ -205,10 +215,11 @@ class VastProvider:
         pause = self.poll_initial
         while True:
             entries = ledger.load()
-            listed = {i.id: i for i in self._with_label(label)}
+            shown = {i.id: i for i in (self._with_label(label) if listed is None else listed)}
+            listed = None  # polled again: a fresh list call
             if not entries:
-                return list(listed.values())
-            found = dict(listed)
+                return list(shown.values())
+            found = dict(shown)
             gone: set[int] = set()
             for e in entries:
                 iid = e["instance"]
@@ -230,7 +241,7 @@ class VastProvider:
                 pause = min(pause * 1.5, self.poll_max)
                 continue
             ledger.save([e for e in entries if e["instance"] is not None
-                         and e["instance"] not in gone and e["instance"] not in listed])
+                         and e["instance"] not in gone and e["instance"] not in shown])
             return list(found.values())
 
     @staticmethod

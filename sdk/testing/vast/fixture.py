@@ -66,6 +66,7 @@ def fast_provider(standin: VastStandIn, **kwargs: Any) -> Any:
     kwargs.setdefault("poll_max", 0.05)
     kwargs.setdefault("lost_create_grace", 0.0)
     kwargs.setdefault("destroy_timeout", 10.0)
+    kwargs.setdefault("settle_s", 0.0)  # no crash-recovery waits unless a test asks for them
     return VastProvider(client=client, **kwargs)
 
 
