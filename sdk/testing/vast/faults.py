@@ -59,6 +59,9 @@ class Faults:
     # how a running instance's ``ports`` reads: "dict" (Docker-style), "list" (an int array) or
     # "absent" (null): with the last two only the proxy endpoint is known
     ports_style: str = "dict"
+    # one SSH endpoint of running instances leads nowhere (a port nothing listens on): "direct"
+    # (the mapped 22/tcp) or "proxy" (ssh_host/ssh_port); runform must fall back to the other
+    dead_ssh: str | None = None
     # answer 429 (plain text, no Retry-After) to a caller that calls an endpoint again sooner
     # than its documented minimum interval (per endpoint and key), as Vast does
     enforce_intervals: bool = False
@@ -70,6 +73,8 @@ class Faults:
             raise ValueError(f"list_lag_s must be >= 0, not {self.list_lag_s!r}")
         if self.lost_create_mode not in ("500", "drop"):
             raise ValueError(f"lost_create_mode must be '500' or 'drop', not {self.lost_create_mode!r}")
+        if self.dead_ssh not in (None, "direct", "proxy"):
+            raise ValueError(f"dead_ssh must be None, direct or proxy, not {self.dead_ssh!r}")
         if self.ports_style not in ("dict", "list", "absent"):
             raise ValueError(f"ports_style must be dict, list or absent, not {self.ports_style!r}")
         bad = {k: v for k, v in self.machine_faults.items() if v not in INSTANCE_FAULTS}

@@ -57,7 +57,8 @@ class Instance:
 
 
 def instance_row(inst: Instance, now: float, life: Lifecycle, *, ssh_host: str, ssh_port: int,
-                 ports_style: str = "dict", onstart_runs: bool = False) -> dict[str, Any]:
+                 direct_port: int | None = None, ports_style: str = "dict",
+                 onstart_runs: bool = False) -> dict[str, Any]:
     """The instance as ``GET /instances/{id}/`` shows it at ``now``: only fields Vast publishes
     (``schemas/_defs.json``). ``ports`` is Docker-style (``ports_style="dict"``), an int array
     (``"list"``) or null (``"absent"``). With ``onstart_runs`` (a real sshd behind the
@@ -77,7 +78,7 @@ def instance_row(inst: Instance, now: float, life: Lifecycle, *, ssh_host: str, 
     started = status is not None and not gone
     running = status == "running"
     if running and ports_style == "dict":
-        ports: Any = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(ssh_port)}]}
+        ports: Any = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(direct_port or ssh_port)}]}
     elif ports_style == "list":
         ports = [22]
     elif ports_style == "dict" and started:
@@ -106,7 +107,7 @@ def instance_row(inst: Instance, now: float, life: Lifecycle, *, ssh_host: str, 
         "ssh_idx": "4", "ssh_host": ssh_host if started else None,
         "ssh_port": ssh_port if started else None,
         "ports": ports,
-        "direct_port_start": ssh_port, "direct_port_end": ssh_port,
+        "direct_port_start": direct_port or ssh_port, "direct_port_end": direct_port or ssh_port,
         "extra_env": [[k, v] for k, v in inst.env.items()],
         "start_date": inst.start_date, "end_date": inst.start_date + o["duration"],
         "duration": o["duration"],

@@ -1,8 +1,8 @@
 """The HTTP face of the stand-in: a threaded stdlib server that routes to :class:`World`.
 
 Auth is a Bearer header or ``?api_key=`` (both accepted, like the real API). An instance's own
-key (``instance_api_key``, the container's ``CONTAINER_API_KEY``) is accepted for reading,
-changing and deleting that instance only. ``/bundles/`` works without a key; a wrong key there gets 404, elsewhere 401 ``auth_error``. Query values
+key (``instance_api_key``, the container's ``CONTAINER_API_KEY``) is accepted, as Vast
+documents its scope, for starting, stopping and destroying that instance only. ``/bundles/`` works without a key; a wrong key there gets 404, elsewhere 401 ``auth_error``. Query values
 are JSON-decoded one by one, the way the SDK encodes them. ``/_standin/...`` routes (audit,
 log files) need no key and see no faults.
 
@@ -115,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
             world.record(method, path, 404, at, None)
             self._send(404, {"success": False, "error": "not_found", "msg": f"no route {method} {path}"})
             return
-        denied = self._auth(method, path, query)
+        denied = self._auth(method, path, query, body)
         if denied:
             world.record(method, path, denied[0], at, "auth")
             self._send(*denied)
@@ -161,12 +161,13 @@ class _Handler(BaseHTTPRequestHandler):
         key = header[7:].strip() if header.startswith("Bearer ") else query.get("api_key")
         return f"key:{key}" if key else f"ip:{self.client_address[0]}"
 
-    def _auth(self, method: str, path: str, query: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    def _auth(self, method: str, path: str, query: dict[str, Any],
+              body: Any = None) -> tuple[int, dict[str, Any]] | None:
         header = self.headers.get("Authorization") or ""
         key = header[7:].strip() if header.startswith("Bearer ") else query.get("api_key")
         if key == self.server.api_key:
             return None
-        if key and self.server.world.instance_key_allows(str(key), method, path):
+        if key and self.server.world.instance_key_allows(str(key), method, path, body):
             return None
         if path.rstrip("/").endswith("/bundles"):
             if key is None:

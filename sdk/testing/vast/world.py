@@ -12,6 +12,7 @@ import json
 import random
 import re
 import secrets
+import socket
 import threading
 import time
 from pathlib import Path
@@ -88,6 +89,9 @@ class World:
         self._next_key_id = 1
         self._last_call: dict[tuple[str, str], float] = {}  # (endpoint, caller) -> when (enforce_intervals)
         self.contract_violations: list[str] = []  # replies that broke the published schema
+        with socket.socket() as probe:  # a port nothing listens on (faults.dead_ssh)
+            probe.bind((ssh_host, 0))
+            self.dead_port = int(probe.getsockname()[1])
 
     def contract_violation(self, what: str) -> None:
         with self.lock:
@@ -277,7 +281,10 @@ class World:
     # ------------------------------------------------------------------ read
     def row(self, inst: Instance, now: float) -> dict[str, Any]:
         """The instance as ``GET /instances/{id}/`` shows it."""
-        return instance_row(inst, now, self.lifecycle, ssh_host=self.ssh_host, ssh_port=self.ssh_port,
+        dead = self.faults.dead_ssh
+        return instance_row(inst, now, self.lifecycle, ssh_host=self.ssh_host,
+                            ssh_port=self.dead_port if dead == "proxy" else self.ssh_port,
+                            direct_port=self.dead_port if dead == "direct" else self.ssh_port,
                             ports_style=self.faults.ports_style, onstart_runs=self.authorized_keys is not None)
 
     def _visible(self, now: float) -> list[Instance]:
@@ -345,12 +352,14 @@ class World:
             inst = self._get(iid)
             return 200, {"instances": self.row(inst, time.monotonic()) if inst else None}
 
-    def instance_key_allows(self, key: str, method: str, path: str) -> bool:
+    def instance_key_allows(self, key: str, method: str, path: str, body: Any = None) -> bool:
         """Whether an instance's own API key (the container's ``CONTAINER_API_KEY``) may make
-        this request: GET, PUT or DELETE of that instance, nothing else. (Vast documents no
-        scope for it; the stand-in grants the least a container needs to end itself.)"""
+        this request. Vast documents its scope: it "can only start, stop, or destroy that
+        specific instance": ``PUT {"state": ...}`` and ``DELETE`` of that instance, nothing else."""
         m = re.fullmatch(r"/api/v0/instances/(\d+)/?", path)
-        if m is None or method not in ("GET", "PUT", "DELETE"):
+        if m is None or method not in ("PUT", "DELETE"):
+            return False
+        if method == "PUT" and not (isinstance(body, dict) and body and set(body) <= {"state"}):
             return False
         with self.lock:
             inst = self.instances.get(int(m[1]))
