@@ -153,6 +153,33 @@ def test_apply_with_vasts_spacing_against_a_server_that_enforces_it(hello: Path,
     assert len(tripped) <= 3, tripped
 
 
+def test_a_plan_names_an_extra_instance_and_apply_removes_it(hello: Path, standin) -> None:  # type: ignore[no-untyped-def]
+    """A second instance carries the run's label (a create whose answer was lost, made by a
+    killed apply): the plan names it as a change, apply leaves one, the next plan is empty."""
+    from runform.providers.vast.client import VastClient
+
+    env = standin.env()
+    _use_vast(hello)
+    hello_only(hello)
+    assert run_cli("apply", "--auto-approve", cwd=hello, env=env).returncode == 0
+    label = _label(hello)
+    (kept,) = standin.audit().live_for(label)
+    with VastClient(api_key=standin.api_key, base_url=standin.url) as client:
+        offer = next(o for o in client.search_offers({"rented": {"eq": False}, "limit": 20})
+                     if o["disk_space"] >= 40)
+        extra = client.create_instance(offer["id"], {"client_id": "me", "image": COMPUTE["image"], "disk": 40,
+                                                     "label": label, "runtype": "ssh_direc ssh_proxy"})
+    plan = run_cli("plan", "--detailed-exitcode", cwd=hello, env=env)
+    assert plan.returncode == 2, plan.stdout + plan.stderr
+    assert str(extra) in plan.stdout and "apply destroys them" in plan.stdout
+    a = run_cli("apply", "--auto-approve", cwd=hello, env=env)
+    assert a.returncode == 0, a.stderr
+    assert standin.audit().live_for(label) == [kept]
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello, env=env).returncode == 0
+    assert run_cli("destroy", "--auto-approve", cwd=hello, env=env).returncode == 0
+    assert standin.audit().live_for(label) == []
+
+
 def hello_only(project: Path) -> None:
     """One small stage (the kill trials and spacing test need no datasets)."""
     spec = yaml.safe_load((project / "runform.yaml").read_text())
@@ -179,7 +206,9 @@ def test_killed_applies_with_faults_converge_to_one_instance(hello: Path, make_v
     for trial in range(trials):
         project = tmp_path / f"k{trial}"
         shutil.copytree(hello, project)
-        _use_vast(project)
+        # one run root for all trials (each ends with destroy): the agent's wheels are
+        # installed once, as on a machine that is rented again
+        _use_vast(project, root=str(tmp_path / "vast-root"))
         hello_only(project)
         before = len(standin.audit().creates)
         proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
