@@ -192,14 +192,16 @@ def hello_only(project: Path) -> None:
 def test_killed_applies_with_faults_converge_to_one_instance(hello: Path, make_vast_standin, sshd,  # type: ignore[no-untyped-def]
                                                              tmp_path: Path, moment: str) -> None:
     """SIGKILL an apply at a random moment, or the moment the stand-in has made the instance,
-    against a stand-in with 429s, lost creates, a list that lags 2 s and destroyed rows that
+    against a stand-in with 429s, lost creates, a list that lags 8 s and destroyed rows that
     linger. Then: the next plan names every extra instance it finds (and exits 2), an apply
     leaves exactly one instance for the run, a second plan is empty, destroy leaves none.
     ``RUNFORM_VAST_KILL_TRIALS`` trials each (default 2; the issue's acceptance ran 20)."""
     standin = make_vast_standin(sshd=sshd, seed=5 if moment == "random" else 6)
     standin.set_lifecycle(created_s=0.05, loading_s=0.2, destroy_s=1.0)
-    standin.set_faults(rate_429=0.05, lost_create_rate=0.3, list_lag_s=2.0)
-    env = {**os.environ, **standin.env(), "RUNFORM_VAST_SETTLE_S": "4"}
+    # the list lags longer than a CLI start plus a plan: the next plan and apply would not see
+    # the killed apply's instance in the list (with the create record they do)
+    standin.set_faults(rate_429=0.05, lost_create_rate=0.3, list_lag_s=8.0)
+    env = {**os.environ, **standin.env(), "RUNFORM_VAST_SETTLE_S": "12"}
     rng = random.Random(11)
     trials = int(os.environ.get("RUNFORM_VAST_KILL_TRIALS", "2"))
     extras_named = 0
