@@ -98,7 +98,8 @@ class Differ:
         if why:
             return Action(address, "replace", why, "replace_because_cannot_update")
         if prior is None:
-            more = f"; instance(s) {', '.join(map(str, extra))} carry the label too: apply destroys them" if extra else ""
+            more = (f"; instance(s) {', '.join(map(str, extra))} carry the label too: apply destroys them"
+                    if extra else "")
             return Action(address, "read", f"found instance {inst.id} by its label {inst.label} "
                           f"(left by an interrupted apply): adopt it{more}", "read_because_adopt")
         return Action(address, "no-op", f"instance {inst.id} is running", "noop")
