@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -86,6 +88,7 @@ def test_search_and_list(client: VastClient) -> None:
     ranked = _offers(client)
     assert ranked and ranked[0].gpu_name in ("RTX 4090", "RTX 3090") and ranked[0].dph_total <= 1.0
     assert isinstance(client.list_instances(), list)
+    assert client.list_instances(label="runform-cassette-none") == []
 
 
 @pytest.mark.vcr
@@ -101,7 +104,8 @@ def test_rent_show_label_destroy(client: VastClient) -> None:
         assert inst.id == instance_id and inst.label == "runform-cassette" and inst.failure() is None
         client.set_label(instance_id, "runform-cassette-2")
         client.attach_ssh_key(instance_id, PUBLIC_KEY)
-        assert [VastInstance.from_json(r).label for r in client.list_instances()
+        client.attach_ssh_key(instance_id, PUBLIC_KEY)  # already attached: success
+        assert [VastInstance.from_json(r).label for r in client.list_instances(label="runform-cassette-2")
                 if r["id"] == instance_id] == ["runform-cassette-2"]
     finally:
         assert client.destroy_instance(instance_id) is True
@@ -109,3 +113,41 @@ def test_rent_show_label_destroy(client: VastClient) -> None:
     while client.show_instance(instance_id) is not None:  # one read when replayed
         assert time.monotonic() < deadline
         time.sleep(1)
+
+
+CASSETTES = Path(__file__).parent / "cassettes" / "test_vast_cassettes"
+
+
+@pytest.mark.parametrize("cassette", sorted(p.name for p in CASSETTES.glob("*.yaml")))
+def test_cassettes_follow_the_published_schemas(cassette: str) -> None:
+    """Every recorded request and answer conforms to the JSON Schema of its endpoint (written
+    from Vast's published specs), and none calls the deprecated v0 list."""
+    import yaml
+
+    from runform.testing.vast import contract
+
+    data = yaml.safe_load((CASSETTES / cassette).read_text())
+    checked = 0
+    for item in data["interactions"]:
+        req, resp = item["request"], item["response"]
+        url = urlsplit(req["uri"])
+        name = contract.endpoint_for(req["method"], url.path)
+        assert name is not None and name != "list_instances_v0", f"{req['method']} {url.path}"
+        query = {}
+        for k, v in parse_qsl(url.query, keep_blank_values=True):
+            try:
+                query[k] = json.loads(v)
+            except ValueError:
+                query[k] = v
+        raw_body = req.get("body")
+        body = json.loads(raw_body) if raw_body else None
+        assert contract.request_errors(name, query=query, body=body) == [], (name, query, body)
+        text = resp["body"]["string"]
+        text = text.decode() if isinstance(text, bytes) else text
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = text
+        assert contract.reply_errors(name, resp["status"]["code"], answer) == [], (name, answer)
+        checked += 1
+    assert checked

@@ -15,6 +15,7 @@ from runform.providers.vast.client import (
     RateLimited,
     RetryPolicy,
     SearchQuotaExceeded,
+    Unreachable,
     VastClient,
     resolve_api_key,
     resolve_base_url,
@@ -47,11 +48,56 @@ def test_key_and_url_resolution(tmp_path, monkeypatch) -> None:
     assert resolve_base_url({"VAST_API_URL": "http://127.0.0.1:9/api/v0/"}) == "http://127.0.0.1:9"
 
 
-def test_bearer_auth_and_paths_under_api_v0(vast_standin, client) -> None:
+def test_bearer_auth_and_paths_and_never_the_v0_list(vast_standin, client) -> None:
     assert cheapest(client)["gpu_name"] == "RTX 4090"
-    assert client.list_instances() == []
+    assert client.list_instances() == [] and client.list_instances(label="x") == []
     paths = [(r.method, r.path, r.status) for r in vast_standin.audit().requests]
-    assert paths == [("POST", "/api/v0/bundles/", 200), ("GET", "/api/v0/instances/", 200)]
+    assert paths == [("POST", "/api/v0/bundles/", 200), ("GET", "/api/v1/instances/", 200),
+                     ("GET", "/api/v1/instances/", 200)]
+
+
+def test_the_v1_list_filters_by_label_and_pages_past_25(vast_standin, client) -> None:
+    offers = client.search_offers({"rented": {"eq": False}, "limit": 40})
+    made = [client.create_instance(o["id"], {**BODY, "label": "many" if n < 30 else "other"})
+            for n, o in enumerate(offers[:33])]
+    many = client.list_instances(label="many")
+    assert sorted(r["id"] for r in many) == sorted(made[:30]) and {r["label"] for r in many} == {"many"}
+    pages = vast_standin.audit().requests_to("GET", "/api/v1/instances/")
+    assert len(pages) == 2  # 25 + 5, the second asked for with the first page's next_token
+    assert len(client.list_instances()) == 33
+
+
+def test_an_already_attached_key_is_success(vast_standin, client) -> None:
+    instance_id = client.create_instance(cheapest(client)["id"], BODY)
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOLmeWf4sgNYmcjU7AL88iMKb6/LRaacOwfaXjXTmpQu me"
+    client.attach_ssh_key(instance_id, key)
+    client.attach_ssh_key(instance_id, key)  # 200 {"success": false, "msg": "SSH key already associated..."}
+    assert vast_standin.audit().instances[instance_id]["keys"] == [key]
+
+
+def test_a_destroyed_instance_that_lingers_reads_as_gone(vast_standin, client) -> None:
+    vast_standin.set_lifecycle(destroy_s=30.0)
+    instance_id = client.create_instance(cheapest(client)["id"], BODY)
+    assert client.destroy_instance(instance_id) is True
+    assert client.show_instance(instance_id) is None  # unloaded + destroyed/terminated
+    assert client.list_instances(label="t") == []
+    assert vast_standin.audit().instances[instance_id]["visible"] is True  # the row is still there
+
+
+def test_no_network_fails_fast_naming_the_host_and_the_fix() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with VastClient(api_key="k", base_url=f"http://127.0.0.1:{port}") as c:  # default retry policy
+        started = time.monotonic()
+        with pytest.raises(Unreachable) as err:
+            c.search_offers({"limit": 1})
+        assert time.monotonic() - started < 10
+    text = str(err.value)
+    assert f"http://127.0.0.1:{port}" in text and "VAST_API_URL" in text and "network" in text
+    assert "overloaded" not in text
 
 
 def test_search_works_without_a_key_but_nothing_else_does(vast_standin, monkeypatch) -> None:
@@ -81,7 +127,7 @@ def test_the_key_never_shows(vast_standin, caplog) -> None:
 def test_429_and_5xx_are_retried_until_an_answer(vast_standin, client) -> None:
     vast_standin.set_faults(script=[429, 503, 502, 500, 429])
     assert client.list_instances() == []
-    statuses = [r.status for r in vast_standin.audit().requests_to("GET", "/api/v0/instances/")]
+    statuses = [r.status for r in vast_standin.audit().requests_to("GET", "/api/v1/instances/")]
     assert statuses == [429, 503, 502, 500, 429, 200]
 
 
@@ -103,7 +149,7 @@ def test_an_overlong_retry_after_is_reported_not_waited_out(vast_standin, client
 
 def test_retries_give_up_with_a_clear_error(vast_standin, client) -> None:
     vast_standin.set_faults(rate_429=1.0)
-    with pytest.raises(RateLimited, match=r"GET /instances/: 429 .*gave up after 6 attempts"):
+    with pytest.raises(RateLimited, match=r"GET /api/v1/instances/ at 127.0.0.1: 429 .*gave up after 6 attempts"):
         client.list_instances()
     assert len(vast_standin.audit().requests) == 6
 

@@ -49,10 +49,16 @@ def test_the_vastai_sdk_works_against_the_standin(vast_standin) -> None:
 
     assert sdk.label_instance(iid, "fidelity-2") == {"success": True}
     assert sdk.attach_ssh(iid, KEY)["success"] is True
+    twice = sdk.attach_ssh(iid, KEY)  # Vast's answer to a key already attached
+    assert twice["success"] is False and "already" in twice["msg"]
     assert f"instance {iid} created" in sdk.logs(iid, tail="20")
 
+    vast_standin.set_lifecycle(destroy_s=0.5)  # destroyed rows linger, as on Vast
     assert sdk.destroy_instance(iid) == {"success": True}
-    assert sdk.show_instance(iid) is None
+    lingering = sdk.show_instance(iid)
+    assert lingering is None or (lingering["cur_state"] == "unloaded"
+                                 and lingering["actual_status"] in ("destroyed", "terminated"))
+    assert poll(lambda: sdk.show_instance(iid) is None)
     assert sdk.show_instances() == []
     audit = vast_standin.audit()
     assert audit.destroyed == (iid,) and audit.instances[iid]["label"] == "fidelity-2"
@@ -75,3 +81,23 @@ def test_the_vastai_cli_searches_and_creates_against_the_standin(vast_standin) -
     made = cli("create", "instance", str(offers[0]["id"]), "--image", "img:1", "--disk", "16", "--label", "cli")
     assert made["success"] and made["new_contract"]
     assert vast_standin.audit().creates[0].label == "cli"
+
+
+def test_the_vastai_sdk_pages_the_v1_list_by_label_past_25(vast_standin) -> None:
+    """The official SDK's paged list (select_filters on the label, next_token → after_token)
+    over more than 25 instances; the deprecated v0 list is never what it calls."""
+    from vastai.api import instances as sdk_instances
+
+    sdk = vastai.VastAI(api_key=vast_standin.api_key, server_url=vast_standin.url, retry=1)
+    offers = sdk.search_offers("num_gpus>=1 rentable=true", limit=40)
+    made = []
+    for n, offer in enumerate(offers[:32]):
+        got = sdk.create_instance(id=offer["id"], image="img:1", disk=10, label="many" if n < 28 else "few",
+                                  ssh=True, direct=True, cancel_unavail=True)
+        made.append(got["new_contract"])
+    many = sdk_instances.show_instances(sdk.client, select_filters={"label": {"eq": "many"}})
+    assert sorted(r["id"] for r in many) == sorted(made[:28]) and {r["label"] for r in many} == {"many"}
+    pages = vast_standin.audit().requests_to("GET", "/api/v1/instances/")
+    assert len(pages) == 2 and all(p.status == 200 for p in pages)
+    assert len(sdk.show_instances()) == 32
+    assert vast_standin.audit().requests_to("GET", "/api/v0/instances/") == []

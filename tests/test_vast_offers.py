@@ -69,7 +69,8 @@ def test_server_query_sends_spaced_names_and_every_filter() -> None:
 def _offer(**over) -> Offer:
     raw = {"id": 1, "machine_id": 10, "gpu_name": "RTX 4090", "num_gpus": 1, "dph_total": 0.4,
            "reliability2": 0.99, "cuda_max_good": 12.8, "disk_space": 200, "direct_port_count": 20,
-           "duration": 86400 * 3, "verified": True, "rentable": True, "rented": False}
+           "duration": 86400 * 3, "verification": "verified", "vericode": 1, "rentable": True,
+           "rented": False, "inet_down": 500.0}
     raw.update(over)
     return Offer.from_json(raw)
 
@@ -84,10 +85,38 @@ def test_offer_from_json_coerces_strings_and_nulls() -> None:
 def test_client_side_recheck_rejects_what_the_server_let_through() -> None:
     cfg = VastCompute.from_compute(compute())
     assert feasible(_offer(), cfg)
-    for bad in ({"gpu_name": "RTX 3090"}, {"num_gpus": 2}, {"verified": False}, {"rented": True},
+    for bad in ({"gpu_name": "RTX 3090"}, {"num_gpus": 2}, {"verification": "unverified", "vericode": 0},
+                {"verification": "deverified"}, {"verification": None, "vericode": 0}, {"rented": True},
+                {"inet_down": 50.0},
                 {"reliability2": 0.9}, {"cuda_max_good": 12.2}, {"disk_space": 40}, {"direct_port_count": 0},
                 {"duration": 3600}, {"dph_total": 3.5}):
         assert not feasible(_offer(**bad), cfg), bad
+
+
+def test_verification_comes_from_verification_or_vericode_never_a_verified_boolean() -> None:
+    cfg = VastCompute.from_compute(compute())
+    # a real row: no "verified" key at all (that is only a search filter key)
+    assert feasible(_offer(verification="verified", vericode=1), cfg)
+    assert feasible(_offer(verification=None, vericode=1), cfg)
+    # a row with neither field: the server's verified filter is trusted
+    raw = {k: v for k, v in _offer().raw.items() if k not in ("verification", "vericode")}
+    assert Offer.from_json(raw).verified is None and feasible(Offer.from_json(raw), cfg)
+    assert not feasible(_offer(verified=True, verification="unverified", vericode=0), cfg)
+
+
+def test_min_inet_down_defaults_to_what_peers_use() -> None:
+    cfg = VastCompute.from_compute(compute())
+    assert cfg.min_inet_down == 128.0 and build_query(cfg)["inet_down"] == {"gte": 128.0}
+    assert VastCompute.from_compute(compute(options={"min_inet_down": 0})).min_inet_down is None
+    assert feasible(_offer(inet_down=None), cfg)  # a row without it: the server filtered
+
+
+def test_an_image_without_a_tag_is_refused() -> None:
+    for image in ("pytorch/pytorch", "registry:5000/team/img", "img:"):
+        with pytest.raises(ProviderError, match="has no tag"):
+            VastCompute.from_compute(compute(image=image))
+    for image in ("img:1", "registry:5000/team/img:2.0", "img@sha256:" + "a" * 64):
+        VastCompute.from_compute(compute(image=image))
 
 
 def test_rank_prefers_the_gpu_order_then_the_cheapest() -> None:
@@ -115,12 +144,13 @@ def test_search_against_the_standin_matches_an_independent_recomputation(vast_st
 
 
 def test_a_cheaper_less_preferred_gpu_loses(vast_standin, vast_provider) -> None:
-    good = {"verified": True, "reliability": 0.99, "cuda_max_good": 12.8, "disk_space": 200,
+    good = {"verification": "verified", "vericode": 1, "reliability": 0.99, "cuda_max_good": 12.8, "disk_space": 200,
             "direct_port_count": 10, "duration": 86400.0, "num_gpus": 1, "storage_cost": 0.0}
     vast_standin.set_offers([{**good, "gpu_name": "H200", "dph_base": 0.10},
                              {**good, "gpu_name": "RTX 4090", "dph_base": 0.90},
                              {**good, "gpu_name": "RTX 4090", "dph_base": 0.50},
-                             {**good, "gpu_name": "RTX 4090", "dph_base": 0.20, "verified": False}])
+                             {**good, "gpu_name": "RTX 4090", "dph_base": 0.20,
+                                  "verification": "unverified", "vericode": 0}])
     rows = vast_provider.offers(compute(), None)
     assert [(r["gpu_name"], r["dph_total"]) for r in rows] == [("RTX 4090", 0.5), ("RTX 4090", 0.9), ("H200", 0.1)]
     assert [r["preference"] for r in rows] == [1, 1, 2]

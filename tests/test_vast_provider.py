@@ -309,7 +309,8 @@ def test_a_create_that_sent_no_create_does_not_sweep(vast_standin, vast_provider
                              ProviderContext(ctx.state_dir, "demo", "0123abcd", log=logs.append))
     audit = vast_standin.audit()
     assert audit.requests_to("PUT", "/api/v0/") == [] and audit.requests_to("DELETE", "/api/v0/") == []
-    assert [r.path for r in audit.requests_to("GET", "/api/v0/instances")] == ["/api/v0/instances/"]
+    assert [r.path for r in audit.requests_to("GET", "/api/v1/instances")] == ["/api/v1/instances/"]
+    assert audit.requests_to("GET", "/api/v0/instances/") == []  # the deprecated list: never
     assert not any("destroy" in line for line in logs)
 
 
@@ -348,7 +349,7 @@ def test_a_sweep_that_fails_is_logged_and_the_original_error_raised(vast_standin
     interrupt = KeyboardInterrupt()
 
     def find_lost(label: str, run: object) -> int | None:
-        vast_standin.set_faults(only=r"^GET /api/v0/instances/$", rate_5xx=1.0)  # the list fails from now on
+        vast_standin.set_faults(only=r"^GET /api/v1/instances/$", rate_5xx=1.0)  # the list fails from now on
         raise interrupt
 
     monkeypatch.setattr(provider, "_find_lost", find_lost)
@@ -383,7 +384,7 @@ def test_find_is_one_list_call(vast_standin, vast_provider, ctx) -> None:
     before = len(vast_standin.audit().requests)
     found = vast_provider.find(["runform-demo-a", "runform-demo-b", "runform-demo-c"], ctx)
     calls = vast_standin.audit().requests[before:]
-    assert [(r.method, r.path) for r in calls] == [("GET", "/api/v0/instances/")]
+    assert [(r.method, r.path) for r in calls] == [("GET", "/api/v1/instances/")]
     assert {k: v.id for k, v in found.items()} == {"runform-demo-a": a.id, "runform-demo-b": b.id}
 
 
@@ -472,3 +473,80 @@ def test_a_successful_create_drops_the_duplicate_a_lost_create_made(vast_standin
     assert provider.client.show_instance(lost.instance_id) is None  # confirmed gone
     assert any(f"instance {lost.instance_id} also carries {LABEL}" in line for line in logs)
     provider.client.close()
+
+
+@pytest.mark.parametrize("dead", ["direct", "proxy"])
+def test_direct_and_proxy_ssh_fall_back_to_each_other(vast_standin, ctx, dead: str) -> None:
+    """One SSH endpoint of the instance leads nowhere: readiness (and the attrs connect uses)
+    goes to the other, whichever runform prefers."""
+    vast_standin.set_faults(dead_ssh=dead)
+    for via in ("direct", "proxy"):
+        provider = fast_provider(vast_standin)
+        info = provider.create(request(f"runform-demo-{dead}-{via}", options={"ssh_via": via}), ctx)
+        dead_port = vast_standin.world.dead_port
+        assert info.attrs["ssh_port"] != dead_port and info.attrs["ssh_port"] == vast_standin.world.ssh_port
+        assert [p for _, p in info.attrs["ssh_fallbacks"]] == [dead_port]  # kept: connect tries it last
+        provider.destroy(info, ctx)
+
+
+def test_ports_as_an_int_array_or_absent_leave_the_proxy(vast_standin, vast_provider, ctx) -> None:
+    for style in ("list", "absent"):
+        vast_standin.set_faults(ports_style=style)
+        info = vast_provider.create(request(f"runform-demo-{style}"), ctx)
+        assert (info.attrs["ssh_host"], info.attrs["ssh_port"]) == (vast_standin.world.ssh_host,
+                                                                     vast_standin.world.ssh_port)
+        assert info.attrs["ssh_fallbacks"] == []
+        vast_provider.destroy(info, ctx)
+
+
+def _create_behind_runforms_back(vast_standin, provider, label: str = LABEL) -> int:
+    """Rent an instance with ``label`` straight through the client (another process did it)."""
+    offer = next(o for o in provider.client.search_offers({"rented": {"eq": False}, "limit": 5})
+                 if o["disk_space"] >= 20)
+    body = {"client_id": "me", "image": "img:1", "disk": 20, "label": label, "env": {},
+            "runtype": "ssh_direc ssh_proxy", "cancel_unavail": True}
+    return provider.client.create_instance(offer["id"], body)
+
+
+def test_a_create_killed_before_its_answer_is_waited_for_not_settled_by_a_lagging_list(
+        vast_standin, ctx) -> None:
+    """What an apply killed right after sending the create leaves: the create record says a
+    call went out, its answer was never written. The list lags 1 s; the next lookup waits
+    (up to settle_s after the call) instead of settling it with one list call."""
+    from runform.providers.vast.ledger import CreateLedger
+
+    vast_standin.set_faults(list_lag_s=1.0)
+    provider = fast_provider(vast_standin, settle_s=5.0)
+    CreateLedger(ctx.state_dir, LABEL).sent(0)
+    iid = _create_behind_runforms_back(vast_standin, provider)
+    found = provider.find([LABEL], ctx)
+    assert found[LABEL].id == str(iid)
+    info = provider.create(request(), ctx)  # adopts it: no second rental
+    assert info.id == str(iid) and len(creates(vast_standin)) == 1
+    assert not CreateLedger(ctx.state_dir, LABEL).load()  # settled once the list shows it
+
+
+def test_an_answered_create_is_shown_directly_while_the_list_lags(vast_standin, ctx) -> None:
+    from runform.providers.vast.ledger import CreateLedger
+
+    vast_standin.set_faults(list_lag_s=60.0)  # the list will not show it during this test
+    provider = fast_provider(vast_standin, settle_s=60.0)
+    ledger = CreateLedger(ctx.state_dir, LABEL)
+    key = ledger.sent(0)
+    iid = _create_behind_runforms_back(vast_standin, provider)
+    ledger.answered(key, iid)  # killed after the answer, before runform's state learned it
+    assert provider.find([LABEL], ctx)[LABEL].id == str(iid)  # no wait: show does not lag
+    info = provider.create(request(), ctx)
+    assert info.id == str(iid) and len(creates(vast_standin)) == 1
+    provider.destroy(info, ctx)
+    assert vast_standin.audit().live_for(LABEL) == [] and not ledger.load()
+
+
+def test_find_names_the_extra_instances_that_carry_the_label(vast_standin, vast_provider, ctx) -> None:
+    info = vast_provider.create(request(), ctx)
+    extra = _create_behind_runforms_back(vast_standin, vast_provider)
+    found = vast_provider.find([LABEL], ctx)[LABEL]
+    assert found.id == info.id and found.attrs["duplicates"] == [extra]
+    again = vast_provider.create(request(), ctx)  # what apply does for the plan's "read"
+    assert again.id == info.id and vast_standin.audit().live_for(LABEL) == [int(info.id)]
+    assert "duplicates" not in vast_provider.find([LABEL], ctx)[LABEL].attrs

@@ -99,8 +99,13 @@ def test_the_container_key_reaches_its_own_instance_only(vast_standin: VastStand
     first, first_key = _rent(vast_standin, "", {})
     second, _ = _rent(vast_standin, "", {})
     bearer = {"Authorization": f"Bearer {first_key}"}
-    assert httpx.get(f"{vast_standin.url}/api/v0/instances/{first}/", headers=bearer).status_code == 200
-    assert httpx.get(f"{vast_standin.url}/api/v0/instances/", headers=bearer).status_code == 401
+    # Vast's documented scope: it "can only start, stop, or destroy that specific instance"
+    assert httpx.get(f"{vast_standin.url}/api/v0/instances/{first}/", headers=bearer).status_code == 401
+    assert httpx.get(f"{vast_standin.url}/api/v1/instances/", headers=bearer).status_code == 401
+    assert httpx.put(f"{vast_standin.url}/api/v0/instances/{first}/", headers=bearer,
+                     json={"label": "x"}).status_code == 401
+    assert httpx.put(f"{vast_standin.url}/api/v0/instances/{first}/", headers=bearer,
+                     json={"state": "running"}).status_code == 200
     assert httpx.delete(f"{vast_standin.url}/api/v0/instances/{second}/", headers=bearer).status_code == 401
     assert vast_standin.world.instances[second].destroyed_at is None
     assert httpx.delete(f"{vast_standin.url}/api/v0/instances/{first}/", headers=bearer).status_code == 200

@@ -4,15 +4,20 @@
   ``~/.config/vastai/vast_api_key`` (``$XDG_CONFIG_HOME`` honoured, then the legacy
   ``~/.vast_api_key``). It is only ever put in that header, never in a URL, a log line,
   an error message or a repr.
-- Base URL: ``VAST_API_URL`` (default ``https://console.vast.ai``); paths are under ``/api/v0``.
-- Retries: 429 and 5xx (and connection failures) are retried with jittered exponential
-  backoff, waiting out ``Retry-After`` when the server sends one. The daily
-  ``search_quota_exceeded`` 429 is never retried: it raises :class:`SearchQuotaExceeded`.
+- Base URL: ``VAST_API_URL`` (default ``https://console.vast.ai``); paths are under ``/api/v0``,
+  except the paged instance list ``GET /api/v1/instances/`` (the v0 list answers 410 for
+  accounts made after 2026-06-02 and is never called).
+- Retries: 429 and 5xx are retried with jittered exponential backoff (Vast sends no
+  ``Retry-After``; one that arrives is honoured). The daily ``search_quota_exceeded`` 429 is
+  never retried: it raises :class:`SearchQuotaExceeded`. A host that cannot be reached at all
+  (no network, DNS, refused) is tried twice with a short connect timeout and then reported
+  as :class:`Unreachable`, naming the host and the fix, within about 10 s.
 - Creating is not idempotent: a 5xx or a dropped connection on ``PUT /asks/{id}/`` raises
   :class:`CreateOutcomeUnknown` (the instance may exist; the caller looks it up by label)
   instead of being retried blindly.
 - Against the real API the client spaces calls to each endpoint by Vast's documented
-  minimum intervals; against another server (a stand-in) it does not.
+  minimum intervals (:data:`VAST_MIN_INTERVALS`); against another server (a stand-in) it does
+  not, unless ``RUNFORM_VAST_SPACING=on`` (``off`` turns it off everywhere).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from json import dumps as json_dumps
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,36 +45,51 @@ from runform.providers.vast.errors import (
     OfferGone,
     RateLimited,
     SearchQuotaExceeded,
+    Unreachable,
     VastAPIError,
 )
 
 __all__ = ["AuthError", "CreateFailed", "CreateOutcomeUnknown", "OfferGone", "RateLimited", "RetryPolicy",
-           "SearchQuotaExceeded", "VastAPIError", "VastClient", "resolve_api_key", "resolve_base_url"]
+           "SearchQuotaExceeded", "Unreachable", "VastAPIError", "VastClient", "resolve_api_key", "resolve_base_url"]
 
 log = logging.getLogger("runform.providers.vast")
 
 DEFAULT_URL = "https://console.vast.ai"
 API_PREFIX = "/api/v0"
+LIST_PATH = "/api/v1/instances/"
+LIST_PAGE = 25  # the v1 list's maximum page size
+CONNECT_TIMEOUT = 4.0  # seconds; two tries stay under 10 s when the host cannot be reached
+CONNECT_ATTEMPTS = 2
 
-#: Documented minimum seconds between calls to one endpoint (reference §8).
+#: Vast's documented minimum seconds between calls to one endpoint (its per-endpoint specs'
+#: ``x-rate-limit`` thresholds; ``/bundles/`` is "low-volume burst", about 2 s).
 VAST_MIN_INTERVALS: Mapping[str, float] = {
-    "POST /bundles/": 6.0,
-    "PUT /asks/{id}/": 4.5,
-    "GET /instances/{id}/": 2.0,
-    "GET /instances/": 1.0,
-    "DELETE /instances/{id}/": 3.0,
-    "PUT /instances/{id}/": 1.0,
-    "POST /instances/{id}/ssh/": 1.0,
+    "POST /api/v0/bundles/": 2.0,
+    "PUT /api/v0/asks/{id}/": 4.5,
+    "GET /api/v0/instances/{id}/": 2.0,
+    "GET /api/v1/instances/": 1.0,
+    "DELETE /api/v0/instances/{id}/": 3.0,
+    "PUT /api/v0/instances/{id}/": 1.0,
+    "POST /api/v0/instances/{id}/ssh/": 2.0,
 }
+
+#: What a row or a show says when the instance is gone (a destroyed one may linger a while).
+GONE_STATES = frozenset({"destroyed", "terminated"})
 
 
 class _Transient(Exception):
     """A retryable failure inside one attempt (not raised to callers)."""
 
-    def __init__(self, what: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+    def __init__(self, what: str, *, status: int | None = None, retry_after: float | None = None,
+                 unreachable: bool = False) -> None:
         super().__init__(what)
         self.status = status
         self.retry_after = retry_after
+        self.unreachable = unreachable
+
+
+def _brief(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- config
@@ -108,6 +129,27 @@ def resolve_base_url(environ: Mapping[str, str] | None = None) -> str:
 
 def _is_vast_host(host: str) -> bool:
     return host == "vast.ai" or host.endswith(".vast.ai")
+
+
+def spacing_wanted(host: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether calls are spaced by :data:`VAST_MIN_INTERVALS`: on for ``*.vast.ai``, or as
+    ``RUNFORM_VAST_SPACING`` (``on``/``off``) says."""
+    env = os.environ if environ is None else environ
+    setting = (env.get("RUNFORM_VAST_SPACING") or "auto").strip().lower()
+    if setting in ("on", "1", "true", "yes"):
+        return True
+    if setting in ("off", "0", "false", "no"):
+        return False
+    return _is_vast_host(host)
+
+
+def is_gone(row: Mapping[str, Any] | None) -> bool:
+    """Whether an instance row means "gone": absent, ``cur_state`` unloaded, or
+    ``actual_status`` destroyed/terminated (Vast keeps destroyed rows around for a while)."""
+    if not row:
+        return True
+    status = str(row.get("actual_status") or "").strip().lower()
+    return status in GONE_STATES or str(row.get("cur_state") or "").strip().lower() == "unloaded"
 
 
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
@@ -195,12 +237,12 @@ class VastClient:
         self._sleep = sleep
         host = urlsplit(self.base_url).hostname or ""
         if min_intervals is None:
-            min_intervals = VAST_MIN_INTERVALS if _is_vast_host(host) else {}
+            min_intervals = VAST_MIN_INTERVALS if spacing_wanted(host) else {}
         self._throttle = _Throttle(min_intervals, sleep)
         self._host = host
         self._http = httpx.Client(
-            base_url=self.base_url + API_PREFIX,
-            timeout=timeout,
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
             follow_redirects=True,
             headers={"User-Agent": "runform-vast", "Accept": "application/json"},
             event_hooks={"request": [self._authorize]},
@@ -252,7 +294,13 @@ class VastClient:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, _Transient) and exc.retry_after is not None:
                 return exc.retry_after
+            if isinstance(exc, _Transient) and exc.unreachable:
+                return 0.5
             return backoff(state)
+
+        def give_up(state: tenacity.RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            return isinstance(exc, _Transient) and exc.unreachable and state.attempt_number >= CONNECT_ATTEMPTS
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -261,7 +309,8 @@ class VastClient:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Transient),
-            stop=tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(policy.max_elapsed),
+            stop=(tenacity.stop_after_attempt(policy.attempts) | tenacity.stop_after_delay(policy.max_elapsed)
+                  | give_up),
             wait=wait,
             sleep=self._sleep,
             before_sleep=before_sleep,
@@ -270,23 +319,43 @@ class VastClient:
         try:
             return retrying(self._attempt, method, path, endpoint, params, json, idempotent)
         except _Transient as exc:
-            cls = RateLimited if exc.status == 429 else VastAPIError
             tries = retrying.statistics.get("attempt_number", policy.attempts)
-            raise cls(f"Vast API {method} {path}: {exc} (gave up after {tries} attempts)",
-                      status=exc.status, hint="Vast is overloaded or rate limiting; try again later") from None
+            if exc.unreachable:
+                raise Unreachable(
+                    f"cannot reach the Vast API at {self.base_url} ({method} {path}): {exc} "
+                    f"({tries} attempts)",
+                    hint=f"check this machine's network connection (DNS, proxy, firewall) to {self._host}, "
+                         "or set VAST_API_URL to the API's address") from None
+            if exc.status == 429:
+                raise RateLimited(f"Vast API {method} {path} at {self._host}: {exc} (gave up after {tries} attempts)",
+                                  status=429, hint="Vast is rate limiting this key or address; wait a minute "
+                                  "and run again") from None
+            raise VastAPIError(f"Vast API {method} {path} at {self._host}: {exc} (gave up after {tries} attempts)",
+                               status=exc.status,
+                               hint="Vast is failing or overloaded (see https://status.vast.ai); try again later, "
+                                    "or check VAST_API_URL") from None
 
     def _attempt(self, method: str, path: str, endpoint: str, params: Mapping[str, Any] | None,
                  json: Any, idempotent: bool) -> httpx.Response:
         self._throttle.wait(endpoint)
         try:
             resp = self._http.request(method, path, params=params, json=json)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # nothing was sent
+            raise _Transient(f"{type(exc).__name__}: {_brief(exc)}", unreachable=True) from None
+        except httpx.PoolTimeout as exc:
             raise _Transient(f"cannot connect: {type(exc).__name__}") from None  # nothing was sent
         except httpx.TransportError as exc:
             if idempotent:
                 raise _Transient(f"connection lost: {type(exc).__name__}") from None
             raise CreateOutcomeUnknown(f"Vast API {method} {path}: connection lost before the answer "
                                        f"({type(exc).__name__})") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise VastAPIError(f"the Vast API address {self.base_url!r} is not usable: {exc}",
+                               hint="set VAST_API_URL to an http(s) URL such as https://console.vast.ai, "
+                                    "or unset it") from None
+        except httpx.HTTPError as exc:
+            raise VastAPIError(f"Vast API {method} {path} at {self._host}: {type(exc).__name__}: {_brief(exc)}",
+                               hint="check the network connection and VAST_API_URL") from None
         status = resp.status_code
         if status == 429:
             body = _json(resp)
@@ -330,10 +399,11 @@ class VastClient:
     # ------------------------------------------------------------------ endpoints
     def search_offers(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``POST /bundles/``: offers matching ``query`` (works without a key)."""
-        resp = self._call("POST", "/bundles/", json=dict(query))
+        path = f"{API_PREFIX}/bundles/"
+        resp = self._call("POST", path, json=dict(query))
         body = _json(resp)
         if resp.status_code != 200 or not isinstance(body, dict):
-            raise self._fail("POST", "/bundles/", resp)
+            raise self._fail("POST", path, resp)
         return list(body.get("offers") or [])
 
     def create_instance(self, offer_id: int, body: Mapping[str, Any]) -> int:
@@ -343,7 +413,7 @@ class VastClient:
         destroy) or :class:`CreateOutcomeUnknown` (look the label up before trying again).
         """
         self._need_key()
-        path = f"/asks/{int(offer_id)}/"
+        path = f"{API_PREFIX}/asks/{int(offer_id)}/"
         resp = self._call("PUT", path, json=dict(body), idempotent=False)
         data = _json(resp)
         data = data if isinstance(data, dict) else {}
@@ -359,19 +429,40 @@ class VastClient:
                                new_contract=int(contract), status=resp.status_code, code=data.get("error"))
         raise self._fail("PUT", path, resp)
 
-    def list_instances(self) -> list[dict[str, Any]]:
-        """``GET /instances/``: all of the account's instances, in one call."""
+    def list_instances(self, label: str | None = None, *, labels: list[str] | None = None) -> list[dict[str, Any]]:
+        """``GET /api/v1/instances/``: the account's live instances (those carrying ``label``,
+        or one of ``labels``, when given: filtered by the server), following ``next_token`` page
+        by page. Rows that read as gone (:func:`is_gone`) are left out."""
         self._need_key()
-        resp = self._call("GET", "/instances/", params={"owner": "me"})
-        body = _json(resp)
-        if resp.status_code != 200 or not isinstance(body, dict):
-            raise self._fail("GET", "/instances/", resp)
-        return list(body.get("instances") or [])
+        params: dict[str, Any] = {"limit": LIST_PAGE,
+                                  "order_by": json_dumps([{"col": "id", "dir": "asc"}])}
+        if label is not None:
+            params["select_filters"] = json_dumps({"label": {"eq": label}})
+        elif labels is not None:
+            params["select_filters"] = json_dumps({"label": {"in": list(labels)}})
+        rows: list[dict[str, Any]] = []
+        seen_tokens: set[str] = set()
+        while True:
+            resp = self._call("GET", LIST_PATH, params=params)
+            body = _json(resp)
+            if resp.status_code != 200 or not isinstance(body, dict):
+                raise self._fail("GET", LIST_PATH, resp)
+            rows.extend(r for r in (body.get("instances") or []) if isinstance(r, dict))
+            token = body.get("next_token")
+            if not token:
+                break
+            if str(token) in seen_tokens:
+                raise VastAPIError(f"Vast API GET {LIST_PATH}: next_token {token!r} repeats; the list does not end",
+                                   hint="try again later; report it to Vast if it persists")
+            seen_tokens.add(str(token))
+            params["after_token"] = str(token)
+        return [r for r in rows if not is_gone(r)]
 
     def show_instance(self, instance_id: int) -> dict[str, Any] | None:
-        """``GET /instances/{id}/``: the instance, or None when it is gone (null or 404)."""
+        """``GET /instances/{id}/``: the instance, or None when it is gone (null, 404,
+        ``no_such_instance``, or a lingering row that is unloaded/destroyed/terminated)."""
         self._need_key()
-        path = f"/instances/{int(instance_id)}/"
+        path = f"{API_PREFIX}/instances/{int(instance_id)}/"
         resp = self._call("GET", path, params={"owner": "me"})
         if resp.status_code == 404:
             return None
@@ -381,12 +472,12 @@ class VastClient:
         row = body.get("instances")
         if isinstance(row, list):  # tolerate the list shape some deployments return
             row = row[0] if row else None
-        return row or None
+        return None if not isinstance(row, dict) or is_gone(row) else row
 
     def destroy_instance(self, instance_id: int) -> bool:
         """``DELETE /instances/{id}/``: True if destroyed now, False if it was already gone."""
         self._need_key()
-        path = f"/instances/{int(instance_id)}/"
+        path = f"{API_PREFIX}/instances/{int(instance_id)}/"
         resp = self._call("DELETE", path, json={})
         body = _json(resp)
         code = body.get("error") if isinstance(body, dict) else None
@@ -399,24 +490,29 @@ class VastClient:
     def set_label(self, instance_id: int, label: str) -> None:
         """``PUT /instances/{id}/`` with ``{"label": ...}``."""
         self._need_key()
-        path = f"/instances/{int(instance_id)}/"
+        path = f"{API_PREFIX}/instances/{int(instance_id)}/"
         resp = self._call("PUT", path, json={"label": label})
         if resp.status_code != 200:
             raise self._fail("PUT", path, resp)
 
     def attach_ssh_key(self, instance_id: int, public_key: str) -> None:
-        """``POST /instances/{id}/ssh/``: authorise ``public_key`` (OpenSSH format) on the instance."""
+        """``POST /instances/{id}/ssh/``: authorise ``public_key`` (OpenSSH format) on the
+        instance. A key that is already attached (``200 {"success": false, "msg": "SSH key
+        already associated..."}``) is success: attaching is idempotent here."""
         self._need_key()
-        path = f"/instances/{int(instance_id)}/ssh/"
+        path = f"{API_PREFIX}/instances/{int(instance_id)}/ssh/"
         resp = self._call("POST", path, json={"ssh_key": public_key.strip()})
         body = _json(resp)
+        if resp.status_code == 200 and isinstance(body, dict) and body.get("success") is False:
+            if "already" in str(body.get("msg") or body.get("error") or "").lower():
+                return
         if resp.status_code != 200 or (isinstance(body, dict) and body.get("success") is False):
             raise self._fail("POST", path, resp)
 
     def request_logs(self, instance_id: int, *, tail: int = 200, timeout: float = 10.0) -> str:
         """The container log tail: request it, then poll the ``result_url`` (no auth) until ready."""
         self._need_key()
-        path = f"/instances/request_logs/{int(instance_id)}/"
+        path = f"{API_PREFIX}/instances/request_logs/{int(instance_id)}/"
         resp = self._call("PUT", path, json={"tail": str(tail)})
         body = _json(resp)
         url = body.get("result_url") if isinstance(body, dict) else None

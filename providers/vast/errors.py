@@ -42,3 +42,7 @@ class CreateFailed(VastAPIError):
 
 class CreateOutcomeUnknown(VastAPIError):
     """The create response was lost (5xx or dropped connection): the instance may exist."""
+
+
+class Unreachable(VastAPIError):
+    """The API host cannot be reached at all (no network, DNS, refused): nothing was sent."""

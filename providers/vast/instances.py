@@ -42,12 +42,16 @@ def _str(v: Any) -> str | None:
 
 
 def _direct_ssh_port(ports: Any) -> int | None:
-    """``ports["22/tcp"][0]["HostPort"]`` (a string), when the instance has it."""
+    """The host port that container port 22 maps to, when the row says: the Docker-style
+    ``ports["22/tcp"][0]["HostPort"]`` (a string; None until running). Vast may also send
+    ``ports`` as an int array (which ports, not where they map) or not at all: no direct port."""
     if not isinstance(ports, Mapping):
         return None
     binding = ports.get("22/tcp")
-    if isinstance(binding, list) and binding and isinstance(binding[0], Mapping):
-        return _int(binding[0].get("HostPort"))
+    if isinstance(binding, list):
+        for b in binding:
+            if isinstance(b, Mapping) and _int(b.get("HostPort")):
+                return _int(b.get("HostPort"))
     return None
 
 
@@ -83,8 +87,6 @@ class VastInstance:
     direct_ssh_port: int | None = None
     start_date: float | None = None
     env: Mapping[str, str] = attrs.field(factory=dict)
-    standin_root: str | None = None  # runform's stand-in only: the instance's own folder
-    standin_user: str | None = None  # runform's stand-in only: the sshd user
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> VastInstance:
@@ -111,8 +113,6 @@ class VastInstance:
             direct_ssh_port=_direct_ssh_port(raw.get("ports")),
             start_date=float(raw["start_date"]) if raw.get("start_date") is not None else None,
             env=_env(raw.get("extra_env")),
-            standin_root=_str(raw.get("runform_root")),
-            standin_user=_str(raw.get("runform_ssh_user")),
         )
 
     @property
@@ -126,22 +126,35 @@ class VastInstance:
 
     def failure(self) -> str | None:
         """Why this instance will not become usable (None: pending or healthy)."""
+        if self.cur_state == "unloaded" or self.status in ("destroyed", "terminated"):
+            return f"instance {self.id} is gone ({self.status})"
         if self.cur_state == self.intended_status == self.next_state == "stopped":
             msg = f" ({self.status_msg})" if self.status_msg else ""
             return f"instance {self.id} was stopped (outbid or out of credit){msg}"
         return failure_reason(self.id, self.status, self.status_msg)
 
-    def ssh_endpoint(self, via: str = "proxy") -> tuple[str, int] | None:
-        """(host, port) to SSH to: the proxy (``ssh_host``/``ssh_port``) or direct
-        (``public_ipaddr`` + ``22/tcp``), preferring ``via`` and falling back to the other."""
+    def ssh_endpoints(self, via: str = "direct") -> list[tuple[str, int]]:
+        """The (host, port) pairs to SSH to, best first: direct (``public_ipaddr`` + the
+        ``22/tcp`` host port) and the proxy (``ssh_host``/``ssh_port``), ``via`` first; each
+        is the other's fallback. Only those the row knows."""
         proxy = (self.ssh_host, self.ssh_port) if self.ssh_host and self.ssh_port else None
         direct = (self.public_ip, self.direct_ssh_port) if self.public_ip and self.direct_ssh_port else None
         first, second = (proxy, direct) if via == "proxy" else (direct, proxy)
-        return first or second  # type: ignore[return-value]
+        return list(dict.fromkeys(e for e in (first, second) if e is not None))  # type: ignore[misc]
 
-    def to_info(self, *, root: str, key_file: str | None, via: str = "proxy") -> InstanceInfo:
-        """The provider-neutral view kept in runform's state (JSON-serialisable attrs)."""
-        endpoint = self.ssh_endpoint(via)
+    def ssh_endpoint(self, via: str = "direct") -> tuple[str, int] | None:
+        """The first of :meth:`ssh_endpoints`, or None."""
+        found = self.ssh_endpoints(via)
+        return found[0] if found else None
+
+    def to_info(self, *, root: str, key_file: str | None, via: str = "direct", user: str = "root",
+                endpoint: tuple[str, int] | None = None) -> InstanceInfo:
+        """The provider-neutral view kept in runform's state (JSON-serialisable attrs).
+        ``endpoint`` is the SSH endpoint to use (default: the first of :meth:`ssh_endpoints`);
+        the others are kept in ``attrs["ssh_fallbacks"]``."""
+        endpoints = self.ssh_endpoints(via)
+        endpoint = endpoint or (endpoints[0] if endpoints else None)
+        fallbacks = [[h, p] for h, p in endpoints if (h, p) != endpoint]
         return InstanceInfo(
             id=str(self.id),
             label=self.label,
@@ -151,8 +164,8 @@ class VastInstance:
                 "num_gpus": self.num_gpus, "image": self.image, "disk_gb": self.disk_gb,
                 "dph_total": self.dph_total, "status_msg": self.status_msg,
                 "ssh_host": endpoint[0] if endpoint else None, "ssh_port": endpoint[1] if endpoint else None,
-                "ssh_user": self.standin_user or "root",
-                "root": self.standin_root or self.env.get("RUNFORM_ROOT") or root,
+                "ssh_fallbacks": fallbacks, "ssh_user": user,
+                "root": self.env.get("RUNFORM_ROOT") or root,
                 "key_file": key_file, "start_date": self.start_date,
                 # provider-neutral: where the host key is pinned, and what the machine costs
                 "endpoint": _pin_key(*endpoint) if endpoint else None,

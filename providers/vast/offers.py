@@ -44,7 +44,7 @@ class Offer:
     disk_space: float | None = None
     direct_port_count: int = 0
     duration_s: float | None = None
-    verified: bool = False
+    verified: bool | None = None  # None: the row says neither way (the server's filter is trusted)
     rentable: bool = True
     rented: bool = False
     inet_down: float | None = None
@@ -68,7 +68,7 @@ class Offer:
             disk_space=_f(raw.get("disk_space")),
             direct_port_count=int(_f(raw.get("direct_port_count")) or 0),
             duration_s=_f(raw.get("duration")),
-            verified=bool(raw.get("verified", False)),
+            verified=verification_of(raw),
             rentable=bool(raw.get("rentable", True)),
             rented=bool(raw.get("rented", False)),
             inet_down=_f(raw.get("inet_down")),
@@ -87,6 +87,21 @@ class Offer:
             "duration": self.duration_s, "verified": self.verified, "inet_down": self.inet_down,
             "gpu_ram": self.gpu_ram_mb, "geolocation": self.geolocation,
         }
+
+
+def verification_of(raw: Mapping[str, Any]) -> bool | None:
+    """Whether an offer row is verified: ``verification == "verified"`` or ``vericode == 1``
+    (real rows carry no ``verified`` boolean: that is only a search filter key). None when the
+    row has neither field: the server's ``verified`` filter is trusted then."""
+    verification, vericode = raw.get("verification"), raw.get("vericode")
+    if verification is None and vericode is None:
+        return None
+    if isinstance(verification, str) and verification.strip():
+        return verification.strip().lower() == "verified"
+    try:
+        return int(vericode) == 1  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def estimate_cost(dph_total: float, duration_s: float | None) -> float | None:
@@ -115,7 +130,7 @@ def checks(cfg: VastCompute) -> list[Check]:
         Check("num_gpus", f"num_gpus = {cfg.num_gpus}", lambda o: o.num_gpus == cfg.num_gpus),
     ]
     if cfg.verified:
-        out.append(Check("verified", "verified", lambda o: o.verified))
+        out.append(Check("verified", "verified", lambda o: o.verified is not False))
     out.append(Check("min_reliability", f"reliability ≥ {cfg.min_reliability:g}",
                      lambda o: (o.reliability or 0.0) >= cfg.min_reliability))
     if cfg.min_cuda is not None:
@@ -131,7 +146,8 @@ def checks(cfg: VastCompute) -> list[Check]:
                          lambda o: o.duration_s is None or o.duration_s >= secs))
     if cfg.min_inet_down is not None:
         down = cfg.min_inet_down
-        out.append(Check("min_inet_down", f"inet_down ≥ {down:g}", lambda o: (o.inet_down or 0.0) >= down))
+        out.append(Check("min_inet_down", f"inet_down ≥ {down:g}",
+                         lambda o: o.inet_down is None or o.inet_down >= down))
     if cfg.max_price_per_hour is not None:
         cap = cfg.max_price_per_hour
         out.append(Check("max_price_per_hour", f"dph_total ≤ ${cap:g}/h", lambda o: o.dph_total <= cap))

@@ -1,6 +1,10 @@
 """VastProvider: runform's Provider (and SupportsOffers) for the Vast.ai marketplace.
 
-- ``find``: one ``GET /instances/`` call, matched by label.
+- ``find``: ``GET /api/v1/instances/`` filtered by label on the server (paged), plus the
+  provider's own record of create calls (:mod:`~runform.providers.vast.ledger`): an instance a
+  create made that the lagging list does not show yet is shown directly, and a create whose
+  answer never came is waited for. When several instances carry the label, the extra ones are
+  named in ``attrs["duplicates"]`` (the plan names them; apply destroys them).
 - ``create``: the label is the idempotency key. An instance that already carries it is
   adopted; a create whose answer was lost is found by label before anything is retried; a
   ``new_contract`` that came with a failure is destroyed; a vanished offer moves on to the
@@ -22,6 +26,8 @@ transport are imported on first use.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -30,13 +36,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from runform.durations import format_duration
-from runform.errors import ProviderError
+from runform.errors import HostKeyError, ProviderError
 from runform.interfaces import InstanceInfo, InstanceRequest, Machine, ProviderContext
 from runform.providers.vast import keys, reach
-from runform.providers.vast.config import DEFAULT_ROOT, VastCompute
+from runform.providers.vast.config import DEFAULT_ROOT, VastCompute, image_problem
 from runform.providers.vast.errors import AuthError, CreateFailed, CreateOutcomeUnknown, OfferGone, VastAPIError
 from runform.providers.vast.gpu_names import same_gpu
 from runform.providers.vast.instances import VastInstance, failure_reason
+from runform.providers.vast.ledger import CreateLedger
 from runform.providers.vast.offers import Offer, broad_query, build_query, explain_empty, offer_rows, rank
 from runform.providers.vast.onstart import build_onstart, check_env, check_onstart
 from runform.providers.vast.reach import ssh_banner
@@ -60,6 +67,7 @@ class _Attempts:
     unaccounted: int = 0  # of those, calls that may have made an instance this create never saw
     seen: set[int] = attrs.field(factory=set)  # instance ids this create learned of
     deleted: set[int] = attrs.field(factory=set)  # instance ids this create sent a DELETE for
+    ledger: CreateLedger | None = None  # the durable record of the create calls sent
 
 
 class AttemptFailed(ProviderError):
@@ -85,6 +93,10 @@ class VastProvider:
 
     name = "vast"
 
+    #: Default seconds a create whose answer never came is waited for in the (lagging) list,
+    #: counted from when it was sent (``RUNFORM_VAST_SETTLE_S`` overrides it).
+    DEFAULT_SETTLE_S = 30.0
+
     def __init__(
         self,
         *,
@@ -98,8 +110,15 @@ class VastProvider:
         wheel: Any = None,
         cache_dir: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        settle_s: float | None = None,
     ) -> None:
         self._client = client
+        if settle_s is None:
+            try:
+                settle_s = float(os.environ.get("RUNFORM_VAST_SETTLE_S") or self.DEFAULT_SETTLE_S)
+            except ValueError:
+                settle_s = self.DEFAULT_SETTLE_S
+        self.settle_s = settle_s
         self.poll_initial = poll_initial
         self.poll_max = poll_max
         self.lost_create_grace = lost_create_grace
@@ -111,6 +130,18 @@ class VastProvider:
         self._cache_dir = cache_dir
         self._sleep = sleep
         self._host_keys: dict[str, str] = {}  # endpoint -> host key learned by on_ready
+
+    @staticmethod
+    def validate_compute(compute: Mapping[str, Any]) -> None:
+        """Check a spec's ``compute`` block before anything runs (called when the spec loads).
+        Raises ProviderError with ``field`` (the path under ``compute``) set."""
+        image = compute.get("image")
+        if isinstance(image, str) and image:
+            problem = image_problem(image)
+            if problem:
+                err = ProviderError(problem, hint=f"name a tag, e.g. image: {image}:latest (better: a fixed version)")
+                err.field = ("image",)  # type: ignore[attr-defined]
+                raise err
 
     @property
     def client(self) -> VastClient:
@@ -149,15 +180,69 @@ class VastProvider:
 
     # ------------------------------------------------------------------ refresh
     def find(self, labels: Iterable[str], ctx: ProviderContext) -> dict[str, InstanceInfo]:
-        """The live instances among ``labels``: one list call for all of them."""
-        wanted = set(labels)
-        by_label: dict[str, list[VastInstance]] = {}
-        for row in self.client.list_instances():
-            inst = VastInstance.from_json(row)
-            if inst.label in wanted:
-                by_label.setdefault(inst.label, []).append(inst)
-        return {label: self._best(found).to_info(root=DEFAULT_ROOT, key_file=self._key_file(ctx, label))
-                for label, found in by_label.items()}
+        """The live instance for each of ``labels`` (:meth:`_instances_for`); when several
+        carry one label, the best is returned and the others are listed in
+        ``attrs["duplicates"]`` (ids; each bills until destroyed)."""
+        wanted = list(dict.fromkeys(labels))
+        if not wanted:
+            return {}
+        listed: dict[str, list[VastInstance]] = {label: [] for label in wanted}
+        rows = self.client.list_instances(label=wanted[0]) if len(wanted) == 1 else \
+            self.client.list_instances(labels=wanted)
+        for inst in (VastInstance.from_json(r) for r in rows):
+            if inst.label in listed:
+                listed[inst.label].append(inst)
+        out: dict[str, InstanceInfo] = {}
+        for label in wanted:
+            found = self._instances_for(label, ctx, listed=listed[label])
+            if not found:
+                continue
+            best = self._best(found)
+            info = best.to_info(root=DEFAULT_ROOT, key_file=self._key_file(ctx, label))
+            others = sorted(i.id for i in found if i.id != best.id)
+            if others:
+                info = attrs.evolve(info, attrs={**info.attrs, "duplicates": others})
+            out[label] = info
+        return out
+
+    def _instances_for(self, label: str, ctx: ProviderContext,
+                       listed: list[VastInstance] | None = None) -> list[VastInstance]:
+        """Every live instance carrying ``label``: the (server-filtered) list, plus what the
+        create record names that the list does not show yet. While a create whose answer never
+        came is younger than ``settle_s`` and not matched by an instance the record does not
+        name, the list is polled again. The record is then pruned (see ledger)."""
+        ledger = CreateLedger(ctx.state_dir, label)
+        pause = self.poll_initial
+        while True:
+            entries = ledger.load()
+            shown = {i.id: i for i in (self._with_label(label) if listed is None else listed)}
+            listed = None  # polled again: a fresh list call
+            if not entries:
+                return list(shown.values())
+            found = dict(shown)
+            gone: set[int] = set()
+            for e in entries:
+                iid = e["instance"]
+                if iid is None or iid in found or iid in gone:
+                    continue
+                row = self.client.show_instance(iid)
+                inst = VastInstance.from_json(row) if row is not None else None
+                if inst is not None and inst.label == label:
+                    found[iid] = inst
+                else:
+                    gone.add(iid)
+            known = {e["instance"] for e in entries if e["instance"] is not None}
+            unknown = [e["sent"] for e in entries if e["instance"] is None]
+            unmatched = len(unknown) - sum(1 for i in found if i not in known)
+            due = max(unknown, default=0.0) + self.settle_s
+            now = time.time()
+            if unmatched > 0 and now < due:
+                self._sleep(min(pause, due - now))
+                pause = min(pause * 1.5, self.poll_max)
+                continue
+            ledger.save([e for e in entries if e["instance"] is not None
+                         and e["instance"] not in gone and e["instance"] not in shown])
+            return list(found.values())
 
     @staticmethod
     def _best(found: list[VastInstance]) -> VastInstance:
@@ -165,7 +250,9 @@ class VastProvider:
         return sorted(found, key=lambda i: (i.failure() is not None, i.id))[0]
 
     def _with_label(self, label: str) -> list[VastInstance]:
-        return [i for i in (VastInstance.from_json(r) for r in self.client.list_instances()) if i.label == label]
+        """The live instances the list shows with ``label`` (filtered by the server, checked here)."""
+        return [i for i in (VastInstance.from_json(r) for r in self.client.list_instances(label=label))
+                if i.label == label]
 
     @staticmethod
     def _key_file(ctx: ProviderContext, label: str) -> str | None:
@@ -180,7 +267,7 @@ class VastProvider:
         live instance carrying the label is destroyed first (:meth:`_sweep`): a create whose
         answer was lost may have made one that was never found. No create sent: no sweep."""
         cfg = VastCompute.from_compute(request.compute)
-        run = _Attempts(limit=cfg.max_attempts)
+        run = _Attempts(limit=cfg.max_attempts, ledger=CreateLedger(ctx.state_dir, request.label))
         try:
             info = self._create(request, cfg, run, ctx)
         except BaseException as exc:
@@ -189,6 +276,7 @@ class VastProvider:
             raise
         if run.unaccounted > 0:
             self._drop_duplicates(request.label, int(info.id), run, ctx)
+        run.ledger.drop(instances=run.deleted)
         return info
 
     def _drop_duplicates(self, label: str, keep: int, run: _Attempts, ctx: ProviderContext) -> None:
@@ -242,14 +330,16 @@ class VastProvider:
     def _adoptable(self, label: str, ctx: ProviderContext) -> VastInstance | None:
         """The instance that already carries ``label``; duplicates (never made by runform on
         purpose, but possible after a lost create) are destroyed so only one bills."""
-        existing = self._with_label(label)
+        existing = self._instances_for(label, ctx)
         if not existing:
             return None
         keep = self._best(existing)
-        for extra in existing:
-            if extra.id != keep.id:
-                ctx.log(f"vast: instance {extra.id} duplicates label {label} (keeping {keep.id}); destroying it")
-                self._discard(extra.id)
+        extras = {extra.id for extra in existing if extra.id != keep.id}
+        for extra in sorted(extras):
+            ctx.log(f"vast: instance {extra} duplicates label {label} (keeping {keep.id}); destroying it")
+            self._discard(extra)
+        if extras:
+            CreateLedger(ctx.state_dir, label).drop(instances=extras)
         return keep
 
     def _candidates(self, cfg: VastCompute, run: _Attempts) -> Iterator[Offer]:
@@ -354,15 +444,19 @@ class VastProvider:
                 f"${offer.dph_total:.3f}/h, machine {offer.machine_id})")
         errors = run.errors
         lost = False  # a create on this offer may have happened without us hearing of it
+        ledger = run.ledger or CreateLedger(ctx.state_dir, label)
         for _ in range(3):
             run.sent += 1
             run.unaccounted += 1  # until an answer says what this call made (Ctrl-C mid-call: never)
+            key = ledger.sent(offer.id)  # on disk before the call: a crash cannot hide it
             try:
                 instance_id = self.client.create_instance(offer.id, body)
+                ledger.answered(key, instance_id)
                 run.unaccounted -= 1
                 run.seen.add(instance_id)
                 return instance_id
             except OfferGone as exc:
+                ledger.drop(key=key)
                 run.unaccounted -= 1
                 if lost:
                     ctx.log(f"vast: {exc} after a create whose answer was lost; looking for {label} again")
@@ -374,6 +468,10 @@ class VastProvider:
                 errors.append(str(exc))
                 return None
             except CreateFailed as exc:
+                if exc.new_contract:
+                    ledger.answered(key, exc.new_contract)
+                else:
+                    ledger.drop(key=key)
                 run.unaccounted -= 1
                 ctx.log(f"vast: {exc}; destroying the instance it left ({exc.new_contract})")
                 errors.append(str(exc))
@@ -381,6 +479,7 @@ class VastProvider:
                     run.seen.add(exc.new_contract)
                     run.deleted.add(exc.new_contract)
                     self._discard(exc.new_contract)
+                    ledger.drop(instances={exc.new_contract})
                 return None
             except CreateOutcomeUnknown as exc:  # stays unaccounted until its instance is found
                 lost = True
@@ -388,8 +487,10 @@ class VastProvider:
                 found = self._find_lost(label, run)
                 if found is not None:
                     ctx.log(f"vast: the create did happen: instance {found} carries {label}")
+                    ledger.answered(key, found)
                     return found
             except VastAPIError as exc:
+                ledger.drop(key=key)
                 run.unaccounted -= 1  # answered (4xx, auth, rate limited): nothing was made
                 if exc.status is not None and 400 <= exc.status < 500 and exc.code != "auth_error":
                     errors.append(str(exc))  # this offer refused us (invalid_args, ...): next one
@@ -456,6 +557,9 @@ class VastProvider:
                           f"`vastai show instances` for label {label} and run `vastai destroy instance <id>`, "
                           f"or run `runform destroy`")
             hidden = 0
+        if run.ledger is not None:
+            with contextlib.suppress(OSError):  # the record is a help, not a must, once swept
+                run.ledger.drop(instances=set(swept) | run.deleted)
         if failed:
             note = (f"instances carrying label {label} may still bill: " + "; ".join(failed))
             ctx.log(f"vast: {note}")
@@ -493,13 +597,16 @@ class VastProvider:
             if reason:
                 raise AttemptFailed(reason, machine_id=inst.machine_id)
             last = inst.status + (f": {inst.status_msg}" if inst.status_msg else "")
-            now_phase = "ssh" if inst.running and inst.ssh_endpoint(cfg.ssh_via) else inst.status
+            now_phase = "ssh" if inst.running and inst.ssh_endpoints(cfg.ssh_via) else inst.status
             phase(now_phase, "waiting for SSH and onstart" if now_phase == "ssh" else inst.status_msg or "")
-            if inst.running and inst.ssh_endpoint(cfg.ssh_via):
-                info = inst.to_info(root=cfg.root, key_file=key_file, via=cfg.ssh_via)
-                if self.on_ready(info):
-                    learned = self._host_keys.get(reach.endpoint(info.attrs))
-                    return attrs.evolve(info, attrs={**info.attrs, "host_key": learned}) if learned else info
+            if inst.running and inst.ssh_endpoints(cfg.ssh_via):
+                # direct and proxy: each is the other's fallback (the first that answers wins)
+                for endpoint in inst.ssh_endpoints(cfg.ssh_via):
+                    info = inst.to_info(root=cfg.root, key_file=key_file, via=cfg.ssh_via, user=cfg.ssh_user,
+                                        endpoint=endpoint)
+                    if self.on_ready(info):
+                        learned = self._host_keys.get(reach.endpoint(info.attrs))
+                        return attrs.evolve(info, attrs={**info.attrs, "host_key": learned}) if learned else info
                 last = "running, SSH not answering yet" + (f" (key not attached: {key_error})" if key_error else "")
             now = time.monotonic()
             if now >= deadline:
@@ -537,11 +644,12 @@ class VastProvider:
         self._discard(first)
         gone = [first]
         if instance.label:  # never match every unlabelled instance on the account
-            for other in self._with_label(instance.label):
+            for other in self._instances_for(instance.label, ctx):
                 if other.id not in gone:
                     ctx.log(f"vast: instance {other.id} also carries label {instance.label}; destroying it")
                     self._discard(other.id)
                     gone.append(other.id)
+            CreateLedger(ctx.state_dir, instance.label).clear()
         keys.remove_keypair(ctx.state_dir, instance.label)
         ctx.log(f"vast: instance{'s' if len(gone) > 1 else ''} {', '.join(map(str, gone))} destroyed")
 
@@ -574,6 +682,7 @@ class VastProvider:
             if row is None:
                 raise ProviderError(f"instance {instance.id} is gone", hint="run `runform apply` to replace it")
             a.update(VastInstance.from_json(row).to_info(root=a.get("root") or DEFAULT_ROOT,
+                                                         user=a.get("ssh_user") or "root",
                                                          key_file=a.get("key_file")).attrs)
         a["key_file"] = a.get("key_file") or self._key_file(ctx, instance.label)
         if not a["key_file"]:
@@ -581,9 +690,7 @@ class VastProvider:
                                 hint="run `runform apply` to replace the instance")
         # only the pin in state counts: after `--accept-host-key` it is gone, and the key this
         # connection is shown gets pinned (ctx.pin); the attrs' host_key is history
-        pinned = ctx.pins.get(reach.endpoint(a))
-        transport = reach.open_transport(a, pinned=pinned, retry_timeout=60.0, log=ctx.log,
-                                         on_first_key=ctx.pin)
+        transport = self._open(a, ctx)
         root = str(a.get("root") or DEFAULT_ROOT)
         if not self.bootstrap:
             return Machine(transport=transport, root=root, python="python3")
@@ -597,6 +704,28 @@ class VastProvider:
             transport.close()
             raise
         return Machine(transport=transport, root=root, python=agent.python)
+
+    @staticmethod
+    def _open(a: Mapping[str, Any], ctx: ProviderContext) -> Any:
+        """A transport to the endpoint in ``a``, falling back to the others the instance had
+        (direct ⇄ proxy: the same container sshd, so the same pinned host key)."""
+        endpoints = [(a.get("ssh_host"), a.get("ssh_port"))]
+        endpoints += [tuple(e) for e in a.get("ssh_fallbacks") or [] if isinstance(e, list | tuple) and len(e) == 2]
+        pins = [ctx.pins.get(reach.endpoint({"ssh_host": h, "ssh_port": p})) for h, p in endpoints]
+        pinned = next((p for p in pins if p), None)
+        for n, (host, port) in enumerate(endpoints):
+            last = n == len(endpoints) - 1
+            try:
+                return reach.open_transport({**a, "ssh_host": host, "ssh_port": port}, pinned=pinned,
+                                            retry_timeout=60.0 if last else 20.0, log=ctx.log,
+                                            on_first_key=ctx.pin)
+            except HostKeyError:
+                raise
+            except Exception as exc:
+                if last:
+                    raise
+                ctx.log(f"vast: SSH to {host}:{port} failed ({exc}); trying {endpoints[n + 1][0]}:{endpoints[n + 1][1]}")
+        raise ProviderError("instance has no SSH endpoint", hint="run `runform apply` to replace it")
 
     def replace_reason(self, instance: InstanceInfo, compute: Mapping[str, Any]) -> str | None:
         """Why ``instance`` must be replaced: it failed or is gone, or ``compute`` changed."""
@@ -615,3 +744,4 @@ class VastProvider:
         if a.get("disk_gb") is not None and float(a["disk_gb"]) != cfg.disk_gb:
             return f"disk_gb changed: {float(a['disk_gb']):g} → {cfg.disk_gb:g} (disk is fixed at create)"
         return None
+

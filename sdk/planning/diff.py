@@ -76,21 +76,32 @@ class Differ:
             return Action(address, "replace",
                           f"instance {prior.attrs.get('instance', {}).get('id', '?')} is gone "
                           "(preempted, or destroyed outside runform)", "replace_because_gone")
+        extra = inst.attrs.get("duplicates") or []  # other machines with the label (each bills)
         if inst.status in STARTING and not inst.attrs.get("failure"):
             # booting or rebooting: waiting costs less than a new rental (and loses nothing)
             return Action(address, "read", f"instance {inst.id} is {inst.status}"
                           + (f" ({inst.attrs.get('status_msg')})" if inst.attrs.get("status_msg") else "")
-                          + ": apply waits until it is ready", "read_because_starting")
+                          + ": apply waits until it is ready"
+                          + (f"; instance(s) {', '.join(map(str, extra))} carry its label too: apply destroys them"
+                             if extra else ""), "read_because_starting")
         if inst.status != "running":
             return Action(address, "replace", f"instance {inst.id} is {inst.status}"
                           + (f" ({inst.attrs.get('status_msg')})" if inst.attrs.get("status_msg") else ""),
                           "replace_because_not_running")
+        if extra and prior is not None and not self.ws.provider.replace_reason(inst, self.ws.spec.compute.config):
+            # more than one machine carries the run's label (a create whose answer was lost):
+            # each bills; apply adopts this one again, and that destroys the others
+            return Action(address, "read", f"instance {inst.id} is running, but instance(s) "
+                          f"{', '.join(map(str, extra))} carry its label {inst.label} too and bill: "
+                          "apply destroys them", "read_because_duplicates")
         why = self.ws.provider.replace_reason(inst, self.ws.spec.compute.config)
         if why:
             return Action(address, "replace", why, "replace_because_cannot_update")
         if prior is None:
+            more = (f"; instance(s) {', '.join(map(str, extra))} carry the label too: apply destroys them"
+                    if extra else "")
             return Action(address, "read", f"found instance {inst.id} by its label {inst.label} "
-                          "(left by an interrupted apply): adopt it", "read_because_adopt")
+                          f"(left by an interrupted apply): adopt it{more}", "read_because_adopt")
         return Action(address, "no-op", f"instance {inst.id} is running", "noop")
 
     def _completed_run(self) -> None:

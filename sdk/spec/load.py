@@ -17,7 +17,7 @@ from typing import Any
 
 from runform.durations import parse_duration
 from runform.envfile import EnvFileError, parse_env
-from runform.errors import SpecError
+from runform.errors import RunformError, SpecError
 from runform.spec.model import Artifact, Code, Compute, Dataset, Spec, Stage, TrackerConfig
 from runform.spec.yamlpos import dotted, load_with_locations
 
@@ -350,9 +350,17 @@ def _check_plugins(spec: Spec, err: Any) -> None:
                    ("state", "backend")))
     for kind, name, field in checks:
         try:
-            pm.get(kind, name)
+            reg = pm.get(kind, name)
         except PluginError as exc:
             raise err(exc.message, field, hint=exc.hint) from None
+        # a provider may check its compute block: ``validate_compute(config)`` raises a
+        # RunformError whose ``field`` is the path under ``compute``
+        check = getattr(reg.factory, "validate_compute", None) if kind == "providers" else None
+        if check is not None:
+            try:
+                check(dict(spec.compute.config))
+            except RunformError as exc:
+                raise err(exc.message, ("compute", *getattr(exc, "field", ())), hint=exc.hint) from None
     # a storage backend may check its URIs here (no network): `check_uri(uri) -> (problem, fix)`
     for section, items, attr in (("datasets", spec.datasets, "source"), ("artifacts", spec.artifacts, "to")):
         for name, item in items.items():

@@ -45,7 +45,10 @@ class VastStandIn:
         when absent, a port that answers with an SSH banner.
     :param authorized_keys: the sshd's authorized_keys file; keys attached to live instances
         are written there and removed when the instance goes.
-    :param root_dir: where each instance gets its own folder (``runform_root`` in its JSON).
+    :param root_dir: where each instance gets its own folder (the stand-in's; never in its JSON).
+
+    Faithful by default: rows in Vast's published shape only (``schemas/``), the v0 list
+    answers 410 (``Faults(legacy_account=True)`` for an old account), no ``Retry-After``.
     """
 
     def __init__(
@@ -170,5 +173,13 @@ class VastStandIn:
         return template
 
     def instance_root(self, instance_id: int | str) -> Path:
-        """The folder an instance's SSH sessions treat as the run root."""
-        return self.world.instances[int(instance_id)].root
+        """Where the instance's onstart sentinel goes: the ``RUNFORM_ROOT`` its create asked
+        for, else the stand-in's own folder for it."""
+        inst = self.world.instances[int(instance_id)]
+        return Path(inst.env.get("RUNFORM_ROOT") or inst.root)
+
+    @property
+    def contract_violations(self) -> list[str]:
+        """Replies this stand-in gave that broke Vast's published schemas (should be none)."""
+        with self.world.lock:
+            return list(self.world.contract_violations)

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     life = p.add_argument_group("lifecycle (seconds)")
     life.add_argument("--created-s", type=float, default=2.0)
     life.add_argument("--loading-s", type=float, default=5.0)
-    life.add_argument("--destroy-s", type=float, default=0.0)
+    life.add_argument("--destroy-s", type=float, default=0.0,
+                      help="destroyed instances linger (unloaded, destroyed/terminated) this long")
     f = p.add_argument_group("faults (probabilities 0..1)")
     for name in ("rate-429", "rate-5xx", "lost-create-rate", "vanish-rate", "contract-on-failure-rate",
                  "stuck-loading-rate", "oci-error-rate", "exited-rate"):
@@ -38,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--retry-after", type=float, help="send Retry-After (seconds) on injected 429s")
     f.add_argument("--lost-create-mode", choices=["500", "drop"], default="500")
     f.add_argument("--search-quota-exceeded", action="store_true")
+    f.add_argument("--legacy-account", action="store_true", help="the deprecated v0 list answers (else 410)")
+    f.add_argument("--enforce-intervals", action="store_true",
+                   help="429 (plain text) for calls sooner than an endpoint's documented minimum interval")
+    f.add_argument("--ports-style", choices=["dict", "list", "absent"], default="dict")
     f.add_argument("--list-lag-s", type=float, default=0.0,
                    help="instances younger than this many seconds are missing from the list endpoints")
     a = p.parse_args(argv)
@@ -47,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                     vanish_rate=a.vanish_rate, contract_on_failure_rate=a.contract_on_failure_rate,
                     stuck_loading_rate=a.stuck_loading_rate, oci_error_rate=a.oci_error_rate,
                     exited_rate=a.exited_rate, search_quota_exceeded=a.search_quota_exceeded,
-                    list_lag_s=a.list_lag_s)
+                    list_lag_s=a.list_lag_s, legacy_account=a.legacy_account,
+                    enforce_intervals=a.enforce_intervals, ports_style=a.ports_style)
     standin = VastStandIn(seed=a.seed, n_offers=a.offers, api_key=a.api_key, host=a.host, port=a.port,
                           lifecycle=Lifecycle(created_s=a.created_s, loading_s=a.loading_s, destroy_s=a.destroy_s),
                           faults=faults, ssh_host=a.ssh_host, ssh_port=a.ssh_port, ssh_user=a.ssh_user,

@@ -4,7 +4,9 @@ Every offer sits on its own machine (``machine_id``); hosts (``host_id``) own se
 machines. Fields and units follow the real ``/bundles/`` rows (reference §3): ``gpu_ram``
 in MB, ``duration`` in seconds, ``disk_space`` in GB, ``compute_cap`` ×100, both
 ``reliability`` and ``reliability2``. ``dph_total`` is computed at search time from
-``dph_base`` plus storage for the ``allocated_storage`` asked for.
+``dph_base`` plus storage for the ``allocated_storage`` asked for. Like real rows, an offer
+says ``verification`` ("verified", "unverified", "deverified") and ``vericode``; there is no
+``verified`` boolean (that is only a search filter key).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ GPUS: dict[str, tuple[int, float, int, float, int]] = {
 PLACES = ["California, US", "Texas, US", "Quebec, CA", "Ontario, CA", "Hesse, DE", "Oslo, NO",
           "North Holland, NL", "Tokyo, JP", ", US", "Lviv, UA"]
 FIRST_ID = 23_013_704
+INTERNAL = frozenset({"vanished"})  # the stand-in's own book-keeping, never sent
 
 
 def generate_offers(seed: int = 0, count: int = 120) -> list[dict[str, Any]]:
@@ -82,12 +85,10 @@ def generate_offers(seed: int = 0, count: int = 120) -> list[dict[str, Any]]:
             "storage_cost": round(rng.uniform(0.05, 0.30), 3),
             "reliability": rel,
             "reliability2": rel,
-            "verified": rng.random() < 0.85,
-            "verification": "verified",
+            "verification": "verified" if rng.random() < 0.85 else rng.choice(["unverified", "deverified"]),
             "rentable": True,
             "rented": False,
             "external": False,
-            "datacenter": rng.random() < 0.4,
             "hosting_type": 1 if rng.random() < 0.4 else 0,
             "static_ip": rng.random() < 0.6,
             "geolocation": rng.choice(PLACES),
@@ -102,6 +103,7 @@ def generate_offers(seed: int = 0, count: int = 120) -> list[dict[str, Any]]:
             "vms_enabled": False,
             "cluster_id": None,
         }
+        offer["vericode"] = 1 if offer["verification"] == "verified" else 0
         offer["score"] = round(offer["dlperf"] / max(dph_base, 0.01) * rel, 3)
         offers.append(offer)
     return offers
@@ -109,7 +111,7 @@ def generate_offers(seed: int = 0, count: int = 120) -> list[dict[str, Any]]:
 
 def priced(offer: dict[str, Any], allocated_storage: float, bid: bool = False) -> dict[str, Any]:
     """A copy of ``offer`` with ``dph_total`` and the per-dollar figures for that much storage."""
-    out = dict(offer)
+    out = {k: v for k, v in offer.items() if k not in INTERNAL}
     base = offer["min_bid"] if bid else offer["dph_base"]
     total = round(base + offer["storage_cost"] * float(allocated_storage) / (30 * 24), 6)
     out["dph_total"] = total

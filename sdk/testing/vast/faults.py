@@ -21,12 +21,14 @@ OCI_ERROR = ("Error response from daemon: failed to create task for container: f
 @attrs.frozen
 class Lifecycle:
     """Seconds an instance spends in each phase: ``null`` (created_s), ``loading`` (loading_s),
-    then ``running``. A destroyed instance still reads back for ``destroy_s``. Log URLs answer
-    404 for ``logs_delay_s``."""
+    then ``running``. A destroyed instance still reads back for ``destroy_s`` (as real Vast
+    does: ``cur_state`` ``unloaded``, ``actual_status`` ``destroyed`` or ``terminated``), in
+    show and in the list; after that show answers ``{"instances": null}``. Log URLs answer 404
+    for ``logs_delay_s``."""
 
     created_s: float = 0.05
     loading_s: float = 0.1
-    destroy_s: float = 0.0
+    destroy_s: float = 0.0  # a destroyed instance lingers this long: cur_state unloaded, destroyed/terminated
     logs_delay_s: float = 0.05
 
 
@@ -38,7 +40,7 @@ class Faults:
 
     rate_429: float = 0.0  # share of requests answered 429
     rate_5xx: float = 0.0  # share answered 500/502/503/504 (rate_429 + rate_5xx ≤ 1)
-    retry_after: float | None = None  # sent as Retry-After on injected 429s when set
+    retry_after: float | None = None  # Vast sends no Retry-After; set, injected 429s carry one (robustness)
     script: tuple[int, ...] = attrs.field(default=(), converter=tuple)
     only: str | None = None
     search_quota_exceeded: bool = False  # every /bundles/ answers 429 search_quota_exceeded
@@ -54,12 +56,27 @@ class Faults:
     # the list endpoints lag: an instance created less than list_lag_s seconds ago is missing from
     # GET /api/v0/instances/ and GET /api/v1/instances/, yet it exists, shows, bills and takes its offer
     list_lag_s: float = 0.0
+    # how a running instance's ``ports`` reads: "dict" (Docker-style), "list" (an int array) or
+    # "absent" (null): with the last two only the proxy endpoint is known
+    ports_style: str = "dict"
+    # one SSH endpoint of running instances leads nowhere (a port nothing listens on): "direct"
+    # (the mapped 22/tcp) or "proxy" (ssh_host/ssh_port); runform must fall back to the other
+    dead_ssh: str | None = None
+    # answer 429 (plain text, no Retry-After) to a caller that calls an endpoint again sooner
+    # than its documented minimum interval (per endpoint and key), as Vast does
+    enforce_intervals: bool = False
+    # a legacy account (made before 2026-06-02): the deprecated v0 list answers instead of 410
+    legacy_account: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.list_lag_s < 0:
             raise ValueError(f"list_lag_s must be >= 0, not {self.list_lag_s!r}")
         if self.lost_create_mode not in ("500", "drop"):
             raise ValueError(f"lost_create_mode must be '500' or 'drop', not {self.lost_create_mode!r}")
+        if self.dead_ssh not in (None, "direct", "proxy"):
+            raise ValueError(f"dead_ssh must be None, direct or proxy, not {self.dead_ssh!r}")
+        if self.ports_style not in ("dict", "list", "absent"):
+            raise ValueError(f"ports_style must be dict, list or absent, not {self.ports_style!r}")
         bad = {k: v for k, v in self.machine_faults.items() if v not in INSTANCE_FAULTS}
         if bad:
             raise ValueError(f"machine_faults values must be in {INSTANCE_FAULTS}: {bad}")

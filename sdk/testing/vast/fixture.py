@@ -1,7 +1,8 @@
 """pytest fixtures for the Vast stand-in (loaded through runform's pytest plugin).
 
 - ``vast_standin``: a running stand-in with fast lifecycles (0.05 s created, 0.1 s loading),
-  no faults, instances pointing at an SSH banner port. Use ``.url``, ``.api_key``,
+  no faults, instances pointing at an SSH banner port. A test fails if any reply broke
+  Vast's published schemas (``runform.testing.vast.contract``). Use ``.url``, ``.api_key``,
   ``.env()``, ``.audit()``, ``.set_faults(...)``, ``.preempt(id)``.
 - ``make_vast_standin(**kwargs)``: start one with other settings (any ``VastStandIn``
   argument), e.g. instances reached through the real sshd fixture: ``make_vast_standin(sshd=sshd)``
@@ -40,6 +41,8 @@ def make_vast_standin(tmp_path: Path) -> Iterator[Callable[..., VastStandIn]]:
     yield make
     for standin in started:
         standin.stop()
+    broken = [v for standin in started for v in standin.contract_violations]
+    assert not broken, "the Vast stand-in broke the published API schemas:\n" + "\n".join(broken[:20])
 
 
 @pytest.fixture
@@ -63,6 +66,7 @@ def fast_provider(standin: VastStandIn, **kwargs: Any) -> Any:
     kwargs.setdefault("poll_max", 0.05)
     kwargs.setdefault("lost_create_grace", 0.0)
     kwargs.setdefault("destroy_timeout", 10.0)
+    kwargs.setdefault("settle_s", 0.0)  # no crash-recovery waits unless a test asks for them
     return VastProvider(client=client, **kwargs)
 
 

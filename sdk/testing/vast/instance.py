@@ -38,6 +38,8 @@ class Instance:
 
     def phase(self, now: float, life: Lifecycle) -> tuple[str | None, str]:
         """(actual_status, status_msg) at ``now``."""
+        if self.destroyed_at is not None:  # a destroyed row that lingers
+            return ("terminated" if self.id % 2 else "destroyed"), ""
         if self.override:
             return self.override, self.override_msg
         t = now - self.created_at
@@ -55,40 +57,59 @@ class Instance:
 
 
 def instance_row(inst: Instance, now: float, life: Lifecycle, *, ssh_host: str, ssh_port: int,
-                 ssh_user: str | None) -> dict[str, Any]:
-    """The instance as ``GET /instances/{id}/`` shows it at ``now`` (runform's onstart sentinel
-    appears in its folder once it runs, as the real onstart would write it)."""
+                 direct_port: int | None = None, ports_style: str = "dict",
+                 onstart_runs: bool = False) -> dict[str, Any]:
+    """The instance as ``GET /instances/{id}/`` shows it at ``now``: only fields Vast publishes
+    (``schemas/_defs.json``). ``ports`` is Docker-style (``ports_style="dict"``), an int array
+    (``"list"``) or null (``"absent"``). With ``onstart_runs`` (a real sshd behind the
+    instance), runform's onstart "runs" when the instance does: its sentinel appears under the
+    ``RUNFORM_ROOT`` the create's env named (the stand-in's own folder for the instance when
+    none), as the real onstart would write it."""
     status, msg = inst.phase(now, life)
-    if status == "running" and not (inst.root / SENTINEL).exists():
-        (inst.root / SENTINEL).parent.mkdir(parents=True, exist_ok=True)
-        (inst.root / SENTINEL).touch()  # what runform's onstart would do on a real host
-        inst.log.append("onstart finished")
+    if status == "running" and onstart_runs:
+        sentinel = Path(inst.env.get("RUNFORM_ROOT") or inst.root) / SENTINEL
+        if not sentinel.exists():
+            sentinel.parent.mkdir(parents=True, exist_ok=True)
+            sentinel.touch()
+            inst.log.append("onstart finished")
     o = inst.offer
+    gone = inst.destroyed_at is not None
     stopped = status == "stopped"
-    started = status is not None
+    started = status is not None and not gone
+    running = status == "running"
+    if running and ports_style == "dict":
+        ports: Any = {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(direct_port or ssh_port)}]}
+    elif ports_style == "list":
+        ports = [22]
+    elif ports_style == "dict" and started:
+        ports = {"22/tcp": None}  # known, not mapped until running
+    else:
+        ports = None
+    state = "unloaded" if gone else ("stopped" if stopped else "running")
     return {
         "id": inst.id, "label": inst.label or None, "machine_id": o["machine_id"], "host_id": o["host_id"],
         "actual_status": status,
-        "intended_status": "stopped" if stopped else "running",
-        "cur_state": "stopped" if stopped else "running",
-        "next_state": "stopped" if stopped else "running",
+        "intended_status": "stopped" if stopped or gone else "running",
+        "cur_state": state, "next_state": state,
         "status_msg": msg or None,
         "image_uuid": inst.image, "image_runtype": inst.runtype, "image_args": [],
         "onstart": inst.onstart,
         "gpu_name": o["gpu_name"], "num_gpus": o["num_gpus"], "gpu_ram": o["gpu_ram"],
-        "gpu_totalram": o["gpu_total_ram"], "cuda_max_good": o["cuda_max_good"],
-        "driver_version": o["driver_version"], "cpu_cores": o["cpu_cores"], "cpu_ram": o["cpu_ram"],
+        "gpu_totalram": o["gpu_total_ram"], "gpu_arch": o["gpu_arch"], "gpu_frac": o["gpu_frac"],
+        "cpu_name": o["cpu_name"], "cpu_cores": o["cpu_cores"], "cpu_cores_effective": o["cpu_cores_effective"],
+        "cpu_ram": o["cpu_ram"], "cpu_arch": o["cpu_arch"],
         "disk_space": inst.disk, "geolocation": o["geolocation"], "reliability2": o["reliability2"],
+        "verification": o["verification"], "direct_port_count": o["direct_port_count"],
         "dph_base": o["dph_base"], "storage_cost": o["storage_cost"],
         "dph_total": priced(o, inst.disk)["dph_total"],
         "storage_total_cost": o["storage_cost"] * inst.disk * (now - inst.created_at) / (30 * 24 * 3600),
         "public_ipaddr": f"{ssh_host}\n",
         "ssh_idx": "4", "ssh_host": ssh_host if started else None,
         "ssh_port": ssh_port if started else None,
-        "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(ssh_port)}]} if status == "running" else {},
-        "direct_port_start": ssh_port, "direct_port_end": ssh_port,
+        "ports": ports,
+        "direct_port_start": direct_port or ssh_port, "direct_port_end": direct_port or ssh_port,
         "extra_env": [[k, v] for k, v in inst.env.items()],
         "start_date": inst.start_date, "end_date": inst.start_date + o["duration"],
+        "duration": o["duration"],
         "template_hash_id": None, "is_bid": False, "min_bid": o["min_bid"],
-        "runform_root": str(inst.root), "runform_ssh_user": ssh_user,
     }

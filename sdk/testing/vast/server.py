@@ -1,10 +1,17 @@
 """The HTTP face of the stand-in: a threaded stdlib server that routes to :class:`World`.
 
 Auth is a Bearer header or ``?api_key=`` (both accepted, like the real API). An instance's own
-key (``instance_api_key``, the container's ``CONTAINER_API_KEY``) is accepted for reading,
-changing and deleting that instance only. ``/bundles/`` works without a key; a wrong key there gets 404, elsewhere 401 ``auth_error``. Query values
+key (``instance_api_key``, the container's ``CONTAINER_API_KEY``) is accepted, as Vast
+documents its scope, for starting, stopping and destroying that instance only. ``/bundles/`` works without a key; a wrong key there gets 404, elsewhere 401 ``auth_error``. Query values
 are JSON-decoded one by one, the way the SDK encodes them. ``/_standin/...`` routes (audit,
 log files) need no key and see no faults.
+
+Contract: every request to an endpoint in :mod:`runform.testing.vast.contract` is checked
+against its schema first (a rejected one gets Vast's ``400 invalid_args`` shape), and every
+reply is checked too; a reply that breaks the schema is recorded in
+``World.contract_violations`` (the pytest fixture fails the test on any). With
+``Faults.enforce_intervals`` a caller that breaks an endpoint's documented minimum interval
+gets a plain-text 429 without ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from runform.testing.vast import contract
 from runform.testing.vast.world import DROP, World
 
 Handler = Callable[[World, dict[str, Any], dict[str, Any], tuple[str, ...]], tuple[Any, ...]]
@@ -58,6 +66,14 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     world: World
     api_key: str
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-answer (a killed runform) is no error of the stand-in's."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -107,11 +123,27 @@ class _Handler(BaseHTTPRequestHandler):
             world.record(method, path, 404, at, None)
             self._send(404, {"success": False, "error": "not_found", "msg": f"no route {method} {path}"})
             return
-        denied = self._auth(method, path, query)
+        denied = self._auth(method, path, query, body)
         if denied:
             world.record(method, path, denied[0], at, "auth")
             self._send(*denied)
             return
+        endpoint = contract.endpoint_for(method, path)
+        if endpoint is not None:
+            caller = self._caller(query)
+            doc = contract.endpoints()[endpoint]
+            fault = world.interval_fault(endpoint, caller, float(doc.get("min_interval_s") or 0))
+            if fault is not None:
+                world.record(method, path, fault[0], at, "interval")
+                self._send(fault[0], fault[2], fault[1])
+                return
+            problems = contract.request_errors(endpoint, query={k: v for k, v in query.items() if k != "api_key"},
+                                               body=body)
+            if problems:
+                world.record(method, path, 400, at, "schema")
+                self._send(400, {"success": False, "error": "invalid_args",
+                                 "msg": "Invalid args: " + "; ".join(problems)[:1000]})
+                return
         fault = world.http_fault(method, path)
         if fault is not None:
             status, headers, text = fault
@@ -126,14 +158,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         world.record(method, path, status, at, "lost-create" if status == 500 else None)
+        if endpoint is not None:
+            for problem in contract.reply_errors(endpoint, status, payload):
+                world.contract_violation(f"{method} {path}: reply {problem}")
         self._send(status, payload, reply[2] if len(reply) > 2 else None)
 
-    def _auth(self, method: str, path: str, query: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    def _caller(self, query: dict[str, Any]) -> str:
+        """Who is calling, for per-caller limits: the key, else the client address."""
+        header = self.headers.get("Authorization") or ""
+        key = header[7:].strip() if header.startswith("Bearer ") else query.get("api_key")
+        return f"key:{key}" if key else f"ip:{self.client_address[0]}"
+
+    def _auth(self, method: str, path: str, query: dict[str, Any],
+              body: Any = None) -> tuple[int, dict[str, Any]] | None:
         header = self.headers.get("Authorization") or ""
         key = header[7:].strip() if header.startswith("Bearer ") else query.get("api_key")
         if key == self.server.api_key:
             return None
-        if key and self.server.world.instance_key_allows(str(key), method, path):
+        if key and self.server.world.instance_key_allows(str(key), method, path, body):
             return None
         if path.rstrip("/").endswith("/bundles"):
             if key is None:

@@ -7,10 +7,12 @@ plain string, or :data:`DROP` (close the connection without answering).
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import re
 import secrets
+import socket
 import threading
 import time
 from pathlib import Path
@@ -28,8 +30,29 @@ DROP = object()
 Reply = tuple[Any, ...]  # (status, body) or (status, body, headers)
 ONSTART_LIMIT = 4048
 FIRST_INSTANCE_ID = 30_000_001
+# columns stored on the contract record (a computed one such as dph_total or num_gpus is a 400)
 INSTANCE_FILTER_COLS = ("id", "label", "machine_id", "host_id", "actual_status", "intended_status",
-                        "cur_state", "gpu_name", "num_gpus", "image_uuid", "start_date")
+                        "cur_state", "gpu_name", "image_uuid", "start_date", "verification")
+#: search filter keys that are not row fields: how the server applies them
+SEARCH_ALIASES = {"verified": lambda r: r.get("verification") == "verified",
+                  "datacenter": lambda r: r.get("hosting_type") == 1}
+_TAGGED = re.compile(r"(@sha256:[0-9a-f]{64}|:[\w][\w.-]{0,127})$")
+
+
+def _token(last_id: int) -> str:
+    """An opaque keyset cursor, the way Vast's look (base64 JSON)."""
+    return base64.urlsafe_b64encode(json.dumps({"values": {"id": last_id}}).encode()).decode()
+
+
+def _read_token(token: Any) -> int | None:
+    """The id a cursor from :func:`_token` names; ValueError for anything else."""
+    if token is None or token == "":
+        return None
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(str(token).encode()))
+        return int(raw["values"]["id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"invalid after_token {token!r}") from exc
 
 
 def _err(status: int, error: str, msg: str, **extra: Any) -> Reply:
@@ -64,6 +87,31 @@ class World:
         self.log_urls: dict[str, tuple[float, str]] = {}
         self._next_id = FIRST_INSTANCE_ID
         self._next_key_id = 1
+        self._last_call: dict[tuple[str, str], float] = {}  # (endpoint, caller) -> when (enforce_intervals)
+        self.contract_violations: list[str] = []  # replies that broke the published schema
+        with socket.socket() as probe:  # a port nothing listens on (faults.dead_ssh)
+            probe.bind((ssh_host, 0))
+            self.dead_port = int(probe.getsockname()[1])
+
+    def contract_violation(self, what: str) -> None:
+        with self.lock:
+            self.contract_violations.append(what)
+
+    # ------------------------------------------------------------------ intervals
+    def interval_fault(self, endpoint: str | None, caller: str, min_interval: float) -> tuple[int, dict[str, str], Any] | None:
+        """With ``faults.enforce_intervals``: a plain-text 429 for a caller that calls
+        ``endpoint`` again sooner than ``min_interval`` seconds (no Retry-After, as Vast)."""
+        if endpoint is None or min_interval <= 0:
+            return None
+        with self.lock:
+            if not self.faults.enforce_intervals:
+                return None
+            now = time.monotonic()
+            last = self._last_call.get((endpoint, caller))
+            if last is not None and now - last < min_interval:
+                return 429, {}, f"API requests too frequent: endpoint threshold={min_interval:g}"
+            self._last_call[(endpoint, caller)] = now
+            return None
 
     # ------------------------------------------------------------------ faults
     def http_fault(self, method: str, path: str) -> tuple[int, dict[str, str], Any] | None:
@@ -109,6 +157,7 @@ class World:
                 {"X-RateLimit-Reset": str(reset)}
         q = dict(query)
         control = {k: q.pop(k) for k in CONTROL_KEYS if k in q}
+        aliases = {k: q.pop(k) for k in list(q) if k in SEARCH_ALIASES}
         kind = str(control.get("type", "on-demand"))
         if kind not in OFFER_TYPES:
             return _err(400, "invalid_args", f"Invalid offer type {kind!r}")
@@ -122,6 +171,9 @@ class World:
         fields = set(rows[0]) if rows else set()
         try:
             rows = [r for r in rows if matches(r, q, fields=fields)]
+            for key, cond in aliases.items():
+                rows = [r for r in rows
+                        if matches({key: SEARCH_ALIASES[key](r)}, {key: cond}, fields=(key,))]
         except QueryError as exc:
             return _err(400, "invalid_args", f"Error in query parameters: {exc}")
         rows = order_rows(rows, control.get("order", [["score", "desc"]]))
@@ -146,6 +198,10 @@ class World:
                                  "msg": f"error 410/3907: no_such_ask Instance type {ask_id} is no longer available."}
                 return _err(404, "invalid_args",
                             f"error 404/3603: no_such_ask Instance type by id {ask_id} is not available.")
+            if body.get("image") and not _TAGGED.search(str(body["image"]).rsplit("/", 1)[-1]):
+                # what Vast has been seen to do with an untagged reference (not a lost create)
+                return 500, {"success": False, "error": "server_error",
+                             "msg": f"Internal server error while creating the instance for ask {ask_id}"}
             problem = self._check_create(body, offer)
             if problem:
                 return _err(400, "invalid_args", f"error 400/3467: Invalid args: {problem}", ask_id=ask_id)
@@ -225,8 +281,11 @@ class World:
     # ------------------------------------------------------------------ read
     def row(self, inst: Instance, now: float) -> dict[str, Any]:
         """The instance as ``GET /instances/{id}/`` shows it."""
-        return instance_row(inst, now, self.lifecycle, ssh_host=self.ssh_host, ssh_port=self.ssh_port,
-                            ssh_user=self.ssh_user)
+        dead = self.faults.dead_ssh
+        return instance_row(inst, now, self.lifecycle, ssh_host=self.ssh_host,
+                            ssh_port=self.dead_port if dead == "proxy" else self.ssh_port,
+                            direct_port=self.dead_port if dead == "direct" else self.ssh_port,
+                            ports_style=self.faults.ports_style, onstart_runs=self.authorized_keys is not None)
 
     def _visible(self, now: float) -> list[Instance]:
         return [i for i in self.instances.values()
@@ -236,10 +295,14 @@ class World:
         """What the list endpoints show: the visible instances, less those younger than
         ``faults.list_lag_s`` (a list that lags behind creates)."""
         lag = self.faults.list_lag_s
-        return [i for i in self._visible(now) if now - i.created_at >= lag]
+        wall = time.time()
+        return [i for i in self._visible(now) if wall - i.start_date >= lag]
 
     def list_legacy(self) -> Reply:
-        """``GET /instances/``."""
+        """``GET /instances/``: deprecated; 410 unless ``faults.legacy_account``."""
+        if not self.faults.legacy_account:
+            return _err(410, "deprecated", "GET /api/v0/instances/ is deprecated for this account: "
+                        "use GET /api/v1/instances/")
         with self.lock:
             now = time.monotonic()
             rows = [self.row(i, now) for i in self._listed(now)]
@@ -251,10 +314,11 @@ class World:
         if not isinstance(filters, dict):
             return _err(400, "invalid_args", "select_filters must be an object")
         try:
-            limit = max(1, min(int(params.get("limit") or 25), 25))
-            offset = int(params.get("after_token") or 0)
+            limit = int(params.get("limit") if params.get("limit") is not None else 25)
+            limit = 5 if limit <= 0 else min(limit, 25)
+            after = _read_token(params.get("after_token"))
         except (TypeError, ValueError):
-            return _err(400, "invalid_args", "Error in query parameters: bad limit or after_token")
+            return _err(400, "invalid_args", "Error in query parameters: invalid limit or after_token")
         with self.lock:
             now = time.monotonic()
             rows = [self.row(i, now) for i in self._listed(now)]
@@ -262,15 +326,17 @@ class World:
             rows = [r for r in rows if matches(r, filters, fields=INSTANCE_FILTER_COLS)]
         except QueryError as exc:
             return _err(400, "invalid_args", f"Error in query parameters: {exc}")
-        rows = order_rows(rows, params.get("order_by") or [{"col": "id", "dir": "asc"}])
-        page = rows[offset:offset + limit]
-        more = offset + limit < len(rows)
+        rows = order_rows(sorted(rows, key=lambda r: r["id"]), params.get("order_by") or [{"col": "id", "dir": "asc"}])
+        start = 0
+        if after is not None:  # keyset: the row after the one the token names
+            start = next((n + 1 for n, r in enumerate(rows) if r["id"] == after), len(rows))
+        page = rows[start:start + limit]
+        more = start + limit < len(rows)
         labels: dict[str, int] = {}
         for r in rows:
-            if r["label"]:
-                labels[r["label"]] = labels.get(r["label"], 0) + 1
+            labels[r["label"] or ""] = labels.get(r["label"] or "", 0) + 1
         return 200, {"success": True, "instances_found": len(page), "total_instances": len(rows),
-                     "label_counts": labels, "next_token": str(offset + limit) if more else None,
+                     "label_counts": labels, "next_token": _token(page[-1]["id"]) if more else None,
                      "instances": page}
 
     def _get(self, iid: int) -> Instance | None:
@@ -286,12 +352,14 @@ class World:
             inst = self._get(iid)
             return 200, {"instances": self.row(inst, time.monotonic()) if inst else None}
 
-    def instance_key_allows(self, key: str, method: str, path: str) -> bool:
+    def instance_key_allows(self, key: str, method: str, path: str, body: Any = None) -> bool:
         """Whether an instance's own API key (the container's ``CONTAINER_API_KEY``) may make
-        this request: GET, PUT or DELETE of that instance, nothing else. (Vast documents no
-        scope for it; the stand-in grants the least a container needs to end itself.)"""
+        this request. Vast documents its scope: it "can only start, stop, or destroy that
+        specific instance": ``PUT {"state": ...}`` and ``DELETE`` of that instance, nothing else."""
         m = re.fullmatch(r"/api/v0/instances/(\d+)/?", path)
-        if m is None or method not in ("GET", "PUT", "DELETE"):
+        if m is None or method not in ("PUT", "DELETE"):
+            return False
+        if method == "PUT" and not (isinstance(body, dict) and body and set(body) <= {"state"}):
             return False
         with self.lock:
             inst = self.instances.get(int(m[1]))
@@ -303,7 +371,7 @@ class World:
         with self.lock:
             inst = self.instances.get(iid)
             if inst is None or inst.destroyed_at is not None:
-                return _err(404, "not_found", "Instance not found")
+                return _err(404, "no_such_instance", "Instance not found")
             self._end(inst)
             return 200, {"success": True}
 
@@ -340,10 +408,11 @@ class World:
             inst = self._get(iid)
             if inst is None:
                 return _err(404, "no_such_instance", "Instance not found")
-            if not any(k["public_key"] == key for k in inst.keys):
-                inst.keys.append({"id": self._next_key_id, "public_key": key, "created_at": time.time()})
-                self._next_key_id += 1
-                self._sync_authorized_keys()
+            if any(k["public_key"] == key for k in inst.keys):
+                return 200, {"success": False, "msg": "SSH key already associated with this instance"}
+            inst.keys.append({"id": self._next_key_id, "public_key": key, "created_at": time.time()})
+            self._next_key_id += 1
+            self._sync_authorized_keys()
             return 200, {"success": True, "msg": "SSH key attached successfully"}
 
     def list_keys(self, iid: int) -> Reply:
