@@ -501,7 +501,7 @@ def test_plans_in_a_loop_during_an_apply_on_a_409_server(s3_server_conflicts: S3
     gate = tmp_path / "gate"
     doc = yaml.safe_load((project / "runform.yaml").read_text())
     doc["tracker"] = {"kind": "none"}
-    doc["state"] = {"backend": f"s3://{bucket}/runs/hello.state", "lock_lease": "3s"}
+    doc["state"] = {"backend": f"s3://{bucket}/runs/hello.state", "lock_lease": "10s"}
     doc["stages"]["join"]["run"] = "python steps/gate.py && " + doc["stages"]["join"]["run"]
     doc["stages"]["join"]["deps"] = [*doc["stages"]["join"]["deps"], "steps/gate.py"]
     (project / "runform.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
