@@ -267,6 +267,18 @@ class Tracker(Protocol):
 
 
 @runtime_checkable
+class ImageTracker(Protocol):
+    """An optional ability of a tracker: images a stage names in its metrics file
+    (``{"images": {"rollout": "reports/rollout.png"}}``) reach it after the stage, copied to
+    ``.runform/media/<stage>/`` on the client (PNG, JPEG or GIF, at most 8 MiB each)."""
+
+    def log_image(self, name: str, path: Path, *, stage: str, source: str) -> None:
+        """Log the image at ``path`` (local) as ``name`` of ``stage``; ``source`` is its path on
+        the machine, relative to the run root."""
+        ...
+
+
+@runtime_checkable
 class StateBackend(Protocol):
     """Keeps the state: a snapshot plus an append-only journal, behind a lease lock."""
 

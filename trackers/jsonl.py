@@ -5,6 +5,7 @@ Every line has ``ts`` (unix seconds) and ``type``::
 
     {"ts": ..., "type": "start", "run_id": ..., "name": ..., "config": {...}, "resumed": false}
     {"ts": ..., "type": "metrics", "stage": "train", "step": 3, "metrics": {"loss": 0.1}}
+    {"ts": ..., "type": "image", "stage": "eval", "name": "rollout", "path": ..., "sha256": ...}
     {"ts": ..., "type": "artifact", "name": ..., "uri": ..., "version": ..., "digest": ...}
     {"ts": ..., "type": "<event type>", ...}          # log_event; "event" when untyped
     {"ts": ..., "type": "finish", "run_id": ...}
@@ -61,6 +62,14 @@ class JsonlTracker:
     def log_metrics(self, metrics: Mapping[str, float], *, stage: str, step: int | None = None) -> None:
         self._write({"type": "metrics", "stage": stage, "step": step,
                      "metrics": {str(k): _number(v) for k, v in metrics.items()}})
+
+    def log_image(self, name: str, path: Path, *, stage: str, source: str) -> None:
+        """Record an image a stage made: its copy under ``.runform/media/`` and its digest."""
+        import hashlib
+
+        data = Path(path).read_bytes()
+        self._write({"type": "image", "stage": stage, "name": name, "path": str(path), "source": source,
+                     "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
 
     def log_event(self, event: Mapping[str, Any]) -> None:
         doc = dict(event)

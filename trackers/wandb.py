@@ -156,6 +156,14 @@ class WandbTracker:
             data[f"{stage}/step"] = step
         run.log(data)
 
+    def log_image(self, name: str, path: Path, *, stage: str, source: str) -> None:
+        """Log ``<stage>/<name>`` as a ``wandb.Image`` (W&B's media panel shows it)."""
+        import wandb
+
+        run = self._require()
+        stage = self.ctx.redact(stage)
+        run.log({f"{stage}/{self.ctx.redact(name)}": wandb.Image(str(path), caption=self.ctx.redact(source))})
+
     def log_event(self, event: Mapping[str, Any]) -> None:
         """Count events by type in the summary and keep the last one."""
         run = self._require()

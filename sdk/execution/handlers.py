@@ -13,7 +13,7 @@ from runform.agent.client import AgentClient
 from runform.agent.layout import secrets_path
 from runform.errors import RunformError
 from runform.graph import INSTANCE, name_of
-from runform.interfaces import InstanceInfo, InstanceRequest, Manifest
+from runform.interfaces import ImageTracker, InstanceInfo, InstanceRequest, Manifest
 from runform.planning.model import Action
 from runform.progress import Interrupted
 from runform.state.model import ResourceState, State
@@ -202,6 +202,7 @@ class Handlers:
         # metric names and values come from the stage: masked before the tracker or the state sees them
         m = self.ws.redactor.redact_json(agent.call("metrics", stage=name, fingerprint=fp, metrics_file=s.metrics))
         self._forward_metrics(name, m)
+        self._forward_images(name, m)
         record = {"inputs": a.after.get("inputs"), "exit_code": st.get("exit_code"),
                   "started": st.get("started"), "ended": st.get("ended"),
                   "duration": (st["ended"] - st["started"]) if st.get("ended") and st.get("started") else None,
@@ -233,6 +234,36 @@ class Handlers:
             _safe(hook.runform_stage_metrics, stage=stage, metrics=m["final"], step=None)
             if self.trk:
                 self.trk.log_metrics(m["final"], stage=stage, step=None)
+
+    def _forward_images(self, stage: str, m: dict[str, Any]) -> None:
+        """Images a stage named in its metrics file (``{"images": {"name": "reports/x.png"}}``):
+        copied to ``.runform/media/<stage>/`` and handed to a tracker that takes images. A bad
+        image is a warning, never a failed stage."""
+        images: dict[str, str] = {}
+        for rec in m.get("records", []):
+            if isinstance(rec.get("images"), dict):
+                images.update({str(k): str(v) for k, v in rec["images"].items() if isinstance(v, str)})
+        if not images or not isinstance(self.trk, ImageTracker):
+            return
+        import base64
+        import hashlib
+
+        from runform.rootpath import check_name
+
+        folder = self.ws.spec.state_dir / "media" / stage
+        for key, rel in sorted(images.items())[:64]:
+            try:
+                name = check_name(key, what="image name")
+                got = self.agent().call("read_media", path=rel)
+                data = base64.b64decode(got["data"])
+                if hashlib.sha256(data).hexdigest() != got["sha256"]:
+                    raise RunformError(f"image {rel!r} changed while it was read")
+                local = folder / (name + "." + rel.rsplit(".", 1)[-1].lower())
+                folder.mkdir(parents=True, exist_ok=True)
+                local.write_bytes(data)
+                self.trk.log_image(name, local, stage=stage, source=rel)
+            except RunformError as exc:
+                self.ws.say(self.ws.redact(f"Warning: {stage}: image {key!r} not logged: {exc.message}"))
 
     # ------------------------------------------------------------------ artifact
     def artifact(self, a: Action, *, salvage: str | None = None) -> dict[str, Any] | None:

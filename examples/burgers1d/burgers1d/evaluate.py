@@ -50,7 +50,7 @@ from .distributed import init_distributed
 from .fno import build_fno, fno_rollout
 from .latent_cache import StaleCacheError
 from .latents import LatentData, load_latents
-from .metrics import nrmse_per_step, relative_l2_per_trajectory, write_metrics_json
+from .metrics import MetricsStream, nrmse_per_step, relative_l2_per_trajectory, write_metrics_json
 from .reward import BurgersReward, RewardConfig
 from .runtime import seed_everything, stage_seed
 from .splits import open_split, split_digest
@@ -402,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .plots import write_report  # matplotlib is imported only here
 
     summary = write_report(reports, results, metrics, tables, ttc)
+    MetricsStream().images({png.stem: os.path.relpath(png) for png in sorted(reports.glob("*.png"))})
     for r in results:
         s = r["split"]
         print(

@@ -127,3 +127,12 @@ class MetricsStream:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+    def images(self, images: Mapping[str, str | os.PathLike[str]]) -> None:
+        """Append ``{"images": {name: path}}``: runform hands these files (relative to the run
+        root) to the tracker after the stage (W&B media panel; the jsonl tracker's events)."""
+        if self.path is None or not images:
+            return
+        record = {"images": {str(k): Path(v).as_posix() for k, v in images.items()}}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
