@@ -124,6 +124,7 @@ class SSHTransport:
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # guards (re)connecting
+        self._active: set[paramiko.Channel] = set()  # open command channels (see abort)
         self._sftp_lock = threading.RLock()  # one SFTP conversation at a time
 
     # ------------------------------------------------------------------ connection
@@ -213,6 +214,17 @@ class SSHTransport:
         with contextlib.suppress(Exception):
             if client is not None:
                 client.close()
+
+    def abort(self) -> None:
+        """Stop what is under way now, within a fraction of a second (the first Ctrl-C): every
+        open command channel is closed (its command sees EOF; its call returns exit status 255
+        or fails) and a file being sent stops and removes its temporary file. Calls made
+        afterwards work as usual."""
+        with self._lock:
+            channels = list(self._active)
+        for channel in channels:
+            with contextlib.suppress(Exception):
+                channel.close()
 
     def _transient(self, exc: BaseException) -> bool:
         """Whether ``exc`` is the connection failing (worth a reconnect) rather than the request."""
@@ -311,6 +323,8 @@ class SSHTransport:
             return self._pump(channel, command, stdin, timeout, on_output)
         finally:
             channel.close()
+            with self._lock:
+                self._active.discard(channel)
 
     def _with_env(self, argv: list[str], env: Mapping[str, str]) -> str:
         """Upload ``env`` as a 0600 file the command sources and removes before it starts."""
@@ -332,6 +346,8 @@ class SSHTransport:
         except BaseException:
             channel.close()
             raise
+        with self._lock:
+            self._active.add(channel)
         return channel
 
     def _pump(
@@ -529,6 +545,8 @@ class SSHTransport:
             channel = self._open_channel(command, False)
             try:
                 _send_stream(channel, src, progress)
+                if channel.closed:
+                    raise OSError(errno.EINTR, "interrupted")
                 channel.shutdown_write()
                 status = _exit_status(channel)
                 if status != 0:
@@ -536,6 +554,8 @@ class SSHTransport:
                     raise OSError(errno.EIO, err or f"cat exited with {status}")
             finally:
                 channel.close()
+                with self._lock:
+                    self._active.discard(channel)
             with self._sftp_lock:
                 sftp = self._sftp_client()
                 sftp.chmod(tmp, mode)  # exactly ``mode``, whatever the server's umask took away

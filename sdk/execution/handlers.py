@@ -84,7 +84,10 @@ class Handlers:
         spec = self.ws.spec
         assert spec.env_file is not None
         machine = self.ws.machine(self.state)
-        machine.transport.put_bytes(spec.env_file.read_bytes(), secrets_path(machine.root), mode=0o600)
+        from runform.machine_secrets import machine_secrets
+
+        data = machine_secrets(spec, spec.env_file.read_bytes())  # no storage keys unless pushing
+        machine.transport.put_bytes(data, secrets_path(machine.root), mode=0o600)
         return {"digest": a.after["digest"], "keys": a.after["keys"]}
 
     # ------------------------------------------------------------------ code
@@ -101,7 +104,8 @@ class Handlers:
             # a file changed between plan and apply (a saved plan was checked before we got here):
             # sync what is there now and record exactly that; the next plan shows the consequences
             self.ws.say("code.workdir: the code changed since the plan; syncing the current tree")
-        report = sync_tree(machine.transport, spec.code.path, machine.root, manifest)
+        with _abort_on(self.stop, machine.transport, a.address):
+            report = sync_tree(machine.transport, spec.code.path, machine.root, manifest)
         self.ws.say(f"code.workdir: sent {report.files_sent} file(s), {report.bytes_sent} bytes")
         return {"digest": manifest.digest, "files": len(manifest.entries), "bytes": manifest.total_bytes,
                 "manifest": {e.path: e.digest for e in manifest.entries}, FINGERPRINT: manifest.digest}
@@ -122,17 +126,44 @@ class Handlers:
         agent = self.agent()
         t0 = time.monotonic()
         if d.source.startswith("file://") and not machine.local:
-            moved = self._upload_file_dataset(machine, manifest, name, d.dest)
+            with _abort_on(self.stop, machine.transport, a.address):
+                moved = self._upload_file_dataset(machine, manifest, name, d.dest)
             agent.call("record_dataset", name=name, dest=d.dest, links=dict(d.links),
                        manifest=manifest.to_json(), digest=manifest.digest)
         else:
-            with _ProgressReporter(self.ws, agent, a.address, name):
-                moved = agent.call("hydrate", name=name, dest=d.dest, links=dict(d.links),
-                                   manifest=manifest.to_json())["bytes"]
+            with _ProgressReporter(self.ws, agent, a.address, name), \
+                    _abort_on(self.stop, machine.transport, a.address):
+                moved = self._hydrate(agent, a.address, name, d, manifest)
         took = time.monotonic() - t0
         self.ws.say(f"{a.address}: {moved / 1e6:.1f} MB moved in {took:.1f}s")
         return {"source": d.source, "dest": d.dest, "digest": manifest.digest, "manifest": manifest.to_json(),
                 "bytes_moved": moved}
+
+    def _hydrate(self, agent: AgentClient, address: str, name: str, d: Any, manifest: Manifest) -> int:
+        """The agent's ``hydrate``. For a backend that can sign URLs (``s3://``, ``b2://``) the
+        client signs a presigned GET per object and the machine downloads without credentials;
+        URLs that run out before the fetch ends are signed again (what landed stays)."""
+        import os
+
+        scheme = manifest.uri.split("://", 1)[0]
+        backend = self.ws.pm.get("storage_backends", scheme).factory()
+        sign = getattr(backend, "presign", None)
+        args = {"name": name, "dest": d.dest, "links": dict(d.links), "manifest": manifest.to_json()}
+        if sign is None:
+            return int(agent.call("hydrate", **args)["bytes"])
+        env = {**os.environ, **self.ws.secrets}
+        ttl = int(env.get("RUNFORM_PRESIGN_TTL_S") or 3600)
+        moved = 0
+        for _ in range(20):
+            res = agent.call("hydrate", **args, **sign(manifest, env, ttl_s=ttl))
+            moved += int(res.get("bytes") or 0)
+            if res.get("stopped"):
+                raise Interrupted(f"{address}: the fetch was stopped; apply again to resume it")
+            if not res.get("expired"):
+                return moved
+            self.ws.say(f"{address}: the download URLs expired; signing fresh ones")
+        raise RunformError(f"{address}: the download URLs kept expiring before the fetch ended",
+                           hint="raise RUNFORM_PRESIGN_TTL_S (seconds, default 3600) and apply again")
 
     def _upload_file_dataset(self, machine: Any, manifest: Manifest, name: str, dest: str) -> int:
         """A ``file://`` source lives on the client: send it over the transport, incrementally."""
@@ -245,6 +276,38 @@ class Handlers:
         if a.kind in ("delete", "forget"):
             return None
         return {"kind": self.ws.spec.tracker.kind, "run_id": self.run_id, "env": dict(self.tracker_env)}
+
+
+class _abort_on:  # noqa: N801 - a context manager, named for how it reads
+    """While a transfer runs on a worker thread, watch ``stop`` (set by the first Ctrl-C): when
+    it is set, abort the transport's transfers under way (within a fraction of a second) and
+    report the action as interrupted rather than failed. Nothing half-sent has its final name,
+    so the next apply moves only what is missing."""
+
+    def __init__(self, stop: Any, transport: Any, address: str) -> None:
+        import threading
+
+        self.stop, self.transport, self.address = stop, transport, address
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="runform-abort")
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            if self.stop.wait(0.1):
+                if not self._done.is_set() and hasattr(self.transport, "abort"):
+                    self.transport.abort()
+                return
+
+    def __enter__(self) -> _abort_on:
+        if self.stop is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        self._done.set()
+        if exc is not None and self.stop is not None and self.stop.is_set() \
+                and not isinstance(exc, Interrupted):
+            raise Interrupted(f"{self.address}: transfer stopped (Ctrl-C); apply again to resume it") from exc
 
 
 class _ProgressReporter:
