@@ -76,7 +76,7 @@ class _Pool:
 
 
 def fetch_urls(manifest: Manifest, dest: Path, urls: Mapping[str, str], expires_at: float, *,
-               progress: Progress | None = None, workers: int = 16,
+               progress: Progress | None = None, workers: int = 8,
                stop: threading.Event | None = None) -> int:
     """Make ``dest`` hold ``manifest``, downloading from ``urls`` (manifest path -> URL);
     returns the bytes downloaded. Raises :class:`UrlsExpired` when URLs run out of time and

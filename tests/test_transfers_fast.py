@@ -225,3 +225,74 @@ def test_a_read_only_spec_puts_no_storage_key_on_the_machine(hello: Path, s3_ser
     for name in ("B2_KEY_ID", "B2_APP_KEY"):
         assert name not in on_machine and keys[name] not in on_machine, name
     assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+
+@needs_sshd
+def test_ctrl_c_during_a_dataset_upload_stops_it_and_the_next_apply_sends_only_the_rest(
+    hello: Path, sshd: SSHD, tmp_path: Path
+) -> None:
+    """The real CLI over the real sshd: SIGINT while a ``file://`` folder is being sent."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "remote" / "hello"
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["compute"] = {**sshd.compute, "root": str(root)}
+    spec["datasets"]["big"] = {"source": "file://big", "dest": "data/big"}
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    big = hello / "big"
+    big.mkdir()
+    for i in range(8):  # sparse 64 MB files: one landing batch each
+        with open(big / f"f{i}.bin", "wb") as f:
+            f.truncate(64 << 20)
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
+                            cwd=hello, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        landed = root / "data" / "big"
+        _until(lambda: landed.is_dir() and any(p.name.endswith(".bin") for p in landed.iterdir()),
+               "the first batch to land", deadline_s=240)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out and "dataset.big" in out and "interrupted" in out.lower(), out
+    sent_first = sorted(p.name for p in landed.iterdir() if p.name.endswith(".bin"))
+    assert 0 < len(sent_first) < 8, (sent_first, out.splitlines())
+    again = run_cli("apply", "--auto-approve", cwd=hello)
+    assert again.returncode == 0, again.stdout + again.stderr
+    moved = re.search(r"dataset\.big: ([\d.]+) MB moved", again.stdout + again.stderr)
+    assert moved, again.stdout + again.stderr
+    assert float(moved.group(1)) == pytest.approx((8 - len(sent_first)) * (64 << 20) / 1e6, abs=0.1)
+    assert sorted(p.name for p in landed.iterdir() if p.name.endswith(".bin")) == [
+        f"f{i}.bin" for i in range(8)]
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+
+@needs_sshd
+def test_closing_the_channel_is_seen_by_the_agent_as_a_hang_up(
+    transport: SSHTransport, tmp_path: Path
+) -> None:
+    """What stops a hydration on the machine at the client's Ctrl-C: sshd closes the command's
+    stdout pipe when the channel closes, and the agent's watch sees it."""
+    import sys
+
+    marker = tmp_path / "stopped"
+    script = (
+        "import threading, pathlib, sys\n"
+        "from runform.storage_backends._urlfetch import watch_hangup\n"
+        "stop = threading.Event(); watch_hangup(stop)\n"
+        "print('ready', flush=True)\n"
+        "stop.wait(60) and pathlib.Path(sys.argv[1]).write_text('yes')\n"
+    )
+    out: list[bytes] = []
+    worker = threading.Thread(target=lambda: transport.run_stream(
+        [sys.executable, "-c", script, str(marker)], out.append))
+    worker.start()
+    _until(lambda: b"ready" in b"".join(out), "the command to start")
+    transport.abort()
+    worker.join(timeout=10)
+    _until(marker.exists, "the command to see the hang-up")

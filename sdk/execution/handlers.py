@@ -294,8 +294,10 @@ class _abort_on:  # noqa: N801 - a context manager, named for how it reads
     def _watch(self) -> None:
         while not self._done.is_set():
             if self.stop.wait(0.1):
-                if not self._done.is_set() and hasattr(self.transport, "abort"):
+                # again until the transfer gives up: a sync in batches opens a channel per batch
+                while not self._done.is_set() and hasattr(self.transport, "abort"):
                     self.transport.abort()
+                    self._done.wait(0.02)
                 return
 
     def __enter__(self) -> _abort_on:
