@@ -296,3 +296,44 @@ def test_closing_the_channel_is_seen_by_the_agent_as_a_hang_up(
     transport.abort()
     worker.join(timeout=10)
     _until(marker.exists, "the command to see the hang-up")
+
+
+def test_apply_signs_fresh_urls_when_the_agent_reports_them_expired(
+    s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """The client's side of expiry: the agent (in-process here, runform's own ``hydrate`` op)
+    gets URLs that are about to expire, answers ``expired``, and the client signs again."""
+    from types import SimpleNamespace
+
+    from runform.agent.ops import handle
+    from runform.execution.handlers import Handlers
+    from runform.plugins import get_plugin_manager
+
+    bucket, bodies = _bucket_with(s3_server, {"a.bin": 5000, "b/c.bin": 7000})
+    env = s3_server.env("s3")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    manifest = S3Backend().resolve(f"s3://{bucket}/ds/", env)
+    signed: list[float] = []
+    real = S3Backend.presign
+
+    def presign(self, m, e, *, ttl_s=3600):  # type: ignore[no-untyped-def]
+        out = real(self, m, e, ttl_s=ttl_s)
+        if not signed:  # the first batch runs out before the fetch starts
+            out["expires_at"] = time.time() + 1
+        signed.append(out["expires_at"])
+        return out
+
+    monkeypatch.setattr(S3Backend, "presign", presign)
+    said: list[str] = []
+    handlers = object.__new__(Handlers)
+    handlers.ws = SimpleNamespace(pm=get_plugin_manager(), secrets={}, say=said.append)
+    root = tmp_path / "machine"
+    root.mkdir()
+    agent = SimpleNamespace(call=lambda op, **kw: handle({"op": op, "root": str(root), **kw}))
+    d = SimpleNamespace(dest="data/ds", links={})
+    moved = handlers._hydrate(agent, "dataset.ds", "ds", d, manifest)  # type: ignore[arg-type]
+    assert len(signed) == 2 and any("signing fresh ones" in s for s in said)
+    assert moved == 12000
+    for name, body in bodies.items():
+        assert (root / "data" / "ds" / name).read_bytes() == body
