@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         big = work / "big.bin"
         with open(big, "wb") as f:
-            for _ in range(args.mb):
-                f.write(os.urandom(1 << 20))
+            f.writelines(os.urandom(1 << 20) for _ in range(args.mb))
         small = work / "code"
         for i in range(args.files):
             p = small / f"pkg{i % 10}" / f"mod{i % 7}" / f"file{i}.py"

@@ -146,7 +146,7 @@ def test_hydration_from_presigned_urls_needs_no_credentials(s3_server, tmp_path:
 
 
 def test_expired_urls_are_reported_and_fresh_ones_finish_the_fetch(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    bucket, bodies = _bucket_with(s3_server, {"a.bin": 1000, "b.bin": 2000})
+    bucket, _ = _bucket_with(s3_server, {"a.bin": 1000, "b.bin": 2000})
     backend = S3Backend()
     env = s3_server.env("s3")
     manifest = backend.resolve(f"s3://{bucket}/ds/", env)

@@ -278,7 +278,7 @@ class Handlers:
         return {"kind": self.ws.spec.tracker.kind, "run_id": self.run_id, "env": dict(self.tracker_env)}
 
 
-class _abort_on:  # noqa: N801 - a context manager, named for how it reads
+class _abort_on:
     """While a transfer runs on a worker thread, watch ``stop`` (set by the first Ctrl-C): when
     it is set, abort the transport's transfers under way (within a fraction of a second) and
     report the action as interrupted rather than failed. Nothing half-sent has its final name,
@@ -305,7 +305,7 @@ class _abort_on:  # noqa: N801 - a context manager, named for how it reads
             self._thread.start()
         return self
 
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         self._done.set()
         if exc is not None and self.stop is not None and self.stop.is_set() \
                 and not isinstance(exc, Interrupted):
