@@ -337,3 +337,19 @@ def test_apply_signs_fresh_urls_when_the_agent_reports_them_expired(
     assert moved == 12000
     for name, body in bodies.items():
         assert (root / "data" / "ds" / name).read_bytes() == body
+
+
+def test_a_large_transfer_prints_bytes_rate_and_eta() -> None:
+    from types import SimpleNamespace
+
+    from runform.execution.handlers import _SendProgress
+
+    said: list[str] = []
+    p = _SendProgress(SimpleNamespace(say=said.append), "dataset.big", 100 << 20, every=0.0)  # type: ignore[arg-type]
+    p(10 << 20)
+    p(40 << 20)
+    assert said and said[-1].startswith("dataset.big: sent 52.4/104.9 MB (") and "ETA" in said[-1]
+    small: list[str] = []
+    q = _SendProgress(SimpleNamespace(say=small.append), "code.workdir", 1 << 20, every=0.0)  # type: ignore[arg-type]
+    q(1 << 20)
+    assert small == []  # a small transfer stays quiet

@@ -178,11 +178,19 @@ class Handlers:
             base = self.ws.spec.dir / base
         target = posixpath.join(machine.root, dest)
         if base.is_dir():
-            report = sync_tree(machine.transport, base, target, local_manifest(base),
-                               remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"))
+            files = local_manifest(base)
+            report = sync_tree(machine.transport, base, target, files,
+                               remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"),
+                               progress=_SendProgress(self.ws, f"dataset.{name}", files.total_bytes))
             return report.bytes_sent
         machine.transport.run(["mkdir", "-p", target])
-        machine.transport.put_file(base, posixpath.join(target, base.name))
+        import inspect
+
+        send = machine.transport.put_file
+        extra = {}
+        if "progress" in inspect.signature(send).parameters:  # SSHTransport's (not the protocol's)
+            extra["progress"] = _SendProgress(self.ws, f"dataset.{name}", base.stat().st_size)
+        send(base, posixpath.join(target, base.name), **extra)
         return base.stat().st_size
 
     # ------------------------------------------------------------------ stage
@@ -345,6 +353,30 @@ class _ProgressReporter:
             eta = format_duration((total - done) / rate) if rate > 0 else "?"
             self.ws.say(f"{self.address}: {done / 1e6:.1f}/{total / 1e6:.1f} MB "
                         f"({rate / 1e6:.1f} MB/s, ETA {eta})")
+
+
+class _SendProgress:
+    """A transfer's ``progress`` callback: prints bytes, rate and ETA every few seconds for a
+    transfer over a few MB (issue 16's progress events can take this place)."""
+
+    def __init__(self, ws: Workspace, address: str, total: int, every: float = 5.0) -> None:
+        self.ws, self.address, self.total, self.every = ws, address, total, every
+        self.done = 0
+        self.started = self._last = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.total < (8 << 20) or now - self._last < self.every:
+            return
+        self._last = now
+        from runform.durations import format_duration
+
+        rate = self.done / max(1e-6, now - self.started)
+        left = max(0, self.total - self.done)
+        eta = format_duration(left / rate) if rate > 0 else "?"
+        self.ws.say(f"{self.address}: sent {min(self.done, self.total) / 1e6:.1f}/{self.total / 1e6:.1f} MB "
+                    f"({rate / 1e6:.1f} MB/s, ETA {eta})")
 
 
 def _tracker_config(ws: Workspace) -> dict[str, Any]:
