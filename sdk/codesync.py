@@ -335,15 +335,23 @@ def _script(
     # folders emptied by the deletions go too (only if empty), so a file may take their name
     emptied = sorted({d for p in delete for d in _parents(p)}, key=lambda d: -d.count("/"))
     lines += [f"rmdir -- {q(d)} 2>/dev/null || true" for d in emptied]
+    # a top-level folder that is not there yet arrives whole, with one rename (atomic: it
+    # appears with every file complete); a first sync of a tree is a few renames, not one
+    # ``mv`` per folder
+    for top in sorted({e.path.split("/", 1)[0] for e in send if "/" in e.path}):
+        staged = q(f"{STAGING}/f/{top}")
+        lines.append(f"if [ ! -e {q(top)} ] && [ ! -L {q(top)} ]; then mv -- {staged} {q(top)}; fi")
     for chunk in _chunks(sorted({d for e in send for d in _parents(e.path)})):
         lines.append("mkdir -p -- " + " ".join(q(d) for d in chunk))
     by_folder: dict[str, list[str]] = {}
     for e in send:
         by_folder.setdefault(posixpath.dirname(e.path), []).append(e.path)
     for folder, paths in sorted(by_folder.items()):
+        guard = f"[ ! -d {q(f'{STAGING}/f/{folder}')} ] || " if folder else ""  # moved whole
         for chunk in _chunks(paths):
             lines.append(
-                "mv -f -- "
+                guard
+                + "mv -f -- "
                 + " ".join(q(f"{STAGING}/f/{p}") for p in chunk)
                 + " "
                 + q(f"{folder or '.'}/")
