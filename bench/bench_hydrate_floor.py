@@ -100,8 +100,10 @@ def main() -> None:
 
         from runform.storage_backends.s3 import S3Backend
 
-        manifest_file = args.workdir / "manifest.json"
-        manifest_file.write_text(json.dumps(S3Backend().resolve(f"s3://{bucket}/{prefix}", env).to_json()))
+        manifest_file = args.workdir / "job.json"  # what the client hands the agent
+        backend = S3Backend()
+        manifest = backend.resolve(f"s3://{bucket}/{prefix}", env)
+        manifest_file.write_text(json.dumps({"manifest": manifest.to_json(), **backend.presign(manifest, env)}))
         dest = args.workdir / "dest"
         me = [sys.executable, str(Path(bh.__file__).resolve())]
         rows: list[tuple[str, list[str], int, bool]] = [
@@ -112,7 +114,7 @@ def main() -> None:
                                                           str(dest), "-"], single_bytes, True),
             ("raw GETs + MD5 (single-part objects)", [sys.executable, "-c", RAW_CHILD, str(single_file),
                                                       str(dest), "md5"], single_bytes, True),
-            ("runform fetch (agent, plan's manifest)", [*me, "--child-fetch", str(manifest_file), str(dest)],
+            ("runform fetch (agent, presigned URLs)", [*me, "--child-fetch", str(manifest_file), str(dest)],
              total, True),
         ]
         s5cmd = bh.find("s5cmd")

@@ -27,7 +27,8 @@ class LocalTransport:
             timeout: float | None = None) -> CommandResult:
         full_env = {**os.environ, **(env or {})}
         try:
-            p = subprocess.run(argv, input=stdin, capture_output=True, env=full_env, timeout=timeout)
+            data = stdin if stdin is None or isinstance(stdin, bytes) else stdin.read()  # a stream
+            p = subprocess.run(argv, input=data, capture_output=True, env=full_env, timeout=timeout)
         except subprocess.TimeoutExpired as exc:  # the Transport contract: TimeoutError
             raise TimeoutError(f"`{shlex.join(argv)}` timed out after {timeout:g}s") from exc
         return CommandResult(p.returncode, p.stdout, p.stderr)

@@ -17,24 +17,27 @@ How one sync lands, so that a kill at any moment leaves nothing unaccounted for:
 4. the new manifest is renamed into place last.
 
 The remote manifest file is the :class:`Manifest` JSON plus a top-level ``digest`` (the
-caller's code fingerprint; ``None`` while a sync is landing), which refreshes read.
+caller's code fingerprint; ``None`` while a sync is landing, or after a batch that was not
+the last), which refreshes read.
 
 Only ``Transport.run`` and ``Transport.get_bytes`` are used, so the local transport and
 the SSH transport behave alike. File modes travel with the files, but a mode-only change
-is not detected (the manifest holds sizes and digests). The archive is built in memory:
-this is for code; data belongs in ``datasets``.
+is not detected (the manifest holds sizes and digests). Large syncs (``file://`` datasets)
+go in batches of about 64 MB, each one tar stream written by a thread into a pipe.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import posixpath
 import shlex
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 
@@ -46,6 +49,9 @@ MANIFEST_PATH = ".runform/code-manifest.json"  # relative to the remote root
 STAGING = ".runform/incoming"
 PENDING = "pending"  # digest of a path announced before its content landed
 _BATCH = 200  # paths per mkdir / mv / rm command line
+_BATCH_BYTES = 64 << 20  # bytes per landing (an interrupted sync keeps the batches that landed)
+_STREAM_MIN = 4 << 20  # a batch from this size on is streamed, not built in memory
+_CHUNK = 1 << 20
 
 
 class SyncError(RunformError):
@@ -172,12 +178,18 @@ def sync_tree(
     *,
     remote_manifest_path: str | None = None,
     exclude: Iterable[str] = (),
+    progress: Callable[[int], None] | None = None,
 ) -> SyncReport:
     """Make ``remote_root`` hold the local tree (``manifest``, or the tree minus ``exclude``).
 
     ``remote_root`` must be absolute. Sends only new and changed files; deletes only files
     that an earlier sync put there and that have left the tree. ``digest`` (default: the
     manifest's) is recorded at the top of the remote manifest, where refreshes read it.
+
+    The files go in batches of about 64 MB, each landing on its own (so an interrupted sync
+    keeps the batches that landed), a large batch streamed without being held in memory.
+    ``progress`` is called with the number of bytes just sent; one with a ``total`` attribute
+    (a meter) gets it set to the bytes this sync sends, before the first byte.
     """
     if not posixpath.isabs(remote_root):
         raise ValueError(f"sync_tree: remote root must be an absolute path, not {remote_root!r}")
@@ -196,30 +208,104 @@ def sync_tree(
     )
     if remote is not None and not report.changed and recorded == digest:
         return report
+    if progress is not None and hasattr(progress, "total"):  # a meter: what this sync will send
+        progress.total = report.bytes_sent
     known = remote.by_path() if remote else {}
-    intent = None
-    if any(e.path not in known for e in send):
-        announced = {
-            **known,
-            **{e.path: ManifestEntry(e.path, e.size, PENDING) for e in send if e.path not in known},
-        }
-        intent = attrs.evolve(manifest, entries=tuple(announced[p] for p in sorted(announced)))
-    script = _script(remote_root, manifest_path, send, delete, intent is not None)
-    archive = _archive(
-        local_root, send, script, _dumps(manifest, digest), intent and _dumps(intent, None)
-    )
+    batches = _batches(send)
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        gone = delete if i == 0 else []
+        current = {p: e for p, e in known.items() if p not in gone}
+        after = {**current, **{e.path: e for e in batch}}
+        # a batch that is not the last lands with its own manifest and no digest: an interrupted
+        # sync keeps what landed (the next one sends only the rest), and a refresh sees it as
+        # unfinished
+        landed = manifest if last else attrs.evolve(
+            manifest, entries=tuple(after[p] for p in sorted(after)))
+        intent = None
+        if any(e.path not in current for e in batch):
+            announced = {  # the paths about to be deleted too, until they are
+                **known,
+                **{e.path: ManifestEntry(e.path, e.size, PENDING) for e in batch if e.path not in current},
+            }
+            intent = attrs.evolve(manifest, entries=tuple(announced[p] for p in sorted(announced)))
+        script = _script(remote_root, manifest_path, batch, gone, intent is not None)
+        _land(transport, remote_root, local_root, batch, script,
+              _dumps(landed, digest if last else None), intent and _dumps(intent, None), progress)
+        known = after
+    return report
+
+
+def _batches(send: Sequence[ManifestEntry]) -> list[list[ManifestEntry]]:
+    """``send`` cut into batches of about :data:`_BATCH_BYTES` (at least one, maybe empty)."""
+    out: list[list[ManifestEntry]] = [[]]
+    size = 0
+    for e in send:
+        if out[-1] and size + e.size > _BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += e.size
+    return out
+
+
+def _land(
+    transport: Transport,
+    remote_root: str,
+    local_root: Path,
+    send: Sequence[ManifestEntry],
+    script: str,
+    manifest: bytes,
+    intent: bytes | None,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Send one batch as a tar stream and run its landing script."""
     command = (
         'set -e; mkdir -p "$1"; cd "$1"; rm -rf "$2"; mkdir -p "$2"; '
         'tar -x -o -f - -C "$2"; exec sh "$2/.sync.sh"'
     )
-    result = transport.run(["sh", "-c", command, "sh", remote_root, STAGING], stdin=archive)
+    argv = ["sh", "-c", command, "sh", remote_root, STAGING]
+    if sum(e.size for e in send) < _STREAM_MIN:
+        result = transport.run(argv, stdin=_archive(local_root, send, script, manifest, intent))
+        if progress is not None:
+            progress(sum(e.size for e in send))
+    else:
+        stream = _ArchiveStream(local_root, send, script, manifest, intent, progress)
+        try:
+            result = transport.run(argv, stdin=stream)  # type: ignore[arg-type]
+        finally:
+            stream.close()
+        if stream.error is not None:
+            raise stream.error
     if not result.ok:
         tail = result.stderr.decode(errors="replace").strip()[-2000:]
         raise SyncError(
             f"code sync to {remote_root} failed (exit {result.exit_code}): {tail}",
             hint="check the machine's free disk space and that the root is writable",
         )
-    return report
+
+
+def _write_archive(
+    out: IO[bytes],
+    local_root: Path,
+    send: Sequence[ManifestEntry],
+    script: str,
+    manifest: bytes,
+    intent: bytes | None,
+    stream: bool = False,
+) -> None:
+    with tarfile.open(fileobj=out, mode="w|" if stream else "w", format=tarfile.PAX_FORMAT) as tar:
+        _add_bytes(tar, ".sync.sh", script.encode(), 0o600)
+        _add_bytes(tar, ".manifest.json", manifest, 0o644)
+        if intent is not None:
+            _add_bytes(tar, ".intent.json", intent, 0o644)
+        for entry in send:
+            path = local_root / entry.path
+            with open(path, "rb") as f:  # the content, also behind a symlink
+                st = os.fstat(f.fileno())
+                info = tarfile.TarInfo(f"f/{entry.path}")
+                info.size, info.mode, info.mtime = st.st_size, st.st_mode & 0o777, int(st.st_mtime)
+                tar.addfile(info, f)
 
 
 def _archive(
@@ -230,19 +316,44 @@ def _archive(
     intent: bytes | None,
 ) -> bytes:
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add_bytes(tar, ".sync.sh", script.encode(), 0o600)
-        _add_bytes(tar, ".manifest.json", manifest, 0o644)
-        if intent is not None:
-            _add_bytes(tar, ".intent.json", intent, 0o644)
-        for entry in send:
-            path = local_root / entry.path
-            st = path.stat()
-            info = tarfile.TarInfo(f"f/{entry.path}")
-            info.size, info.mode, info.mtime = st.st_size, st.st_mode & 0o777, int(st.st_mtime)
-            with open(path, "rb") as f:  # the content, also behind a symlink
-                tar.addfile(info, f)
+    _write_archive(buf, local_root, send, script, manifest, intent)
     return buf.getvalue()
+
+
+class _ArchiveStream:
+    """The tar archive of a large batch as a readable stream, written by a thread into a pipe
+    (never whole in memory). Counts what is read for ``progress``; a local read error ends the
+    stream early (the remote ``tar`` then fails) and is kept in :attr:`error`."""
+
+    def __init__(self, local_root: Path, send: Sequence[ManifestEntry], script: str,
+                 manifest: bytes, intent: bytes | None,
+                 progress: Callable[[int], None] | None) -> None:
+        r, w = os.pipe()
+        self._reader = os.fdopen(r, "rb")
+        self._progress = progress
+        self.error: BaseException | None = None
+
+        def write() -> None:
+            try:
+                with os.fdopen(w, "wb", buffering=_CHUNK) as out:
+                    _write_archive(out, local_root, send, script, manifest, intent, stream=True)
+            except BrokenPipeError:
+                pass  # the reader went away (Ctrl-C, a dropped connection)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self.error = exc
+
+        self._thread = threading.Thread(target=write, daemon=True, name="runform-tar")
+        self._thread.start()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._reader.read(n)
+        if self._progress is not None and data:
+            self._progress(len(data))
+        return data
+
+    def close(self) -> None:
+        self._reader.close()
+        self._thread.join(timeout=1.0)
 
 
 def _script(
@@ -262,15 +373,23 @@ def _script(
     # folders emptied by the deletions go too (only if empty), so a file may take their name
     emptied = sorted({d for p in delete for d in _parents(p)}, key=lambda d: -d.count("/"))
     lines += [f"rmdir -- {q(d)} 2>/dev/null || true" for d in emptied]
+    # a top-level folder that is not there yet arrives whole, with one rename (atomic: it
+    # appears with every file complete); a first sync of a tree is a few renames, not one
+    # ``mv`` per folder
+    for top in sorted({e.path.split("/", 1)[0] for e in send if "/" in e.path}):
+        staged = q(f"{STAGING}/f/{top}")
+        lines.append(f"if [ ! -e {q(top)} ] && [ ! -L {q(top)} ]; then mv -- {staged} {q(top)}; fi")
     for chunk in _chunks(sorted({d for e in send for d in _parents(e.path)})):
         lines.append("mkdir -p -- " + " ".join(q(d) for d in chunk))
     by_folder: dict[str, list[str]] = {}
     for e in send:
         by_folder.setdefault(posixpath.dirname(e.path), []).append(e.path)
     for folder, paths in sorted(by_folder.items()):
+        guard = f"[ ! -d {q(f'{STAGING}/f/{folder}')} ] || " if folder else ""  # moved whole
         for chunk in _chunks(paths):
             lines.append(
-                "mv -f -- "
+                guard
+                + "mv -f -- "
                 + " ".join(q(f"{STAGING}/f/{p}") for p in chunk)
                 + " "
                 + q(f"{folder or '.'}/")

@@ -284,6 +284,20 @@ class S3Backend:
         finally:
             manager.shutdown()
 
+    def presign(self, manifest: Manifest, env: Mapping[str, str], *, ttl_s: int = 3600) -> dict[str, Any]:
+        """Presigned GET URLs for every object of ``manifest`` (signed here, on the client:
+        the machine downloads without credentials; see :mod:`._urlfetch`), and when they
+        expire (``expires_at``, epoch seconds)."""
+        import time
+
+        from ._urlfetch import presign
+
+        loc = self._location(manifest.uri)
+        folder = loc.key if loc.is_prefix else loc.folder
+        expires_at = time.time() + ttl_s
+        urls = presign(self._client(env), loc.bucket, folder, list(manifest.entries), ttl_s)
+        return {"urls": urls, "expires_at": expires_at}
+
     def verify(self, manifest: Manifest, dest: Path) -> VerifyReport:
         """Read ``dest`` back; corrupted or missing files are fetched again next time."""
         return verify(manifest, dest)

@@ -204,10 +204,19 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     _check_links(root, req["dest"], req.get("links", {}), name)  # before any byte is fetched
     os.makedirs(dest, exist_ok=True)
     scheme = manifest.uri.split("://", 1)[0]
-    backend = get_plugin_manager().get("storage_backends", scheme).factory()
 
     prog = _ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes)
-    moved = backend.fetch(manifest, Path(dest), _secret_env(root), progress=prog)
+    if req.get("urls") is not None:  # presigned GETs signed by the client: no credentials here
+        from runform.storage_backends._urlfetch import agent_fetch
+
+        got = agent_fetch(manifest, Path(dest), req["urls"], float(req["expires_at"]), prog)
+        prog._write()
+        if "bytes" not in got:  # expired (the client signs fresh URLs) or stopped
+            return {**got, "bytes": prog.done}
+        moved = got["bytes"]
+    else:
+        backend = get_plugin_manager().get("storage_backends", scheme).factory()
+        moved = backend.fetch(manifest, Path(dest), _secret_env(root), progress=prog)
     prog._write()  # the final count
     make_links(root, req["dest"], req.get("links", {}))
     record = manifest.to_json()

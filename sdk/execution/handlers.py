@@ -89,7 +89,10 @@ class Handlers:
         spec = self.ws.spec
         assert spec.env_file is not None
         machine = self.ws.machine(self.state)
-        machine.transport.put_bytes(spec.env_file.read_bytes(), secrets_path(machine.root), mode=0o600)
+        from runform.machine_secrets import machine_secrets
+
+        data = machine_secrets(spec, spec.env_file.read_bytes())  # no storage keys unless pushing
+        machine.transport.put_bytes(data, secrets_path(machine.root), mode=0o600)
         return {"digest": a.after["digest"], "keys": a.after["keys"]}
 
     # ------------------------------------------------------------------ code
@@ -108,7 +111,9 @@ class Handlers:
             # sync what is there now and record exactly that; the next plan shows the consequences
             self.ws.say("code.workdir: the code changed since the plan; syncing the current tree")
         t0 = time.monotonic()
-        report = sync_tree(machine.transport, spec.code.path, machine.root, manifest)
+        with _abort_on(self.stop, machine.transport, a.address):
+            report = sync_tree(machine.transport, spec.code.path, machine.root, manifest,
+                               progress=_SendProgress(self.ws, a.address, 0))
         self._sent(a.address, f"{report.files_sent} file(s)", report.bytes_sent, time.monotonic() - t0)
         return {"digest": manifest.digest, "files": len(manifest.entries), "bytes": manifest.total_bytes,
                 "manifest": {e.path: e.digest for e in manifest.entries}, FINGERPRINT: manifest.digest}
@@ -130,13 +135,14 @@ class Handlers:
         t0 = time.monotonic()
         if d.source.startswith("file://") and not machine.local:
             agent.call("check_dataset", name=name, dest=d.dest, links=dict(d.links))  # before any upload
-            moved = self._upload_file_dataset(machine, manifest, name, d.dest)
+            with _abort_on(self.stop, machine.transport, a.address):
+                moved = self._upload_file_dataset(machine, manifest, name, d.dest)
             agent.call("record_dataset", name=name, dest=d.dest, links=dict(d.links),
                        manifest=manifest.to_json(), digest=manifest.digest)
         else:
-            with _ProgressReporter(self.ws, agent, a.address, name):
-                moved = agent.call("hydrate", name=name, dest=d.dest, links=dict(d.links),
-                                   manifest=manifest.to_json())["bytes"]
+            with _ProgressReporter(self.ws, agent, a.address, name), \
+                    _abort_on(self.stop, machine.transport, a.address):
+                moved = self._hydrate(agent, a.address, name, d, manifest)
         took = time.monotonic() - t0
         self.ws.say(f"{a.address}: {moved / 1e6:.1f} MB moved in {took:.1f}s")
         return {"source": d.source, "dest": d.dest, "digest": manifest.digest, "manifest": manifest.to_json(),
@@ -149,6 +155,32 @@ class Handlers:
         self.ws.tell("transfer", f"{address}: sent {what}, {moved / 1e6:.1f} MB in {took:.1f}s "
                      f"({rate / 1e6:.1f} MB/s)", address=address, bytes=moved, total=moved,
                      rate=round(rate, 1), eta=0.0)
+
+    def _hydrate(self, agent: AgentClient, address: str, name: str, d: Any, manifest: Manifest) -> int:
+        """The agent's ``hydrate``. For a backend that can sign URLs (``s3://``, ``b2://``) the
+        client signs a presigned GET per object and the machine downloads without credentials;
+        URLs that run out before the fetch ends are signed again (what landed stays)."""
+        import os
+
+        scheme = manifest.uri.split("://", 1)[0]
+        backend = self.ws.pm.get("storage_backends", scheme).factory()
+        sign = getattr(backend, "presign", None)
+        args = {"name": name, "dest": d.dest, "links": dict(d.links), "manifest": manifest.to_json()}
+        if sign is None:
+            return int(agent.call("hydrate", **args)["bytes"])
+        env = {**os.environ, **self.ws.secrets}
+        ttl = int(env.get("RUNFORM_PRESIGN_TTL_S") or 3600)
+        moved = 0
+        for _ in range(20):
+            res = agent.call("hydrate", **args, **sign(manifest, env, ttl_s=ttl))
+            moved += int(res.get("bytes") or 0)
+            if res.get("stopped"):
+                raise Interrupted(f"{address}: the fetch was stopped; apply again to resume it")
+            if not res.get("expired"):
+                return moved
+            self.ws.say(f"{address}: the download URLs expired; signing fresh ones")
+        raise RunformError(f"{address}: the download URLs kept expiring before the fetch ended",
+                           hint="raise RUNFORM_PRESIGN_TTL_S (seconds, default 3600) and apply again")
 
     def _upload_file_dataset(self, machine: Any, manifest: Manifest, name: str, dest: str) -> int:
         """A ``file://`` source lives on the client: send it over the transport, incrementally."""
@@ -163,11 +195,19 @@ class Handlers:
             base = self.ws.spec.dir / base
         target = posixpath.join(machine.root, dest)
         if base.is_dir():
-            report = sync_tree(machine.transport, base, target, local_manifest(base),
-                               remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"))
+            files = local_manifest(base)
+            report = sync_tree(machine.transport, base, target, files,
+                               remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"),
+                               progress=_SendProgress(self.ws, f"dataset.{name}", files.total_bytes))
             return report.bytes_sent
         machine.transport.run(["mkdir", "-p", target])
-        machine.transport.put_file(base, posixpath.join(target, base.name))
+        import inspect
+
+        send = machine.transport.put_file
+        extra = {}
+        if "progress" in inspect.signature(send).parameters:  # SSHTransport's (not the protocol's)
+            extra["progress"] = _SendProgress(self.ws, f"dataset.{name}", base.stat().st_size)
+        send(base, posixpath.join(target, base.name), **extra)
         return base.stat().st_size
 
     # ------------------------------------------------------------------ stage
@@ -302,6 +342,40 @@ class Handlers:
         return {"kind": self.ws.spec.tracker.kind, "run_id": self.run_id, "env": dict(self.tracker_env)}
 
 
+class _abort_on:
+    """While a transfer runs on a worker thread, watch ``stop`` (set by the first Ctrl-C): when
+    it is set, abort the transport's transfers under way (within a fraction of a second) and
+    report the action as interrupted rather than failed. Nothing half-sent has its final name,
+    so the next apply moves only what is missing."""
+
+    def __init__(self, stop: Any, transport: Any, address: str) -> None:
+        import threading
+
+        self.stop, self.transport, self.address = stop, transport, address
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="runform-abort")
+
+    def _watch(self) -> None:
+        while not self._done.is_set():
+            if self.stop.wait(0.1):
+                # again until the transfer gives up: a sync in batches opens a channel per batch
+                while not self._done.is_set() and hasattr(self.transport, "abort"):
+                    self.transport.abort()
+                    self._done.wait(0.02)
+                return
+
+    def __enter__(self) -> _abort_on:
+        if self.stop is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self._done.set()
+        if exc is not None and self.stop is not None and self.stop.is_set() \
+                and not isinstance(exc, Interrupted):
+            raise Interrupted(f"{self.address}: transfer stopped (Ctrl-C); apply again to resume it") from exc
+
+
 class _ProgressReporter:
     """While a hydration runs on the machine, print bytes, rate and ETA every few seconds."""
 
@@ -361,6 +435,32 @@ class _LogStream:
             self.lines += 1
             self.ws.tell("log", f"{self.address}: {line.rstrip()}", address=self.address, stage=self.stage,
                          line=line.rstrip())
+
+
+class _SendProgress:
+    """A transfer's ``progress`` callback: a ``transfer`` event (bytes, total, rate, ETA) every few
+    seconds for a transfer over a few MB, printed as a line."""
+
+    def __init__(self, ws: Workspace, address: str, total: int, every: float = 5.0) -> None:
+        self.ws, self.address, self.total, self.every = ws, address, total, every
+        self.done = 0
+        self.started = self._last = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.total < (8 << 20) or now - self._last < self.every:
+            return
+        self._last = now
+        from runform.durations import format_duration
+
+        rate = self.done / max(1e-6, now - self.started)
+        left = max(0, self.total - self.done)
+        eta = format_duration(left / rate) if rate > 0 else "?"
+        done = min(self.done, self.total)
+        self.ws.tell("transfer", f"{self.address}: sent {done / 1e6:.1f}/{self.total / 1e6:.1f} MB "
+                     f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
+                     total=self.total, rate=round(rate, 1), eta=round(left / rate, 1) if rate > 0 else None)
 
 
 def _tracker_config(ws: Workspace) -> dict[str, Any]:

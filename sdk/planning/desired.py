@@ -33,9 +33,12 @@ def compute_desired(ws: Workspace, state: State, graph: Graph) -> dict[str, Desi
     compute = {k: v for k, v in spec.compute.config.items() if k not in ("teardown",)}
     out[INSTANCE] = Desired(INSTANCE, digest_of(compute), {"label": ws.label(state), "compute": compute})
     if spec.env_file is not None:
-        data = spec.env_file.read_bytes()
+        from runform.envfile import parse_env
+        from runform.machine_secrets import machine_secrets
+
+        data = machine_secrets(spec, spec.env_file.read_bytes())  # what the machine gets
         d = salted_digest(state.salt, data)
-        out[SECRETS] = Desired(SECRETS, d, {"digest": d, "keys": len(ws.secrets)})
+        out[SECRETS] = Desired(SECRETS, d, {"digest": d, "keys": len(parse_env(data.decode("utf-8")))})
     code_m = local_manifest(spec.code.path, code_excludes(spec), cache=ws.digests, never=[spec.env_file])
     if not ws.read_only:
         ws.digests.save()  # a plan saves its cache only once it succeeded (api.plan)

@@ -1,0 +1,124 @@
+"""Benchmark: the whole ``runform apply`` of a one-stage spec with a ~300 MB ``s3://`` dataset
+against a bare ``rclone copy`` of the same objects, and an artifact push (what the agent runs:
+``S3Backend.push`` in a fresh process) against ``aws s3 cp --recursive``; one moto_server.
+
+    python bench/bench_apply_data.py [--total-mb 300] [--objects 64] [--repeat 3]
+
+The spec runs on the local provider (the machine is a folder), so the apply's time is the
+CLI's start, the plan (refresh + the dataset's listing), the presigned URLs, the agent's
+fetch, the one stage (``python -c pass``) and the state writes. Each row is the best of
+``--repeat`` runs, each from scratch (no state, empty destination); the load average is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_hydrate as bh  # the same server, objects and tool environment
+
+SPEC = """run: bench
+compute:
+  provider: local
+code:
+  path: .
+  exclude: [data/]
+datasets:
+  ds:
+    source: s3://{bucket}/{prefix}
+    dest: data/ds
+stages:
+  one:
+    run: python -c pass
+    needs: [dataset.ds]
+tracker:
+  kind: jsonl
+"""
+
+PUSH_CHILD = r"""
+import os, sys
+from pathlib import Path
+from runform.storage_backends.s3 import S3Backend
+S3Backend().push(Path(sys.argv[1]), sys.argv[2], dict(os.environ))
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
+    took = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"{cmd[:3]} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    return took
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--total-mb", type=int, default=300)
+    ap.add_argument("--objects", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/rf-bench-apply"))
+    args = ap.parse_args()
+    bucket, prefix = "bench", "data/"
+    port = bh.free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = bh.start_moto(port)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    rclone, aws = bh.find("rclone"), bh.find("aws")
+    best: dict[str, float] = {}
+
+    def keep(name: str, took: float) -> None:
+        best[name] = min(best.get(name, took), took)
+
+    try:
+        total = bh.upload(endpoint, bucket, prefix, args.total_mb, args.objects)
+        env = bh.tool_env(endpoint)
+        project = args.workdir / "project"
+        local_copy = args.workdir / "rclone"
+        for rep in range(args.repeat):
+            shutil.rmtree(project, ignore_errors=True)
+            project.mkdir()
+            (project / "runform.yaml").write_text(SPEC.format(bucket=bucket, prefix=prefix))
+            os.sync()
+            keep("runform apply", timed([sys.executable, "-m", "runform.cli.main", "apply",
+                                         "--auto-approve"], env, project))
+            keep("runform apply, no change", timed([sys.executable, "-m", "runform.cli.main", "apply",
+                                                    "--auto-approve"], env, project))
+            if rclone:
+                shutil.rmtree(local_copy, ignore_errors=True)
+                local_copy.mkdir()
+                os.sync()
+                keep("rclone copy", timed([rclone, "copy", f"moto:{bucket}/{prefix}", str(local_copy)], env))
+            # the artifact push: the dataset just fetched, to a fresh prefix per tool and run
+            src = next((project / ".runform" / "machines").iterdir()) / "data" / "ds"
+            keep("runform push (agent's S3Backend.push)", timed(
+                [sys.executable, "-c", PUSH_CHILD, str(src), f"s3://{bucket}/out-rf-{rep}/"], env))
+            if aws:
+                keep("aws s3 cp --recursive", timed(
+                    [aws, "s3", "cp", "--recursive", "--only-show-errors", str(src),
+                     f"s3://{bucket}/out-aws-{rep}/", "--endpoint-url", endpoint], env))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    load = os.getloadavg()
+    print(f"\n{total / bh.MB:.0f} MB in {args.objects} objects, moto_server on 127.0.0.1; "
+          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
+          f"best of {args.repeat}.\n")
+    print("| what | seconds | ratio |\n|---|---:|---|")
+    ratios = {"runform apply": ("rclone copy", "x a bare rclone copy"),
+              "runform push (agent's S3Backend.push)": ("aws s3 cp --recursive", "x aws s3 cp")}
+    for name, took in best.items():
+        ref = ratios.get(name)
+        ratio = f"{took / best[ref[0]]:.2f}{ref[1]}" if ref and ref[0] in best else ""
+        print(f"| {name} | {took:.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

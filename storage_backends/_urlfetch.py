@@ -1,0 +1,249 @@
+"""Hydration from presigned GET URLs: the agent's download path for ``s3://`` and ``b2://``.
+
+The client lists the source at plan time anyway, so it signs one time-limited GET URL per
+object to fetch (:func:`presign`, local HMAC work, no request) and hands them to the agent.
+The agent downloads them here with the standard library's ``http.client`` (no boto3 import,
+no client, no credentials on the machine):
+
+- files in parallel through :func:`._hydrate.hydrate` (incremental, temp name + rename,
+  fetch record, resumable), one GET per object below :data:`PART_MIN`;
+- larger objects in ranged parts fetched in parallel; parts are hashed and written in order
+  as they complete (the digest overlaps the download, no file is read twice);
+- a URL that expires (or is about to) stops the fetch with :class:`UrlsExpired`: the agent
+  answers ``expired`` and the client signs fresh URLs and calls again; what landed stays;
+- :func:`watch_hangup`: when the client goes away (Ctrl-C closes the SSH channel, the agent's
+  stdout pipe reports an error) the downloads stop within a fraction of a second; a file cut
+  short never gets its final name.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from runform.interfaces import Manifest, ManifestEntry
+
+from . import _digest
+from ._hydrate import HydrateOptions, PermanentError, Progress, hydrate
+
+MIB = 1 << 20
+PART_MIN = 64 * MIB  # objects from this size on are fetched in ranged parts
+PART_SIZE = 16 * MIB
+MARGIN_S = 30.0  # a URL with less time than this left is not started
+_READ = 1 * MIB
+
+
+class UrlsExpired(PermanentError):
+    """The presigned URLs expired (or are about to): the client must sign fresh ones (not
+    retried here: the same URL cannot work again)."""
+
+
+class Stopped(PermanentError):
+    """The fetch was stopped (the client hung up, or Ctrl-C)."""
+
+
+def presign(client: Any, bucket: str, folder: str, entries: list[ManifestEntry],
+            ttl_s: int) -> dict[str, str]:
+    """One presigned GET URL per entry (computed locally by botocore: no request)."""
+    return {e.path: client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": folder + e.path}, ExpiresIn=ttl_s)
+        for e in entries}
+
+
+class _Pool:
+    """Keep-alive HTTP(S) connections, one per worker thread and endpoint (stdlib
+    ``http.client``: reading into one reused buffer measured faster here than urllib3's
+    ``stream``, see docs/BENCHMARKS.md; HTTPS verifies certificates with the system's CAs)."""
+
+    def __init__(self, size: int = 0) -> None:
+        self._local = threading.local()
+
+    def _conns(self) -> dict[tuple[str, str, int | None], Any]:
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        return conns
+
+    def open(self, url: str, headers: dict[str, str] | None) -> tuple[Any, Any]:
+        """Send a GET; returns (connection, response). A failure drops the connection."""
+        import http.client
+        from urllib.parse import urlsplit
+
+        p = urlsplit(url)
+        key = (p.scheme, p.hostname or "", p.port)
+        conns = self._conns()
+        conn = conns.get(key)
+        if conn is None:
+            cls = http.client.HTTPSConnection if p.scheme == "https" else http.client.HTTPConnection
+            conn = conns[key] = cls(p.hostname or "", p.port, timeout=60)
+        try:
+            conn.request("GET", p.path + (f"?{p.query}" if p.query else ""), headers=headers or {})
+            return conn, conn.getresponse()
+        except BaseException:
+            self.drop(conn)
+            raise
+
+    def drop(self, conn: Any) -> None:
+        """Close ``conn`` (a response not read to its end leaves it unusable)."""
+        conns = self._conns()
+        for key, c in list(conns.items()):
+            if c is conn:
+                del conns[key]
+        conn.close()
+
+
+def fetch_urls(manifest: Manifest, dest: Path, urls: Mapping[str, str], expires_at: float, *,
+               progress: Progress | None = None, workers: int = 8,
+               stop: threading.Event | None = None) -> int:
+    """Make ``dest`` hold ``manifest``, downloading from ``urls`` (manifest path -> URL);
+    returns the bytes downloaded. Raises :class:`UrlsExpired` when URLs run out of time and
+    :class:`Stopped` when ``stop`` is set."""
+    stop = stop or threading.Event()
+    pool = _Pool(workers * 2 + 4)
+
+    def transfer(entry: ManifestEntry, tmp: Path, report: Progress) -> _digest.CheckResult | None:
+        if stop.is_set():
+            raise Stopped("stopped")
+        url = urls.get(entry.path)
+        if url is None or expires_at - time.time() < MARGIN_S:
+            raise UrlsExpired(f"{entry.path}: its download URL expired; sign fresh ones")
+        hasher = _digest.StreamHasher(entry.digest, entry.size)
+        with open(tmp, "wb") as out:
+            if entry.size >= PART_MIN:
+                _ranged(pool, url, entry, out, hasher, report, stop, workers, expires_at)
+            else:
+                _whole(pool, url, entry, out, hasher, report, stop, expires_at)
+        return hasher.result()
+
+    return hydrate(manifest, Path(dest), transfer=transfer, progress=progress,
+                   options=HydrateOptions(workers=workers))
+
+
+def _get(pool: _Pool, url: str, entry: ManifestEntry, expires_at: float,
+         headers: dict[str, str] | None = None) -> tuple[Any, Any]:
+    conn, resp = pool.open(url, headers)
+    if resp.status in (200, 206):
+        return conn, resp
+    body = resp.read(2048).decode(errors="replace")
+    pool.drop(conn)
+    if resp.status == 403 and ("expired" in body.lower() or time.time() >= expires_at - MARGIN_S):
+        raise UrlsExpired(f"{entry.path}: its download URL expired; sign fresh ones")
+    if resp.status in (403, 404, 400, 412):
+        raise PermanentError(f"{entry.path}: HTTP {resp.status} from the storage endpoint",
+                             hint="the object is gone or changed since the plan: run `runform plan` again")
+    raise OSError(f"{entry.path}: HTTP {resp.status} from the storage endpoint")  # retried
+
+
+def _read(pool: _Pool, conn: Any, resp: Any, size: int, sink: Callable[[memoryview], None],
+          report: Progress, stop: threading.Event) -> None:
+    """Read ``size`` bytes of ``resp`` into one reused buffer, handing each piece to ``sink``;
+    the connection is kept only when the response was read to its end."""
+    buf = bytearray(_READ)
+    view = memoryview(buf)
+    got = 0
+    try:
+        while got < size:
+            if stop.is_set():
+                raise Stopped("stopped")
+            n = resp.readinto(view[:min(_READ, size - got)])
+            if not n:
+                raise OSError(f"connection closed after {got} of {size} bytes")  # retried
+            sink(view[:n])
+            got += n
+            report(n)
+        if resp.read(1):
+            raise OSError("more bytes than the manifest's size")
+    except BaseException:
+        pool.drop(conn)
+        raise
+
+
+def _whole(pool: _Pool, url: str, entry: ManifestEntry, out: Any, hasher: _digest.StreamHasher,
+           report: Progress, stop: threading.Event, expires_at: float) -> None:
+    conn, resp = _get(pool, url, entry, expires_at)
+
+    def sink(piece: memoryview) -> None:
+        hasher.update(piece)
+        out.write(piece)
+
+    _read(pool, conn, resp, entry.size, sink, report, stop)
+
+
+def _ranged(pool: _Pool, url: str, entry: ManifestEntry, out: Any, hasher: _digest.StreamHasher,
+            report: Progress, stop: threading.Event, workers: int, expires_at: float) -> None:
+    """Parts in parallel; each completed part is hashed and written in order by whichever
+    worker completes the next one in line (held parts are bounded by the workers)."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    starts = list(range(0, entry.size, PART_SIZE))
+    done: dict[int, bytes] = {}
+    lock = threading.Lock()
+    state = {"next": 0}
+
+    def part(i: int) -> None:
+        a = starts[i]
+        b = min(entry.size, a + PART_SIZE) - 1
+        conn, resp = _get(pool, url, entry, expires_at, {"Range": f"bytes={a}-{b}"})
+        data = bytearray()
+        _read(pool, conn, resp, b - a + 1, data.extend, report, stop)
+        with lock:
+            done[i] = bytes(data)
+            while state["next"] in done:
+                piece = done.pop(state["next"])
+                hasher.update(piece)
+                out.write(piece)
+                state["next"] += 1
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers // 2, len(starts)))) as parts:
+        futures = [parts.submit(part, i) for i in range(len(starts))]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            f.cancel()
+        for f in finished:
+            if (exc := f.exception()) is not None:
+                raise exc
+
+
+def watch_hangup(stop: threading.Event, fd: int = 1) -> Callable[[], None]:
+    """Set ``stop`` when the reader of ``fd`` (the agent's stdout: sshd) goes away, which is
+    what a client's Ctrl-C does to an agent call over SSH. A no-op when ``fd`` is not a pipe.
+    Returns a function that ends the watch."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return lambda: None
+    except OSError:
+        return lambda: None
+    done = threading.Event()
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(fd, select.POLLERR | select.POLLHUP)
+        while not done.is_set():
+            if poller.poll(200):
+                stop.set()
+                return
+
+    threading.Thread(target=watch, daemon=True, name="runform-hangup").start()
+    return done.set
+
+
+def agent_fetch(manifest: Manifest, dest: Path, urls: Mapping[str, str], expires_at: float,
+                progress: Progress | None = None) -> dict[str, Any]:
+    """The agent's ``hydrate`` with URLs: ``{"bytes": n}``, or ``{"expired": True}`` when the
+    client must sign fresh URLs and call again (what landed stays), or ``{"stopped": True}``."""
+    stop = threading.Event()
+    unwatch = watch_hangup(stop)
+    try:
+        return {"bytes": fetch_urls(manifest, dest, urls, expires_at, progress=progress, stop=stop)}
+    except UrlsExpired:
+        return {"expired": True}
+    except Stopped:
+        return {"stopped": True}
+    finally:
+        unwatch()
