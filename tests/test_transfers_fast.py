@@ -345,11 +345,19 @@ def test_a_large_transfer_prints_bytes_rate_and_eta() -> None:
     from runform.execution.handlers import _SendProgress
 
     said: list[str] = []
-    p = _SendProgress(SimpleNamespace(say=said.append), "dataset.big", 100 << 20, every=0.0)  # type: ignore[arg-type]
+    events: list[dict] = []
+
+    def tell(type_: str, message: str, **fields: object) -> None:
+        said.append(message)
+        events.append({"type": type_, **fields})
+
+    p = _SendProgress(SimpleNamespace(tell=tell), "dataset.big", 100 << 20, every=0.0)  # type: ignore[arg-type]
     p(10 << 20)
     p(40 << 20)
     assert said and said[-1].startswith("dataset.big: sent 52.4/104.9 MB (") and "ETA" in said[-1]
+    assert events[-1]["type"] == "transfer" and events[-1]["bytes"] == 50 << 20 and events[-1]["total"] == 100 << 20
     small: list[str] = []
-    q = _SendProgress(SimpleNamespace(say=small.append), "code.workdir", 1 << 20, every=0.0)  # type: ignore[arg-type]
+    q = _SendProgress(SimpleNamespace(tell=lambda t, m, **f: small.append(m)), "code.workdir", 1 << 20,
+                      every=0.0)  # type: ignore[arg-type]
     q(1 << 20)
     assert small == []  # a small transfer stays quiet

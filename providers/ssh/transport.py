@@ -125,6 +125,7 @@ class SSHTransport:
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()  # guards (re)connecting
         self._active: set[paramiko.Channel] = set()  # open command channels (see abort)
+        self._aborts = 0  # how many times abort() ran: a call it cut short is not retried
         self._sftp_lock = threading.RLock()  # one SFTP conversation at a time
 
     # ------------------------------------------------------------------ connection
@@ -222,6 +223,7 @@ class SSHTransport:
         afterwards work as usual."""
         with self._lock:
             channels = list(self._active)
+            self._aborts += 1  # what was under way is not retried (see _call)
         for channel in channels:
             with contextlib.suppress(Exception):
                 channel.close()
@@ -255,8 +257,10 @@ class SSHTransport:
             with self._lock:
                 self._drop()
 
+        aborts = self._aborts  # an abort during the call ends it: its failure is not retried
+
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(self._transient),
+            retry=tenacity.retry_if_exception(lambda e: self._aborts == aborts and self._transient(e)),
             stop=tenacity.stop_after_delay(self.retry_timeout),
             wait=tenacity.wait_exponential(multiplier=0.1, max=3.0),
             before_sleep=before_sleep,
@@ -265,6 +269,8 @@ class SSHTransport:
         try:
             return retrying(fn, *args)
         except Exception as exc:
+            if self._aborts != aborts:
+                raise OSError(errno.EINTR, "stopped (Ctrl-C)") from exc
             if not self._transient(exc) and not isinstance(exc, socket.gaierror):
                 raise
             with self._lock:
