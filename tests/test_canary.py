@@ -97,7 +97,8 @@ def test_canary_never_leaks(provider: str, hello: Path, tmp_path: Path, request:
         standin = request.getfixturevalue("make_vast_standin")(sshd=sshd)
         standin.set_lifecycle(created_s=0.05, loading_s=0.1, destroy_s=0.05)
         env = standin.env()
-        spec["compute"] = dict(VAST)
+        # its own machine folder: every stand-in instance shares this host's filesystem
+        spec["compute"] = {**VAST, "root": str(tmp_path / "vast-root")}
     (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
