@@ -37,7 +37,8 @@ def load(path: str | os.PathLike[str] = "runform.yaml", *, variables: Mapping[st
 def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), replace: Iterable[str] = (),
          destroy: bool = False, lock_timeout: float = 0.0, out: Printer | None = None,
          on_plan: Callable[[Plan], None] | None = None,
-         save_to: str | os.PathLike[str] | None = None, verify_data: bool = False) -> Plan:
+         save_to: str | os.PathLike[str] | None = None, verify_data: bool = False,
+         rename_run: bool = False) -> Plan:
     """Refresh what exists and diff it against the spec. Changes nothing.
 
     The plan goes through the same policy check as apply (the ``runform_check_plan`` hooks, then
@@ -46,6 +47,8 @@ def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), repla
     (checked before anything is planned; never written for a rejected plan). A saved plan is never
     part of the code tree, whatever its name or place. ``verify_data``: the refresh reads every
     hydrated file on the machine back (slow on big datasets); changed ones make ``~ dataset.X``.
+    A state made for another ``run`` name is refused unless ``rename_run`` (the spec's run was
+    renamed: the old run's resources are replaced under the new name).
     """
     if not destroy:
         check_sources(spec)
@@ -55,6 +58,7 @@ def plan(spec: Spec, *, refresh: bool = True, targets: Iterable[str] = (), repla
         check_plan_path(save_to)
     ws = Workspace(_without_saved_plans(spec, save_to), out=out)
     ws.verify_data = verify_data
+    ws.rename_run = rename_run
     ws.read_only = True  # the next apply pins a host key first seen by this plan's refresh
     with ws.locked("plan", lock_timeout):
         state = ws.read_state()
@@ -77,7 +81,7 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
           out: Printer | None = None, on_plan: Callable[[Plan], None] | None = None,
           accept_host_keys: Iterable[str] = (), verify_data: bool = False,
           on_event: Callable[[dict[str, Any]], None] | None = None, stream_logs: bool = True,
-          progress_every: float = 10.0) -> ApplyResult | None:
+          progress_every: float = 10.0, rename_run: bool = False) -> ApplyResult | None:
     """Plan and converge. ``confirm(plan)`` may refuse (returns None then); a saved plan is checked
     for staleness per resource and applied as it is.
 
@@ -90,6 +94,7 @@ def apply(spec: Spec, *, plan_file: str | os.PathLike[str] | None = None, refres
         check_sources(spec)
     ws = Workspace(_without_saved_plans(spec, plan_file), out=out)
     ws.verify_data = verify_data
+    ws.rename_run = rename_run
     ws.stream_logs = stream_logs
     ws.events.add(on_event)
     with ws.locked("destroy" if destroy else "apply", lock_timeout):

@@ -40,6 +40,7 @@ class Workspace:
         self._journal_lock = threading.Lock()
         self.verify_data = False  # refresh reads every hydrated byte back (--verify-data)
         self.read_only = False  # plan: writes nothing, not even a first-seen host key's pin
+        self.rename_run = False  # a state of another run name is taken as this run's, renamed
         self.secrets: dict[str, str] = {}
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
@@ -51,6 +52,14 @@ class Workspace:
     # ------------------------------------------------------------------ state
     def read_state(self) -> State | None:
         state = self.backend.read()
+        if state is not None and state.run and state.run != self.spec.run and not self.rename_run:
+            from runform.errors import StateError
+
+            raise StateError(
+                f"the state belongs to run {state.run!r}, and {self.spec.path.name} is run {self.spec.run!r}",
+                hint=f"if you renamed the run, add --rename-run (the resources of {state.run!r} are "
+                "replaced under the new name); if this state is another project's, move it away or "
+                "give this spec a `state.backend` of its own")
         rec = state.get("instance.main") if state is not None else None
         if rec is not None:
             rec.instance()  # a machine record says what the provider knows of it, or the state is refused

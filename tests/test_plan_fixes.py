@@ -238,7 +238,15 @@ def test_changed_run_name_says_so(hello: Path) -> None:
     spec = hello / "runform.yaml"
     old_root = machine_root(hello)
     spec.write_text(spec.read_text().replace("run: hello\n", "run: hello2\n"))
-    p = run_cli("plan", "--json", cwd=hello)
+    # without --rename-run a state of another run name is refused: it may be another project's
+    refused = run_cli("plan", cwd=hello)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "the state belongs to run 'hello'" in refused.stderr and "--rename-run" in refused.stderr
+    for cmd in (("apply", "--auto-approve"), ("destroy", "--auto-approve")):
+        r = run_cli(*cmd, cwd=hello)
+        assert r.returncode == 1 and "the state belongs to run 'hello'" in r.stderr, r.stderr
+    assert old_root.is_dir()  # refused: nothing was touched
+    p = run_cli("plan", "--json", "--rename-run", cwd=hello)
     assert p.returncode == 0, p.stderr
     inst = {c["address"]: c for c in json.loads(p.stdout)["resource_changes"]}["instance.main"]
     assert inst["action"] == "replace"

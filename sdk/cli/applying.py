@@ -13,7 +13,8 @@ from runform.cli.common import load_spec_opts, parse_lock_timeout
 def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
               refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: int,
               spec_for_plan: str | None, accept_host_key: tuple[str, ...], *, destroy: bool,
-              verify_data: bool = False, as_json: bool = False, quiet: bool = False) -> None:
+              verify_data: bool = False, as_json: bool = False, quiet: bool = False,
+              rename_run: bool = False) -> None:
     import runform.api as api
     from runform.planning.model import Plan
     from runform.planning.render import render_plan
@@ -64,7 +65,7 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
             answer = click.prompt("  Enter a value", default="", show_default=False)
         return answer == "yes"
 
-    result = api.apply(spec, plan_file=plan_file, refresh=refresh, targets=target, replace=replace,
+    result = api.apply(spec, plan_file=plan_file, rename_run=rename_run, refresh=refresh, targets=target, replace=replace,
                        destroy=destroy, confirm=confirm, lock_timeout=parse_lock_timeout(lock_timeout),
                        parallelism=parallelism, out=None, on_plan=show,
                        accept_host_keys=accept_host_key, verify_data=verify_data, on_event=emit,

@@ -27,6 +27,9 @@ def state_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--refresh", "refresh", type=click.BOOL, default=True, show_default=True,
                      help="Read what exists first (--refresh=false plans against the state alone)."),
         click.option("--lock-timeout", default="0s", show_default=True, help="Wait this long for the lock."),
+        click.option("--rename-run", is_flag=True,
+                     help="The spec's `run` was renamed: use the state of the old name (its resources "
+                          "are replaced under the new one). Without it such a state is refused."),
     ]):
         fn = opt(fn)
     return fn

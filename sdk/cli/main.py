@@ -91,8 +91,8 @@ def validate(spec_path: str, var: tuple[str, ...], as_json: bool) -> None:
                    "datasets); files changed in place are fetched again.")
 @handle_errors
 def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
-         refresh: bool, lock_timeout: str, out_file: str | None, as_json: bool, detailed_exitcode: bool,
-         destroy: bool, verify_data: bool) -> None:
+         refresh: bool, lock_timeout: str, rename_run: bool, out_file: str | None, as_json: bool,
+         detailed_exitcode: bool, destroy: bool, verify_data: bool) -> None:
     """Refresh what exists, diff it against the spec, and say what apply would do and why."""
     import runform.api as api
     from runform.planning.model import Plan
@@ -110,7 +110,7 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
     # a bad --out path fails before anything is planned; a rejected plan raises (exit 1, never 2)
     p = api.plan(spec, refresh=refresh, targets=target, replace=replace, destroy=destroy,
                  lock_timeout=parse_lock_timeout(lock_timeout), out=None if as_json else echo_err,
-                 on_plan=show, save_to=out_file, verify_data=verify_data)
+                 on_plan=show, save_to=out_file, verify_data=verify_data, rename_run=rename_run)
     if out_file and not as_json:
         click.echo(f"\nSaved the plan to: {out_file}\nTo perform exactly these actions, run:\n"
                    f"  runform apply {out_file}")
@@ -135,7 +135,7 @@ def plan(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace:
 @click.option("--quiet", "-q", is_flag=True, help="Do not stream the running stages' log lines.")
 @handle_errors
 def apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
-          refresh: bool, lock_timeout: str, auto_approve: bool, parallelism: str,
+          refresh: bool, lock_timeout: str, rename_run: bool, auto_approve: bool, parallelism: str,
           spec_for_plan: str | None, accept_host_key: tuple[str, ...], verify_data: bool, as_json: bool,
           quiet: bool) -> None:
     """Make the machine match the spec: journaled, idempotent, safe to kill and re-run."""
@@ -145,7 +145,7 @@ def apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], repl
     run_apply(spec_or_plan, var, target, replace, refresh, lock_timeout, auto_approve,
               parse_parallelism(parallelism),
               spec_for_plan, accept_host_key, destroy=False, verify_data=verify_data, as_json=as_json,
-              quiet=quiet)
+              quiet=quiet, rename_run=rename_run)
 
 
 @cli.command()
@@ -157,12 +157,12 @@ def apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], repl
               help="Stream one JSON event per line (docs/events.md); needs --auto-approve.")
 @handle_errors
 def destroy(spec_path: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
-            refresh: bool, lock_timeout: str, auto_approve: bool, as_json: bool) -> None:
+            refresh: bool, lock_timeout: str, rename_run: bool, auto_approve: bool, as_json: bool) -> None:
     """Give back everything the run rented (artifacts stay in storage)."""
     from runform.cli.applying import run_apply
 
     run_apply(spec_path, var, target, replace, refresh, lock_timeout, auto_approve, 10, None, (),
-              destroy=True, as_json=as_json)
+              destroy=True, as_json=as_json, rename_run=rename_run)
 
 
 @cli.command()
