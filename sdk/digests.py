@@ -115,3 +115,8 @@ def tree_manifest(root: Path, exclude: Iterable[str] = (), cache: DigestCache | 
     """path -> (size, digest) for every file of the tree (that ``keep`` keeps)."""
     cache = cache or DigestCache(None)
     return {rel: cache.digest(root / rel) for rel in walk(root, exclude) if keep is None or keep(rel)}
+
+
+def salted_digest(salt: str, data: bytes) -> str:
+    """A digest of secret ``data`` that reveals nothing without the state's ``salt``."""
+    return "hmac-sha256:" + hashlib.sha256(salt.encode() + b"\0" + data).hexdigest()

@@ -51,7 +51,7 @@ def runform_register_trackers(register: Register) -> None:
     """Register trackers: ``register(kind, factory)``; ``factory(config, ctx)`` returns a Tracker.
 
     :param register: callback taking the spec's ``tracker.kind`` and a factory receiving the
-        ``tracker`` block and a :class:`runform.trackers.base.TrackerContext`.
+        ``tracker`` block and a :class:`runform.interfaces.TrackerContext`.
     """
 
 

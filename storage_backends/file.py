@@ -19,10 +19,10 @@ from runform.digests import DigestCache
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry, digest_of
 
-from . import _digest
+from runform.storage import digest as _digest
 from ._hydrate import PermanentError, Progress, hydrate
-from ._record import TMP_MARK, safe_join, walk_files
-from ._verify import VerifyReport, verify
+from runform.storage.record import TMP_MARK, safe_join, walk_files
+from runform.storage.verify import VerifyReport, verify
 
 _COPY_CHUNK = 4 << 20
 

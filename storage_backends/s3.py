@@ -10,7 +10,7 @@
 - B2 version hygiene: what runform replaces or deletes in ``b2://`` goes by VersionId (see
   :class:`B2Backend`), so no older version stays billed.
 
-Credentials and client settings: :mod:`._s3conn`. Nothing heavy is imported at module
+Credentials and client settings: :mod:`runform.storage.s3conn`. Nothing heavy is imported at module
 import; boto3 loads on first use.
 """
 
@@ -27,10 +27,10 @@ import runform.hookspecs
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
 
-from . import _digest
+from runform.storage import digest as _digest
 from ._hydrate import DigestMismatch, HydrateOptions, PermanentError, Progress, hydrate
-from ._record import walk_files
-from ._s3conn import (
+from runform.storage.record import walk_files
+from runform.storage.s3conn import (
     Connection,
     Location,
     credentials_missing,
@@ -40,7 +40,7 @@ from ._s3conn import (
     unreachable,
 )
 from ._s3index import INDEX_NAME, IndexEntry, Snapshot, index_body
-from ._verify import VerifyReport, verify
+from runform.storage.verify import VerifyReport, verify
 
 MIB = 1 << 20
 _PERMANENT = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId",
@@ -150,8 +150,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def _classify(exc: BaseException, what: str, *,
-              changed: Callable[[], bool] | None = None) -> BaseException:
+def classify_transfer_error(exc: BaseException, what: str, *,
+                            changed: Callable[[], bool] | None = None) -> BaseException:
     """Any error of a transfer as runform's own: :class:`DigestMismatch` (the object changed
     since the plan), :class:`PermanentError` (a retry cannot help) or :class:`TransferFailed`
     (retried, then reported); the object is named and the fix given. ``changed`` tells, when the
@@ -274,7 +274,7 @@ class S3Backend:
                                                  settings.multipart_threshold)],
                     ).result()
             except Exception as exc:
-                raise _classify(exc, loc.uri(key), changed=lambda: _object_changed(
+                raise classify_transfer_error(exc, loc.uri(key), changed=lambda: _object_changed(
                     manager.client(), loc.bucket, key, entry)) from exc
             return hasher.result()
 
@@ -398,7 +398,7 @@ class B2Backend(S3Backend):
                     client.delete_object(Bucket=bucket, Key=key)
             except Exception as exc:
                 if error_code(exc) not in ("NoSuchKey", "NoSuchVersion", "404") and http_status(exc) != 404:
-                    raise _classify(exc, f"b2://{bucket}/{key}") from exc
+                    raise classify_transfer_error(exc, f"b2://{bucket}/{key}") from exc
 
         with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
             list(pool.map(one, targets))
@@ -507,7 +507,7 @@ def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
             try:
                 fut.result()
             except Exception as exc:
-                raise _classify(exc, f"upload of {rel} to {folder}{rel}") from exc
+                raise classify_transfer_error(exc, f"upload of {rel} to {folder}{rel}") from exc
     finally:
         manager.shutdown()
 

@@ -167,7 +167,7 @@ def test_artifacts_wandb_builds_hydrate_and_verify(algorithm, file_server, tmp_p
     import os
 
     import wandb
-    from runform.storage_backends._hydrate import DigestMismatch
+    from runform.storage_backends.hydrate import DigestMismatch
 
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -26,7 +26,7 @@ from typing import Any
 import runform.hookspecs
 from runform.interfaces import Manifest
 
-from .base import TrackerContext
+from runform.interfaces import TrackerContext
 
 
 class JsonlTracker:

@@ -8,7 +8,7 @@ from typing import Any
 import runform.hookspecs
 from runform.interfaces import Manifest
 
-from .base import TrackerContext
+from runform.interfaces import TrackerContext
 
 
 class NoneTracker:

@@ -43,7 +43,7 @@ import runform.hookspecs
 from runform.errors import RunformError
 from runform.interfaces import Manifest
 
-from .base import TrackerContext
+from runform.interfaces import TrackerContext
 from .wandb_records import wait_for_exit_record
 
 log = logging.getLogger("runform.trackers.wandb")

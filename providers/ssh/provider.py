@@ -34,9 +34,9 @@ from runform.errors import ProviderError
 from runform.interfaces import InstanceInfo, InstanceRequest, Machine, ProviderContext
 
 if TYPE_CHECKING:
-    from runform.providers.ssh.bootstrap import AgentInfo
+    from runform.agent.install import AgentInfo
     from runform.providers.ssh.transport import SSHTransport
-    from runform.providers.ssh.wheel import Wheel
+    from runform.agent.wheel import Wheel
 
 CLAIM = ".runform/claim.json"
 REGISTRY = "ssh-machines.json"
@@ -252,7 +252,7 @@ class SSHProvider:
         ).connect()
 
     def _agent(self, t: SSHTransport, target: Target, root: str, ctx: ProviderContext) -> AgentInfo:
-        from runform.providers.ssh.bootstrap import AgentInfo, ensure_agent
+        from runform.agent.install import AgentInfo, ensure_agent
 
         if not self._bootstrap:
             return AgentInfo(python=target.python, version="", installed=False)

@@ -87,7 +87,7 @@ class VastProvider:
         before the create is tried again.
     :param destroy_timeout: how long ``destroy`` waits for the instance to read back as gone.
     :param on_ready: replaces :meth:`on_ready` (the readiness probe of a running instance).
-    :param bootstrap: ``connect`` installs runform's agent (runform.providers.ssh.bootstrap);
+    :param bootstrap: ``connect`` installs runform's agent (runform.agent.install);
         ``wheel``/``cache_dir`` are passed to it.
     """
 
@@ -694,7 +694,7 @@ class VastProvider:
         root = str(a.get("root") or DEFAULT_ROOT)
         if not self.bootstrap:
             return Machine(transport=transport, root=root, python="python3")
-        from runform.providers.ssh.bootstrap import ensure_agent
+        from runform.agent.install import ensure_agent
 
         try:
             ctx.phase("bootstrap", "runform's agent on the machine")  # progress

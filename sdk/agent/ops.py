@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from runform.agent import jobs
 from runform.agent.layout import atomic_write, code_manifest_path, manifest_digest, dataset_record, meta, secrets_path
+from runform.digests import salted_digest  # re-exported: planning.desired still imports it from here
 from runform.errors import RunformError
 from runform.rootpath import OutsideRootError, check_name, resolve_inside, within
 
@@ -34,7 +34,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def version(req: dict[str, Any]) -> dict[str, Any]:
-    from runform import __version__
+    from runform.version import __version__
 
     return {"version": __version__, "python": sys.executable}
 
@@ -71,10 +71,6 @@ def _exists(root: str, rel: str) -> bool:
         return os.path.lexists(resolve_inside(root, rel, what="output", follow_last=False))
     except OutsideRootError:
         return False
-
-
-def salted_digest(salt: str, data: bytes) -> str:
-    return "hmac-sha256:" + hashlib.sha256(salt.encode() + b"\0" + data).hexdigest()
 
 
 def _dataset_state_or_none(root: str, name: str, d: dict[str, Any], deep: bool) -> dict[str, Any]:
@@ -117,7 +113,7 @@ def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) 
             missing.append(path)  # fetched before, no longer vouched for (a deep check dropped it)
     if deep and fetched:
         from runform.interfaces import Manifest
-        from runform.storage_backends._verify import verify
+        from runform.storage.verify import verify
 
         report = verify(Manifest.from_json(rec), Path(dest))
         missing = sorted(set(missing) | set(report.bad))
@@ -323,7 +319,7 @@ def _private(root: str, path: str) -> bool:
 
 
 def _safe_files(root: str, src: Path) -> list[tuple[str, Path]]:
-    from runform.storage_backends._record import walk_files
+    from runform.storage.record import walk_files
 
     return [(sub, path) for sub, path in walk_files(src) if not _private(root, str(path))]
 
@@ -338,7 +334,7 @@ class _without_private:
 
     def __enter__(self) -> Path:
         import tempfile
-        from runform.storage_backends._record import walk_files
+        from runform.storage.record import walk_files
 
         if self.src.is_file():
             if _private(self.root, str(self.src)):

@@ -333,7 +333,7 @@ class Executor:
         kind = self.ws.spec.tracker.kind
         if kind == "none" or self.plan.destroy:
             return
-        from runform.trackers.base import TrackerContext, deterministic_run_id
+        from runform.interfaces import TrackerContext, deterministic_run_id
 
         factory = self.ws.pm.get("trackers", kind, field="tracker.kind").factory
         import os

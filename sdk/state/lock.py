@@ -130,7 +130,7 @@ class FileLock:
             return self._read()
 
     def acquire(self, operation: str, *, timeout: float = 0.0) -> LockInfo:
-        from runform import __version__
+        from runform.version import __version__
 
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 0.05
