@@ -274,6 +274,22 @@ class SupportsOffers(Protocol):
 
 
 @runtime_checkable
+class ValidatesCompute(Protocol):
+    """Optional, on a provider's factory: check the spec's ``compute`` block at load time (no
+    network); raise a RunformError whose ``field`` is the path under ``compute``."""
+
+    def validate_compute(self, config: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class ChecksURI(Protocol):
+    """Optional, on a storage backend's factory: check a URI at load time (no network); return
+    ``(problem, fix)`` or None."""
+
+    def check_uri(self, uri: str) -> tuple[str, str] | None: ...
+
+
+@runtime_checkable
 class StorageBackend(Protocol):
     """Reads and writes a storage URI scheme. Registered with ``runform_register_storage_backends``."""
 

@@ -11,7 +11,7 @@ from typing import Any
 from runform.digests import DigestCache
 from runform.envfile import parse_env
 from runform.errors import RunformError
-from runform.interfaces import Machine, ProviderContext
+from runform.interfaces import Machine, Provider, ProviderContext
 from runform.plugins import PluginManager, get_plugin_manager
 from runform.redact import Redactor
 from runform.spec.model import Spec
@@ -29,11 +29,8 @@ class Workspace:
         self.stop: threading.Event | None = None  # set by an interrupted apply: providers stop waiting
         self.stream_logs = True  # running stages stream their log lines (``--quiet`` turns it off)
         self._last_phase: tuple[str, str] | None = None
-        backend_url = spec.state_backend
-        scheme = backend_url.split("://", 1)[0] if "://" in backend_url else backend_url
-        factory = self.pm.get("state_backends", scheme, field="state.backend").factory
-        self.backend = factory(backend_url, spec.dir, lease=spec.lock_lease)
-        self._provider: Any = None
+        self.backend = self.pm.state_backend(spec.state_backend, spec.dir, lease=spec.lock_lease)
+        self._provider: Provider | None = None
         self.digests = DigestCache(spec.state_dir / "digests.json")
         self._machine: Machine | None = None
         self._machine_lock = threading.Lock()
@@ -69,10 +66,9 @@ class Workspace:
 
     # ------------------------------------------------------------------ provider
     @property
-    def provider(self) -> Any:
+    def provider(self) -> Provider:
         if self._provider is None:
-            reg = self.pm.get("providers", self.spec.compute.provider, field="compute.provider")
-            self._provider = reg.factory()
+            self._provider = self.pm.provider(self.spec.compute.provider)
         return self._provider
 
     def provider_context(self, state: State, pins: dict[str, Any] | None = None) -> ProviderContext:
@@ -157,6 +153,3 @@ class Workspace:
                 with contextlib.suppress(Exception):
                     self._machine.transport.close()
             self._machine = None
-
-    def code_root(self) -> Path:
-        return self.spec.code.path

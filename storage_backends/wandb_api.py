@@ -374,12 +374,6 @@ class DirArtifactStore:
         version = self._version_dir(entity, project, name, alias).name
         return {"version": version, **self._versions(entity, project, name).get(version, {})}
 
-    def set_alias(self, entity: str, project: str, name: str, alias: str, version: str) -> None:
-        """Point ``alias`` at ``version`` (what moving an alias in the W&B UI does)."""
-        aliases = self._aliases(entity, project, name)
-        aliases[alias] = version
-        (self._dir(entity, project, name) / "aliases.json").write_text(json.dumps(aliases))
-
 
 def api_from_env(env: Mapping[str, str]) -> WandbArtifactAPI:
     """The fake when ``RUNFORM_WANDB_FAKE_DIR`` is set, else the real server, in the mode the

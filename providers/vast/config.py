@@ -120,10 +120,6 @@ class VastCompute:
         except ValueError as exc:
             raise ProviderError(f"compute: {exc}") from None
 
-    @property
-    def duration_hours(self) -> float | None:
-        return self.max_duration_s / 3600.0 if self.max_duration_s is not None else None
-
 
 def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)

@@ -172,7 +172,7 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     _check_links(root, req["dest"], req.get("links", {}), name)  # before any byte is fetched
     os.makedirs(dest, exist_ok=True)
     scheme = manifest.uri.split("://", 1)[0]
-    backend = get_plugin_manager().get("storage_backends", scheme).factory()
+    backend = get_plugin_manager().storage(scheme)
 
     prog = _ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes)
     moved = backend.fetch(manifest, Path(dest), _secret_env(root), progress=prog)
@@ -287,7 +287,7 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
 
     root, to = req["root"], req["to"].rstrip("/") + "/"
     scheme = to.split("://", 1)[0]
-    backend = get_plugin_manager().get("storage_backends", scheme).factory()
+    backend = get_plugin_manager().storage(scheme)
     env = {**_secret_env(root), **(req.get("env") or {})}
     manifests, missing = {}, []
     if scheme == "wandb":  # one artifact, one version: every path goes into it, under its name

@@ -220,17 +220,17 @@ class Handlers:
         return dict(self.tracker_env)
 
     def _forward_metrics(self, stage: str, m: dict[str, Any]) -> None:
-        hook = self.ws.pm.hook
+        pm = self.ws.pm
         for rec in m.get("records", []):
             step = rec.get("step")
             nums = {k: v for k, v in rec.items() if k != "step" and isinstance(v, (int, float))
                     and not isinstance(v, bool)}
             if nums:
-                _safe(hook.runform_stage_metrics, stage=stage, metrics=nums, step=step)
+                pm.notify("runform_stage_metrics", report=self.ws.say, stage=stage, metrics=nums, step=step)
                 if self.trk:
                     self.trk.log_metrics(nums, stage=stage, step=step)
         if m.get("final"):
-            _safe(hook.runform_stage_metrics, stage=stage, metrics=m["final"], step=None)
+            pm.notify("runform_stage_metrics", report=self.ws.say, stage=stage, metrics=m["final"], step=None)
             if self.trk:
                 self.trk.log_metrics(m["final"], stage=stage, step=None)
 
@@ -332,18 +332,6 @@ class _LogStream:
                          line=line.rstrip())
 
 
-def _tracker_config(ws: Workspace) -> dict[str, Any]:
-    return {"run": ws.spec.run, "provider": ws.spec.compute.provider, "variables": dict(ws.spec.variables),
-            "stages": sorted(ws.spec.stages)}
-
-
 def record_of(address: str, attrs_: dict[str, Any], fingerprint: str | None, status: str = "ok") -> ResourceState:
     return ResourceState(address=address, attrs=attrs_, fingerprint=fingerprint, status=status,
                          updated=time.time())
-
-
-def _safe(fn: Any, **kwargs: Any) -> None:
-    try:
-        fn(**kwargs)
-    except Exception:  # noqa: BLE001 - a plugin's metrics hook never fails a stage
-        pass
