@@ -341,8 +341,9 @@ class StateBackend(Protocol):
         """The current state (snapshot with the journal replayed), or None."""
         ...
 
-    def append(self, entries: list[Mapping[str, Any]]) -> None:
-        """Durably append journal entries (fsync before returning)."""
+    def append(self, entries: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Durably append journal entries (fsync before returning); return them as written (each
+        with its ``seq``), which the core replays onto the state in memory."""
         ...
 
     def compact(self, state: Any) -> None:

@@ -10,13 +10,13 @@ import pytest
 from runform.errors import RunformError
 from runform.storage_backends.wandb import ArtifactRef, WandbBackend
 from runform.storage_backends.wandb_api import (
-    DirArtifactStore,
     WandbArtifactAPI,
     WandbPublicAPI,
     api_from_env,
     artifact_digest,
     wandb_file_digest,
 )
+from runform.testing.fakes import DirArtifactStore
 
 
 def _files(root: Path, content: dict[str, bytes]) -> dict[str, Path]:

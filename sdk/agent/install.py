@@ -119,18 +119,7 @@ def ensure_agent(
         )
     (log or (lambda _m: None))(f"installing runform {wheel.version} into {root}/{VENV}")
     deps = [repack_installed(name, cache_dir) for name in dependencies]
-    # this bootstrap's own upload folder: another one may be installing on the machine right
-    # now (its client was killed); the installer removes the folder when it is done
-    uploads = posixpath.join(root, WHEELS, uuid.uuid4().hex[:12])
-    made = transport.run(["mkdir", "-p", uploads])
-    if not made.ok:
-        raise ProviderError(
-            f"cannot create {uploads} on the machine: {_tail(made.stderr)}",
-            hint=_FIXES[8].format(root=root),
-        )
-    remote = {w: posixpath.join(uploads, w.name) for w in (wheel, *deps)}
-    for w, path in remote.items():
-        transport.put_file(w.path, path)
+    uploads, remote = _upload(transport, root, (wheel, *deps))
     check = "import " + ", ".join(sorted({m for d in deps for m in d.imports})) if deps else "pass"
     argv = [
         "sh", "-c", _RUN_INSTALLER, "sh", python,
@@ -153,6 +142,22 @@ def ensure_agent(
         installed=bool(done.get("installed", True)),
         seconds=time.monotonic() - started,
     )
+
+
+def _upload(transport: Transport, root: str, wheels: Sequence[Wheel]) -> tuple[str, dict[Wheel, str]]:
+    """Put the wheels in this bootstrap's own upload folder (another bootstrap may be installing
+    on the machine right now, its client killed; the installer removes the folder when done)."""
+    uploads = posixpath.join(root, WHEELS, uuid.uuid4().hex[:12])
+    made = transport.run(["mkdir", "-p", uploads])
+    if not made.ok:
+        raise ProviderError(
+            f"cannot create {uploads} on the machine: {_tail(made.stderr)}",
+            hint=_FIXES[8].format(root=root),
+        )
+    remote = {w: posixpath.join(uploads, w.name) for w in wheels}
+    for w, path in remote.items():
+        transport.put_file(w.path, path)
+    return uploads, remote
 
 
 def _install_error(result: CommandResult, root: str) -> ProviderError:

@@ -18,7 +18,7 @@ from runform.state.lock import LockInfo
 from runform.storage.s3conn import error_code
 
 from runform.state.lease import (
-    Held, LeaseLock, busy, conflict, not_found, precondition_failed, retry_conflicts, server_now, translating, wait,
+    Held, LeaseLock, busy, not_found, precondition_failed, retry_conflicts, server_now, translating, wait,
 )
 
 
