@@ -274,6 +274,21 @@ class SupportsOffers(Protocol):
 
 
 @runtime_checkable
+class StreamsOutput(Protocol):
+    """Optional, on a Transport: ``run`` that hands output over as it arrives (``runform pull``)."""
+
+    def run_stream(self, argv: list[str], on_output: Callable[[bytes], None], *, stdin: bytes | None = None,
+                   env: Mapping[str, str] | None = None, timeout: float | None = None) -> CommandResult: ...
+
+
+@runtime_checkable
+class RendersOffers(Protocol):
+    """Optional, on a provider: its own table of offers for ``runform offers``."""
+
+    def render_offers(self, rows: list[Mapping[str, Any]]) -> Any: ...
+
+
+@runtime_checkable
 class ValidatesCompute(Protocol):
     """Optional, on a provider's factory: check the spec's ``compute`` block at load time (no
     network); raise a RunformError whose ``field`` is the path under ``compute``."""
@@ -334,6 +349,13 @@ class Tracker(Protocol):
 
 
 @runtime_checkable
+class HasStageEnv(Protocol):
+    """Optional, on a tracker: env a stage's process gets on top of ``start``'s."""
+
+    def stage_env(self, stage: str) -> Mapping[str, str]: ...
+
+
+@runtime_checkable
 class StateBackend(Protocol):
     """Keeps the state: a snapshot plus an append-only journal, behind a lease lock."""
 
@@ -357,6 +379,20 @@ class StateBackend(Protocol):
     def unlock(self, lock_id: str) -> None: ...
 
     def force_unlock(self, lock_id: str) -> None: ...
+
+
+@runtime_checkable
+class UsesSecrets(Protocol):
+    """Optional, on a state backend: takes its credentials from the spec's env file too."""
+
+    def use_env(self, env: Mapping[str, str]) -> None: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """Optional, on a state backend: release what it holds once the command is done with it."""
+
+    def close(self) -> None: ...
 
 
 def canonical_json(value: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from runform.digests import DigestCache
 from runform.envfile import parse_env
 from runform.errors import RunformError
-from runform.interfaces import Machine, Provider, ProviderContext
+from runform.interfaces import Closeable, Machine, Provider, ProviderContext, UsesSecrets
 from runform.plugins import PluginManager, get_plugin_manager
 from runform.redact import Redactor
 from runform.spec.model import Spec
@@ -40,9 +40,8 @@ class Workspace:
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
         self.redactor = Redactor.from_env(self.secrets)
-        use_env = getattr(self.backend, "use_env", None)
-        if use_env is not None:  # remote state backends take their credentials from the env file too
-            use_env(self.secrets)
+        if isinstance(self.backend, UsesSecrets):  # remote state backends: credentials from the env file too
+            self.backend.use_env(self.secrets)
 
     # ------------------------------------------------------------------ state
     def read_state(self) -> State | None:
@@ -59,9 +58,8 @@ class Workspace:
             yield info
         finally:
             self.backend.unlock(info.id)
-            close = getattr(self.backend, "close", None)
-            if close:
-                close()
+            if isinstance(self.backend, Closeable):
+                self.backend.close()
 
     # ------------------------------------------------------------------ provider
     @property

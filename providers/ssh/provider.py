@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import posixpath
 import time
 from collections.abc import Iterable, Mapping
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from runform.atomic import atomic_write
 from runform.durations import parse_duration
 from runform.errors import ProviderError
 from runform.interfaces import InstanceInfo, InstanceRequest, Machine, ProviderContext
@@ -366,7 +366,4 @@ class _Registry:
             self._save(data)
 
     def _save(self, data: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True))

@@ -12,7 +12,8 @@ from typing import Any
 from pathlib import Path
 
 from runform.agent import jobs
-from runform.agent.layout import atomic_write, code_manifest_path, manifest_digest, dataset_record, meta, secrets_path
+from runform.atomic import atomic_write
+from runform.agent.layout import code_manifest_path, manifest_digest, dataset_record, meta, secrets_path
 from runform.digests import salted_digest  # re-exported: planning.desired still imports it from here
 from runform.errors import RunformError
 from runform.rootpath import OutsideRootError, check_name, resolve_inside, within

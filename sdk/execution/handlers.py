@@ -13,7 +13,7 @@ from runform.agent.client import AgentClient
 from runform.agent.layout import secrets_path
 from runform.errors import RunformError
 from runform.graph import INSTANCE, name_of
-from runform.interfaces import InstanceInfo, InstanceRequest, Manifest
+from runform.interfaces import HasStageEnv, InstanceInfo, InstanceRequest, Manifest
 from runform.planning.model import Action
 from runform.progress import Interrupted
 from runform.state.model import ResourceState, State
@@ -181,9 +181,8 @@ class Handlers:
         if a.kind != "read":
             env = dict(s.env)
             env.update(self._tracker_env())
-            stage_env = getattr(self.trk, "stage_env", None)  # a tracker's run of the stage's own
-            if stage_env is not None:
-                env.update(stage_env(name))
+            if isinstance(self.trk, HasStageEnv):  # a tracker's run of the stage's own
+                env.update(self.trk.stage_env(name))
             st = agent.call("start", stage=name, fingerprint=fp, command=s.run, env=env, timeout=s.timeout,
                             launcher=s.launcher, nproc=s.nproc, retry_failed=a.retry_failed,
                             python=self.ws.machine(self.state).python)

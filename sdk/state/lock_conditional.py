@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 import uuid
 from typing import Any
 
+from runform.atomic import atomic_write
 from runform.errors import LockError, StateError
 from runform.state.lock import LockInfo
 from runform.storage.s3conn import error_code
@@ -50,12 +50,8 @@ def _probe_cache_write(path: str | None, endpoint: str, ok: bool) -> None:
     if not path:
         return
     with contextlib.suppress(OSError):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         doc = {**_probe_cache_read(path), endpoint: ok}
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(doc, indent=1, sort_keys=True))
 
 
 class S3Lock(LeaseLock):
