@@ -95,8 +95,12 @@ class PluginManager:
         """Call the event hook ``name`` under the one failure policy for event hooks
         (``hookspecs.EVENT_HOOKS``): each plugin's implementation is called on its own; one that
         raises is reported (``report``, default stderr) as a warning naming the plugin and the
-        hook, and neither stops the command nor the other plugins' implementations."""
+        hook, and neither stops the command nor the other plugins' implementations. (Event hooks
+        are plain implementations, called newest first as pluggy does; a hook wrapper is not
+        called here.)"""
         for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                continue
             try:
                 impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
             except Exception as exc:  # noqa: BLE001 - the policy: observers never break runform
