@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from collections.abc import Iterable, Mapping
-
 import attrs
-
 from runform.errors import SpecError
 from runform.spec.model import Spec
 

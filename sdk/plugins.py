@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import pluggy
-
 from runform import hookspecs
 from runform.errors import PluginError
 

@@ -21,7 +21,6 @@ from typing import Any
 import attrs
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
-
 from runform.storage.record import is_internal, safe_join
 from runform.storage.s3conn import Location, credentials_missing, error_code
 

@@ -26,15 +26,28 @@ import attrs
 import runform.hookspecs
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
-
 from runform.storage import digest as _digest
-from ._hydrate import HydrateOptions, PermanentError, Progress, hydrate
 from runform.storage.record import walk_files
-from runform.storage.s3conn import Connection, Location, error_code, http_status, transient, unreachable
-from ._s3index import INDEX_NAME, IndexEntry, Snapshot, index_body
+from runform.storage.s3conn import (
+    Connection,
+    Location,
+    error_code,
+    http_status,
+    transient,
+    unreachable,
+)
 from runform.storage.verify import VerifyReport, verify
 
-from .s3_transfer import MIB, TransferFailed, TransferSettings, _object_changed, _subscriber, classify_transfer_error
+from ._hydrate import HydrateOptions, PermanentError, Progress, hydrate
+from ._s3index import INDEX_NAME, IndexEntry, Snapshot, index_body
+from .s3_transfer import (
+    MIB,
+    TransferFailed,
+    TransferSettings,
+    _object_changed,
+    _subscriber,
+    classify_transfer_error,
+)
 
 __all__ = ["MIB", "B2Backend", "S3Backend", "TransferFailed", "TransferSettings", "classify_transfer_error"]
 

@@ -10,10 +10,9 @@ from typing import Any
 import attrs
 from runform.errors import RunformError
 from runform.interfaces import ManifestEntry
-
-from ._hydrate import DigestMismatch, PermanentError, Progress
 from runform.storage.s3conn import credentials_missing, error_code, http_status, unreachable
 
+from ._hydrate import DigestMismatch, PermanentError, Progress
 
 MIB = 1 << 20
 _PERMANENT = {"NoSuchKey", "NoSuchBucket", "AccessDenied", "InvalidAccessKeyId",

@@ -37,11 +37,11 @@ import attrs
 import runform.hookspecs
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
-
-from ._hydrate import HydrateOptions, Progress, hydrate
+from runform.storage.digest import md5_hex
 from runform.storage.record import walk_files
 from runform.storage.verify import VerifyReport, verify
-from runform.storage.digest import md5_hex
+
+from ._hydrate import HydrateOptions, Progress, hydrate
 from .wandb_api import (
     WandbArtifactAPI,
     api_from_env,

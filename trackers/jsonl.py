@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import runform.hookspecs
-from runform.interfaces import Manifest
-
-from runform.interfaces import TrackerContext
+from runform.interfaces import Manifest, TrackerContext
 
 
 class JsonlTracker:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-
 from runform.atomic import atomic_write
 from runform.durations import parse_duration
 from runform.errors import ProviderError
@@ -35,8 +34,8 @@ from runform.interfaces import InstanceInfo, InstanceRequest, Machine, ProviderC
 
 if TYPE_CHECKING:
     from runform.agent.install import AgentInfo
-    from runform.providers.ssh.transport import SSHTransport
     from runform.agent.wheel import Wheel
+    from runform.providers.ssh.transport import SSHTransport
 
 CLAIM = ".runform/claim.json"
 REGISTRY = "ssh-machines.json"

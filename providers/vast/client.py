@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import tenacity
-
 from runform.providers.vast.errors import (
     AuthError,
     CreateFailed,
@@ -48,16 +47,16 @@ from runform.providers.vast.http import (
     CONNECT_TIMEOUT,
     LIST_PAGE,
     LIST_PATH,
-    RetryPolicy,
     VAST_MIN_INTERVALS,
-    _Throttle,
-    _Transient,
+    RetryPolicy,
     _brief,
     _describe,
     _endpoint,
     _is_vast_host,
     _json,
     _retry_after,
+    _Throttle,
+    _Transient,
     is_gone,
     resolve_api_key,
     resolve_base_url,

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-
 from runform.durations import parse_duration
 from runform.errors import ProviderError
 from runform.providers.vast.gpu_names import normalise_gpu_names

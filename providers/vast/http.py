@@ -16,7 +16,6 @@ from typing import Any
 import attrs
 import httpx
 
-
 log = logging.getLogger("runform.providers.vast")
 
 DEFAULT_URL = "https://console.vast.ai"

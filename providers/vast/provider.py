@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-
 from runform.durations import format_duration
 from runform.errors import HostKeyError, ProviderError
 from runform.interfaces import InstanceInfo, Machine, ProviderContext
@@ -42,7 +41,14 @@ from runform.providers.vast.config import DEFAULT_ROOT, VastCompute, image_probl
 from runform.providers.vast.gpu_names import same_gpu
 from runform.providers.vast.instances import VastInstance, failure_reason
 from runform.providers.vast.ledger import CreateLedger
-from runform.providers.vast.offers import Offer, broad_query, build_query, explain_empty, offer_rows, rank
+from runform.providers.vast.offers import (
+    Offer,
+    broad_query,
+    build_query,
+    explain_empty,
+    offer_rows,
+    rank,
+)
 from runform.providers.vast.reach import ssh_banner
 
 __all__ = ["AttemptFailed", "VastProvider", "ssh_banner"]

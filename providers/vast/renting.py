@@ -11,17 +11,23 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import attrs
-
 from runform.durations import format_duration
 from runform.errors import ProviderError
 from runform.interfaces import InstanceInfo, InstanceRequest, ProviderContext
 from runform.providers.vast import keys, reach
 from runform.providers.vast.config import VastCompute
-from runform.providers.vast.errors import AuthError, CreateFailed, CreateOutcomeUnknown, OfferGone, VastAPIError
+from runform.providers.vast.errors import (
+    AuthError,
+    CreateFailed,
+    CreateOutcomeUnknown,
+    OfferGone,
+    VastAPIError,
+)
 from runform.providers.vast.instances import VastInstance
 from runform.providers.vast.ledger import CreateLedger
 from runform.providers.vast.offers import Offer
 from runform.providers.vast.onstart import build_onstart, check_env, check_onstart
+
 
 @attrs.define
 class _Attempts:

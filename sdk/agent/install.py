@@ -29,10 +29,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
-
+from runform.agent.wheel import Wheel, build_wheel, repack_installed
 from runform.errors import ProviderError
 from runform.interfaces import CommandResult, Transport
-from runform.agent.wheel import Wheel, build_wheel, repack_installed
 
 AGENT_DEPENDENCIES = ("attrs", "pluggy", "tenacity")  # what `python -m runform.agent` imports
 READY = ".runform/ready"

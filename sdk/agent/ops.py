@@ -8,13 +8,21 @@ import posixpath
 import shutil
 import sys
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from runform.agent import jobs
+from runform.agent.layout import (
+    code_manifest_path,
+    dataset_record,
+    manifest_digest,
+    meta,
+    secrets_path,
+)
 from runform.atomic import atomic_write
-from runform.agent.layout import code_manifest_path, manifest_digest, dataset_record, meta, secrets_path
-from runform.digests import salted_digest  # re-exported: planning.desired still imports it from here
+from runform.digests import (
+    salted_digest,  # re-exported: planning.desired still imports it from here
+)
 from runform.errors import RunformError
 from runform.rootpath import OutsideRootError, check_name, resolve_inside, within
 
@@ -335,6 +343,7 @@ class _without_private:
 
     def __enter__(self) -> Path:
         import tempfile
+
         from runform.storage.record import walk_files
 
         if self.src.is_file():

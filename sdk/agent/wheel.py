@@ -25,7 +25,6 @@ from importlib import metadata
 from pathlib import Path
 
 import attrs
-
 from runform.digests import walk_tree
 
 PACKAGES = ("runform", "runform.providers", "runform.storage_backends", "runform.trackers")

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-
 from runform.cli.common import load_spec_opts, parse_lock_timeout
 
 if TYPE_CHECKING:

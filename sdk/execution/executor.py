@@ -15,10 +15,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import attrs
-
-from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
 from runform.durations import format_duration
 from runform.errors import LockError, RunformError
+from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
 from runform.graph import INSTANCE, build_graph, kind_of
 from runform.planning.diff import on_machine
 from runform.planning.model import Action, Plan

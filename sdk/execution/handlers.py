@@ -19,7 +19,6 @@ from runform.progress import Interrupted
 from runform.state.model import ResourceState, State
 from runform.workspace import Workspace
 
-
 FINGERPRINT = "__fingerprint__"  # a handler's record may carry the fingerprint it really achieved
 
 

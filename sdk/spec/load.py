@@ -16,7 +16,13 @@ from runform.durations import parse_duration
 from runform.envfile import EnvFileError, parse_env
 from runform.errors import SpecError
 from runform.spec.checks import (  # noqa: F401 - check_sources and schema are this module's API too
-    _check_commands, _check_deps, _check_paths, _check_plugins, _validate, check_sources, schema,
+    _check_commands,
+    _check_deps,
+    _check_paths,
+    _check_plugins,
+    _validate,
+    check_sources,
+    schema,
 )
 from runform.spec.model import Artifact, Code, Compute, Dataset, Spec, Stage, TrackerConfig
 from runform.spec.variables import ErrorAt, Substitution, _suggest, declared_values, error_at

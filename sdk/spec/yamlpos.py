@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-
 from runform.errors import SpecError
 
 Path_ = tuple[Any, ...]

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from runform.atomic import atomic_write
 from runform.errors import LockError, StateError
 

@@ -14,12 +14,19 @@ from typing import Any
 
 from runform.atomic import atomic_write
 from runform.errors import LockError, StateError
+from runform.state.lease import (
+    Held,
+    LeaseLock,
+    busy,
+    not_found,
+    precondition_failed,
+    retry_conflicts,
+    server_now,
+    translating,
+    wait,
+)
 from runform.state.lock import LockInfo
 from runform.storage.s3conn import error_code
-
-from runform.state.lease import (
-    Held, LeaseLock, busy, not_found, precondition_failed, retry_conflicts, server_now, translating, wait,
-)
 
 
 class _NotOurs(Exception):

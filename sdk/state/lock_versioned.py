@@ -15,9 +15,9 @@ from typing import Any
 
 import attrs
 from runform.errors import LockError, StateError
+from runform.state.lease import Held, LeaseLock, busy, not_found, server_now, translating, wait
 from runform.state.lock import LockInfo
 from runform.storage.s3conn import error_code
-from runform.state.lease import Held, LeaseLock, busy, not_found, server_now, translating, wait
 
 
 @attrs.frozen

@@ -36,11 +36,11 @@ from typing import Any, TypeVar
 
 from runform.errors import StateError
 from runform.hookspecs import hookimpl
-from runform.state.lock import LockInfo
-from runform.state.model import State, replay_entry
 from runform.state.lease import not_found, precondition_failed, retry_conflicts, translating
+from runform.state.lock import LockInfo
 from runform.state.lock_conditional import S3Lock
 from runform.state.lock_versioned import VersionedLock
+from runform.state.model import State, replay_entry
 from runform.storage.s3conn import Connection, Location
 
 _LOCKS = ("conditional", "versioned")

@@ -13,7 +13,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import attrs
-
 from runform.atomic import TMP_MARK, atomic_write
 from runform.digests import walk_tree
 
