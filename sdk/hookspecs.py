@@ -14,9 +14,10 @@ callback so that runform owns names and duplicates (after ``llm``)::
 Typed after tox's ``tox.plugin.spec``: each spec's signature is the contract, and a test checks
 that each hook below is documented with its exact signature in ``docs/plugins.md``.
 
-**Failure policy.** Registration hooks and the policy hook (``runform_check_plan``) raise into
-the command: a broken plugin is reported by ``runform plugins`` and a policy's reason stops the
-apply. *Event hooks* (:data:`EVENT_HOOKS`) only observe: runform calls each plugin's
+**Failure policy.** A registration hook that raises marks its plugin broken (``runform
+plugins`` shows the error; its names are not registered; the other plugins work). The policy
+hook (``runform_check_plan``) raises into the command, and a reason it returns stops the apply.
+*Event hooks* (:data:`EVENT_HOOKS`) only observe: runform calls each plugin's
 implementation on its own (:meth:`runform.plugins.PluginManager.notify`, the one place this is
 implemented); an implementation that raises is reported as a warning naming the plugin and the
 hook, and stops neither the command nor the other plugins' implementations.
