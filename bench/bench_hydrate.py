@@ -204,7 +204,7 @@ def child_fetch(job_file: str, dest: str) -> None:
     """The agent's part on the machine: download the job's URLs (no credentials, no boto3)."""
     t0 = time.perf_counter()
     from runform.interfaces import Manifest
-    from runform.storage_backends._urlfetch import agent_fetch
+    from runform.storage.urlfetch import agent_fetch
 
     job = json.loads(Path(job_file).read_text())
     manifest = Manifest.from_json(job["manifest"])

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from runform.codesync import local_manifest, sync_tree
-from runform.providers.ssh.bootstrap import ensure_agent
+from runform.agent.install import ensure_agent
 from runform.providers.ssh.transport import SSHTransport
-from runform.providers.ssh.wheel import build_wheel
+from runform.agent.wheel import build_wheel
 from runform.testing.sshd import SSHD
 
 T = TypeVar("T")

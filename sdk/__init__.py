@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from runform.version import __version__
 
 _EXPORTS = {
     "load": "runform.api",
@@ -46,8 +46,8 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs (the exports above are lazy)
     from runform.api import apply, destroy, load, plan, show
-    from runform.execution.executor import ApplyResult
     from runform.errors import RunformError, SpecError
+    from runform.execution.executor import ApplyResult
     from runform.hookspecs import hookimpl
     from runform.planning.model import Action, Plan
     from runform.spec.model import Spec

@@ -210,6 +210,15 @@ def sync_tree(
         return report
     if progress is not None and hasattr(progress, "total"):  # a meter: what this sync will send
         progress.total = report.bytes_sent
+    _send_batches(transport, local_root, remote_root, manifest_path, manifest, digest, remote, send, delete,
+                  progress)
+    return report
+
+
+def _send_batches(transport: Transport, local_root: Path, remote_root: str, manifest_path: str,
+                  manifest: Manifest, digest: str, remote: Manifest | None, send: Sequence[ManifestEntry],
+                  delete: Sequence[str], progress: Callable[[int], None] | None) -> None:
+    """Send ``send`` batch by batch, each landing with its own manifest (see :func:`sync_tree`)."""
     known = remote.by_path() if remote else {}
     batches = _batches(send)
     for i, batch in enumerate(batches):
@@ -233,7 +242,6 @@ def sync_tree(
         _land(transport, remote_root, local_root, batch, script,
               _dumps(landed, digest if last else None), intent and _dumps(intent, None), progress)
         known = after
-    return report
 
 
 def _batches(send: Sequence[ManifestEntry]) -> list[list[ManifestEntry]]:

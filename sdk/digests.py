@@ -6,8 +6,10 @@ import fnmatch
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from runform.atomic import atomic_write
 
 # Never synced as code: runform's own folder, VCS and caches, env files, and saved plans (*.plan).
 ALWAYS_EXCLUDED = (".runform/", ".git/", "__pycache__/", "*.pyc", ".pytest_cache/", ".env", "*.plan")
@@ -43,22 +45,30 @@ def excluded(rel: str, patterns: Iterable[str], *, is_dir: bool = False) -> bool
     return False
 
 
-def walk(root: Path, exclude: Iterable[str] = ()) -> list[str]:
-    """Relative posix paths of the files under ``root``, sorted, minus excluded ones."""
-    patterns = tuple(ALWAYS_EXCLUDED) + tuple(exclude)
-    out: list[str] = []
+def walk_tree(root: Path, *, prune: Callable[[str], bool] | None = None,
+              skip: Callable[[str], bool] | None = None) -> Iterator[tuple[str, Path]]:
+    """The one tree walker: ``(relative posix path, path)`` of every regular file under ``root``
+    (a symlink to a file is followed, one to a folder is not), top-down, each folder's entries in
+    sorted order. ``prune(rel)`` drops a folder and all below it; ``skip(rel)`` drops a file."""
     root_s = str(root)
     for dirpath, dirnames, filenames in os.walk(root_s):
         rel_dir = os.path.relpath(dirpath, root_s)
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-        dirnames[:] = sorted(
-            d for d in dirnames if not excluded(f"{rel_dir}/{d}" if rel_dir else d, patterns, is_dir=True)
-        )
-        for name in filenames:
+        dirnames[:] = sorted(d for d in dirnames if prune is None or not prune(f"{rel_dir}/{d}" if rel_dir else d))
+        for name in sorted(filenames):
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            if not excluded(rel, patterns) and os.path.isfile(os.path.join(dirpath, name)):
-                out.append(rel)
-    return sorted(out)
+            if skip is not None and skip(rel):
+                continue
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path):
+                yield rel, Path(path)
+
+
+def walk(root: Path, exclude: Iterable[str] = ()) -> list[str]:
+    """Relative posix paths of the files under ``root``, sorted, minus excluded ones."""
+    patterns = tuple(ALWAYS_EXCLUDED) + tuple(exclude)
+    return sorted(rel for rel, _ in walk_tree(root, prune=lambda rel: excluded(rel, patterns, is_dir=True),
+                                              skip=lambda rel: excluded(rel, patterns)))
 
 
 def match_globs(root: Path, patterns: Iterable[str], files: Iterable[str] | None = None) -> list[str]:
@@ -103,10 +113,7 @@ class DigestCache:
     def save(self) -> None:
         if not (self.path and self.dirty):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, separators=(",", ":")))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(self.data, separators=(",", ":")))
         self.dirty = False
 
 
@@ -115,3 +122,8 @@ def tree_manifest(root: Path, exclude: Iterable[str] = (), cache: DigestCache | 
     """path -> (size, digest) for every file of the tree (that ``keep`` keeps)."""
     cache = cache or DigestCache(None)
     return {rel: cache.digest(root / rel) for rel in walk(root, exclude) if keep is None or keep(rel)}
+
+
+def salted_digest(salt: str, data: bytes) -> str:
+    """A digest of secret ``data`` that reveals nothing without the state's ``salt``."""
+    return "hmac-sha256:" + hashlib.sha256(salt.encode() + b"\0" + data).hexdigest()

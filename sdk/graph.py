@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from collections.abc import Iterable, Mapping
-
 import attrs
-
 from runform.errors import SpecError
 from runform.spec.model import Spec
 
@@ -33,25 +32,6 @@ class Graph:
     nodes: tuple[str, ...]  # topological order
     deps: Mapping[str, tuple[str, ...]]  # address -> what it depends on
 
-    def dependents(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {n: [] for n in self.nodes}
-        for n, ds in self.deps.items():
-            for d in ds:
-                out[d].append(n)
-        return out
-
-    def downstream(self, roots: Iterable[str]) -> set[str]:
-        rev = self.dependents()
-        seen: set[str] = set()
-        todo = list(roots)
-        while todo:
-            n = todo.pop()
-            for m in rev.get(n, ()):
-                if m not in seen:
-                    seen.add(m)
-                    todo.append(m)
-        return seen
-
     def upstream(self, roots: Iterable[str]) -> set[str]:
         seen: set[str] = set()
         todo = list(roots)
@@ -64,7 +44,20 @@ class Graph:
         return seen
 
 
+_GRAPHS: dict[int, Graph] = {}  # id(spec) -> its graph, while the spec lives
+
+
 def build_graph(spec: Spec) -> Graph:
+    """The dependency graph of ``spec``, built once per spec object: loading (the cycle check),
+    planning and applying the same spec share it (a Graph is immutable)."""
+    graph = _GRAPHS.get(id(spec))
+    if graph is None:
+        graph = _GRAPHS[id(spec)] = _build_graph(spec)
+        weakref.finalize(spec, _GRAPHS.pop, id(spec), None)
+    return graph
+
+
+def _build_graph(spec: Spec) -> Graph:
     deps: dict[str, tuple[str, ...]] = {INSTANCE: ()}
     machine = [INSTANCE]
     if spec.env_file is not None:

@@ -11,22 +11,36 @@ callback so that runform owns names and duplicates (after ``llm``)::
     def runform_register_trackers(register):
         register("mytracker", MyTracker)   # MyTracker(config, ctx) -> Tracker
 
-A test checks that each hook below is documented with its exact signature in
-``docs/plugins.md``.
+Typed after tox's ``tox.plugin.spec``: each spec's signature is the contract, and a test checks
+that each hook below is documented with its exact signature in ``docs/plugins.md``.
+
+**Failure policy.** A registration hook that raises marks its plugin broken (``runform
+plugins`` shows the error; its names are not registered; the other plugins work). The policy
+hook (``runform_check_plan``) raises into the command, and a reason it returns stops the apply.
+*Event hooks* (:data:`EVENT_HOOKS`) only observe: runform calls each plugin's
+implementation on its own (:meth:`runform.plugins.PluginManager.notify`, the one place this is
+implemented); an implementation that raises is reported as a warning naming the plugin and the
+hook, and stops neither the command nor the other plugins' implementations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:
+    from runform.execution.executor import ApplyResult, Outcome
+    from runform.planning.model import Action, Plan
 
 PROJECT = "runform"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[..., None]
+EVENT_HOOKS = frozenset({"runform_plan_ready", "runform_action_started", "runform_action_finished",
+                         "runform_stage_metrics", "runform_apply_finished"})
 
 
 @hookspec
@@ -51,7 +65,7 @@ def runform_register_trackers(register: Register) -> None:
     """Register trackers: ``register(kind, factory)``; ``factory(config, ctx)`` returns a Tracker.
 
     :param register: callback taking the spec's ``tracker.kind`` and a factory receiving the
-        ``tracker`` block and a :class:`runform.trackers.base.TrackerContext`.
+        ``tracker`` block and a :class:`runform.interfaces.TrackerContext`.
     """
 
 
@@ -65,7 +79,7 @@ def runform_register_state_backends(register: Register) -> None:
 
 
 @hookspec
-def runform_plan_ready(plan: Any) -> None:
+def runform_plan_ready(plan: Plan) -> None:
     """Called once a plan is computed, before it is shown or applied.
 
     :param plan: the :class:`runform.planning.model.Plan`.
@@ -73,7 +87,7 @@ def runform_plan_ready(plan: Any) -> None:
 
 
 @hookspec
-def runform_check_plan(plan: Any) -> str | None:
+def runform_check_plan(plan: Plan) -> str | None:
     """Policy: return a reason to reject the plan (over budget, forbidden GPU), or None.
 
     :param plan: the :class:`runform.planning.model.Plan` just made (by plan, apply or destroy).
@@ -81,7 +95,7 @@ def runform_check_plan(plan: Any) -> str | None:
 
 
 @hookspec
-def runform_action_started(action: Any) -> None:
+def runform_action_started(action: Action) -> None:
     """Called when apply starts an action.
 
     :param action: the :class:`runform.planning.model.Action`.
@@ -89,7 +103,7 @@ def runform_action_started(action: Any) -> None:
 
 
 @hookspec
-def runform_action_finished(action: Any, outcome: Any) -> None:
+def runform_action_finished(action: Action, outcome: Outcome) -> None:
     """Called when an action ends, successfully or not.
 
     :param action: the :class:`runform.planning.model.Action`.
@@ -108,7 +122,7 @@ def runform_stage_metrics(stage: str, metrics: dict[str, float], step: int | Non
 
 
 @hookspec
-def runform_apply_finished(result: Any) -> None:
+def runform_apply_finished(result: ApplyResult) -> None:
     """Called when apply (or destroy) ends, also on failure.
 
     :param result: the :class:`runform.execution.executor.ApplyResult`.

@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
+
+if TYPE_CHECKING:
+    from runform.redact import Redactor
 
 # --------------------------------------------------------------------------- values
 
@@ -116,6 +121,52 @@ class InstanceRequest:
     run: str
     compute: Mapping[str, Any]  # the spec's `compute` block, variables resolved
     env: Mapping[str, str] = attrs.field(factory=dict)  # non-secret only
+
+
+# --------------------------------------------------------------------------- tracker context
+
+_SLUG = re.compile(r"[^a-z0-9_-]+")
+
+
+def deterministic_run_id(run: str, lineage: str) -> str:
+    """The tracker run id of a pipeline: stable across applies of the same state.
+
+    ``<slug of run>-<12 hex of sha256(run, lineage)>``, at most 53 characters, using only
+    ``[a-z0-9_-]`` (valid as a W&B run id). A new state (new lineage) gets a new id, so a
+    destroyed and re-created pipeline does not resume an old run.
+    """
+    slug = _SLUG.sub("-", run.lower()).strip("-")[:40] or "run"
+    digest = hashlib.sha256(f"{run}\0{lineage}".encode()).hexdigest()[:12]
+    return f"{slug}-{digest}"
+
+
+@attrs.frozen
+class TrackerContext:
+    """What a tracker may use.
+
+    :param run: the spec's ``run`` name.
+    :param lineage: the state's lineage (a uuid fixed when the state is created).
+    :param state_dir: runform's local folder (``.runform/`` beside the spec).
+    :param spec_dir: the folder of the spec file.
+    :param redactor: masks secrets in everything a tracker writes (None: nothing to mask).
+    :param env: environment for the tracker itself (e.g. ``WANDB_API_KEY`` from the secrets
+        env file, ``WANDB_MODE``); defaults to the process environment.
+    """
+
+    run: str
+    lineage: str
+    state_dir: Path = attrs.field(converter=Path)
+    spec_dir: Path = attrs.field(converter=Path)
+    redactor: Redactor | None = None
+    env: Mapping[str, str] = attrs.field(factory=lambda: dict(os.environ))
+
+    @property
+    def run_id(self) -> str:
+        return deterministic_run_id(self.run, self.lineage)
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with secrets masked (strings, bytes or JSON-like documents)."""
+        return value if self.redactor is None else self.redactor(value)
 
 
 @attrs.frozen
@@ -223,6 +274,37 @@ class SupportsOffers(Protocol):
 
 
 @runtime_checkable
+class StreamsOutput(Protocol):
+    """Optional, on a Transport: ``run`` that hands output over as it arrives (``runform pull``)."""
+
+    def run_stream(self, argv: list[str], on_output: Callable[[bytes], None], *, stdin: bytes | None = None,
+                   env: Mapping[str, str] | None = None, timeout: float | None = None) -> CommandResult: ...
+
+
+@runtime_checkable
+class RendersOffers(Protocol):
+    """Optional, on a provider: its own table of offers for ``runform offers``."""
+
+    def render_offers(self, rows: list[Mapping[str, Any]]) -> Any: ...
+
+
+@runtime_checkable
+class ValidatesCompute(Protocol):
+    """Optional, on a provider's factory: check the spec's ``compute`` block at load time (no
+    network); raise a RunformError whose ``field`` is the path under ``compute``."""
+
+    def validate_compute(self, config: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class ChecksURI(Protocol):
+    """Optional, on a storage backend's factory: check a URI at load time (no network); return
+    ``(problem, fix)`` or None."""
+
+    def check_uri(self, uri: str) -> tuple[str, str] | None: ...
+
+
+@runtime_checkable
 class StorageBackend(Protocol):
     """Reads and writes a storage URI scheme. Registered with ``runform_register_storage_backends``."""
 
@@ -279,6 +361,13 @@ class ImageTracker(Protocol):
 
 
 @runtime_checkable
+class HasStageEnv(Protocol):
+    """Optional, on a tracker: env a stage's process gets on top of ``start``'s."""
+
+    def stage_env(self, stage: str) -> Mapping[str, str]: ...
+
+
+@runtime_checkable
 class StateBackend(Protocol):
     """Keeps the state: a snapshot plus an append-only journal, behind a lease lock."""
 
@@ -286,8 +375,9 @@ class StateBackend(Protocol):
         """The current state (snapshot with the journal replayed), or None."""
         ...
 
-    def append(self, entries: list[Mapping[str, Any]]) -> None:
-        """Durably append journal entries (fsync before returning)."""
+    def append(self, entries: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Durably append journal entries (fsync before returning); return them as written (each
+        with its ``seq``), which the core replays onto the state in memory."""
         ...
 
     def compact(self, state: Any) -> None:
@@ -301,6 +391,20 @@ class StateBackend(Protocol):
     def unlock(self, lock_id: str) -> None: ...
 
     def force_unlock(self, lock_id: str) -> None: ...
+
+
+@runtime_checkable
+class UsesSecrets(Protocol):
+    """Optional, on a state backend: takes its credentials from the spec's env file too."""
+
+    def use_env(self, env: Mapping[str, str]) -> None: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """Optional, on a state backend: release what it holds once the command is done with it."""
+
+    def close(self) -> None: ...
 
 
 def canonical_json(value: Any) -> str:

@@ -1,7 +1,7 @@
 """What of the secrets env file goes to the machine.
 
 Reading a dataset needs no storage credentials on the machine: the client signs presigned
-GET URLs for the objects to fetch (see ``runform.storage_backends._urlfetch``). So the storage
+GET URLs for the objects to fetch (see ``runform.storage.urlfetch``). So the storage
 keys (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``B2_KEY_ID``,
 ``B2_APP_KEY``) reach the machine only for a spec with an artifact pushed to ``s3://`` or
 ``b2://`` (uploads keep boto3 and its credentials). Every other key is sent as written.

@@ -6,13 +6,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import pluggy
-
 from runform import hookspecs
 from runform.errors import PluginError
+
+if TYPE_CHECKING:
+    from runform.interfaces import Provider, StateBackend, StorageBackend, Tracker, TrackerContext
 
 KINDS = ("providers", "storage_backends", "trackers", "state_backends")
 _LABEL = {
@@ -83,8 +86,50 @@ class PluginManager:
         self._registries = None
 
     @property
-    def hook(self) -> Any:
-        return self.pm.hook
+    def hook(self) -> Hooks:
+        """The hooks by name; an event hook called here follows :func:`notify`'s policy."""
+        return Hooks(self)
+
+    def notify(self, name: str, *, report: Callable[[str], None] | None = None, **kwargs: Any) -> None:
+        """Call the event hook ``name`` under the one failure policy for event hooks
+        (``hookspecs.EVENT_HOOKS``): each plugin's implementation is called on its own; one that
+        raises is reported (``report``, default stderr) as a warning naming the plugin and the
+        hook, and neither stops the command nor the other plugins' implementations. (Event hooks
+        are plain implementations, called newest first as pluggy does; a hook wrapper is not
+        called here.)"""
+        for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
+            if impl.hookwrapper or getattr(impl, "wrapper", False):
+                continue
+            try:
+                impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - the policy: observers never break runform
+                plugin = self.pm.get_name(impl.plugin) or "?"
+                (report or _stderr)(f"warning: plugin {plugin!r}: its {name} hook failed: "
+                                    f"{type(exc).__name__}: {exc}")
+
+    # ------------------------------------------------------------------ typed factories
+    def provider(self, name: str, *, field: str | None = "compute.provider") -> Provider:
+        """A new instance of the provider ``name`` (``compute.provider``)."""
+        return cast("Provider", self.get("providers", name, field=field).factory())
+
+    def storage(self, scheme: str, *, field: str | None = None) -> StorageBackend:
+        """A new instance of the storage backend of the URI scheme ``scheme``."""
+        return cast("StorageBackend", self.get("storage_backends", scheme, field=field).factory())
+
+    def storage_factory(self, scheme: str, *, field: str | None = None) -> Callable[..., Any]:
+        """The storage backend's factory (its class), for optional checks such as ``check_uri``."""
+        return self.get("storage_backends", scheme, field=field).factory
+
+    def tracker(self, kind: str, config: dict[str, Any], ctx: TrackerContext, *,
+                field: str | None = "tracker.kind") -> Tracker:
+        """A new tracker of ``kind`` for the spec's ``tracker`` block and ``ctx``."""
+        return cast("Tracker", self.get("trackers", kind, field=field).factory(config, ctx))
+
+    def state_backend(self, url: str, spec_dir: Path, *, lease: float,
+                      field: str | None = "state.backend") -> StateBackend:
+        """The state backend for ``url`` (``local`` or ``<scheme>://...``)."""
+        scheme = url.split("://", 1)[0] if "://" in url else url
+        return cast("StateBackend", self.get("state_backends", scheme, field=field).factory(url, spec_dir, lease=lease))
 
     # ------------------------------------------------------------------ registries
     def registries(self) -> dict[str, dict[str, Registration]]:
@@ -156,6 +201,20 @@ def get_plugin_manager() -> PluginManager:
     return _default()
 
 
-def reset_plugin_manager() -> None:
-    """Forget the cached manager (tests that install or remove plugins)."""
-    _default.cache_clear()
+class Hooks:
+    """``pm.hook``: registration and policy hooks as pluggy calls them; event hooks through
+    :meth:`PluginManager.notify` (so that every caller, ``plan_ready`` included, has one policy)."""
+
+    def __init__(self, manager: PluginManager) -> None:
+        self._manager = manager
+
+    def __getattr__(self, name: str) -> Any:
+        if name in hookspecs.EVENT_HOOKS:
+            return functools.partial(self._manager.notify, name)
+        return getattr(self._manager.pm.hook, name)
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr)

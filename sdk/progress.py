@@ -107,3 +107,30 @@ class Ticker:
 
 class Interrupted(RunformError):
     """Apply was interrupted while waiting; a remote job goes on and is attached to next time."""
+
+
+class SendMeter:
+    """A transfer's ``progress`` callback: a ``transfer`` event (bytes, total, rate, ETA) every few
+    seconds for a transfer over a few MB, printed as a line. ``ws`` is the workspace (its
+    ``tell``); ``total`` may be set later (a code sync sets it to the bytes it will send)."""
+
+    def __init__(self, ws: Any, address: str, total: int, every: float = 5.0) -> None:
+        self.ws, self.address, self.total, self.every = ws, address, total, every
+        self.done = 0
+        self.started = self._last = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.total < (8 << 20) or now - self._last < self.every:
+            return
+        self._last = now
+        from runform.durations import format_duration
+
+        rate = self.done / max(1e-6, now - self.started)
+        left = max(0, self.total - self.done)
+        eta = format_duration(left / rate) if rate > 0 else "?"
+        done = min(self.done, self.total)
+        self.ws.tell("transfer", f"{self.address}: sent {done / 1e6:.1f}/{self.total / 1e6:.1f} MB "
+                     f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
+                     total=self.total, rate=round(rate, 1), eta=round(left / rate, 1) if rate > 0 else None)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runform.atomic import atomic_write
 from runform.progress import Event
 
 _LOCK = threading.Lock()
@@ -54,11 +55,7 @@ def read(spec_path: Path, run: str) -> dict[str, Any] | None:
 
 def write(entry: dict[str, Any]) -> None:
     d = registry_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    f = d / f"{entry['key']}.json"
-    tmp = f.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(entry, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, f)
+    atomic_write(d / f"{entry['key']}.json", json.dumps(entry, indent=1, sort_keys=True, default=str))
 
 
 def machine_of(instance_record: Any) -> dict[str, Any] | None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from runform.digests import DigestCache
 from runform.envfile import parse_env
 from runform.errors import RunformError
-from runform.interfaces import Machine, ProviderContext
+from runform.interfaces import Closeable, Machine, Provider, ProviderContext, UsesSecrets
 from runform.plugins import PluginManager, get_plugin_manager
 from runform.redact import Redactor
 from runform.spec.model import Spec
@@ -29,11 +28,8 @@ class Workspace:
         self.stop: threading.Event | None = None  # set by an interrupted apply: providers stop waiting
         self.stream_logs = True  # running stages stream their log lines (``--quiet`` turns it off)
         self._last_phase: tuple[str, str] | None = None
-        backend_url = spec.state_backend
-        scheme = backend_url.split("://", 1)[0] if "://" in backend_url else backend_url
-        factory = self.pm.get("state_backends", scheme, field="state.backend").factory
-        self.backend = factory(backend_url, spec.dir, lease=spec.lock_lease)
-        self._provider: Any = None
+        self.backend = self.pm.state_backend(spec.state_backend, spec.dir, lease=spec.lock_lease)
+        self._provider: Provider | None = None
         self.digests = DigestCache(spec.state_dir / "digests.json")
         self._machine: Machine | None = None
         self._machine_lock = threading.Lock()
@@ -45,9 +41,8 @@ class Workspace:
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
         self.redactor = Redactor.from_env(self.secrets)
-        use_env = getattr(self.backend, "use_env", None)
-        if use_env is not None:  # remote state backends take their credentials from the env file too
-            use_env(self.secrets)
+        if isinstance(self.backend, UsesSecrets):  # remote state backends: credentials from the env file too
+            self.backend.use_env(self.secrets)
 
     # ------------------------------------------------------------------ state
     def read_state(self) -> State | None:
@@ -72,16 +67,14 @@ class Workspace:
             yield info
         finally:
             self.backend.unlock(info.id)
-            close = getattr(self.backend, "close", None)
-            if close:
-                close()
+            if isinstance(self.backend, Closeable):
+                self.backend.close()
 
     # ------------------------------------------------------------------ provider
     @property
-    def provider(self) -> Any:
+    def provider(self) -> Provider:
         if self._provider is None:
-            reg = self.pm.get("providers", self.spec.compute.provider, field="compute.provider")
-            self._provider = reg.factory()
+            self._provider = self.pm.provider(self.spec.compute.provider)
         return self._provider
 
     def provider_context(self, state: State, pins: dict[str, Any] | None = None) -> ProviderContext:
@@ -166,6 +159,3 @@ class Workspace:
                 with contextlib.suppress(Exception):
                     self._machine.transport.close()
             self._machine = None
-
-    def code_root(self) -> Path:
-        return self.spec.code.path

@@ -21,9 +21,8 @@ from typing import Any
 import attrs
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
-
-from ._record import is_internal, safe_join
-from ._s3conn import Location, credentials_missing, error_code
+from runform.storage.record import is_internal, safe_join
+from runform.storage.s3conn import Location, credentials_missing, error_code
 
 INDEX_NAME = ".runform-index.json"
 META_KEYS = ("sha256", "runform-sha256")

@@ -18,11 +18,11 @@ import runform.hookspecs
 from runform.digests import DigestCache
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry, digest_of
+from runform.storage import digest as _digest
+from runform.storage.record import TMP_MARK, safe_join, walk_files
+from runform.storage.verify import VerifyReport, verify
 
-from . import _digest
-from ._hydrate import PermanentError, Progress, hydrate
-from ._record import TMP_MARK, safe_join, walk_files
-from ._verify import VerifyReport, verify
+from runform.storage.hydrate import PermanentError, Progress, hydrate
 
 _COPY_CHUNK = 4 << 20
 

@@ -37,11 +37,11 @@ import attrs
 import runform.hookspecs
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
+from runform.storage.digest import md5_hex
+from runform.storage.record import walk_files
+from runform.storage.verify import VerifyReport, verify
 
-from ._hydrate import HydrateOptions, Progress, hydrate
-from ._record import walk_files
-from ._verify import VerifyReport, verify
-from ._digest import md5_hex
+from runform.storage.hydrate import HydrateOptions, Progress, hydrate
 from .wandb_api import (
     WandbArtifactAPI,
     api_from_env,

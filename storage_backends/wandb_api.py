@@ -3,8 +3,8 @@
 W&B's public API goes through the ``wandb-core`` sidecar and needs a live server and key,
 so it cannot be recorded or faked at HTTP (storage.md §6). runform talks to it through
 :class:`WandbArtifactAPI`; :class:`WandbPublicAPI` is the real implementation (``wandb.Api``,
-imported lazily) and :class:`DirArtifactStore` a faithful fake on a folder, usable across
-processes (set ``RUNFORM_WANDB_FAKE_DIR`` in the env given to the backend).
+imported lazily); the tests' faithful fake on a folder is :class:`runform.testing.fakes.DirArtifactStore`
+(set ``RUNFORM_WANDB_FAKE_DIR`` in the env given to the backend).
 
 Digests crossing this interface are runform's: ``md5:<hex>`` or ``xxh128:<hex>``. W&B stores
 base64 of the raw digest and names the algorithm per entry (``entry.extra["alg"]``, read
@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import re
-import shutil
 import tempfile
 import threading
 import uuid
@@ -291,100 +289,12 @@ class WandbPublicAPI:
             run.finish()
 
 
-# ---------------------------------------------------------------------- fake
-
-
-class DirArtifactStore:
-    """A W&B artifact server on a folder: ``<root>/<entity>/<project>/<name>/vN/<files>``,
-    ``aliases.json`` and ``versions.json`` (each version's ``type``, ``metadata`` and the
-    ``run`` that logged it: ``group``, ``job_type``). Same digests and versioning rules as
-    W&B (a new version only when the content digest changes, keeping the first push's
-    metadata; ``latest`` always moves). Safe across processes for tests."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.downloads = 0  # files served by this instance
-
-    def _dir(self, entity: str, project: str, name: str) -> Path:
-        return self.root / entity / project / name
-
-    def _aliases(self, entity: str, project: str, name: str) -> dict[str, str]:
-        p = self._dir(entity, project, name) / "aliases.json"
-        return json.loads(p.read_text()) if p.exists() else {}
-
-    def _version_dir(self, entity: str, project: str, name: str, alias: str) -> Path:
-        base = self._dir(entity, project, name)
-        version = alias if alias[:1] == "v" and alias[1:].isdigit() else \
-            self._aliases(entity, project, name).get(alias)
-        if version is None or not (base / version).is_dir():
-            raise RunformError(f"wandb://{entity}/{project}/{name}:{alias} not found")
-        return base / version
-
-    def resolve(self, entity: str, project: str, name: str, alias: str) -> ArtifactVersion:
-        vdir = self._version_dir(entity, project, name, alias)
-        b64: dict[str, str] = {}
-        files = []
-        for path in sorted(p for p in vdir.rglob("*") if p.is_file()):
-            rel = path.relative_to(vdir).as_posix()
-            b64[rel] = wandb_file_digest(path)
-            files.append((rel, path.stat().st_size, "md5:" + b64_to_hex(b64[rel])))
-        return ArtifactVersion(vdir.name, artifact_digest(b64), tuple(files))
-
-    def download(self, entity: str, project: str, name: str, version: str, path: str,
-                 target: Path) -> None:
-        src = self._version_dir(entity, project, name, version) / path
-        shutil.copyfile(src, target)
-        self.downloads += 1
-
-    def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
-               type: str = "dataset", aliases: Iterable[str] = (),
-               metadata: Mapping[str, Any] | None = None, group: str | None = None,
-               job_type: str | None = None) -> str:
-        base = self._dir(entity, project, name)
-        base.mkdir(parents=True, exist_ok=True)
-        digest = artifact_digest({rel: wandb_file_digest(p) for rel, p in files.items()})
-        aliases_now = self._aliases(entity, project, name)
-        versions = sorted(int(p.name[1:]) for p in base.glob("v*") if p.name[1:].isdigit())
-        version = None
-        if "latest" in aliases_now and \
-                self.resolve(entity, project, name, "latest").digest == digest:
-            version = aliases_now["latest"]
-        if version is None:
-            version = f"v{(versions[-1] + 1) if versions else 0}"
-            for rel, p in files.items():
-                dst = base / version / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(p, dst)
-            info = self._versions(entity, project, name)
-            info[version] = {"type": type, "metadata": json.loads(json.dumps(dict(metadata or {}))),
-                             "run": {"group": group, "job_type": job_type or push_job_type(name)}}
-            (base / "versions.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-        for alias in {"latest", *aliases}:
-            aliases_now[alias] = version
-        (base / "aliases.json").write_text(json.dumps(aliases_now, indent=1, sort_keys=True))
-        return version
-
-    def _versions(self, entity: str, project: str, name: str) -> dict[str, Any]:
-        p = self._dir(entity, project, name) / "versions.json"
-        return json.loads(p.read_text()) if p.exists() else {}
-
-    def info(self, entity: str, project: str, name: str, alias: str) -> dict[str, Any]:
-        """What the server knows of a version besides its files: ``type``, ``metadata`` and
-        the logging ``run`` (``group``, ``job_type``); what W&B's UI shows for it."""
-        version = self._version_dir(entity, project, name, alias).name
-        return {"version": version, **self._versions(entity, project, name).get(version, {})}
-
-    def set_alias(self, entity: str, project: str, name: str, alias: str, version: str) -> None:
-        """Point ``alias`` at ``version`` (what moving an alias in the W&B UI does)."""
-        aliases = self._aliases(entity, project, name)
-        aliases[alias] = version
-        (self._dir(entity, project, name) / "aliases.json").write_text(json.dumps(aliases))
-
-
 def api_from_env(env: Mapping[str, str]) -> WandbArtifactAPI:
     """The fake when ``RUNFORM_WANDB_FAKE_DIR`` is set, else the real server, in the mode the
     env gives (``WANDB_MODE``: the tracker's mode reaches the push)."""
-    if fake := env.get("RUNFORM_WANDB_FAKE_DIR"):
+    if fake := env.get("RUNFORM_WANDB_FAKE_DIR"):  # tests: the folder fake of runform.testing
+        from runform.testing.fakes import DirArtifactStore
+
         return DirArtifactStore(Path(fake))
     return WandbPublicAPI(api_key=env.get("WANDB_API_KEY"), base_url=env.get("WANDB_BASE_URL"),
                           run_dir=env.get("WANDB_DIR"), mode=env.get("WANDB_MODE"))

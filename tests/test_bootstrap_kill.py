@@ -1,6 +1,6 @@
 """An apply killed while it installs runform's agent on the machine: the next apply converges.
 
-The installer (providers/ssh/install_agent.py) waits at a named point while a marker file
+The installer (sdk/agent/installer.py) waits at a named point while a marker file
 exists when ``RUNFORM_TEST_BOOTSTRAP_PAUSE`` names that point, so each case stops exactly there:
 
 - ``venv``: the new venv's python is in place, its pip, scripts and packages are not;
@@ -26,7 +26,7 @@ import pytest
 import yaml
 from conftest import run_cli
 
-from runform.providers.ssh.bootstrap import PAUSE_ENV
+from runform.agent.install import PAUSE_ENV
 from runform.testing.sshd import SSHD
 
 pytestmark = pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from conftest import run_cli
 
-from runform.storage_backends.wandb_api import DirArtifactStore
+from runform.testing.fakes import DirArtifactStore
 
 
 def test_apply_pushes_one_typed_version_with_the_runs_lineage(hello: Path, tmp_path: Path) -> None:

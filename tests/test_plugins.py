@@ -456,7 +456,7 @@ def test_unknown_provider_lists_the_installed_ones(pm: PluginManager, tmp_path: 
 
 
 def _ctx(tmp_path: Path, secrets: Mapping[str, str] | None = None) -> Any:
-    from runform.trackers.base import TrackerContext
+    from runform.interfaces import TrackerContext
 
     return TrackerContext(
         run="demo",

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from runform.errors import ProviderError
-from runform.providers.ssh.bootstrap import READY, ensure_agent, ready_version
+from runform.agent.install import READY, ensure_agent, ready_version
 from runform.providers.ssh.transport import SSHTransport
-from runform.providers.ssh.wheel import Wheel, build_wheel, content_hash
+from runform.agent.wheel import Wheel, build_wheel, content_hash
 from runform.testing.sshd import SSHD
 
 # The image python: Debian's lacks attrs/pluggy/tenacity here, so the shipped deps are exercised.

@@ -10,7 +10,7 @@ import pytest
 from runform.errors import HostKeyError, ProviderError
 from runform.interfaces import InstanceInfo, InstanceRequest, Machine, Provider, ProviderContext
 from runform.providers.ssh.provider import CLAIM, SSHProvider, check_root, resolve_root
-from runform.providers.ssh.wheel import build_wheel
+from runform.agent.wheel import build_wheel
 from runform.testing.sshd import SSHD
 
 LABEL = "runform-demo-abcd1234"

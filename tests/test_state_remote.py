@@ -254,9 +254,9 @@ def test_force_unlock_by_id_and_the_old_holder_is_fenced(remote: Remote) -> None
 
 _HOLDER = """
 import sys, time
-from runform.state import remote_lock
+from runform.state import lease
 if sys.argv[3] == "foreign":
-    remote_lock.BOOT_ID = "another-machine"  # judged by its lease only, as a holder elsewhere is
+    lease.BOOT_ID = "another-machine"  # judged by its lease only, as a holder elsewhere is
 from runform.state.remote import RemoteStateBackend
 b = RemoteStateBackend(sys.argv[1], lease=float(sys.argv[2]), settle=0.05)
 info = b.lock("apply")
@@ -544,9 +544,9 @@ def test_plans_in_a_loop_during_an_apply_on_a_409_server(s3_server_conflicts: S3
 def test_an_endpoint_that_ignores_conditions_is_refused_with_the_fix(s3_server_ignoring: S3Server, moto: Moto,
                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                     tmp_path: Path) -> None:
-    from runform.state import remote_lock
+    from runform.state import lock_conditional
 
-    monkeypatch.setattr(remote_lock, "_PROBED", {})
+    monkeypatch.setattr(lock_conditional, "_PROBED", {})
     server = s3_server_ignoring
     bucket = server.make_bucket()
     cache = tmp_path / "probe.json"
@@ -559,7 +559,7 @@ def test_an_endpoint_that_ignores_conditions_is_refused_with_the_fix(s3_server_i
     assert json.loads(cache.read_text()) == {server.endpoint: False}
     # cached: refused again without a probe
     server.stats.reset()
-    monkeypatch.setattr(remote_lock, "_PROBED", {})
+    monkeypatch.setattr(lock_conditional, "_PROBED", {})
     with pytest.raises(StateError, match="ignores them"):
         RemoteStateBackend(f"s3://{bucket}/st", env=server.env("s3"), probe_cache=cache).lock("apply")
     assert server.stats.count("PutObject") == 0
@@ -581,9 +581,9 @@ def test_an_endpoint_that_ignores_conditions_is_refused_with_the_fix(s3_server_i
 
 def test_the_probe_runs_once_per_endpoint(s3_server: S3Server, moto: Moto, monkeypatch: pytest.MonkeyPatch,
                                           tmp_path: Path) -> None:
-    from runform.state import remote_lock
+    from runform.state import lock_conditional
 
-    monkeypatch.setattr(remote_lock, "_PROBED", {})
+    monkeypatch.setattr(lock_conditional, "_PROBED", {})
     bucket = s3_server.make_bucket()
     cache = tmp_path / "probe.json"
     for _ in range(2):
@@ -593,7 +593,7 @@ def test_the_probe_runs_once_per_endpoint(s3_server: S3Server, moto: Moto, monke
     assert [q.status for q in probes] == [200, 412]
     assert json.loads(cache.read_text()) == {s3_server.endpoint: True}
     assert "Contents" not in s3_server.runform_client().list_objects_v2(Bucket=bucket)
-    monkeypatch.setattr(remote_lock, "_PROBED", {})  # a new process: the file answers
+    monkeypatch.setattr(lock_conditional, "_PROBED", {})  # a new process: the file answers
     s3_server.stats.reset()
     b = RemoteStateBackend(f"s3://{bucket}/st", env=s3_server.env("s3"), probe_cache=cache)
     b.unlock(b.lock("apply").id)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from runform.errors import RunformError
-from runform.storage_backends._record import RECORD_NAME
+from runform.storage.record import RECORD_NAME
 from runform.storage_backends.file import FileBackend
 
 
@@ -111,7 +111,7 @@ def test_progress_and_atomic_failure(tmp_path: Path):
     m = b.resolve(src.as_uri(), {})
     (src / "sub/b.bin").write_bytes(b"different size now")
     seen: list[int] = []
-    from runform.storage_backends._hydrate import DigestMismatch
+    from runform.storage.hydrate import DigestMismatch
 
     with pytest.raises(DigestMismatch):
         b.fetch(m, dest, {}, progress=seen.append)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from runform.interfaces import ManifestEntry
-from runform.storage_backends import _hydrate
-from runform.storage_backends._record import RECORD_NAME, Fetched, Record
+from runform.storage import hydrate as _hydrate
+from runform.storage.record import RECORD_NAME, Fetched, Record
 from runform.storage_backends.file import FileBackend
 
 

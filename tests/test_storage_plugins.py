@@ -11,7 +11,7 @@ from runform.plugins import PluginManager
 from runform.storage_backends import file, s3, wandb
 from runform.trackers import jsonl, none
 from runform.trackers import wandb as wandb_tracker
-from runform.trackers.base import TrackerContext, deterministic_run_id
+from runform.interfaces import TrackerContext, deterministic_run_id
 
 
 def test_registration(tmp_path):

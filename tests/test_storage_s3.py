@@ -8,7 +8,7 @@ import hashlib
 import os
 
 import pytest
-from runform.storage_backends._record import RECORD_NAME
+from runform.storage.record import RECORD_NAME
 from runform.storage_backends.s3 import B2Backend, S3Backend, TransferSettings
 from runform.testing.s3 import S3Server
 
@@ -183,7 +183,7 @@ def test_ranged_download_is_hashed_in_flight(store, tmp_path, monkeypatch):
     body = os.urandom(11 * MIB)
     server.runform_client().put_object(Bucket=bucket, Key="r/one.bin", Body=body)
     m = backend.resolve(f"{backend.scheme}://{bucket}/r/", env)
-    from runform.storage_backends import _digest
+    from runform.storage import digest as _digest
 
     def no_reread(*args, **kwargs):
         raise AssertionError("the file was read back instead of hashed in flight")
@@ -200,7 +200,7 @@ def test_multipart_digest_mismatch_is_an_error(store, tmp_path):
     _put(server, bucket, {"x/f.bin": b"a" * 1000})
     m = backend.resolve(f"{backend.scheme}://{bucket}/x/", env)
     _put(server, bucket, {"x/f.bin": b"b" * 1000})  # changed after the plan, same size
-    from runform.storage_backends._hydrate import DigestMismatch
+    from runform.storage.hydrate import DigestMismatch
 
     with pytest.raises(DigestMismatch, match="changed since the plan"):
         backend.fetch(m, tmp_path / "d", env)
@@ -319,7 +319,7 @@ def test_unreachable_endpoint_fails_with_a_hint():
     import socket
 
     from runform.errors import RunformError
-    from runform.storage_backends import _s3conn
+    from runform.storage import s3conn as _s3conn
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -342,7 +342,7 @@ def test_unsafe_keys_are_refused(store):
 
 def test_b2_endpoint_from_region_and_missing_keys():
     from runform.errors import RunformError
-    from runform.storage_backends._s3conn import Connection
+    from runform.storage.s3conn import Connection
 
     c = Connection.from_env("b2", {"B2_KEY_ID": "k", "B2_APP_KEY": "s", "B2_S3_REGION": "us-west-004"})
     assert c.endpoint_url == "https://s3.us-west-004.backblazeb2.com" and c.region == "us-west-004"
@@ -369,7 +369,7 @@ def test_single_get_is_verified_while_streaming(store, tmp_path, monkeypatch):
     files = _dataset()
     _put(server, bucket, files)
     m = backend.resolve(f"{backend.scheme}://{bucket}/ds/", env)
-    from runform.storage_backends import _digest
+    from runform.storage import digest as _digest
 
     def no_reread(*args, **kwargs):
         raise AssertionError("the file was read back instead of hashed in flight")
@@ -384,11 +384,11 @@ def test_every_transfer_error_becomes_runforms_own():
     import s3transfer.exceptions as s3x
     from botocore.exceptions import ClientError, ReadTimeoutError
     from runform.errors import RunformError
-    from runform.storage_backends._hydrate import DigestMismatch, PermanentError
-    from runform.storage_backends.s3 import TransferFailed, _classify
+    from runform.storage.hydrate import DigestMismatch, PermanentError
+    from runform.storage_backends.s3 import TransferFailed, classify_transfer_error
 
     what = "s3://b/x/f.bin"
-    assert isinstance(_classify(s3x.S3DownloadFailedError("did not match"), what, changed=lambda: True),
+    assert isinstance(classify_transfer_error(s3x.S3DownloadFailedError("did not match"), what, changed=lambda: True),
                       DigestMismatch)
     try:  # raised while handling a 412, as s3transfer 0.19 does: the chain tells
         try:
@@ -397,19 +397,19 @@ def test_every_transfer_error_becomes_runforms_own():
         except ClientError:
             raise s3x.S3DownloadFailedError("Contents of stored object did not match expected ETag.")  # noqa: B904
     except s3x.S3DownloadFailedError as exc:
-        got = _classify(exc, what)
+        got = classify_transfer_error(exc, what)
     assert isinstance(got, DigestMismatch) and what in str(got) and "runform plan" in str(got)
     timeout = s3x.RetriesExceededError(ReadTimeoutError(endpoint_url="http://x"))
-    failed = _classify(timeout, what, changed=lambda: False)
+    failed = classify_transfer_error(timeout, what, changed=lambda: False)
     assert isinstance(failed, TransferFailed) and what in str(failed) and "apply again" in str(failed)
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"},
                           "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject")
-    assert isinstance(_classify(s3x.S3DownloadFailedError("x").with_traceback(None), what), RunformError)
-    assert isinstance(_classify(denied, what), PermanentError)
+    assert isinstance(classify_transfer_error(s3x.S3DownloadFailedError("x").with_traceback(None), what), RunformError)
+    assert isinstance(classify_transfer_error(denied, what), PermanentError)
     full = OSError(28, "No space left on device")
-    assert isinstance(_classify(full, what), PermanentError) and "free space" in str(_classify(full, what))
+    assert isinstance(classify_transfer_error(full, what), PermanentError) and "free space" in str(classify_transfer_error(full, what))
     other = KeyError("not ours")
-    assert _classify(other, what) is other  # a bug stays a bug
+    assert classify_transfer_error(other, what) is other  # a bug stays a bug
 
 
 def _versions(server: S3Server, bucket: str, prefix: str) -> tuple[dict[str, int], int]:

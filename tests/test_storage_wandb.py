@@ -10,13 +10,13 @@ import pytest
 from runform.errors import RunformError
 from runform.storage_backends.wandb import ArtifactRef, WandbBackend
 from runform.storage_backends.wandb_api import (
-    DirArtifactStore,
     WandbArtifactAPI,
     WandbPublicAPI,
     api_from_env,
     artifact_digest,
     wandb_file_digest,
 )
+from runform.testing.fakes import DirArtifactStore
 
 
 def _files(root: Path, content: dict[str, bytes]) -> dict[str, Path]:
@@ -167,7 +167,7 @@ def test_artifacts_wandb_builds_hydrate_and_verify(algorithm, file_server, tmp_p
     import os
 
     import wandb
-    from runform.storage_backends._hydrate import DigestMismatch
+    from runform.storage.hydrate import DigestMismatch
 
     monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runform.interfaces import Manifest, ManifestEntry
 from runform.redact import Redactor
-from runform.trackers.base import TrackerContext, deterministic_run_id
+from runform.interfaces import TrackerContext, deterministic_run_id
 from runform.trackers.jsonl import JsonlTracker
 from runform.trackers.none import NoneTracker
 

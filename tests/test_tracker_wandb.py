@@ -9,7 +9,7 @@ import pytest
 from conftest import offline_wandb_context
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
-from runform.trackers.base import TrackerContext
+from runform.interfaces import TrackerContext
 from runform.trackers.wandb import WandbTracker
 from runform.trackers.wandb_records import RunFile, run_files
 

@@ -19,7 +19,7 @@ from runform import codesync
 from runform.codesync import local_manifest, sync_tree
 from runform.errors import RunformError
 from runform.providers.ssh.transport import SSHTransport
-from runform.storage_backends import _urlfetch
+from runform.storage import urlfetch as _urlfetch
 from runform.storage_backends.s3 import S3Backend
 from runform.testing.sshd import SSHD
 
@@ -283,7 +283,7 @@ def test_closing_the_channel_is_seen_by_the_agent_as_a_hang_up(
     marker = tmp_path / "stopped"
     script = (
         "import threading, pathlib, sys\n"
-        "from runform.storage_backends._urlfetch import watch_hangup\n"
+        "from runform.storage.urlfetch import watch_hangup\n"
         "stop = threading.Event(); watch_hangup(stop)\n"
         "print('ready', flush=True)\n"
         "stop.wait(60) and pathlib.Path(sys.argv[1]).write_text('yes')\n"
@@ -342,7 +342,7 @@ def test_apply_signs_fresh_urls_when_the_agent_reports_them_expired(
 def test_a_large_transfer_prints_bytes_rate_and_eta() -> None:
     from types import SimpleNamespace
 
-    from runform.execution.handlers import _SendProgress
+    from runform.progress import SendMeter
 
     said: list[str] = []
     events: list[dict] = []
@@ -351,13 +351,13 @@ def test_a_large_transfer_prints_bytes_rate_and_eta() -> None:
         said.append(message)
         events.append({"type": type_, **fields})
 
-    p = _SendProgress(SimpleNamespace(tell=tell), "dataset.big", 100 << 20, every=0.0)  # type: ignore[arg-type]
+    p = SendMeter(SimpleNamespace(tell=tell), "dataset.big", 100 << 20, every=0.0)  # type: ignore[arg-type]
     p(10 << 20)
     p(40 << 20)
     assert said and said[-1].startswith("dataset.big: sent 52.4/104.9 MB (") and "ETA" in said[-1]
     assert events[-1]["type"] == "transfer" and events[-1]["bytes"] == 50 << 20 and events[-1]["total"] == 100 << 20
     small: list[str] = []
-    q = _SendProgress(SimpleNamespace(tell=lambda t, m, **f: small.append(m)), "code.workdir", 1 << 20,
+    q = SendMeter(SimpleNamespace(tell=lambda t, m, **f: small.append(m)), "code.workdir", 1 << 20,
                       every=0.0)  # type: ignore[arg-type]
     q(1 << 20)
     assert small == []  # a small transfer stays quiet

@@ -436,7 +436,7 @@ def test_twenty_intents_converge_under_faults(vast_standin, ctx) -> None:
 def test_end_to_end_with_a_real_sshd(make_vast_standin, sshd, ctx) -> None:
     """The default readiness (SSH handshake with the per-instance key + onstart sentinel), and
     connect with runform's agent bootstrapped, against the stand-in pointing at a real sshd."""
-    pytest.importorskip("runform.providers.ssh.bootstrap")
+    pytest.importorskip("runform.agent.install")
     standin = make_vast_standin(sshd=sshd)
     provider = fast_provider(standin, on_ready=None)
     info = provider.create(request(), ctx)

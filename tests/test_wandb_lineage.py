@@ -2,7 +2,7 @@
 names it, the version is typed, and the pipeline run's tracker names the pushed ``vN``.
 
 The real wandb library runs offline; the versioning W&B's server does is the folder fake
-(:class:`DirArtifactStore`), and every ``.wandb`` file is read back with wandb's own records."""
+(:class:`runform.testing.fakes.DirArtifactStore`), and every ``.wandb`` file is read back with wandb's own records."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 from conftest import offline_wandb_context
 from runform.interfaces import Manifest
 from runform.storage_backends.wandb import WandbBackend, pipeline_run
-from runform.storage_backends.wandb_api import DirArtifactStore, log_push, push_settings
-from runform.trackers.base import TrackerContext
+from runform.storage_backends.wandb_api import log_push, push_settings
+from runform.testing.fakes import DirArtifactStore
+from runform.interfaces import TrackerContext
 from runform.trackers.wandb import WandbTracker
 from runform.trackers.wandb_records import RunFile, run_files, wait_for_exit_record
 

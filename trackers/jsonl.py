@@ -25,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import runform.hookspecs
-from runform.interfaces import Manifest
-
-from .base import TrackerContext
+from runform.interfaces import Manifest, TrackerContext
 
 
 class JsonlTracker:

@@ -6,9 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import runform.hookspecs
-from runform.interfaces import Manifest
-
-from .base import TrackerContext
+from runform.interfaces import Manifest, TrackerContext
 
 
 class NoneTracker:

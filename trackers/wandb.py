@@ -41,9 +41,8 @@ from urllib.parse import urlsplit
 
 import runform.hookspecs
 from runform.errors import RunformError
-from runform.interfaces import Manifest
+from runform.interfaces import Manifest, TrackerContext
 
-from .base import TrackerContext
 from .wandb_records import wait_for_exit_record
 
 log = logging.getLogger("runform.trackers.wandb")

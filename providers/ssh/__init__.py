@@ -4,8 +4,8 @@ Importing this module (which happens whenever plugins load, e.g. for ``runform -
 imports no paramiko: the transport is imported when a connection is first needed.
 
 Modules: :mod:`.provider` (the Provider), :mod:`.transport` (SSHTransport, paramiko),
-:mod:`.hostkeys` (pinning), :mod:`.bootstrap` and :mod:`.wheel` (installing runform's agent
-on any machine; reused by the Vast provider).
+:mod:`.hostkeys` (pinning). Installing runform's agent over any transport is the core's
+(:mod:`runform.agent.install`), shared with the Vast provider.
 """
 
 from __future__ import annotations

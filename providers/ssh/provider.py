@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import posixpath
 import time
 from collections.abc import Iterable, Mapping
@@ -28,15 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-
+from runform.atomic import atomic_write
 from runform.durations import parse_duration
 from runform.errors import ProviderError
 from runform.interfaces import InstanceInfo, InstanceRequest, Machine, ProviderContext
 
 if TYPE_CHECKING:
-    from runform.providers.ssh.bootstrap import AgentInfo
+    from runform.agent.install import AgentInfo
+    from runform.agent.wheel import Wheel
     from runform.providers.ssh.transport import SSHTransport
-    from runform.providers.ssh.wheel import Wheel
 
 CLAIM = ".runform/claim.json"
 REGISTRY = "ssh-machines.json"
@@ -252,7 +251,7 @@ class SSHProvider:
         ).connect()
 
     def _agent(self, t: SSHTransport, target: Target, root: str, ctx: ProviderContext) -> AgentInfo:
-        from runform.providers.ssh.bootstrap import AgentInfo, ensure_agent
+        from runform.agent.install import AgentInfo, ensure_agent
 
         if not self._bootstrap:
             return AgentInfo(python=target.python, version="", installed=False)
@@ -366,7 +365,4 @@ class _Registry:
             self._save(data)
 
     def _save(self, data: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True))

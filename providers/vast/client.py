@@ -22,22 +22,15 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import os
-import re
-import threading
 import time
 from collections.abc import Callable, Mapping
 from json import dumps as json_dumps
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import attrs
 import httpx
 import tenacity
-
 from runform.providers.vast.errors import (
     AuthError,
     CreateFailed,
@@ -48,172 +41,32 @@ from runform.providers.vast.errors import (
     Unreachable,
     VastAPIError,
 )
+from runform.providers.vast.http import (
+    API_PREFIX,
+    CONNECT_ATTEMPTS,
+    CONNECT_TIMEOUT,
+    LIST_PAGE,
+    LIST_PATH,
+    VAST_MIN_INTERVALS,
+    RetryPolicy,
+    _brief,
+    _describe,
+    _endpoint,
+    _is_vast_host,
+    _json,
+    _retry_after,
+    _Throttle,
+    _Transient,
+    is_gone,
+    resolve_api_key,
+    resolve_base_url,
+    spacing_wanted,
+)
 
 __all__ = ["AuthError", "CreateFailed", "CreateOutcomeUnknown", "OfferGone", "RateLimited", "RetryPolicy",
            "SearchQuotaExceeded", "Unreachable", "VastAPIError", "VastClient", "resolve_api_key", "resolve_base_url"]
 
 log = logging.getLogger("runform.providers.vast")
-
-DEFAULT_URL = "https://console.vast.ai"
-API_PREFIX = "/api/v0"
-LIST_PATH = "/api/v1/instances/"
-LIST_PAGE = 25  # the v1 list's maximum page size
-CONNECT_TIMEOUT = 4.0  # seconds; two tries stay under 10 s when the host cannot be reached
-CONNECT_ATTEMPTS = 2
-
-#: Vast's documented minimum seconds between calls to one endpoint (its per-endpoint specs'
-#: ``x-rate-limit`` thresholds; ``/bundles/`` is "low-volume burst", about 2 s).
-VAST_MIN_INTERVALS: Mapping[str, float] = {
-    "POST /api/v0/bundles/": 2.0,
-    "PUT /api/v0/asks/{id}/": 4.5,
-    "GET /api/v0/instances/{id}/": 2.0,
-    "GET /api/v1/instances/": 1.0,
-    "DELETE /api/v0/instances/{id}/": 3.0,
-    "PUT /api/v0/instances/{id}/": 1.0,
-    "POST /api/v0/instances/{id}/ssh/": 2.0,
-}
-
-#: What a row or a show says when the instance is gone (a destroyed one may linger a while).
-GONE_STATES = frozenset({"destroyed", "terminated"})
-
-
-class _Transient(Exception):
-    """A retryable failure inside one attempt (not raised to callers)."""
-
-    def __init__(self, what: str, *, status: int | None = None, retry_after: float | None = None,
-                 unreachable: bool = False) -> None:
-        super().__init__(what)
-        self.status = status
-        self.retry_after = retry_after
-        self.unreachable = unreachable
-
-
-def _brief(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
-# --------------------------------------------------------------------------- config
-
-
-@attrs.frozen
-class RetryPolicy:
-    """How hard to retry 429/5xx: ``attempts`` in all, backoff from ``initial`` up to ``max_wait``."""
-
-    attempts: int = 10
-    initial: float = 0.5
-    max_wait: float = 30.0
-    max_retry_after: float = 120.0  # a longer Retry-After is reported, not waited out
-    max_elapsed: float = 600.0
-
-
-def resolve_api_key(environ: Mapping[str, str] | None = None) -> str | None:
-    """The API key from ``VAST_API_KEY``, else the vastai CLI's key file; None when absent."""
-    env = os.environ if environ is None else environ
-    if env.get("VAST_API_KEY"):
-        return env["VAST_API_KEY"].strip()
-    config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    for path in (config_home / "vastai" / "vast_api_key", Path.home() / ".vast_api_key"):
-        if path.is_file():
-            key = path.read_text(encoding="utf-8").strip()
-            if key:
-                return key
-    return None
-
-
-def resolve_base_url(environ: Mapping[str, str] | None = None) -> str:
-    """``VAST_API_URL`` (an ``/api/v0`` suffix is tolerated) or the default console URL."""
-    env = os.environ if environ is None else environ
-    url = (env.get("VAST_API_URL") or DEFAULT_URL).rstrip("/")
-    return url[: -len(API_PREFIX)] if url.endswith(API_PREFIX) else url
-
-
-def _is_vast_host(host: str) -> bool:
-    return host == "vast.ai" or host.endswith(".vast.ai")
-
-
-def spacing_wanted(host: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether calls are spaced by :data:`VAST_MIN_INTERVALS`: on for ``*.vast.ai``, or as
-    ``RUNFORM_VAST_SPACING`` (``on``/``off``) says."""
-    env = os.environ if environ is None else environ
-    setting = (env.get("RUNFORM_VAST_SPACING") or "auto").strip().lower()
-    if setting in ("on", "1", "true", "yes"):
-        return True
-    if setting in ("off", "0", "false", "no"):
-        return False
-    return _is_vast_host(host)
-
-
-def is_gone(row: Mapping[str, Any] | None) -> bool:
-    """Whether an instance row means "gone": absent, ``cur_state`` unloaded, or
-    ``actual_status`` destroyed/terminated (Vast keeps destroyed rows around for a while)."""
-    if not row:
-        return True
-    status = str(row.get("actual_status") or "").strip().lower()
-    return status in GONE_STATES or str(row.get("cur_state") or "").strip().lower() == "unloaded"
-
-
-_ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
-
-
-def _endpoint(method: str, path: str) -> str:
-    """``PUT /asks/123/`` → ``PUT /asks/{id}/`` (the key for per-endpoint limits)."""
-    return method + " " + _ID_SEGMENT.sub("/{id}", path)
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _json(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
-
-
-def _describe(resp: httpx.Response, secret: str | None = None) -> str:
-    """``404 not_found: Instance not found`` from whatever shape the error body has."""
-    body = _json(resp)
-    if isinstance(body, dict):
-        parts = [str(body[k]) for k in ("error", "msg", "detail", "message") if body.get(k)]
-        text = ": ".join(parts) if parts else str(body)
-    else:
-        text = " ".join(resp.text.split())[:200]
-    if secret:
-        text = text.replace(secret, "***")
-    return f"{resp.status_code} {text}".strip()
-
-
-class _Throttle:
-    """Keeps a minimum interval between calls to the same endpoint."""
-
-    def __init__(self, intervals: Mapping[str, float], sleep: Callable[[float], None]) -> None:
-        self._intervals = dict(intervals)
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._sleep = sleep
-
-    def wait(self, endpoint: str) -> None:
-        gap = self._intervals.get(endpoint, 0.0)
-        if gap <= 0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            due = self._last.get(endpoint, -1e9) + gap
-            self._last[endpoint] = max(now, due)
-        if due > now:
-            self._sleep(due - now)
-
 
 # --------------------------------------------------------------------------- client
 

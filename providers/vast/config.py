@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-
 from runform.durations import parse_duration
 from runform.errors import ProviderError
 from runform.providers.vast.gpu_names import normalise_gpu_names
@@ -119,10 +118,6 @@ class VastCompute:
             )
         except ValueError as exc:
             raise ProviderError(f"compute: {exc}") from None
-
-    @property
-    def duration_hours(self) -> float | None:
-        return self.max_duration_s / 3600.0 if self.max_duration_s is not None else None
 
 
 def _opt_float(v: Any) -> float | None:

@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+from runform.atomic import atomic_write
+
 
 def key_path(state_dir: Path, label: str) -> Path:
     """Where the private key for ``label`` lives (the public key is beside it, ``.pub``)."""
@@ -36,12 +38,7 @@ def ensure_keypair(state_dir: Path, label: str) -> tuple[Path, str]:
                                          serialization.PublicFormat.OpenSSH).decode() + f" runform-{label}"
     private.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(private.parent, 0o700)
-    tmp = private.with_name(private.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    os.replace(tmp, private)
+    atomic_write(private, pem, mode=0o600)
     public.write_text(line + "\n", encoding="utf-8")
     return private, line
 

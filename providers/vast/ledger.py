@@ -16,11 +16,12 @@ File: ``<state_dir>/vast/creates/<label>.json``; written atomically (temp file, 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
 from typing import Any
+
+from runform.atomic import atomic_write
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -54,13 +55,7 @@ class CreateLedger:
         if not entries:
             self.path.unlink(missing_ok=True)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump({"label": self.label, "creates": entries}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({"label": self.label, "creates": entries}))
 
     def sent(self, offer_id: int) -> float:
         """Record a create call about to be sent; returns its key (the send time)."""

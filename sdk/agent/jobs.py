@@ -20,7 +20,8 @@ import sys
 import time
 from typing import Any
 
-from runform.agent.layout import atomic_write, job_dir, meta, secrets_path
+from runform.agent.layout import job_dir, meta, secrets_path
+from runform.atomic import atomic_write
 from runform.rootpath import check_name, resolve_inside
 
 SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervise.py")

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
 import shutil
 import sys
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from runform.agent import jobs
-from runform.agent.layout import atomic_write, code_manifest_path, manifest_digest, dataset_record, meta, secrets_path
+from runform.agent.media import read_media
+from runform.agent.progressfile import ProgressFile, progress
+from runform.agent.layout import (
+    code_manifest_path,
+    dataset_record,
+    manifest_digest,
+    meta,
+    secrets_path,
+)
+from runform.atomic import atomic_write
+from runform.digests import (
+    salted_digest,
+)
 from runform.errors import RunformError
 from runform.rootpath import OutsideRootError, check_name, resolve_inside, within
 
@@ -34,7 +45,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def version(req: dict[str, Any]) -> dict[str, Any]:
-    from runform import __version__
+    from runform.version import __version__
 
     return {"version": __version__, "python": sys.executable}
 
@@ -71,10 +82,6 @@ def _exists(root: str, rel: str) -> bool:
         return os.path.lexists(resolve_inside(root, rel, what="output", follow_last=False))
     except OutsideRootError:
         return False
-
-
-def salted_digest(salt: str, data: bytes) -> str:
-    return "hmac-sha256:" + hashlib.sha256(salt.encode() + b"\0" + data).hexdigest()
 
 
 def _dataset_state_or_none(root: str, name: str, d: dict[str, Any], deep: bool) -> dict[str, Any]:
@@ -117,7 +124,7 @@ def _dataset_state(root: str, name: str, d: dict[str, Any], deep: bool = False) 
             missing.append(path)  # fetched before, no longer vouched for (a deep check dropped it)
     if deep and fetched:
         from runform.interfaces import Manifest
-        from runform.storage_backends._verify import verify
+        from runform.storage.verify import verify
 
         report = verify(Manifest.from_json(rec), Path(dest))
         missing = sorted(set(missing) | set(report.bad))
@@ -149,34 +156,6 @@ def metrics(req: dict[str, Any]) -> dict[str, Any]:
     return jobs.read_metrics(req["root"], req["stage"], req["fingerprint"], req.get("metrics_file"))
 
 
-MEDIA_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif")
-MEDIA_MAX_BYTES = 8 << 20
-
-
-def read_media(req: dict[str, Any]) -> dict[str, Any]:
-    """An image a stage named in its metrics file (``{"images": {"name": "reports/x.png"}}``):
-    its bytes (base64) and sha256, for the client to hand to the tracker. Inside the run root, out
-    of ``.runform/``, an image suffix and at most 8 MiB; anything else is refused with the reason."""
-    import base64
-
-    rel = str(req["path"])
-    path = resolve_inside(req["root"], rel, what="image")
-    if not rel.lower().endswith(MEDIA_SUFFIXES):
-        return {"ok": False, "error": f"image {rel!r} is not a {'/'.join(MEDIA_SUFFIXES)} file",
-                "hint": "name PNG, JPEG or GIF files under `images` in the metrics file"}
-    try:
-        size = os.stat(path).st_size
-        if size > MEDIA_MAX_BYTES:
-            return {"ok": False, "error": f"image {rel!r} is {size} bytes (at most {MEDIA_MAX_BYTES})",
-                    "hint": "save the figure at a lower resolution"}
-        with open(path, "rb") as f:
-            data = f.read(MEDIA_MAX_BYTES + 1)
-    except OSError as exc:
-        return {"ok": False, "error": f"image {rel!r} cannot be read: {exc.strerror}",
-                "hint": "write the image before the stage ends"}
-    return {"data": base64.b64encode(data).decode(), "sha256": hashlib.sha256(data).hexdigest()}
-
-
 def gpus(req: dict[str, Any]) -> dict[str, Any]:
     return {"count": jobs.gpu_count()}
 
@@ -205,9 +184,9 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     os.makedirs(dest, exist_ok=True)
     scheme = manifest.uri.split("://", 1)[0]
 
-    prog = _ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes)
+    prog = ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes)
     if req.get("urls") is not None:  # presigned GETs signed by the client: no credentials here
-        from runform.storage_backends._urlfetch import agent_fetch
+        from runform.storage.urlfetch import agent_fetch
 
         got = agent_fetch(manifest, Path(dest), req["urls"], float(req["expires_at"]), prog)
         prog._write()
@@ -215,7 +194,7 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
             return {**got, "bytes": prog.done}
         moved = got["bytes"]
     else:
-        backend = get_plugin_manager().get("storage_backends", scheme).factory()
+        backend = get_plugin_manager().storage(scheme)
         moved = backend.fetch(manifest, Path(dest), _secret_env(root), progress=prog)
     prog._write()  # the final count
     make_links(root, req["dest"], req.get("links", {}))
@@ -223,42 +202,6 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     record["digest"] = manifest.digest
     atomic_write(dataset_record(root, name), json.dumps(record).encode())
     return {"bytes": moved, "digest": manifest.digest}
-
-
-class _ProgressFile:
-    """Counts bytes fetched and writes ``{"bytes", "total", "started"}`` at most twice a second,
-    so the client can show bytes, rate and ETA while the hydration runs."""
-
-    def __init__(self, path: str, total: int) -> None:
-        import threading
-        import time
-
-        self.path, self.total, self.done = path, total, 0
-        self.started = self._last = time.time()
-        self._lock = threading.Lock()
-        self._write()
-
-    def __call__(self, n: int) -> None:
-        import time
-
-        with self._lock:
-            self.done += n
-            if time.time() - self._last >= 0.5:
-                self._last = time.time()
-                self._write()
-
-    def _write(self) -> None:
-        doc = {"bytes": self.done, "total": self.total, "started": self.started}
-        atomic_write(self.path, json.dumps(doc).encode())
-
-
-def progress(req: dict[str, Any]) -> dict[str, Any]:
-    try:
-        with open(dataset_record(req["root"], req["name"]) + ".progress") as f:
-            doc = json.load(f)
-        return doc if isinstance(doc, dict) else {"bytes": 0, "total": 0, "started": None}
-    except (OSError, ValueError, RecursionError):
-        return {"bytes": 0, "total": 0, "started": None}
 
 
 def check_dataset(req: dict[str, Any]) -> dict[str, Any]:
@@ -328,7 +271,7 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
 
     root, to = req["root"], req["to"].rstrip("/") + "/"
     scheme = to.split("://", 1)[0]
-    backend = get_plugin_manager().get("storage_backends", scheme).factory()
+    backend = get_plugin_manager().storage(scheme)
     env = {**_secret_env(root), **(req.get("env") or {})}
     manifests, missing = {}, []
     if scheme == "wandb":  # one artifact, one version: every path goes into it, under its name
@@ -360,7 +303,7 @@ def _private(root: str, path: str) -> bool:
 
 
 def _safe_files(root: str, src: Path) -> list[tuple[str, Path]]:
-    from runform.storage_backends._record import walk_files
+    from runform.storage.record import walk_files
 
     return [(sub, path) for sub, path in walk_files(src) if not _private(root, str(path))]
 
@@ -375,7 +318,8 @@ class _without_private:
 
     def __enter__(self) -> Path:
         import tempfile
-        from runform.storage_backends._record import walk_files
+
+        from runform.storage.record import walk_files
 
         if self.src.is_file():
             if _private(self.root, str(self.src)):

@@ -79,18 +79,10 @@ def _supervise(jobdir: str, lock_fd: int) -> int:
     masking = _load("masking")
     masker = masking.ByteMasker.of(secrets.values())  # type: ignore[attr-defined]
     _holder["masker"] = masker
-    env = dict(os.environ)
-    env.update(secrets)
-    env.update({k: str(v) for k, v in req.get("env", {}).items()})
+    env = _stage_env(req, secrets, jobdir)
     # `bash -l` may reset PATH from /etc/profile: put the agent's interpreter first inside the shell
     bindir = os.path.dirname(sys.executable)
     command = f'export PATH={shlex.quote(bindir)}:"$PATH"; {req["command"]}'
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["RUNFORM_STAGE"] = req["stage"]
-    env["RUNFORM_FINGERPRINT"] = req["fingerprint"]
-    env["RUNFORM_ROOT"] = root
-    env["RUNFORM_METRICS_FILE"] = os.path.join(jobdir, "metrics.jsonl")
 
     started = time.time()
     _atomic(os.path.join(jobdir, "started"), repr(started))
@@ -101,25 +93,7 @@ def _supervise(jobdir: str, lock_fd: int) -> int:
         pass_fds=(lock_fd,), start_new_session=True,
     )
     timed_out = threading.Event()
-    timer = None
-    if req.get("timeout"):
-        def expire() -> None:
-            timed_out.set()
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    return
-                if proc.poll() is None:
-                    try:
-                        proc.wait(timeout=10)
-                    except subprocess.TimeoutExpired:
-                        continue
-                return
-
-        timer = threading.Timer(float(req["timeout"]), expire)
-        timer.daemon = True
-        timer.start()
+    timer = _start_timer(proc, float(req["timeout"]), timed_out) if req.get("timeout") else None
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     # raw reads (whatever is there, up to 64 KiB) through the masker, which holds back the tail
@@ -139,6 +113,44 @@ def _supervise(jobdir: str, lock_fd: int) -> int:
     _atomic(os.path.join(jobdir, "ended"), repr(time.time()))
     _atomic(os.path.join(jobdir, "exit_code"), str(code))
     return 0
+
+
+def _stage_env(req: dict, secrets: dict, jobdir: str) -> dict:
+    """The stage's environment: the agent's, the secrets, the spec's ``env`` and runform's own."""
+    root = req["root"]
+    env = dict(os.environ)
+    env.update(secrets)
+    env.update({k: str(v) for k, v in req.get("env", {}).items()})
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["RUNFORM_STAGE"] = req["stage"]
+    env["RUNFORM_FINGERPRINT"] = req["fingerprint"]
+    env["RUNFORM_ROOT"] = root
+    env["RUNFORM_METRICS_FILE"] = os.path.join(jobdir, "metrics.jsonl")
+    return env
+
+
+def _start_timer(proc: subprocess.Popen, timeout: float, timed_out: threading.Event) -> threading.Timer:
+    """After ``timeout`` s: SIGTERM the stage's process group, then SIGKILL 10 s later."""
+
+    def expire() -> None:
+        timed_out.set()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            if proc.poll() is None:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    continue
+            return
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 if __name__ == "__main__":

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-
 from runform.cli.common import load_spec_opts, parse_lock_timeout
+
+if TYPE_CHECKING:
+    from runform.planning.model import Plan
 
 
 def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], replace: tuple[str, ...],
@@ -16,8 +20,6 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
               verify_data: bool = False, as_json: bool = False, quiet: bool = False,
               rename_run: bool = False) -> None:
     import runform.api as api
-    from runform.planning.model import Plan
-    from runform.planning.render import render_plan
 
     plan_file = None
     spec_path = spec_or_plan
@@ -44,27 +46,7 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
 
         emit = event_printer()
 
-    def show(plan: Plan) -> None:
-        if as_json:
-            s = plan.summary()
-            _json_line({"type": "planned", "@message": s.line() if plan.has_changes else "No changes.",
-                        "@timestamp": _now(), "plan": plan.to_json()})
-        elif plan.has_changes or not plan_file:
-            click.echo(render_plan(plan, saved=True))
-
-    def confirm(plan: Plan) -> bool:
-        if auto_approve:
-            return True
-        question = ("Do you really want to destroy all resources?" if destroy
-                    else "Do you want to perform these actions?")
-        click.echo(f"\n{question}\n  runform will perform the actions described above.\n"
-                   "  Only 'yes' will be accepted to approve.\n")
-        if not sys.stdin or not sys.stdin.isatty():
-            answer = sys.stdin.readline().strip() if sys.stdin else ""
-        else:
-            answer = click.prompt("  Enter a value", default="", show_default=False)
-        return answer == "yes"
-
+    show, confirm = _shower(as_json, plan_file), _confirmer(auto_approve, destroy)
     result = api.apply(spec, plan_file=plan_file, rename_run=rename_run, refresh=refresh, targets=target, replace=replace,
                        destroy=destroy, confirm=confirm, lock_timeout=parse_lock_timeout(lock_timeout),
                        parallelism=parallelism, out=None, on_plan=show,
@@ -92,6 +74,40 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
     if not result.ok:
         sys.exit(1)
 
+
+
+def _shower(as_json: bool, plan_file: str | None) -> Callable[[Plan], None]:
+    """How the plan is shown before approval: a JSON line, or the rendered plan."""
+    from runform.planning.render import render_plan
+
+    def show(plan: Plan) -> None:
+        if as_json:
+            s = plan.summary()
+            _json_line({"type": "planned", "@message": s.line() if plan.has_changes else "No changes.",
+                        "@timestamp": _now(), "plan": plan.to_json()})
+        elif plan.has_changes or not plan_file:
+            click.echo(render_plan(plan, saved=True))
+
+    return show
+
+
+def _confirmer(auto_approve: bool, destroy: bool) -> Callable[[Plan], bool]:
+    """Terraform's approval: only ``yes`` approves (read from stdin when it is not a terminal)."""
+
+    def confirm(plan: Plan) -> bool:
+        if auto_approve:
+            return True
+        question = ("Do you really want to destroy all resources?" if destroy
+                    else "Do you want to perform these actions?")
+        click.echo(f"\n{question}\n  runform will perform the actions described above.\n"
+                   "  Only 'yes' will be accepted to approve.\n")
+        if not sys.stdin or not sys.stdin.isatty():
+            answer = sys.stdin.readline().strip() if sys.stdin else ""
+        else:
+            answer = click.prompt("  Enter a value", default="", show_default=False)
+        return answer == "yes"
+
+    return confirm
 
 def _is_plan_file(path: str) -> bool:
     """A positional argument that is not a YAML spec (nor a folder holding one) is a saved plan."""

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from runform.errors import RunformError
 
 
@@ -185,7 +184,9 @@ def _fetch(transport: Any, remote: str, tmp: Path, meter: _Meter) -> str:
     """Stream ``remote`` into ``tmp`` (``cat`` over the transport where it can stream, else one
     read); its sha256."""
     h = hashlib.sha256()
-    stream = getattr(transport, "run_stream", None)
+    from runform.interfaces import StreamsOutput
+
+    stream = transport.run_stream if isinstance(transport, StreamsOutput) else None
     with open(tmp, "wb") as out:
         if stream is not None:
             def take(chunk: bytes) -> None:

@@ -66,7 +66,7 @@ def _num(v: Any) -> str:
 
 def print_offers(spec: Any, as_json: bool = False) -> None:
     from runform.errors import RunformError
-    from runform.interfaces import SupportsOffers
+    from runform.interfaces import RendersOffers, SupportsOffers
     from runform.state.model import State
     from runform.workspace import Workspace
 
@@ -82,11 +82,10 @@ def print_offers(spec: Any, as_json: bool = False) -> None:
         click.echo(json.dumps({"provider": spec.compute.provider, "offers": [dict(o) for o in rows]},
                               indent=1, default=str))
         return
-    render = getattr(ws.provider, "render_offers", None)
-    if render:
+    if isinstance(ws.provider, RendersOffers):
         from rich.console import Console
 
-        Console(width=160).print(render(rows))
+        Console(width=160).print(ws.provider.render_offers(rows))
         return
     for o in rows:
         mark = "*" if o.get("chosen") else " "

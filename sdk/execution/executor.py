@@ -15,10 +15,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import attrs
-
-from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
 from runform.durations import format_duration
 from runform.errors import LockError, RunformError
+from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
 from runform.graph import INSTANCE, build_graph, kind_of
 from runform.planning.diff import on_machine
 from runform.planning.model import Action, Plan
@@ -100,9 +99,20 @@ class Executor:
 
     # ------------------------------------------------------------------ run
     def run(self) -> ApplyResult:
-        plan = self.plan
-        if plan.new_state:
-            self._journal({"t": "meta", **plan.new_state})
+        """Schedule the plan's actions, then finish: teardown, summary, tracker, compaction."""
+        actions = {a.address: a for a in self.plan.changes}
+        handlers = self._begin()
+        t_apply = time.monotonic()
+        self._event("apply_start", f"{'Destroy' if self.plan.destroy else 'Apply'} started: {len(actions)} action(s)",
+                    actions=len(actions), destroy=self.plan.destroy, price_per_hour=self._price())
+        outcomes = self._schedule(handlers, actions)
+        return self._finish(handlers, actions, outcomes, time.monotonic() - t_apply)
+
+    def _begin(self) -> Handlers:
+        """Journal the new state's meta and what the refresh reconciled, start the tracker, and
+        tell the plan; the handlers that carry out the actions."""
+        if self.plan.new_state:
+            self._journal({"t": "meta", **self.plan.new_state})
         if self.state.pending:
             self._journal({"t": "reconciled", "keys": list(self.state.pending)})
         self._start_tracker()
@@ -110,44 +120,31 @@ class Executor:
         self._event("plan", s.line(), add=s.add, change=s.change, destroy=s.destroy,
                     actions=[{"address": a.address, "action": a.kind, "reason": a.reason}
                              for a in self.plan.changes], cost=dict(self.plan.cost))
-        actions = {a.address: a for a in plan.changes}
-        deps = self._deps(actions)
         handlers = Handlers(self.ws, self.state, self.tracker, self.run_id, self.tracker_env)
         handlers.stop = self._stop
+        return handlers
+
+    # ------------------------------------------------------------------ scheduling
+    def _schedule(self, handlers: Handlers, actions: dict[str, Action]) -> dict[str, Outcome]:
+        """Run every action whose dependencies are done, up to ``parallelism`` at once; skip those
+        below a failure. Ctrl-C stops scheduling (running jobs go on on the machine)."""
+        deps = self._deps(actions)
         outcomes: dict[str, Outcome] = {}
         running: dict[Future[Any], str] = {}
-        t_start: dict[str, float] = {}
         pending = list(actions)
-        t_apply = time.monotonic()
-        self._event("apply_start", f"{'Destroy' if plan.destroy else 'Apply'} started: {len(actions)} action(s)",
-                    actions=len(actions), destroy=plan.destroy, price_per_hour=self._price())
         self.ticker.start()
         with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="runform-apply") as pool:
             try:
                 while pending or running:
                     if not self._stop.is_set():
-                        for addr in list(pending):
-                            ds = deps[addr]
-                            if any(outcomes.get(d) is None for d in ds):
-                                continue
-                            pending.remove(addr)
-                            bad = [d for d in ds if outcomes[d].status != "done"]
-                            if bad:
-                                outcomes[addr] = Outcome(addr, "skipped", error=f"{bad[0]} did not complete")
-                                self.ws.say(f"{addr}: skipped ({bad[0]} did not complete)")
-                                continue
-                            t_start[addr] = time.monotonic()
-                            running[pool.submit(self._one, handlers, actions[addr])] = addr
+                        self._start_ready(pool, handlers, actions, deps, pending, outcomes, running)
                     if not running:
-                        if pending and self._stop.is_set():
-                            break
-                        if pending:  # nothing can start: all remaining depend on skipped ones
-                            continue
+                        if pending and not self._stop.is_set():
+                            continue  # nothing can start: all remaining depend on skipped ones
                         break
                     done, _ = wait(list(running), return_when=FIRST_COMPLETED, timeout=0.5)
                     for fut in done:
-                        addr = running.pop(fut)
-                        outcomes[addr] = fut.result()
+                        outcomes[running.pop(fut)] = fut.result()
             except KeyboardInterrupt:
                 self._stop.set()
                 self.ws.say("Interrupt received: no new actions start. Running jobs go on on the machine; "
@@ -160,21 +157,30 @@ class Executor:
             outcomes.setdefault(addr, Outcome(addr, "interrupted" if self._stop.is_set() else "skipped"))
         for addr in actions:
             outcomes.setdefault(addr, Outcome(addr, "interrupted"))
+        return outcomes
+
+    def _start_ready(self, pool: ThreadPoolExecutor, handlers: Handlers, actions: dict[str, Action],
+                     deps: dict[str, list[str]], pending: list[str], outcomes: dict[str, Outcome],
+                     running: dict[Future[Any], str]) -> None:
+        """Submit each pending action whose dependencies have all finished (skip it when one failed)."""
+        for addr in list(pending):
+            ds = deps[addr]
+            if any(outcomes.get(d) is None for d in ds):
+                continue
+            pending.remove(addr)
+            bad = [d for d in ds if outcomes[d].status != "done"]
+            if bad:
+                outcomes[addr] = Outcome(addr, "skipped", error=f"{bad[0]} did not complete")
+                self.ws.say(f"{addr}: skipped ({bad[0]} did not complete)")
+                continue
+            running[pool.submit(self._one, handlers, actions[addr])] = addr
+
+    # ------------------------------------------------------------------ finishing
+    def _finish(self, handlers: Handlers, actions: dict[str, Action], outcomes: dict[str, Outcome],
+                elapsed: float) -> ApplyResult:
+        """Tear down when the policy says so, then report, close the tracker and compact the state."""
         ordered = tuple(outcomes[a] for a in actions)
-        teardown = None
-        ok = all(o.status == "done" for o in ordered) and not self._stop.is_set()
-        policy = self.ws.spec.compute.teardown if not plan.destroy else "never"
-        teardown_failed = False
-        if not plan.destroy and (policy == "always" or (policy == "on_success" and ok)) and \
-                self.state.get(INSTANCE) is not None and plan.changes:
-            self._salvage(handlers, actions, outcomes)
-            try:
-                teardown = self._teardown(handlers, policy)
-            except Exception as exc:  # noqa: BLE001 - the summary, tracker and state still follow
-                teardown_failed = True
-                hint = getattr(exc, "hint", None) or "run `runform destroy` and check the provider's console"
-                teardown = f"teardown failed: {self.ws.redact(str(exc))} (fix: {hint})"
-                self.ws.say(f"instance.main: error: {teardown}")
+        teardown, teardown_failed = self._teardown_if_due(handlers, actions, outcomes, ordered)
         done_kinds = [(actions[o.address].kind, o) for o in ordered if o.status == "done"]
         result = ApplyResult(
             outcomes=ordered,
@@ -185,9 +191,8 @@ class Executor:
             teardown=teardown,
             teardown_failed=teardown_failed,
         )
-        elapsed = time.monotonic() - t_apply
-        self._event("apply_finished", result.line(plan.destroy), ok=result.ok,
-                    summary=result.line(plan.destroy), added=result.added,
+        self._event("apply_finished", result.line(self.plan.destroy), ok=result.ok,
+                    summary=result.line(self.plan.destroy), added=result.added,
                     changed=result.changed, destroyed=result.destroyed, interrupted=result.interrupted,
                     failed=[o.address for o in result.failed], teardown=teardown,
                     duration=round(elapsed, 3), cost=self._cost(elapsed))
@@ -199,6 +204,24 @@ class Executor:
                 self.ws.say(f"warning: tracker finish failed: {exc}")
         self.ws.backend.compact(self.state)
         return result
+
+    def _teardown_if_due(self, handlers: Handlers, actions: dict[str, Action], outcomes: dict[str, Outcome],
+                         ordered: tuple[Outcome, ...]) -> tuple[str | None, bool]:
+        """Salvage and destroy the machine when ``compute.teardown`` says so: (what was said, failed)."""
+        plan = self.plan
+        ok = all(o.status == "done" for o in ordered) and not self._stop.is_set()
+        policy = self.ws.spec.compute.teardown if not plan.destroy else "never"
+        if plan.destroy or not (policy == "always" or (policy == "on_success" and ok)) or \
+                self.state.get(INSTANCE) is None or not plan.changes:
+            return None, False
+        self._salvage(handlers, actions, outcomes)
+        try:
+            return self._teardown(handlers, policy), False
+        except Exception as exc:  # noqa: BLE001 - the summary, tracker and state still follow
+            hint = getattr(exc, "hint", None) or "run `runform destroy` and check the provider's console"
+            teardown = f"teardown failed: {self.ws.redact(str(exc))} (fix: {hint})"
+            self.ws.say(f"instance.main: error: {teardown}")
+            return teardown, True
 
     # ------------------------------------------------------------------ cost
     def _price(self) -> float | None:
@@ -333,26 +356,22 @@ class Executor:
         kind = self.ws.spec.tracker.kind
         if kind == "none" or self.plan.destroy:
             return
-        from runform.trackers.base import TrackerContext, deterministic_run_id
-
-        factory = self.ws.pm.get("trackers", kind, field="tracker.kind").factory
         import os
+
+        from runform.interfaces import TrackerContext, deterministic_run_id
 
         ctx = TrackerContext(run=self.ws.spec.run, lineage=self.state.lineage, state_dir=self.ws.spec.state_dir,
                              spec_dir=self.ws.spec.dir, redactor=self.ws.redactor,
                              env={**os.environ, **self.ws.secrets})
-        self.tracker = factory(dict(self.ws.spec.tracker.config), ctx)
+        self.tracker = self.ws.pm.tracker(kind, dict(self.ws.spec.tracker.config), ctx)
         self.run_id = deterministic_run_id(self.ws.spec.run, self.state.lineage)
         config = {"run": self.ws.spec.run, "provider": self.ws.spec.compute.provider,
                   "variables": dict(self.ws.spec.variables), "stages": sorted(self.ws.spec.stages)}
         self.tracker_env = dict(self.tracker.start(run_id=self.run_id, name=self.ws.spec.run, config=config) or {})
 
     def _hook(self, name: str, **kwargs: Any) -> None:
-        """Call an event hook; a failing plugin is reported, never fatal to the apply."""
-        try:
-            getattr(self.ws.pm.hook, name)(**kwargs)
-        except Exception as exc:  # noqa: BLE001
-            self.ws.say(f"warning: a plugin's {name} hook failed: {type(exc).__name__}: {exc}")
+        """Call an event hook under the one policy (:meth:`runform.plugins.PluginManager.notify`)."""
+        self.ws.pm.notify(name, report=self.ws.say, **kwargs)
 
     def _event(self, type_: str, message: str, *, show: bool = False, **fields: Any) -> None:
         """An event for the sinks (``on_event``, ``--json``, the run registry) and the tracker;

@@ -13,12 +13,11 @@ from runform.agent.client import AgentClient
 from runform.agent.layout import secrets_path
 from runform.errors import RunformError
 from runform.graph import INSTANCE, name_of
-from runform.interfaces import ImageTracker, InstanceInfo, InstanceRequest, Manifest
+from runform.interfaces import HasStageEnv, ImageTracker, InstanceInfo, InstanceRequest, Manifest
 from runform.planning.model import Action
-from runform.progress import Interrupted
+from runform.progress import Interrupted, SendMeter
 from runform.state.model import ResourceState, State
 from runform.workspace import Workspace
-
 
 FINGERPRINT = "__fingerprint__"  # a handler's record may carry the fingerprint it really achieved
 
@@ -113,7 +112,7 @@ class Handlers:
         t0 = time.monotonic()
         with _abort_on(self.stop, machine.transport, a.address):
             report = sync_tree(machine.transport, spec.code.path, machine.root, manifest,
-                               progress=_SendProgress(self.ws, a.address, 0))
+                               progress=SendMeter(self.ws, a.address, 0))
         self._sent(a.address, f"{report.files_sent} file(s)", report.bytes_sent, time.monotonic() - t0)
         return {"digest": manifest.digest, "files": len(manifest.entries), "bytes": manifest.total_bytes,
                 "manifest": {e.path: e.digest for e in manifest.entries}, FINGERPRINT: manifest.digest}
@@ -198,7 +197,7 @@ class Handlers:
             files = local_manifest(base)
             report = sync_tree(machine.transport, base, target, files,
                                remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"),
-                               progress=_SendProgress(self.ws, f"dataset.{name}", files.total_bytes))
+                               progress=SendMeter(self.ws, f"dataset.{name}", files.total_bytes))
             return report.bytes_sent
         machine.transport.run(["mkdir", "-p", target])
         import inspect
@@ -206,7 +205,7 @@ class Handlers:
         send = machine.transport.put_file
         extra = {}
         if "progress" in inspect.signature(send).parameters:  # SSHTransport's (not the protocol's)
-            extra["progress"] = _SendProgress(self.ws, f"dataset.{name}", base.stat().st_size)
+            extra["progress"] = SendMeter(self.ws, f"dataset.{name}", base.stat().st_size)
         send(base, posixpath.join(target, base.name), **extra)
         return base.stat().st_size
 
@@ -221,9 +220,8 @@ class Handlers:
         if a.kind != "read":
             env = dict(s.env)
             env.update(self._tracker_env())
-            stage_env = getattr(self.trk, "stage_env", None)  # a tracker's run of the stage's own
-            if stage_env is not None:
-                env.update(stage_env(name))
+            if isinstance(self.trk, HasStageEnv):  # a tracker's run of the stage's own
+                env.update(self.trk.stage_env(name))
             st = agent.call("start", stage=name, fingerprint=fp, command=s.run, env=env, timeout=s.timeout,
                             launcher=s.launcher, nproc=s.nproc, retry_failed=a.retry_failed,
                             python=self.ws.machine(self.state).python)
@@ -261,17 +259,17 @@ class Handlers:
         return dict(self.tracker_env)
 
     def _forward_metrics(self, stage: str, m: dict[str, Any]) -> None:
-        hook = self.ws.pm.hook
+        pm = self.ws.pm
         for rec in m.get("records", []):
             step = rec.get("step")
             nums = {k: v for k, v in rec.items() if k != "step" and isinstance(v, (int, float))
                     and not isinstance(v, bool)}
             if nums:
-                _safe(hook.runform_stage_metrics, stage=stage, metrics=nums, step=step)
+                pm.notify("runform_stage_metrics", report=self.ws.say, stage=stage, metrics=nums, step=step)
                 if self.trk:
                     self.trk.log_metrics(nums, stage=stage, step=step)
         if m.get("final"):
-            _safe(hook.runform_stage_metrics, stage=stage, metrics=m["final"], step=None)
+            pm.notify("runform_stage_metrics", report=self.ws.say, stage=stage, metrics=m["final"], step=None)
             if self.trk:
                 self.trk.log_metrics(m["final"], stage=stage, step=None)
 
@@ -437,44 +435,6 @@ class _LogStream:
                          line=line.rstrip())
 
 
-class _SendProgress:
-    """A transfer's ``progress`` callback: a ``transfer`` event (bytes, total, rate, ETA) every few
-    seconds for a transfer over a few MB, printed as a line."""
-
-    def __init__(self, ws: Workspace, address: str, total: int, every: float = 5.0) -> None:
-        self.ws, self.address, self.total, self.every = ws, address, total, every
-        self.done = 0
-        self.started = self._last = time.monotonic()
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.total < (8 << 20) or now - self._last < self.every:
-            return
-        self._last = now
-        from runform.durations import format_duration
-
-        rate = self.done / max(1e-6, now - self.started)
-        left = max(0, self.total - self.done)
-        eta = format_duration(left / rate) if rate > 0 else "?"
-        done = min(self.done, self.total)
-        self.ws.tell("transfer", f"{self.address}: sent {done / 1e6:.1f}/{self.total / 1e6:.1f} MB "
-                     f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
-                     total=self.total, rate=round(rate, 1), eta=round(left / rate, 1) if rate > 0 else None)
-
-
-def _tracker_config(ws: Workspace) -> dict[str, Any]:
-    return {"run": ws.spec.run, "provider": ws.spec.compute.provider, "variables": dict(ws.spec.variables),
-            "stages": sorted(ws.spec.stages)}
-
-
 def record_of(address: str, attrs_: dict[str, Any], fingerprint: str | None, status: str = "ok") -> ResourceState:
     return ResourceState(address=address, attrs=attrs_, fingerprint=fingerprint, status=status,
                          updated=time.time())
-
-
-def _safe(fn: Any, **kwargs: Any) -> None:
-    try:
-        fn(**kwargs)
-    except Exception:  # noqa: BLE001 - a plugin's metrics hook never fails a stage
-        pass

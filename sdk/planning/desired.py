@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from runform.agent.ops import salted_digest
+from runform.digests import salted_digest
 from runform.codesync import local_manifest
 from runform.digests import match_globs
 from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, Graph, producers

@@ -109,7 +109,7 @@ class Plan:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        from runform import __version__
+        from runform.version import __version__
 
         s = self.summary()
         return {

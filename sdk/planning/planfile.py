@@ -7,7 +7,6 @@ differs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from runform.atomic import atomic_write
 from runform.errors import RunformError, StateError
 from runform.planning.model import FORMAT_VERSION, Plan
 from runform.state.model import State
@@ -58,13 +58,9 @@ def check_plan_path(path: str | os.PathLike[str]) -> Path:
 def save_plan(plan: Plan, path: Path) -> None:
     """Write the plan atomically (a temporary file beside it, then a rename); an error names the path."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(plan.to_json(), indent=1, default=str))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(plan.to_json(), indent=1, default=str), parents=False)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise RunformError(f"cannot save the plan to {path}: {exc.strerror or exc}",
                            hint="save it in a folder that exists and that you can write, "
                            "e.g. --out next.plan") from None

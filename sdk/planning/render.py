@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from runform.planning.model import SYMBOLS, Plan
 
 
@@ -52,21 +55,7 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
         lines.append(f"  {legend[k]}")
     lines.append("")
     if plan.cost:
-        c = plan.cost
-        offer = c.get("offer", {})
-        gpu = offer.get("gpu_name", "?")
-        n = offer.get("num_gpus", 1)
-        lines.append(f"Chosen offer: {offer.get('id', '?')} ({n}x {gpu}) at ${c['price_per_hour']:.3f}/h")
-        if c.get("in_use"):
-            lines[-1] = (f"Machine in use: {c['in_use']} ({n}x {gpu}) at ${c['price_per_hour']:.3f}/h"
-                         + (f", ${c['spent']:.2f} spent so far" if c.get("spent") is not None else ""))
-        basis = f": {c['basis']}" if c.get("basis") else ""
-        if c.get("stages", 1) == 0:
-            lines.append("Estimated cost: under $0.01 (no stage runs)")
-        elif c["total"] < 0.01:
-            lines.append(f"Estimated cost: under $0.01 ({c['hours'] * 3600:.0f} s expected{basis})")
-        else:
-            lines.append(f"Estimated cost: ${c['total']:.2f} ({c['hours']:.2f} h expected{basis})")
+        lines.extend(_cost_lines(plan.cost))
     if plan.teardown:
         lines.append(f"Teardown: {plan.teardown}")
     lines.append(plan.summary().line())
@@ -75,3 +64,23 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
         lines.append('Note: You didn\'t use the --out option to save this plan, so runform can\'t guarantee '
                      'to take exactly these actions if you run "runform apply" now.')
     return "\n".join(lines)
+
+
+def _cost_lines(c: Mapping[str, Any]) -> list[str]:
+    """The chosen offer (or the machine in use) and the estimated cost."""
+    lines: list[str] = []
+    offer = c.get("offer", {})
+    gpu = offer.get("gpu_name", "?")
+    n = offer.get("num_gpus", 1)
+    lines.append(f"Chosen offer: {offer.get('id', '?')} ({n}x {gpu}) at ${c['price_per_hour']:.3f}/h")
+    if c.get("in_use"):
+        lines[-1] = (f"Machine in use: {c['in_use']} ({n}x {gpu}) at ${c['price_per_hour']:.3f}/h"
+                     + (f", ${c['spent']:.2f} spent so far" if c.get("spent") is not None else ""))
+    basis = f": {c['basis']}" if c.get("basis") else ""
+    if c.get("stages", 1) == 0:
+        lines.append("Estimated cost: under $0.01 (no stage runs)")
+    elif c["total"] < 0.01:
+        lines.append(f"Estimated cost: under $0.01 ({c['hours'] * 3600:.0f} s expected{basis})")
+    else:
+        lines.append(f"Estimated cost: ${c['total']:.2f} ({c['hours']:.2f} h expected{basis})")
+    return lines

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
+from runform.atomic import atomic_write
 from runform.errors import LockError, StateError
 
 
@@ -118,19 +118,14 @@ class FileLock:
                              hint=f"remove {self.file} if no runform is running") from None
 
     def _write(self, info: LockInfo) -> None:
-        tmp = self.file.with_name(f".lock.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(info.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.file)
+        atomic_write(self.file, json.dumps(info.to_json()), parents=False)
 
     def current(self) -> LockInfo | None:
         with self._guarded():
             return self._read()
 
     def acquire(self, operation: str, *, timeout: float = 0.0) -> LockInfo:
-        from runform import __version__
+        from runform.version import __version__
 
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 0.05

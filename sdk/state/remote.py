@@ -9,7 +9,7 @@ The same interface and guarantees as the local backend, over an object store:
 - ``compact`` writes the snapshot, then deletes the journal objects it covers (per key on
   B2). A crash in between is harmless: replay skips entries the snapshot already holds;
 - reading fetches the snapshot and lists the journal prefix once;
-- the lock at ``<key>.lock`` (:mod:`runform.state.remote_lock`): ``If-None-Match`` on S3
+- the lock at ``<key>.lock`` (:mod:`runform.state.lease`, :mod:`~runform.state.lock_conditional`, :mod:`~runform.state.lock_versioned`): ``If-None-Match`` on S3
   (probed once per non-AWS endpoint), the versioned lock on B2 and on any S3-compatible store
   with ``s3://bucket/key?lock=versioned``. Every write is fenced: it first checks that the lock
   is still ours (and with the conditional lock the journal PUT itself is conditional, so two
@@ -18,7 +18,7 @@ The same interface and guarantees as the local backend, over an object store:
 
 Credentials come from the process environment (and ``use_env``): ``AWS_*`` for ``s3://``,
 ``B2_KEY_ID`` / ``B2_APP_KEY`` / ``B2_S3_ENDPOINT`` or ``B2_S3_REGION`` for ``b2://``
-(:mod:`runform.storage_backends._s3conn`). The backend stores only what the core gives it,
+(:mod:`runform.storage.s3conn`). The backend stores only what the core gives it,
 which never holds a secret value; the lock holds who/host/pid, as the local one does.
 """
 
@@ -36,17 +36,12 @@ from typing import Any, TypeVar
 
 from runform.errors import StateError
 from runform.hookspecs import hookimpl
+from runform.state.lease import not_found, precondition_failed, retry_conflicts, translating
 from runform.state.lock import LockInfo
+from runform.state.lock_conditional import S3Lock
+from runform.state.lock_versioned import VersionedLock
 from runform.state.model import State, replay_entry
-from runform.state.remote_lock import (
-    S3Lock,
-    VersionedLock,
-    not_found,
-    precondition_failed,
-    retry_conflicts,
-    translating,
-)
-from runform.storage_backends._s3conn import Connection, Location
+from runform.storage.s3conn import Connection, Location
 
 _LOCKS = ("conditional", "versioned")
 

@@ -36,7 +36,7 @@ class PrinterTracker:
     """Satisfies :class:`runform.interfaces.Tracker`.
 
     :param config: the spec's ``tracker`` block (``kind``, ``path``).
-    :param ctx: a :class:`runform.trackers.base.TrackerContext` (``run``, ``lineage``,
+    :param ctx: a :class:`runform.interfaces.TrackerContext` (``run``, ``lineage``,
         ``state_dir``, ``spec_dir``, ``redactor``).
     """
 

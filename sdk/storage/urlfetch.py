@@ -29,8 +29,8 @@ from typing import Any
 
 from runform.interfaces import Manifest, ManifestEntry
 
-from . import _digest
-from ._hydrate import HydrateOptions, PermanentError, Progress, hydrate
+from . import digest as _digest
+from .hydrate import HydrateOptions, PermanentError, Progress, hydrate
 
 MIB = 1 << 20
 PART_MIN = 64 * MIB  # objects from this size on are fetched in ranged parts

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-
 from runform.digests import file_digest
 
 CHUNK = 4 << 20

@@ -186,11 +186,13 @@ def error_code(exc: BaseException) -> str | None:
     """The S3 error code of a botocore ``ClientError`` (None for anything else)."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code")) or None
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
     return None
 
 
 def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a botocore ``ClientError`` (None for anything else)."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         return response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -25,10 +25,20 @@ from importlib import metadata
 from pathlib import Path
 
 import attrs
+from runform.digests import walk_tree
 
 PACKAGES = ("runform", "runform.providers", "runform.storage_backends", "runform.trackers")
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")
+
+
+def _skipped_dir(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return name in _SKIP_DIRS or name.startswith(".")
+
+
+def _skipped_file(rel: str) -> bool:
+    return rel.endswith(_SKIP_SUFFIXES) or rel.rsplit("/", 1)[-1].startswith(".")
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: the same content gives the same bytes
 _REGENERATED = {"RECORD", "WHEEL", "INSTALLER", "REQUESTED", "direct_url.json"}
 KEEP = 5  # cached wheels kept per project
@@ -66,16 +76,8 @@ def package_files(packages: Iterable[str] = PACKAGES) -> dict[str, Path]:
             continue  # a part not installed (e.g. a checkout without trackers): nothing to ship
         prefix = name.replace(".", "/")
         for folder in getattr(module, "__path__", []):
-            for dirpath, dirnames, filenames in os.walk(folder):
-                dirnames[:] = sorted(
-                    d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")
-                )
-                rel = os.path.relpath(dirpath, folder).replace(os.sep, "/")
-                for fname in sorted(filenames):
-                    if fname.endswith(_SKIP_SUFFIXES) or fname.startswith("."):
-                        continue
-                    arcname = f"{prefix}/{fname}" if rel == "." else f"{prefix}/{rel}/{fname}"
-                    files.setdefault(arcname, Path(dirpath) / fname)
+            for rel, path in walk_tree(Path(folder), prune=_skipped_dir, skip=_skipped_file):
+                files.setdefault(f"{prefix}/{rel}", path)
     return files
 
 

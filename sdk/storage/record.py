@@ -8,16 +8,15 @@ missing or changed, after a ``stat`` per file instead of reading every byte agai
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import attrs
+from runform.atomic import TMP_MARK, atomic_write
+from runform.digests import walk_tree
 
 RECORD_NAME = ".runform-manifest.json"
-TMP_MARK = ".runform-tmp-"
 FORMAT = 1
 
 
@@ -65,21 +64,9 @@ class Record:
         self.dest.mkdir(parents=True, exist_ok=True)
         doc = {"format": FORMAT, "uri": self.uri, "version": self.version,
                "files": {p: f.to_json() for p, f in sorted(self.files.items())}}
-        write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True).encode())
+        atomic_write(self.path, json.dumps(doc, indent=1, sort_keys=True).encode(), mode=0o600, parents=False)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a temp file beside it, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + TMP_MARK)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def safe_join(dest: Path, rel: str) -> Path:
@@ -101,11 +88,4 @@ def walk_files(root: Path) -> Iterator[tuple[str, Path]]:
     if root.is_file():
         yield root.name, root
         return
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if is_internal(name):
-                continue
-            path = Path(dirpath, name)
-            if path.is_file():
-                yield path.relative_to(root).as_posix(), path
+    yield from walk_tree(root, skip=lambda rel: is_internal(rel.rsplit("/", 1)[-1]))

@@ -1,6 +1,6 @@
 """Install runform's agent on a machine, over any :class:`~runform.interfaces.Transport`.
 
-The running runform is built as a wheel (:mod:`.wheel`), uploaded, and installed into
+The running runform is built as a wheel (:mod:`runform.agent.wheel`), uploaded, and installed into
 ``<root>/.runform/venv``, a venv made with ``--system-site-packages`` so that the image's
 torch, numpy or boto3 are reused. runform goes in with ``pip --no-deps --no-index``; the
 few small pure-python libraries the agent imports (attrs, pluggy, tenacity) are shipped
@@ -12,7 +12,7 @@ transport authenticates, the sentinel names this client's version and the venv's
 there; then a bootstrap is one round trip. A changed checkout has a new version and installs
 again.
 
-The install itself runs on the machine (:mod:`.install_agent`, sent over stdin): under a lock,
+The install itself runs on the machine (:mod:`.installer`, sent over stdin): under a lock,
 it builds a new venv aside and switches ``.runform/venv`` (a symlink) to it with one rename,
 so a bootstrap killed at any point (the client, the connection or the machine's process)
 leaves a machine that the next apply repairs. Its failures say which step failed.
@@ -29,16 +29,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
-
+from runform.agent.wheel import Wheel, build_wheel, repack_installed
 from runform.errors import ProviderError
 from runform.interfaces import CommandResult, Transport
-from runform.providers.ssh.wheel import Wheel, build_wheel, repack_installed
 
 AGENT_DEPENDENCIES = ("attrs", "pluggy", "tenacity")  # what `python -m runform.agent` imports
 READY = ".runform/ready"
 VENV = ".runform/venv"
 WHEELS = ".runform/wheels"
-INSTALLER = Path(__file__).with_name("install_agent.py")
+INSTALLER = Path(__file__).with_name("installer.py")
 # Tests only: the installer waits at this point (`venv` or `install`) while
 # <root>/.runform/bootstrap.paused exists, so a test can kill it exactly there.
 PAUSE_ENV = "RUNFORM_TEST_BOOTSTRAP_PAUSE"
@@ -49,7 +48,7 @@ _PROBE = (
     '{ [ -x "$1/.runform/venv/bin/python" ] && cat "$1/.runform/ready"; true; } 2>/dev/null'
 )
 
-# $1 the machine's python; the installer's own arguments follow (see install_agent.py)
+# $1 the machine's python; the installer's own arguments follow (see installer.py)
 _RUN_INSTALLER = r"""
 PY=$1; shift
 command -v "$PY" >/dev/null 2>&1 || {
@@ -119,18 +118,7 @@ def ensure_agent(
         )
     (log or (lambda _m: None))(f"installing runform {wheel.version} into {root}/{VENV}")
     deps = [repack_installed(name, cache_dir) for name in dependencies]
-    # this bootstrap's own upload folder: another one may be installing on the machine right
-    # now (its client was killed); the installer removes the folder when it is done
-    uploads = posixpath.join(root, WHEELS, uuid.uuid4().hex[:12])
-    made = transport.run(["mkdir", "-p", uploads])
-    if not made.ok:
-        raise ProviderError(
-            f"cannot create {uploads} on the machine: {_tail(made.stderr)}",
-            hint=_FIXES[8].format(root=root),
-        )
-    remote = {w: posixpath.join(uploads, w.name) for w in (wheel, *deps)}
-    for w, path in remote.items():
-        transport.put_file(w.path, path)
+    uploads, remote = _upload(transport, root, (wheel, *deps))
     check = "import " + ", ".join(sorted({m for d in deps for m in d.imports})) if deps else "pass"
     argv = [
         "sh", "-c", _RUN_INSTALLER, "sh", python,
@@ -153,6 +141,22 @@ def ensure_agent(
         installed=bool(done.get("installed", True)),
         seconds=time.monotonic() - started,
     )
+
+
+def _upload(transport: Transport, root: str, wheels: Sequence[Wheel]) -> tuple[str, dict[Wheel, str]]:
+    """Put the wheels in this bootstrap's own upload folder (another bootstrap may be installing
+    on the machine right now, its client killed; the installer removes the folder when done)."""
+    uploads = posixpath.join(root, WHEELS, uuid.uuid4().hex[:12])
+    made = transport.run(["mkdir", "-p", uploads])
+    if not made.ok:
+        raise ProviderError(
+            f"cannot create {uploads} on the machine: {_tail(made.stderr)}",
+            hint=_FIXES[8].format(root=root),
+        )
+    remote = {w: posixpath.join(uploads, w.name) for w in wheels}
+    for w, path in remote.items():
+        transport.put_file(w.path, path)
+    return uploads, remote
 
 
 def _install_error(result: CommandResult, root: str) -> ProviderError:

@@ -4,7 +4,7 @@ backend-supplied ``transfer`` function, verify it, rename it into place, record 
 A backend's ``fetch`` is ``hydrate(manifest, dest, transfer=...)``; ``transfer(entry,
 tmp_path, progress)`` writes the bytes of one entry to ``tmp_path`` and may return the
 check result it computed while the bytes streamed through (a
-:class:`._digest.StreamHasher`), which saves reading the file again; None means "check the
+:class:`.digest.StreamHasher`), which saves reading the file again; None means "check the
 file".
 
 Per file the engine:
@@ -41,8 +41,8 @@ import attrs
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
 
-from . import _digest
-from ._record import TMP_MARK, Fetched, Record, safe_join
+from . import digest as _digest
+from .record import TMP_MARK, Fetched, Record, safe_join
 
 if TYPE_CHECKING:  # the no-change path imports neither (it runs on every re-apply)
     from concurrent.futures import Future

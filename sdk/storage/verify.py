@@ -12,8 +12,8 @@ from pathlib import Path
 import attrs
 from runform.interfaces import Manifest, ManifestEntry
 
-from . import _digest
-from ._record import Fetched, Record, safe_join
+from . import digest as _digest
+from .record import Fetched, Record, safe_join
 
 
 @attrs.frozen

@@ -1,5 +1,5 @@
 """runform's agent installer. It runs ON THE MACHINE, under the machine's python (>= 3.10, the
-standard library only); :func:`runform.providers.ssh.bootstrap.ensure_agent` sends it over
+standard library only); :func:`runform.agent.install.ensure_agent` sends it over
 stdin::
 
     python - ROOT WHEELS_DIR RUNFORM_WHEEL VERSION IMPORT_CHECK PAUSE_AT [DEPENDENCY_WHEEL ...]
