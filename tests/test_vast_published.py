@@ -256,7 +256,6 @@ def test_cli_offers_and_plan_against_published_shapes(published, hello: Path) ->
     assert ("GET", "/api/v0/instances/") not in account.calls
 
 
-
 def test_cli_apply_plan_destroy_against_published_shapes(published_on_sshd, hello: Path) -> None:  # type: ignore[no-untyped-def]
     """The hello example through the CLI, the instance a published-example row whose machine
     is the test sshd: apply, an empty second plan, destroy; the v0 list is never called."""
