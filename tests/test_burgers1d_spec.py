@@ -53,7 +53,10 @@ def _local_imports(module: str) -> set[str]:
 
 def _command(stage: dict) -> tuple[str, str]:
     argv = shlex.split(stage["run"])
-    assert argv[:3] == ["python", "-m", argv[2]] and argv[2].startswith("burgers1d.")
+    # the local spec runs `python` (the agent's, which is the venv runform runs from); the Vast
+    # spec the image's interpreter, ${var.python}
+    assert argv[0] in ("python", "${var.python}") and argv[1] == "-m", argv
+    assert argv[2].startswith("burgers1d.")
     return argv[2].split(".", 1)[1], argv[argv.index("--config") + 1]
 
 
@@ -140,6 +143,11 @@ def test_vast_setup_stage_installs_the_pinned_requirements_before_everything() -
     stages = _spec("vast")["stages"]
     setup = stages["setup"]
     assert "pip install" in setup["run"] and "-r requirements.txt" in setup["run"]
+    # one interpreter for the install and every stage, and no install where the pins are there
+    assert setup["run"].startswith("${var.python} -m burgers1d.envcheck --pins requirements.txt || ")
+    assert "${var.python} -m pip install" in setup["run"]
+    assert all(s["run"].startswith("${var.python} -m ") for s in stages.values())
+    assert _spec("vast")["variables"]["python"]["default"] == "/opt/conda/bin/python"
     assert "requirements.txt" in setup["deps"]  # a changed pin re-runs setup (and dependents)
     lines = [
         ln.strip()
