@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 import yaml
 from conftest import run_cli
-
 from runform.testing.sshd import SSHD
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
@@ -142,7 +141,9 @@ def test_the_vast_spec_runs_offline_at_tiny_sizes(  # type: ignore[no-untyped-de
     report = json.loads((root / "reports" / "eval.json").read_text())
     assert report["test_trajectories"] == 4 and report["train_seeds"] == 2
     assert 0 < report["test_nrmse_fno"] < 10 and 0 < report["test_nrmse_ttc"] < 10
-    request = json.loads(next((root / ".runform" / "jobs" / "operator").glob("*/request.json")).read_text())
+    request = json.loads(
+        next((root / ".runform" / "jobs" / "operator").glob("*/request.json")).read_text()
+    )
     assert request["command"].startswith(f"{sys.executable} -m torch.distributed.run --standalone")
     operator_log = run_cli("logs", "operator", cwd=project, env=env).stdout
     assert "[operator] device cpu, world size 2" in operator_log, operator_log[-2000:]
