@@ -53,7 +53,10 @@ def _local_imports(module: str) -> set[str]:
 
 def _command(stage: dict) -> tuple[str, str]:
     argv = shlex.split(stage["run"])
-    assert argv[:3] == ["python", "-m", argv[2]] and argv[2].startswith("burgers1d.")
+    # the local spec runs `python` (the agent's, which is the venv runform runs from); the Vast
+    # spec the image's interpreter, ${var.python}
+    assert argv[0] in ("python", "${var.python}") and argv[1] == "-m", argv
+    assert argv[2].startswith("burgers1d.")
     return argv[2].split(".", 1)[1], argv[argv.index("--config") + 1]
 
 
@@ -140,6 +143,13 @@ def test_vast_setup_stage_installs_the_pinned_requirements_before_everything() -
     stages = _spec("vast")["stages"]
     setup = stages["setup"]
     assert "pip install" in setup["run"] and "-r requirements.txt" in setup["run"]
+    # one interpreter for the install and every stage, and no install where the pins are there
+    assert setup["run"].startswith(
+        "${var.python} -m burgers1d.envcheck --pins requirements.txt || "
+    )
+    assert "${var.python} -m pip install" in setup["run"]
+    assert all(s["run"].startswith("${var.python} -m ") for s in stages.values())
+    assert _spec("vast")["variables"]["python"]["default"] == "/opt/conda/bin/python"
     assert "requirements.txt" in setup["deps"]  # a changed pin re-runs setup (and dependents)
     lines = [
         ln.strip()
@@ -167,3 +177,23 @@ def test_pdebench_preset_follows_pdebench() -> None:
     enc = load_config(EXAMPLE / "configs/pdebench/encoder.yaml")["encoder"]["model"]
     cells = 1024 // data["x_stride"]
     assert enc["dim"] * cells // 2 ** enc["levels"] < cells  # the latent compresses
+
+
+def test_envcheck_pins_says_which_pin_is_missing(tmp_path: Path) -> None:
+    """setup skips pip only when every pinned version is installed (stdlib check)."""
+    import importlib.metadata
+
+    from burgers1d.envcheck import main, missing_pins
+
+    have = importlib.metadata.version("PyYAML")
+    ok = tmp_path / "ok.txt"
+    ok.write_text(f"# pinned\nPyYAML=={have}\n", encoding="utf-8")
+    assert missing_pins(ok) == [] and main(["--pins", str(ok)]) == 0
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"PyYAML=={have}.999\nno-such-package-xyz==1.0\n", encoding="utf-8")
+    missing = missing_pins(bad)
+    assert missing == [
+        f"PyYAML=={have}.999 (installed: {have})",
+        "no-such-package-xyz==1.0 (installed: none)",
+    ]
+    assert main(["--pins", str(bad)]) == 1

@@ -1,18 +1,23 @@
 """burgers1d: rehearse runform.vast.yaml offline at tiny CPU sizes, through to the eval table.
 
-The spec's stages run exactly as written (the setup stage's pinned install, every command, deps
-and needs, the b2:// dataset and artifacts). What the rehearsal replaces: ``compute`` (the local
-provider instead of a rented machine: the Vast stand-in's machine is this host's login shell,
-whose Python has no torch, and a setup stage must not pip-install into it), the tracker (jsonl
-instead of W&B), the bucket (moto's S3 server in B2 mode), ``--var device=cpu``, and the sizes:
-``configs/pdebench/*.yaml`` in the copy are overwritten with tiny ones that keep PDEBench's file
-name, row split (test first), strides, given frames and nu convention.
+The spec runs on provider: vast against runform's Vast API stand-in, whose instances are this
+host reached through a real OpenSSH sshd (runform's pytest fixtures ``sshd``,
+``make_vast_standin``, ``s3_server_b2``). Its stages run exactly as written (the setup stage,
+every command, deps and needs, torchrun's launcher with gloo, the b2:// dataset and artifacts).
+What the rehearsal sets: ``--var python=`` this test's interpreter (the login shell's Python on
+this host has no torch; the setup stage's ``envcheck --pins`` finds every pin installed there, so
+pip never runs, never reaches the network and never touches a system Python), ``--var
+device=cpu``, ``compute.root`` (instances share this host's filesystem), the tracker (jsonl
+instead of W&B), the bucket (moto's S3 server in B2 mode) and the sizes: ``configs/pdebench/*``
+in the copy are overwritten with tiny ones that keep PDEBench's file name, row split (test
+first), strides, given frames and nu convention.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
+import getpass
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,12 +25,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import machine_root, run_cli
+from conftest import run_cli
+from runform.testing.sshd import SSHD
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 
 from burgers1d.dataset import write_pdebench
+from burgers1d.envcheck import missing_pins
 from burgers1d.solver import Grid, coarsen, random_initial_conditions, solve
 from burgers1d.tiny import TINY
 
@@ -33,21 +40,13 @@ FILE = "1D_Burgers_Sols_Nu0.001.hdf5"
 PREFIX = "pdebench/raw/1D/Burgers/Nu0.001/"
 
 
-def _pins_are_installed() -> bool:
-    for line in (EXAMPLE / "requirements.txt").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, version = line.strip().split("==")
-            try:
-                if importlib.metadata.version(name) != version:
-                    return False
-            except importlib.metadata.PackageNotFoundError:
-                return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _pins_are_installed(), reason="requirements.txt pins differ from this environment (offline)"
-)
+pytestmark = [
+    pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed"),
+    pytest.mark.skipif(
+        bool(missing_pins(EXAMPLE / "requirements.txt")),
+        reason="requirements.txt pins differ from this environment (installing needs the network)",
+    ),
+]
 
 
 def _pdebench_file(path: Path) -> None:
@@ -90,9 +89,12 @@ def _tiny_presets(configs: Path) -> None:
         (configs / f"{name}.yaml").write_text(yaml.safe_dump(body), encoding="utf-8")
 
 
-def test_the_vast_spec_runs_offline_at_tiny_sizes(tmp_path: Path, s3_server_b2) -> None:  # type: ignore[no-untyped-def]
+def test_the_vast_spec_runs_offline_at_tiny_sizes(  # type: ignore[no-untyped-def]
+    tmp_path: Path, s3_server_b2, sshd, make_vast_standin
+) -> None:
     server = s3_server_b2
     bucket = server.make_bucket()
+    standin = make_vast_standin(sshd=sshd)
     project = tmp_path / "burgers1d"
     ignore = shutil.ignore_patterns(".runform", "data", "checkpoints", "reports", "__pycache__")
     shutil.copytree(EXAMPLE, project, ignore=ignore)
@@ -103,7 +105,15 @@ def test_the_vast_spec_runs_offline_at_tiny_sizes(tmp_path: Path, s3_server_b2) 
 
     spec = yaml.safe_load((project / "runform.vast.yaml").read_text(encoding="utf-8"))
     written = json.dumps(spec["stages"], sort_keys=True)
-    spec["compute"] = {"provider": "local"}
+    compute = dict(spec["compute"])
+    assert compute["provider"] == "vast"
+    spec["compute"]["root"] = str(tmp_path / "vast-root")  # instances share this host's disk
+    # the spec gives the machine back after a successful apply (on_success); here it stays up
+    # so that `runform logs` can read the table from it, and `destroy` gives it back
+    assert compute["teardown"] == "on_success"
+    spec["compute"]["teardown"] = "never"
+    if os.geteuid() != 0:  # Vast logs in as root; a non-root test sshd as its own user
+        spec["compute"]["options"] = {"ssh_user": getpass.getuser()}
     spec["tracker"] = {"kind": "jsonl"}
     spec["variables"].pop("wandb_entity")
     (dataset,) = spec["datasets"].values()
@@ -111,24 +121,40 @@ def test_the_vast_spec_runs_offline_at_tiny_sizes(tmp_path: Path, s3_server_b2) 
     dataset["source"] = f"b2://{bucket}/{PREFIX}"
     spec["artifacts"]["checkpoints"]["to"] = f"b2://{bucket}/runs/${{run}}/"
     assert json.dumps(spec["stages"], sort_keys=True) == written  # the stages as written
+    # torchrun's default --nproc_per_node is the GPU count (none here: 1 process, no process
+    # group); two processes on one stage make DDP over gloo run for real
+    spec["stages"]["operator"]["nproc"] = 2
     (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
-    a = run_cli("apply", "--auto-approve", "--var", "device=cpu", cwd=project, timeout=900)
+    env = standin.env()
+    args = ("--var", "device=cpu", "--var", f"python={sys.executable}")
+    a = run_cli("apply", "--auto-approve", *args, cwd=project, env=env, timeout=900)
     assert a.returncode == 0, a.stdout[-3000:] + a.stderr[-3000:]
-    assert (
-        run_cli("plan", "--detailed-exitcode", "--var", "device=cpu", cwd=project).returncode == 0
-    )
+    assert len(standin.audit().creates) == 1 and len(standin.audit().live) == 1  # one machine
+    assert run_cli("plan", "--detailed-exitcode", *args, cwd=project, env=env).returncode == 0
 
-    root = machine_root(project)
+    root = tmp_path / "vast-root"
+    setup_log = run_cli("logs", "setup", cwd=project, env=env)
+    assert "every pin is installed; nothing to install" in setup_log.stdout, setup_log.stdout
     versions = (root / "reports" / "setup_versions.txt").read_text()
-    assert "h5py==" in versions and "matplotlib==" in versions
+    assert "h5py==3.16.0" in versions and "matplotlib==3.11.2" in versions
     report = json.loads((root / "reports" / "eval.json").read_text())
     assert report["test_trajectories"] == 4 and report["train_seeds"] == 2
     assert 0 < report["test_nrmse_fno"] < 10 and 0 < report["test_nrmse_ttc"] < 10
-    logs = run_cli("logs", "eval", cwd=project)
+    request = json.loads(
+        next((root / ".runform" / "jobs" / "operator").glob("*/request.json")).read_text()
+    )
+    assert request["command"].startswith(f"{sys.executable} -m torch.distributed.run --standalone")
+    operator_log = run_cli("logs", "operator", cwd=project, env=env).stdout
+    assert "[operator] device cpu, world size 2" in operator_log, operator_log[-2000:]
+    logs = run_cli("logs", "eval", cwd=project, env=env)
     assert logs.returncode == 0, logs.stderr
     assert "| FNO baseline |" in logs.stdout and "| TTC |" in logs.stdout
     assert logs.stdout.rstrip().endswith("summary: reports/summary.md")
     listed = server.runform_client().list_objects_v2(Bucket=bucket, Prefix="runs/")
     keys = {o["Key"] for o in listed.get("Contents", [])}
     assert any(k.endswith("reports/summary.md") for k in keys), sorted(keys)[:20]
+
+    d = run_cli("destroy", "--auto-approve", *args, cwd=project, env=env)
+    assert d.returncode == 0, d.stderr
+    assert standin.audit().live == () and len(standin.audit().creates) == 1

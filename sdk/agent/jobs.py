@@ -132,12 +132,12 @@ def _command(req: dict[str, Any]) -> str:
 
     nproc = req.get("nproc") or max(1, gpu_count())
     words = shlex.split(cmd)
-    prefix = ["torchrun", "--standalone", f"--nproc_per_node={nproc}"]
-    if len(words) >= 3 and os.path.basename(words[0]).startswith("python") and words[1] == "-m":
-        return shlex.join(prefix + ["-m"] + words[2:])
+    args = ["--standalone", f"--nproc_per_node={nproc}"]
     if words and os.path.basename(words[0]).startswith("python"):
-        return shlex.join(prefix + words[1:])
-    return shlex.join(prefix + words)
+        # torch's launcher under the interpreter the stage names, so its workers run under that
+        # interpreter too (a `torchrun` on PATH may belong to another Python, or be missing)
+        return shlex.join([words[0], "-m", "torch.distributed.run", *args, *words[1:]])
+    return shlex.join(["torchrun", *args, *words])
 
 
 def gpu_count() -> int:
