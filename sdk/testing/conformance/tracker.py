@@ -22,7 +22,8 @@ from runform.interfaces import Manifest, ManifestEntry, Tracker
 SECRET = "conformance-secret-7d3a91"
 
 
-def _context(tmp_path: Path, env: Mapping[str, str]) -> Any:
+def make_context(tmp_path: Path, env: Mapping[str, str] | None = None) -> Any:
+    """A TrackerContext with its folders under ``tmp_path`` and a redactor that knows SECRET."""
     from runform.redact import Redactor
 
     try:  # beside ProviderContext in the interfaces, or in the trackers' base module
@@ -31,7 +32,7 @@ def _context(tmp_path: Path, env: Mapping[str, str]) -> Any:
         from runform.trackers.base import TrackerContext
     return TrackerContext("conformance", "lineage-c0ffee", tmp_path / ".runform", tmp_path,
                           redactor=Redactor.from_env({"MY_API_KEY": SECRET}),
-                          env={**env, "MY_API_KEY": SECRET})
+                          env={**(env or {}), "MY_API_KEY": SECRET})
 
 
 class TrackerContract:
@@ -47,7 +48,7 @@ class TrackerContract:
 
     @pytest.fixture
     def tracker_context(self, tmp_path: Path, tracker_env: Mapping[str, str]) -> Any:
-        return _context(tmp_path, tracker_env)
+        return make_context(tmp_path, tracker_env)
 
     def _run(self, tracker: Tracker, ctx: Any) -> Mapping[str, str]:
         env = tracker.start(run_id=ctx.run_id, name=ctx.run, config={"lr": 0.001, "cmd": f"--key {SECRET}"})
