@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 HERE = Path(__file__).resolve().parent
 CASES_DIR = HERE / "bad_input"
 HELLO = HERE.parent / "examples" / "hello"

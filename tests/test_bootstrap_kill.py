@@ -18,18 +18,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from helpers import poll, run_cli
 
 from runform.providers.ssh.bootstrap import PAUSE_ENV
 from runform.testing.sshd import SSHD
 
-pytestmark = pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")]
 
 TRIALS = int(os.environ.get("RUNFORM_TRIALS", "1"))
 
@@ -40,11 +39,7 @@ def _use_ssh(project: Path, sshd: SSHD, root: Path) -> None:
     (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
-def _until(cond: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+_until = partial(poll, timeout=120.0, step=0.02)
 
 
 def _alive(pid: int) -> bool:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 

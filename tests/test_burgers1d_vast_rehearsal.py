@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import machine_root, run_cli
+from helpers import machine_root, run_cli
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
@@ -45,9 +45,9 @@ def _pins_are_installed() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not _pins_are_installed(), reason="requirements.txt pins differ from this environment (offline)"
-)
+)]
 
 
 def _pdebench_file(path: Path) -> None:

@@ -18,9 +18,11 @@ from urllib.parse import quote
 
 import pytest
 import yaml
-from conftest import machine_root, run_cli
+from helpers import machine_root, run_cli
 
 from runform.testing.sshd import SSHD
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 # A stage that prints the secret every way a program might: raw, split across the 64 KiB read
 # of the supervisor, URL-quoted, JSON-escaped, base64 (on its own and inside a Basic auth

@@ -134,7 +134,7 @@ def test_the_plugin_example_runs_the_tracker_suite() -> None:
         / "examples" / "plugin-example"
     env = {**os.environ, "PYTHONPATH": str(example / "src")}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-                       cwd=example, env=env, capture_output=True, text=True, timeout=300)
+                       cwd=example, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "TestPrinterTracker" in (example / "tests" / "test_conformance.py").read_text()
     assert "6 passed" in r.stdout, r.stdout[-2000:]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import machine_root, run_cli, runs_log
+import pytest
+from helpers import machine_root, run_cli, runs_log
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 
 def test_plan_apply_replan_and_one_file_edit(hello: Path) -> None:

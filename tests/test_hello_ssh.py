@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from helpers import run_cli
 
 from runform.testing.sshd import SSHD
 
-pytestmark = pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")]
 
 
 def _use_ssh(project: Path, sshd: SSHD, root: Path) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import machine_root, run_cli
+from helpers import machine_root, run_cli
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 
 def _setup(project: Path, server, bucket: str, **extra: object) -> None:  # type: ignore[no-untyped-def]

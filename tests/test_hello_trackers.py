@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import run_cli
+from helpers import run_cli
 
 from runform.trackers.wandb_records import RunFile, run_files
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 CANARY = "canary-tracker-7f3a9c"
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from helpers import run_cli
 
 from runform.testing.sshd import SSHD
 
-pytestmark = pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")]
 
 COMPUTE = {"provider": "vast", "gpus": ["RTX_4090", "rtx 3090"], "num_gpus": 1,
            "image": "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime", "disk_gb": 40,

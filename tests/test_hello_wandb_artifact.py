@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
-from conftest import run_cli
+from helpers import run_cli
 
 from runform.storage_backends.wandb_api import DirArtifactStore
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 
 def test_apply_pushes_one_typed_version_with_the_runs_lineage(hello: Path, tmp_path: Path) -> None:

@@ -11,9 +11,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import run_cli, runs_log
+import pytest
+from helpers import run_cli, runs_log
 
 from runform.state.local import LocalStateBackend
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 TRIALS = int(os.environ.get("RUNFORM_KILL_TRIALS", "20"))
 
@@ -73,7 +76,7 @@ def test_ctrl_c_leaves_a_consistent_state_and_the_job_goes_on(hello: Path) -> No
             break
         seen += line
     assert "stage.join: Creating" in seen, seen
-    from conftest import machine_root
+    from helpers import machine_root
 
     jobs = machine_root(hello) / ".runform" / "jobs" / "join"
     deadline = time.monotonic() + 60

@@ -11,9 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+from helpers import run_cli
 
 from runform.state.lock import FileLock
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 
 def _slow(project: Path) -> None:

@@ -16,6 +16,8 @@ from runform.agent.ops import handle
 from runform.masking import ByteMasker, spellings
 from runform.redact import Redactor
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 SECRET = "p@ss/w0rd+é&x=1"
 
 
@@ -102,7 +104,7 @@ def test_a_stage_that_cannot_start_says_why(tmp_path: Path) -> None:
 
 def test_logs_prints_the_whole_log_masked_across_its_chunks(hello: Path) -> None:
     """`runform logs` printed only the first 1 MiB, cut mid-line, and masked each chunk apart."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     secret = "chunk-" + os.urandom(8).hex()
     (hello / "hello.env").write_text(f'HELLO_TOKEN="{secret}"\n')

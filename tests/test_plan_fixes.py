@@ -14,7 +14,7 @@ import pytest
 import runform
 import yaml
 from click.testing import CliRunner
-from conftest import machine_root, run_cli
+from helpers import machine_root, run_cli
 from runform import api
 from runform.cli.main import cli
 from runform.errors import PolicyError, RunformError, SpecError
@@ -22,6 +22,8 @@ from runform.planning.model import Plan
 from runform.planning.planfile import is_saved_plan, save_plan, saved_plans_in
 from runform.plugins import get_plugin_manager
 from runform.providers.local import LocalProvider
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 # ------------------------------------------------------------------ 1. a saved plan is never code
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import runform.api as api
+from runform import api
 from runform.errors import SpecError
 from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, build_graph, kind_of, name_of, producers, toposort
 from runform.interfaces import InstanceInfo

@@ -38,6 +38,8 @@ from runform.plugins import PluginManager, get_plugin_manager
 from runform.providers.local import LocalProvider
 from runform.redact import Redactor
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "plugin-example"
 BROKEN = ROOT / "examples" / "broken-plugin"

@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 # what differs from run to run: instance and tracker run ids (from the state's lineage), durations
 _VARYING = [

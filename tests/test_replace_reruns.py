@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import machine_root, run_cli, runs_log
+import pytest
+from helpers import machine_root, run_cli, runs_log
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 
 def _count(project: Path, stage: str) -> int:

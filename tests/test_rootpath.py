@@ -16,6 +16,8 @@ from runform.codesync import local_manifest
 from runform.interfaces import InstanceInfo, ProviderContext
 from runform.rootpath import OutsideRootError, check_name, problem, resolve_inside
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
@@ -191,7 +193,7 @@ def test_an_ssh_root_edited_in_the_state_is_refused(hello: Path, tmp_path: Path,
     """The state names the machine's root; a state edited to another folder (the home folder, say)
     would make code sync write there. The ssh provider compares it with the root it created."""
     import yaml
-    from conftest import run_cli
+    from helpers import run_cli
 
     from runform.testing.sshd import SSHD
 

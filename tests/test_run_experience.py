@@ -14,7 +14,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 SCHEMAS = REPO / "docs" / "schemas"
 

@@ -19,6 +19,8 @@ from runform.providers.ssh.transport import SSHTransport
 from runform.providers.ssh.wheel import Wheel, build_wheel, content_hash
 from runform.testing.sshd import SSHD
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 # The image python: Debian's lacks attrs/pluggy/tenacity here, so the shipped deps are exercised.
 IMAGE_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else "python3"
 

@@ -13,6 +13,8 @@ from runform.providers.ssh.provider import CLAIM, SSHProvider, check_root, resol
 from runform.providers.ssh.wheel import build_wheel
 from runform.testing.sshd import SSHD
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 LABEL = "runform-demo-abcd1234"
 
 

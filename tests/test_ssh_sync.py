@@ -13,6 +13,8 @@ from runform.providers.local import LocalTransport
 from runform.providers.ssh.transport import SSHTransport
 from runform.testing.sshd import SSHD
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 
 @pytest.fixture
 def transport(sshd: SSHD):

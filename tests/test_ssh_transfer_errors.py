@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from helpers import run_cli
 
 from runform.errors import ProviderError
 from runform.providers.ssh.transport import (
@@ -19,7 +19,7 @@ from runform.providers.ssh.transport import (
 )
 from runform.testing.sshd import SSHD
 
-pytestmark = pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")]
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from runform.providers.ssh.hostkeys import fingerprint, key_string
 from runform.providers.ssh.transport import ConnectionLostError, SSHTransport
 from runform.testing.sshd import SSHD, free_port
 
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
+
 
 @pytest.fixture
 def transport(sshd: SSHD):

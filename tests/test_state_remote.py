@@ -20,7 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import attrs
 import pytest
 import runform.api
 import yaml
-from conftest import EXAMPLES
+from helpers import EXAMPLES, poll
 from runform.errors import LockError, StateError
 from runform.plugins import get_plugin_manager
 from runform.state import remote as remote_module
@@ -36,7 +37,7 @@ from runform.state.model import State
 from runform.state.remote import RemoteStateBackend
 from runform.testing.s3 import S3Server
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 SECRET = "not-a-real-secret-0000"  # examples/hello/hello.env
 
@@ -124,14 +125,7 @@ def registered() -> Iterator[None]:
         pm.unregister("remote_state")
 
 
-def _until(cond: Callable[[], Any], what: str, deadline: float = 20.0, step: float = 0.05) -> Any:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out waiting for {what}")
+_until = partial(poll, timeout=20.0, step=0.05)
 
 
 def _journal_puts(r: Remote) -> list[str]:
@@ -242,7 +236,7 @@ def test_force_unlock_by_id_and_the_old_holder_is_fenced(remote: Remote) -> None
             return True
         return False
 
-    _until(fenced, "the old holder to notice it lost the lock", deadline=15)
+    _until(fenced, "the old holder to notice it lost the lock", timeout=15)
     with pytest.raises(LockError, match="was lost"):
         a.append([{"t": "done", "key": "x"}])
     assert not [k for k in remote.object_keys() if ".journal/" in k]
@@ -277,7 +271,7 @@ def test_killed_holder_lease_lapses_and_the_lock_is_taken_over(remote: Remote) -
             assert child.poll() is None or printed, f"the child exited with {child.returncode}"
             return printed[0] if printed else None
 
-        held_id = _until(child_locked, "the child to take the lock", deadline=30)
+        held_id = _until(child_locked, "the child to take the lock", timeout=30)
         me = remote.backend(lease=lease)
         held = me.lock_info()
         assert held is not None and held.id == held_id
@@ -491,7 +485,7 @@ def test_plans_in_a_loop_during_an_apply_on_a_409_server(s3_server_conflicts: S3
     """AWS answers 409 when a plan's lock attempt overlaps the apply's renewal: the apply goes
     on, every plan says the state is locked, a second apply never mutates, and the next plan
     after the apply is empty."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     server = s3_server_conflicts
     bucket = server.make_bucket()

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import offline_wandb_context
+from helpers import offline_wandb_context
 from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
 from runform.trackers.base import TrackerContext
 from runform.trackers.wandb import WandbTracker
 from runform.trackers.wandb_records import RunFile, run_files
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 CANARY = "CANARY-wandb-secret-9d27a4"
 

@@ -11,22 +11,17 @@ import json
 import os
 import shutil
 import subprocess
+from functools import partial
 
 import pytest
+from helpers import poll
 
 vastai = pytest.importorskip("vastai", reason="the official client is a test dependency (pip install vastai)")
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOLmeWf4sgNYmcjU7AL88iMKb6/LRaacOwfaXjXTmpQu fidelity"
 
 
-def poll(fn, *, timeout: float = 5.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (got := fn()):
-        assert time.monotonic() < deadline, "deadline passed"
-        time.sleep(0.01)
-    return got
+poll = partial(poll, timeout=5.0)  # the stand-in's lifecycles here take well under 5 s
 
 
 def test_the_vastai_sdk_works_against_the_standin(vast_standin) -> None:
@@ -65,6 +60,7 @@ def test_the_vastai_sdk_works_against_the_standin(vast_standin) -> None:
 
 
 @pytest.mark.skipif(shutil.which("vastai") is None, reason="the vastai command is not installed")
+@pytest.mark.slow  # the official CLI, a process per command
 def test_the_vastai_cli_searches_and_creates_against_the_standin(vast_standin) -> None:
     """The CLI's own query parser (``RTX_4090`` → ``"RTX 4090"``, numbers as strings) and its
     create path; each call is a ~1.5 s process start, so the rest is left to the SDK test."""

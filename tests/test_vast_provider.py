@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import poll
 
 from runform.errors import ProviderError
 from runform.interfaces import InstanceInfo, InstanceRequest, Provider, ProviderContext, SupportsOffers
@@ -18,6 +19,8 @@ from runform.providers.vast.errors import VastAPIError
 from runform.providers.vast.onstart import ONSTART_LIMIT, build_onstart, check_onstart
 from runform.providers.vast.provider import AttemptFailed
 from runform.testing.vast.fixture import fast_provider
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 IMAGE = "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime"
 COMPUTE = {"provider": "vast", "gpus": ["RTX 4090", "RTX 3090", "A100 SXM4"], "image": IMAGE, "disk_gb": 50,
@@ -39,15 +42,6 @@ LABEL = "runform-demo-0123abcd"
 
 def creates(vast_standin, label: str = LABEL) -> list:
     return vast_standin.audit().creates_for(label)
-
-
-def poll(fn, *, timeout: float = 10.0):
-    """``fn()`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (got := fn()):
-        assert time.monotonic() < deadline, "deadline passed"
-        time.sleep(0.01)
-    return got
 
 
 def test_it_is_a_provider_with_offers() -> None:

@@ -16,12 +16,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
-from conftest import run_cli
+from helpers import run_cli
 
 from runform.interfaces import InstanceRequest, ProviderContext
 from runform.providers.vast.client import RetryPolicy, VastClient
 from runform.providers.vast.provider import VastProvider
 from runform.testing.vast import contract
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 EXAMPLES = json.loads((Path(__file__).parent / "cassettes" / "vast_published_examples.json").read_text())
 UNVERIFIED, VERIFIED = 1001, 1002

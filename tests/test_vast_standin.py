@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+from functools import partial
 
 import httpx
 import pytest
+from helpers import poll
 
 from runform.testing.vast import Faults, VastStandIn
 from runform.testing.vast.catalogue import generate_offers
@@ -32,13 +33,7 @@ def create(http, ask, **body):
     return http.put(f"/api/v0/asks/{ask}/", json={"client_id": "me", "image": "img:1", "disk": 16, **body})
 
 
-def poll(fn, *, timeout: float = 5.0):
-    """``fn()`` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (got := fn()):
-        assert time.monotonic() < deadline, "deadline passed"
-        time.sleep(0.01)
-    return got
+poll = partial(poll, timeout=5.0)  # the stand-in's lifecycles here take well under 5 s
 
 
 def test_the_catalogue_is_seeded_realistic_and_large() -> None:

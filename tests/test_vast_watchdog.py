@@ -12,10 +12,12 @@ import os
 import shutil
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
+from helpers import poll
 
 from runform.providers.vast.onstart import build_onstart
 from runform.testing.vast import VastStandIn
@@ -42,12 +44,7 @@ def _rent(standin: VastStandIn, onstart: str, env: dict[str, str]) -> tuple[int,
     return int(reply.json()["new_contract"]), str(reply.json()["instance_api_key"])
 
 
-def _wait_for(what: str, check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+_wait_for = partial(poll, timeout=60.0, step=0.05)
 
 
 def test_watchdog_ends_the_workload_and_gives_the_instance_back(vast_standin: VastStandIn,
@@ -77,9 +74,8 @@ exec sleep 600
                              "--kill-child", "bash", "-c", container],
                             env=container_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        _wait_for("the instance to be given back", lambda: vast_standin.world.instances[iid].destroyed_at is not None)
-        _wait_for("the watchdog to log the outcome",
-                  lambda: "DELETE ok" in (state / "watchdog.log").read_text())
+        _wait_for(lambda: vast_standin.world.instances[iid].destroyed_at is not None, "the instance to be given back")
+        _wait_for(lambda: "DELETE ok" in (state / "watchdog.log").read_text(), "the watchdog to log the outcome")
         assert (state / "max_duration_reached").exists()
         assert workload_out.read_text().strip() == "ended-by-TERM"
         assert (state / "onstart.done").exists()

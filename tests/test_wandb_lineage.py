@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import offline_wandb_context
+from helpers import offline_wandb_context
 from runform.interfaces import Manifest
 from runform.storage_backends.wandb import WandbBackend, pipeline_run
 from runform.storage_backends.wandb_api import DirArtifactStore, log_push, push_settings
 from runform.trackers.base import TrackerContext
 from runform.trackers.wandb import WandbTracker
 from runform.trackers.wandb_records import RunFile, run_files, wait_for_exit_record
+
+pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
 CANARY = "CANARY-wandb-lineage-51c0e2"
 

@@ -353,4 +353,4 @@ def on_machine(address: str) -> bool:
     return kind_of(address) in ("secrets", "code", "dataset", "stage")
 
 
-__all__ = ["Differ", "diff", "on_machine", "SECRETS", "TRACKER"]
+__all__ = ["SECRETS", "TRACKER", "Differ", "diff", "on_machine"]

@@ -152,7 +152,7 @@ def destroy_actions(state: State, live: InstanceInfo | None, *, refreshed: bool 
                                   else "forgotten from state", "forget", revision=rec.revision))
     if inst_rec is not None or live is not None:
         why = "destroy requested"
-        if inst_rec is None:
+        if inst_rec is None and live is not None:
             why = f"found instance {live.id} by its label (not in state): destroy it"
         elif refreshed and live is None:
             why = "already gone: remove it from state"

@@ -25,9 +25,9 @@ def render(schema: Mapping[str, Any]) -> str:
     """The whole reference as Markdown."""
     out = [HEADER, "", f"# The {schema.get('title', 'spec')} reference", "",
            schema.get("description", ""), "",
-           "Every field below is checked when the spec is loaded (`runform validate`); an unknown "
-           "field is an error naming its line. Values may use `${var.NAME}`, `${env.NAME}` and `${run}` "
-           "(see the README's \"The spec\").", "",
+           ("Every field below is checked when the spec is loaded (`runform validate`); an unknown "
+            "field is an error naming its line. Values may use `${var.NAME}`, `${env.NAME}` and `${run}` "
+            "(see the README's \"The spec\")."), "",
            "## Top level", ""]
     out += _table(schema, "")
     for key, node in schema.get("properties", {}).items():

@@ -44,10 +44,12 @@ class StateBackendContract:
         try:
             assert b.read() is None, "a new store has no state"
             st = State.new("conformance")
-            for batch in ([{"t": "meta", "lineage": st.lineage, "run": "conformance", "salt": st.salt}],
-                          [{"t": "intent", "key": "k1", "addr": "stage.a", "action": "create"}],
-                          [{"t": "put", "key": "k1", "record": {"address": "stage.a", "attrs": {"n": 1}}},
-                           {"t": "intent", "key": "k2", "addr": "stage.b", "action": "create"}]):
+            batches: list[list[dict[str, Any]]] = [
+                [{"t": "meta", "lineage": st.lineage, "run": "conformance", "salt": st.salt}],
+                [{"t": "intent", "key": "k1", "addr": "stage.a", "action": "create"}],
+                [{"t": "put", "key": "k1", "record": {"address": "stage.a", "attrs": {"n": 1}}},
+                 {"t": "intent", "key": "k2", "addr": "stage.b", "action": "create"}]]
+            for batch in batches:
                 _fold(st, b.append(batch), batch)
             seen = make_state_backend().read()  # another client replays the journal
             assert seen is not None and seen.lineage == st.lineage and seen.run == "conformance"
@@ -57,7 +59,7 @@ class StateBackendContract:
             after = make_state_backend().read()
             assert after is not None and after.resources["stage.a"].attrs == {"n": 1}
             assert list(after.pending) == ["k2"]
-            done = [{"t": "done", "key": "k2"}, {"t": "rm", "addr": "stage.a"}]
+            done: list[dict[str, Any]] = [{"t": "done", "key": "k2"}, {"t": "rm", "addr": "stage.a"}]
             _fold(st, b.append(done), done)
             last = make_state_backend().read()
             assert last is not None and not last.pending and "stage.a" not in last.resources
