@@ -67,6 +67,11 @@ class TestLocalStateBackend(StateBackendContract):
         for b in made:
             b.close()
 
+    @pytest.fixture
+    def state_backend_script(self, tmp_path: Path) -> str:
+        return ("from pathlib import Path\nfrom runform.state.local import LocalStateBackend\n"
+                f"b = LocalStateBackend(Path({str(tmp_path / '.runform')!r}), lease=LEASE)")
+
 
 # --------------------------------------------------------------------------- the suites catch faults
 # A suite's check, called on a plugin with one fault, must fail.

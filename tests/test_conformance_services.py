@@ -134,3 +134,10 @@ class TestRemoteStateBackend(StateBackendContract):
         yield make
         for b in made:
             b.close()
+
+    @pytest.fixture
+    def state_backend_script(self, bucket: tuple[str, str, dict[str, str]]) -> str:
+        scheme, name, _ = bucket  # the credentials are in the environment (monkeypatched above)
+        return ("from runform.state.remote import RemoteStateBackend\n"
+                f"b = RemoteStateBackend({scheme + '://' + name + '/runs/conformance.state'!r}, lease=LEASE, "
+                "settle=0.05)")

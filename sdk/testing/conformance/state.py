@@ -9,6 +9,8 @@ Fixtures a subclass gives:
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -116,3 +118,33 @@ class StateBackendContract:
             a.unlock(held.id)
         got = b.lock("plan", timeout=0)
         b.unlock(got.id)
+
+    @pytest.fixture
+    def state_backend_script(self) -> str | None:
+        return None
+
+    def test_a_dead_holders_lock_is_taken_over(self, make_state_backend: MakeBackend,
+                                               state_backend_script: str | None) -> None:
+        """A holder killed with SIGKILL never unlocks: its lock is taken over within its lease."""
+        if state_backend_script is None:
+            pytest.skip("give state_backend_script to test a holder that dies")
+        code = (f"LEASE = {self.lease_s!r}\n{state_backend_script}\n"
+                "info = b.lock('apply')\nprint(info.id, flush=True)\nimport time\ntime.sleep(600)\n")
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                                 start_new_session=True)
+        try:
+            assert child.stdout is not None
+            held = child.stdout.readline().strip()  # the holder's lock id, once it holds it
+            assert held, f"the holder did not take the lock (exit {child.wait()})"
+            me = make_state_backend(lease=self.lease_s)
+            with pytest.raises(LockError):
+                me.lock("plan", timeout=0)
+            child.kill()
+            child.wait(timeout=30)
+            got = me.lock("plan", timeout=self.lease_s * 3 + 10)
+            assert got.id != held
+            me.unlock(got.id)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
