@@ -38,7 +38,11 @@ def offline_wandb_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_k
     """A TrackerContext for the real wandb library offline, its folders under ``tmp_path`` and
     no W&B variable of the caller's environment leaking in; ``api_key`` is the secret to hide."""
     from runform.redact import Redactor
-    from runform.trackers.base import TrackerContext
+
+    try:  # beside ProviderContext in the interfaces (issue 14), else in the trackers' base module
+        from runform.interfaces import TrackerContext  # type: ignore[attr-defined]
+    except ImportError:
+        from runform.trackers.base import TrackerContext
 
     for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY",
                 "WANDB_RUN_GROUP", "WANDB_JOB_TYPE"):
