@@ -19,7 +19,7 @@ import torch
 
 pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 
 from burgers1d import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 
 from burgers1d.config import load_config

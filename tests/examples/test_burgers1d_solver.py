@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 
 from burgers1d import simulate

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 
 from burgers1d.config import (

@@ -135,8 +135,9 @@ def test_the_tracker_suite_catches_a_leaked_secret(tmp_path: Path) -> None:
 
 def test_the_plugin_example_runs_the_tracker_suite() -> None:
     """``examples/plugin-example`` subclasses the tracker suite in its own tests/: they pass."""
-    example = next(p for p in Path(__file__).resolve().parents if (p / "examples").is_dir()) \
-        / "examples" / "plugin-example"
+    from helpers import EXAMPLES
+
+    example = EXAMPLES / "plugin-example"
     env = {**os.environ, "PYTHONPATH": str(example / "src")}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
                        cwd=example, env=env, capture_output=True, text=True, timeout=300, check=False)

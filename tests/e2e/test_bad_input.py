@@ -22,7 +22,7 @@ import yaml
 
 pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/
 CASES_DIR = HERE / "bad_input"
 HELLO = HERE.parent / "examples" / "hello"
 # runform.yaml and hello.env of examples/hello, pinned here so that the cases' line numbers do not

@@ -1,6 +1,6 @@
 """Runform against answers shaped exactly like Vast's published examples, served by a small
 server written here (not the stand-in): the offer row and instance row are the examples of
-Vast's published API spec (``tests/cassettes/vast_published_examples.json``), the v0 list
+Vast's published API spec (``tests/e2e/cassettes/vast_published_examples.json``), the v0 list
 answers 410, the v1 list pages, a key attached twice gets Vast's "already associated" answer,
 and a destroyed instance lingers as ``unloaded``/``destroyed``."""
 

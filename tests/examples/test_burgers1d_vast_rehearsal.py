@@ -22,7 +22,7 @@ import pytest
 import yaml
 from helpers import machine_root, run_cli
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "burgers1d"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "burgers1d"
 sys.path.insert(0, str(EXAMPLE))
 
 from burgers1d.dataset import write_pdebench

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from runform.errors import SpecError
 from runform.spec.load import load_spec
 
-HELLO = Path(__file__).resolve().parent / "bad_input" / "base" / "runform.yaml"
+HELLO = Path(__file__).resolve().parents[1] / "bad_input" / "base" / "runform.yaml"
 # CI: a fixed, small budget. RUNFORM_FUZZ=deep runs many random examples (for hunting, not for CI).
 settings.register_profile("runform-ci", max_examples=80, deadline=3000, derandomize=True, database=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -1,6 +1,6 @@
 """Recorded traffic of runform's Vast client (pytest-recording / vcrpy).
 
-By default the cassettes in ``tests/cassettes/test_vast_cassettes/`` are replayed (record mode
+By default the cassettes in ``tests/e2e/cassettes/test_vast_cassettes/`` are replayed (record mode
 ``none``): the requests the client sends must match them on method, path and query (never on
 host: the stand-in's port changes every run), and the client must parse the recorded answers.
 The ``Authorization`` header and any ``api_key`` parameter are filtered out of the cassettes,
@@ -8,11 +8,11 @@ and ``instance_api_key`` is blanked in recorded bodies.
 
 Re-record against the stand-in::
 
-    pytest tests/test_vast_cassettes.py --record-mode=rewrite
+    pytest tests/e2e/test_vast_cassettes.py --record-mode=rewrite
 
 Re-record against the real API (opt-in, never in CI; see docs/vast.md)::
 
-    RUNFORM_VAST_LIVE=1 VAST_API_KEY=... pytest tests/test_vast_cassettes.py --record-mode=rewrite
+    RUNFORM_VAST_LIVE=1 VAST_API_KEY=... pytest tests/e2e/test_vast_cassettes.py --record-mode=rewrite
     # add RUNFORM_VAST_LIVE_RENT=1 to also record create/show/destroy: rents the cheapest
     # matching offer for about a minute (a few cents) and destroys it.
 """

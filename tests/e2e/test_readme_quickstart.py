@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 # what differs from run to run: instance and tracker run ids (from the state's lineage), durations
 _VARYING = [
     (re.compile(r"runform-hello-[0-9a-f]{8}\b"), "runform-hello-<lineage>"),

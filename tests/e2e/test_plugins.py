@@ -40,7 +40,7 @@ from runform.redact import Redactor
 
 pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "plugin-example"
 BROKEN = ROOT / "examples" / "broken-plugin"
 HELLO = ROOT / "examples" / "hello"
