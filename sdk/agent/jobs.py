@@ -102,7 +102,7 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
             "root": root,
             "stage": stage,
             "fingerprint": fp,
-            "command": _command(req),
+            "command": launch_command(req),
             "env": req.get("env", {}),
             "timeout": req.get("timeout"),
             "secrets": secrets_path(root),
@@ -124,7 +124,7 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
         os.close(fd)
 
 
-def _command(req: dict[str, Any]) -> str:
+def launch_command(req: dict[str, Any]) -> str:
     cmd = req["command"]
     if req.get("launcher") != "torchrun":
         return cmd

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from runform.durations import format_duration
-from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, Graph, kind_of
+from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, kind_of
+from runform.interfaces import InstanceInfo
 from runform.planning.desired import Desired
 from runform.planning.model import Action
 from runform.planning.refresh import Observed
 from runform.state.model import ResourceState, State
-from runform.workspace import Workspace
+
+# why a live instance no longer fits the spec's compute (None: it fits); the provider's answer
+ReplaceReason = Callable[[InstanceInfo], "str | None"]
 
 
 def _names(paths: list[str], limit: int = 5) -> str:
@@ -19,15 +23,25 @@ def _names(paths: list[str], limit: int = 5) -> str:
     return shown + (f" (+{len(paths) - limit} more)" if len(paths) > limit else "")
 
 
+def diff(desired: dict[str, Desired], state: State, observed: Observed, *, order: Iterable[str] | None = None,
+         replace: Iterable[str] = (), replace_reason: ReplaceReason | None = None) -> list[Action]:
+    """The plan's actions, pure: what the spec wants (``desired``), what the state records
+    (``state``) and what the refresh saw (``observed``). ``order``: the graph's topological order
+    (default: ``desired``'s order, the instance first); ``replace_reason``: the provider's verdict
+    on a live instance (default: it always fits)."""
+    return Differ(state, list(order if order is not None else desired), desired, observed, set(replace),
+                  replace_reason or (lambda inst: None)).run()
+
+
 class Differ:
-    def __init__(self, ws: Workspace, state: State, graph: Graph, desired: dict[str, Desired],
-                 observed: Observed, replace: set[str]) -> None:
-        self.ws, self.state, self.graph, self.desired, self.obs = ws, state, graph, desired, observed
-        self.replace = replace
+    def __init__(self, state: State, order: list[str], desired: dict[str, Desired],
+                 observed: Observed, replace: set[str], replace_reason: ReplaceReason) -> None:
+        self.state, self.order, self.desired, self.obs = state, order, desired, observed
+        self.replace, self.replace_reason = replace, replace_reason
         self.actions: dict[str, Action] = {}
 
     def run(self) -> list[Action]:
-        for address in self.graph.nodes:
+        for address in self.order:
             self.actions[address] = self.diff(address)
         self._completed_run()
         for address in self.state.addresses():
@@ -88,13 +102,13 @@ class Differ:
             return Action(address, "replace", f"instance {inst.id} is {inst.status}"
                           + (f" ({inst.attrs.get('status_msg')})" if inst.attrs.get("status_msg") else ""),
                           "replace_because_not_running")
-        if extra and prior is not None and not self.ws.provider.replace_reason(inst, self.ws.spec.compute.config):
+        if extra and prior is not None and not self.replace_reason(inst):
             # more than one machine carries the run's label (a create whose answer was lost):
             # each bills; apply adopts this one again, and that destroys the others
             return Action(address, "read", f"instance {inst.id} is running, but instance(s) "
                           f"{', '.join(map(str, extra))} carry its label {inst.label} too and bill: "
                           "apply destroys them", "read_because_duplicates")
-        why = self.ws.provider.replace_reason(inst, self.ws.spec.compute.config)
+        why = self.replace_reason(inst)
         if why:
             return Action(address, "replace", why, "replace_because_cannot_update")
         if prior is None:
@@ -339,4 +353,4 @@ def on_machine(address: str) -> bool:
     return kind_of(address) in ("secrets", "code", "dataset", "stage")
 
 
-__all__ = ["Differ", "on_machine", "SECRETS", "TRACKER"]
+__all__ = ["SECRETS", "TRACKER", "Differ", "diff", "on_machine"]

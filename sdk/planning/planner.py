@@ -7,8 +7,9 @@ from typing import Any
 
 from runform.errors import PolicyError, RunformError
 from runform.graph import INSTANCE, build_graph, kind_of
+from runform.interfaces import InstanceInfo
 from runform.planning.desired import compute_desired
-from runform.planning.diff import Differ, on_machine
+from runform.planning.diff import diff, on_machine
 from runform.planning.model import Action, Plan
 from runform.planning.refresh import refresh
 from runform.state.model import State
@@ -49,7 +50,8 @@ def make_plan(
         return plan
     desired = compute_desired(ws, state, graph)
     observed = refresh(ws, state, desired, enabled=refresh_enabled)
-    actions = Differ(ws, state, graph, desired, observed, replace).run()
+    actions = diff(desired, state, observed, order=graph.nodes, replace=replace,
+                   replace_reason=lambda inst: ws.provider.replace_reason(inst, ws.spec.compute.config))
     if targets:
         keep = set(targets) | graph.upstream(targets)
         actions = [a for a in actions if a.address in keep]
@@ -126,12 +128,18 @@ def _estimate(ws: Workspace, state: State, actions: list[Action]) -> dict:
 
 
 def _destroy_actions(ws: Workspace, state: State, refresh_enabled: bool) -> list[Action]:
-    actions: list[Action] = []
     inst_rec = state.get(INSTANCE)
     live = None
     if refresh_enabled:
         pins = dict(inst_rec.attrs.get("pins", {})) if inst_rec else {}
         live = ws.provider.find([ws.label(state)], ws.provider_context(state, pins)).get(ws.label(state))
+    return destroy_actions(state, live, refreshed=refresh_enabled)
+
+
+def destroy_actions(state: State, live: InstanceInfo | None, *, refreshed: bool = True) -> list[Action]:
+    """A destroy plan's actions, pure: the state's records and the live instance found by label."""
+    actions: list[Action] = []
+    inst_rec = state.get(INSTANCE)
     for address, rec in reversed(list(state.resources.items())):
         if address == INSTANCE:
             continue
@@ -144,9 +152,9 @@ def _destroy_actions(ws: Workspace, state: State, refresh_enabled: bool) -> list
                                   else "forgotten from state", "forget", revision=rec.revision))
     if inst_rec is not None or live is not None:
         why = "destroy requested"
-        if inst_rec is None:
+        if inst_rec is None and live is not None:
             why = f"found instance {live.id} by its label (not in state): destroy it"
-        elif refresh_enabled and live is None:
+        elif refreshed and live is None:
             why = "already gone: remove it from state"
         actions.append(Action(INSTANCE, "delete", why, "delete_because_destroy",
                               revision=inst_rec.revision if inst_rec else None,

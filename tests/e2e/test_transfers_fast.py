@@ -1,0 +1,364 @@
+"""Data at line rate (issue 15): large files over SSH streamed through an exec channel, syncs in
+batches that survive an interruption, hydration from presigned URLs without credentials on the
+machine, and the first Ctrl-C (``abort`` / the agent's hang-up watch) stopping a transfer so
+that the next one moves only what is missing. Real sshd and moto's S3 server on loopback;
+speed itself is measured in bench/, not here."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import machine_root, run_cli
+
+from runform import codesync
+from runform.codesync import local_manifest, sync_tree
+from runform.errors import RunformError
+from runform.providers.ssh.transport import SSHTransport
+from runform.storage import urlfetch as _urlfetch
+from runform.storage_backends.s3 import S3Backend
+from runform.testing.sshd import SSHD
+
+needs_sshd = pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
+pytestmark = pytest.mark.slow
+
+
+def _until(cond, what: str, deadline_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + deadline_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def transport(sshd: SSHD):  # type: ignore[no-untyped-def]
+    with SSHTransport(sshd.host, sshd.port, sshd.user, sshd.key_file) as t:
+        yield t
+
+
+@needs_sshd
+def test_a_large_file_is_streamed_atomically_with_its_mode_and_progress(
+    transport: SSHTransport, tmp_path: Path
+) -> None:
+    src = tmp_path / "big.bin"
+    data = os.urandom(6 << 20)  # over the streaming threshold
+    src.write_bytes(data)
+    dest = tmp_path / "remote" / "big.bin"
+    dest.parent.mkdir()
+    seen: list[int] = []
+    transport.put_file(src, str(dest), mode=0o640, progress=seen.append)
+    assert dest.read_bytes() == data
+    assert dest.stat().st_mode & 0o777 == 0o640
+    assert sum(seen) == len(data)
+    assert os.listdir(dest.parent) == ["big.bin"]  # no temporary file left
+
+
+@needs_sshd
+def test_abort_stops_a_large_upload_and_leaves_nothing_with_the_final_name(
+    transport: SSHTransport, tmp_path: Path
+) -> None:
+    src = tmp_path / "huge.bin"
+    with open(src, "wb") as f:  # sparse: 4 GB to send, nothing to write here
+        f.truncate(4 << 30)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    sent: list[int] = []
+    errors: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            transport.put_file(src, str(remote / "huge.bin"), progress=sent.append)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            errors.append(exc)
+
+    worker = threading.Thread(target=upload)
+    worker.start()
+    _until(lambda: sum(sent) > 8 << 20, "the upload to start")
+    transport.abort()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the upload did not stop"
+    assert errors, "an aborted upload must not report success"
+    assert sum(sent) < 4 << 30
+    assert not (remote / "huge.bin").exists()
+    _until(lambda: not os.listdir(remote), "the temporary file to be removed")
+    transport.run(["true"])  # the transport works after an abort
+
+
+@needs_sshd
+def test_an_interrupted_sync_resumes_with_only_the_files_that_did_not_land(
+    transport: SSHTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(codesync, "_BATCH_BYTES", 3 << 20)
+    monkeypatch.setattr(codesync, "_STREAM_MIN", 1 << 20)
+    src = tmp_path / "data"
+    src.mkdir()
+    for i in range(4):
+        (src / f"part{i}.bin").write_bytes(os.urandom(2 << 20))  # one file per batch
+    root = str(tmp_path / "machine")
+    total = [0]
+
+    def interrupt_in_the_third_batch(n: int) -> None:
+        total[0] += n
+        if total[0] > 5 << 20:
+            transport.abort()
+
+    with pytest.raises(RunformError):
+        sync_tree(transport, src, root, progress=interrupt_in_the_third_batch)
+    report = sync_tree(transport, src, root)
+    assert report.files_sent == 2 and report.bytes_sent == 2 * (2 << 20), report.sent
+    for i in range(4):
+        assert (Path(root) / f"part{i}.bin").read_bytes() == (src / f"part{i}.bin").read_bytes()
+    again = sync_tree(transport, src, root, local_manifest(src))
+    assert not again.changed
+
+
+# ---------------------------------------------------------------------- presigned hydration
+
+
+def _bucket_with(server, sizes: dict[str, int]) -> tuple[str, dict[str, bytes]]:  # type: ignore[no-untyped-def]
+    bucket = server.make_bucket()
+    c = server.runform_client()
+    bodies = {name: os.urandom(size) for name, size in sizes.items()}
+    for name, body in bodies.items():
+        c.put_object(Bucket=bucket, Key=f"ds/{name}", Body=body)
+    return bucket, bodies
+
+
+def test_hydration_from_presigned_urls_needs_no_credentials(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bucket, bodies = _bucket_with(s3_server, {"a.bin": 3000, "sub/b.bin": 70 << 20})  # b: ranged
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    signed = backend.presign(manifest, env, ttl_s=600)
+    dest = tmp_path / "dest"
+    # no credential anywhere in what the machine gets: only URLs and their expiry
+    moved = _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"])
+    assert moved == sum(len(b) for b in bodies.values())
+    for name, body in bodies.items():
+        assert (dest / name).read_bytes() == body
+    s3_server.stats.reset()
+    assert _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"]) == 0
+    assert s3_server.stats.object_bytes_out == 0  # the no-change fetch makes no request
+
+
+def test_expired_urls_are_reported_and_fresh_ones_finish_the_fetch(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bucket, _ = _bucket_with(s3_server, {"a.bin": 1000, "b.bin": 2000})
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    stale = backend.presign(manifest, env, ttl_s=600)
+    out = _urlfetch.agent_fetch(manifest, tmp_path / "d", stale["urls"], time.time() + 1)
+    assert out == {"expired": True}  # about to expire: not started, the client signs again
+    fresh = backend.presign(manifest, env, ttl_s=600)
+    assert _urlfetch.agent_fetch(manifest, tmp_path / "d", fresh["urls"], fresh["expires_at"]) == {
+        "bytes": 3000}
+
+
+def test_a_stopped_hydration_leaves_no_partial_file_and_resumes_with_the_rest(
+    s3_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    sizes = {f"f{i}.bin": 4 << 20 for i in range(6)}
+    bucket, bodies = _bucket_with(s3_server, sizes)
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    signed = backend.presign(manifest, env, ttl_s=600)
+    dest = tmp_path / "dest"
+    stop = threading.Event()
+    seen = [0]
+
+    def progress(n: int) -> None:
+        seen[0] += n
+        if seen[0] > 6 << 20:
+            stop.set()  # what the agent's hang-up watch does on the client's Ctrl-C
+
+    with pytest.raises(_urlfetch.Stopped):
+        _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
+                             progress=progress, workers=2, stop=stop)
+    whole = {p.name for p in dest.iterdir() if p.name in bodies}
+    for name in whole:  # a file with its final name is complete
+        assert (dest / name).read_bytes() == bodies[name]
+    assert not [p for p in dest.iterdir() if ".runform-tmp" in p.name or ".tmp" in p.name]
+    s3_server.stats.reset()
+    moved = _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"])
+    assert moved == sum(sizes[n] for n in bodies if n not in whole)
+    assert s3_server.stats.object_bytes_out == moved
+    for name, body in bodies.items():
+        assert (dest / name).read_bytes() == body
+
+
+def test_the_agent_stops_when_the_client_hangs_up() -> None:
+    r, w = os.pipe()
+    stop = threading.Event()
+    unwatch = _urlfetch.watch_hangup(stop, fd=w)
+    try:
+        assert not stop.wait(0.3)
+        os.close(r)  # sshd closing the channel's pipe (the client's Ctrl-C)
+        assert stop.wait(10)
+    finally:
+        unwatch()
+        os.close(w)
+
+
+def test_a_read_only_spec_puts_no_storage_key_on_the_machine(hello: Path, s3_server_b2) -> None:  # type: ignore[no-untyped-def]
+    server = s3_server_b2
+    bucket = server.make_bucket()
+    server.runform_client().put_object(Bucket=bucket, Key="greetings/names.txt", Body=b"ada\n")
+    keys = server.env("b2")
+    env = "".join(f"{k}={v}\n" for k, v in keys.items())
+    (hello / "hello.env").write_text('HELLO_TOKEN="not-a-real-secret-0000"\n' + env)
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["datasets"]["greetings"]["source"] = f"b2://{bucket}/greetings/"
+    spec.pop("artifacts", None)
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    a = run_cli("apply", "--auto-approve", cwd=hello)
+    assert a.returncode == 0, a.stdout + a.stderr
+    root = machine_root(hello)
+    assert (root / "data" / "greetings" / "names.txt").read_bytes() == b"ada\n"
+    on_machine = "\n".join(p.read_text(errors="replace") for p in root.rglob("*")
+                           if p.is_file() and ".venv" not in p.parts)
+    assert "not-a-real-secret-0000" in on_machine  # other secrets still go
+    for name in ("B2_KEY_ID", "B2_APP_KEY"):
+        assert name not in on_machine and keys[name] not in on_machine, name
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+
+@needs_sshd
+def test_ctrl_c_during_a_dataset_upload_stops_it_and_the_next_apply_sends_only_the_rest(
+    hello: Path, sshd: SSHD, tmp_path: Path
+) -> None:
+    """The real CLI over the real sshd: SIGINT while a ``file://`` folder is being sent."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "remote" / "hello"
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["compute"] = {**sshd.compute, "root": str(root)}
+    spec["datasets"]["big"] = {"source": "file://big", "dest": "data/big"}
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    big = hello / "big"
+    big.mkdir()
+    for i in range(8):  # sparse 64 MB files: one landing batch each
+        with open(big / f"f{i}.bin", "wb") as f:
+            f.truncate(64 << 20)
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
+                            cwd=hello, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        landed = root / "data" / "big"
+        _until(lambda: landed.is_dir() and any(p.name.endswith(".bin") for p in landed.iterdir()),
+               "the first batch to land", deadline_s=240)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out and "dataset.big" in out and "interrupted" in out.lower(), out
+    sent_first = sorted(p.name for p in landed.iterdir() if p.name.endswith(".bin"))
+    assert 0 < len(sent_first) < 8, (sent_first, out.splitlines())
+    again = run_cli("apply", "--auto-approve", cwd=hello)
+    assert again.returncode == 0, again.stdout + again.stderr
+    moved = re.search(r"dataset\.big: ([\d.]+) MB moved", again.stdout + again.stderr)
+    assert moved, again.stdout + again.stderr
+    assert float(moved.group(1)) == pytest.approx((8 - len(sent_first)) * (64 << 20) / 1e6, abs=0.1)
+    assert sorted(p.name for p in landed.iterdir() if p.name.endswith(".bin")) == [
+        f"f{i}.bin" for i in range(8)]
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+
+@needs_sshd
+def test_closing_the_channel_is_seen_by_the_agent_as_a_hang_up(
+    transport: SSHTransport, tmp_path: Path
+) -> None:
+    """What stops a hydration on the machine at the client's Ctrl-C: sshd closes the command's
+    stdout pipe when the channel closes, and the agent's watch sees it."""
+    import sys
+
+    marker = tmp_path / "stopped"
+    script = (
+        "import threading, pathlib, sys\n"
+        "from runform.storage.urlfetch import watch_hangup\n"
+        "stop = threading.Event(); watch_hangup(stop)\n"
+        "print('ready', flush=True)\n"
+        "stop.wait(60) and pathlib.Path(sys.argv[1]).write_text('yes')\n"
+    )
+    out: list[bytes] = []
+    worker = threading.Thread(target=lambda: transport.run_stream(
+        [sys.executable, "-c", script, str(marker)], out.append))
+    worker.start()
+    _until(lambda: b"ready" in b"".join(out), "the command to start")
+    transport.abort()
+    worker.join(timeout=10)
+    _until(marker.exists, "the command to see the hang-up")
+
+
+def test_apply_signs_fresh_urls_when_the_agent_reports_them_expired(
+    s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """The client's side of expiry: the agent (in-process here, runform's own ``hydrate`` op)
+    gets URLs that are about to expire, answers ``expired``, and the client signs again."""
+    from types import SimpleNamespace
+
+    from runform.agent.ops import handle
+    from runform.execution.handlers import Handlers
+    from runform.plugins import get_plugin_manager
+
+    bucket, bodies = _bucket_with(s3_server, {"a.bin": 5000, "b/c.bin": 7000})
+    env = s3_server.env("s3")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    manifest = S3Backend().resolve(f"s3://{bucket}/ds/", env)
+    signed: list[float] = []
+    real = S3Backend.presign
+
+    def presign(self, m, e, *, ttl_s=3600):  # type: ignore[no-untyped-def]
+        out = real(self, m, e, ttl_s=ttl_s)
+        if not signed:  # the first batch runs out before the fetch starts
+            out["expires_at"] = time.time() + 1
+        signed.append(out["expires_at"])
+        return out
+
+    monkeypatch.setattr(S3Backend, "presign", presign)
+    said: list[str] = []
+    handlers = object.__new__(Handlers)
+    handlers.ws = SimpleNamespace(pm=get_plugin_manager(), secrets={}, say=said.append)
+    root = tmp_path / "machine"
+    root.mkdir()
+    agent = SimpleNamespace(call=lambda op, **kw: handle({"op": op, "root": str(root), **kw}))
+    d = SimpleNamespace(dest="data/ds", links={})
+    moved = handlers._hydrate(agent, "dataset.ds", "ds", d, manifest)  # type: ignore[arg-type]
+    assert len(signed) == 2 and any("signing fresh ones" in s for s in said)
+    assert moved == 12000
+    for name, body in bodies.items():
+        assert (root / "data" / "ds" / name).read_bytes() == body
+
+
+def test_a_large_transfer_prints_bytes_rate_and_eta() -> None:
+    from types import SimpleNamespace
+
+    from runform.progress import SendMeter
+
+    said: list[str] = []
+    events: list[dict] = []
+
+    def tell(type_: str, message: str, **fields: object) -> None:
+        said.append(message)
+        events.append({"type": type_, **fields})
+
+    p = SendMeter(SimpleNamespace(tell=tell), "dataset.big", 100 << 20, every=0.0)  # type: ignore[arg-type]
+    p(10 << 20)
+    p(40 << 20)
+    assert said and said[-1].startswith("dataset.big: sent 52.4/104.9 MB (") and "ETA" in said[-1]
+    assert events[-1]["type"] == "transfer" and events[-1]["bytes"] == 50 << 20 and events[-1]["total"] == 100 << 20
+    small: list[str] = []
+    q = SendMeter(SimpleNamespace(tell=lambda t, m, **f: small.append(m)), "code.workdir", 1 << 20,
+                      every=0.0)  # type: ignore[arg-type]
+    q(1 << 20)
+    assert small == []  # a small transfer stays quiet
