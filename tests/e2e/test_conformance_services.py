@@ -51,9 +51,10 @@ class TestVastProvider(ProviderContract):
         provider.client.close()
 
     @pytest.fixture
-    def compute(self) -> dict[str, Any]:
+    def compute(self, tmp_path: Path) -> dict[str, Any]:
+        # its own machine folder: the stand-in's instances share this host's filesystem
         return {"provider": "vast", "gpus": ["RTX 4090"], "image": "pytorch/pytorch:2.4.0-cuda12.4-cudnn9-runtime",
-                "disk_gb": 20, "max_price_per_hour": 3.0}
+                "disk_gb": 20, "max_price_per_hour": 3.0, "root": str(tmp_path / "vast-root")}
 
 
 @pytest.fixture(params=["s3", "b2"])

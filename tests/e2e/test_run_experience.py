@@ -301,7 +301,7 @@ def test_offline_rehearsal_in_one_command(project: Path, tmp_path: Path) -> None
     import yaml
 
     spec = yaml.safe_load((project / "runform.yaml").read_text())
-    spec["compute"] = VAST
+    spec["compute"] = {**VAST, "root": str(project.parent / "vast-root")}  # instances share this host
     (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     proc = subprocess.Popen([sys.executable, "-m", "runform.testing.rehearse", "--created-s", "0.05",
                              "--loading-s", "0.2", "--dir", str(tmp_path / "rehearse")],
@@ -432,7 +432,7 @@ def test_sigterm_during_vast_readiness_leaves_nothing_billing_unlisted(project: 
     standin = make_vast_standin(sshd=sshd)
     standin.set_lifecycle(created_s=0.05, loading_s=600)  # it would load for 10 minutes
     spec = yaml.safe_load((project / "runform.yaml").read_text())
-    spec["compute"] = VAST
+    spec["compute"] = {**VAST, "root": str(project.parent / "vast-root")}  # instances share this host
     (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     env = {**os.environ, **standin.env()}
     env.pop("RUNFORM_DEBUG", None)
