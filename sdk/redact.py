@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from runform.masking import MASK, MIN_LENGTH, spellings
+from runform.masking import MASK, MIN_LENGTH, ByteMasker, spellings
 
 
 def _spellings(value: str) -> set[str]:
@@ -116,40 +116,15 @@ class Redactor:
         return StreamRedactor(self)
 
 
-class StreamRedactor:
-    """Redacts a byte stream chunk by chunk, catching secrets split across chunks.
+class StreamRedactor(ByteMasker):
+    """Redacts a byte stream chunk by chunk, catching secrets split across chunks (the
+    supervisor's :class:`runform.masking.ByteMasker` with this redactor's spellings).
 
     ``feed`` returns what can safely be emitted now; ``flush`` returns the rest at the end.
     """
 
     def __init__(self, redactor: Redactor) -> None:
-        self._redactor = redactor
-        self._keep = max(redactor.max_length - 1, 0)
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        pattern = self._redactor._bytes
-        if pattern is None:
-            return chunk
-        raw = self._pending + chunk
-        # A match starting before `boundary` is final: the longest secret starting there
-        # fits in `raw`. Anything from `boundary` on waits for the next chunk, unredacted.
-        boundary = len(raw) - self._keep
-        out: list[bytes] = []
-        pos = 0
-        for m in pattern.finditer(raw):
-            if m.start() >= boundary:
-                break
-            out += [raw[pos:m.start()], MASK.encode()]
-            pos = m.end()
-        cut = max(pos, boundary, 0)
-        out.append(raw[pos:cut])
-        self._pending = raw[cut:]
-        return b"".join(out)
-
-    def flush(self) -> bytes:
-        data, self._pending = self._redactor.redact_bytes(self._pending), b""
-        return data
+        super().__init__(redactor._bytes, redactor.max_length)
 
 
 def _normalise(values: Iterable[str] | str) -> tuple[str, ...]:

@@ -34,6 +34,17 @@ def poll(fn: Callable[[], T], what: str = "the condition", *, timeout: float = 1
     return got
 
 
+def isolate_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real wandb library with its folders under ``tmp_path``, silent, and no W&B variable of
+    the caller's environment leaking in."""
+    for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY",
+                "WANDB_RUN_GROUP", "WANDB_JOB_TYPE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("config", "cache", "data"):
+        monkeypatch.setenv(f"WANDB_{name.upper()}_DIR", str(tmp_path / f"wandb-{name}"))
+
+
 def offline_wandb_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_key: str) -> Any:
     """A TrackerContext for the real wandb library offline, its folders under ``tmp_path`` and
     no W&B variable of the caller's environment leaking in; ``api_key`` is the secret to hide."""
@@ -41,12 +52,7 @@ def offline_wandb_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_k
 
     from runform.interfaces import TrackerContext
 
-    for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY",
-                "WANDB_RUN_GROUP", "WANDB_JOB_TYPE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    for name in ("config", "cache", "data"):
-        monkeypatch.setenv(f"WANDB_{name.upper()}_DIR", str(tmp_path / f"wandb-{name}"))
+    isolate_wandb(tmp_path, monkeypatch)
     env = {"WANDB_MODE": "offline", "WANDB_API_KEY": api_key, "WANDB_PROJECT": "runform-tests"}
     return TrackerContext("burgers1d-quality-v2", "lineage-7", tmp_path / ".runform", tmp_path,
                           redactor=Redactor.from_env({"WANDB_API_KEY": api_key}), env=env)

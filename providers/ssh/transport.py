@@ -514,8 +514,7 @@ class SSHTransport:
         progress: Callable[[int], None] | None = None,
     ) -> None:
         src.seek(0)
-        folder, name = posixpath.split(remote_path)
-        tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+        tmp = _temp_name(remote_path)
         with self._sftp_lock:
             sftp = self._sftp_client()
             try:
@@ -542,8 +541,7 @@ class SSHTransport:
         """Like :meth:`_put`, but the bytes go through ``cat`` on an exec channel (see the
         module docs): created and renamed over SFTP, filled at the channel's line rate."""
         src.seek(0)
-        folder, name = posixpath.split(remote_path)
-        tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+        tmp = _temp_name(remote_path)
         with self._sftp_lock:
             self.open_new(tmp, mode).close()  # exclusive, with ``mode``: errors mapped as for _put
         try:
@@ -577,6 +575,12 @@ class SSHTransport:
                 client = self._ssh()
                 self._sftp = client.open_sftp()
             return self._sftp
+
+
+def _temp_name(remote_path: str) -> str:
+    """A hidden name beside ``remote_path`` that a file is written under before its rename."""
+    folder, name = posixpath.split(remote_path)
+    return posixpath.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
 
 
 def _feed(channel: paramiko.Channel, data: bytes | IO[bytes]) -> None:

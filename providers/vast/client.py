@@ -60,6 +60,7 @@ from runform.providers.vast.http import (
     is_gone,
     resolve_api_key,
     resolve_base_url,
+    shared_spacing_file,
     spacing_wanted,
 )
 
@@ -89,9 +90,11 @@ class VastClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         host = urlsplit(self.base_url).hostname or ""
-        if min_intervals is None:
+        shared = None
+        if min_intervals is None:  # Vast's own intervals, kept across this user's processes
             min_intervals = VAST_MIN_INTERVALS if spacing_wanted(host) else {}
-        self._throttle = _Throttle(min_intervals, sleep)
+            shared = shared_spacing_file(self._key or "") if min_intervals else None
+        self._throttle = _Throttle(min_intervals, sleep, shared)
         self._host = host
         self._http = httpx.Client(
             base_url=self.base_url,

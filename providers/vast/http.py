@@ -159,21 +159,70 @@ def _describe(resp: httpx.Response, secret: str | None = None) -> str:
 
 
 class _Throttle:
-    """Keeps a minimum interval between calls to the same endpoint."""
+    """Keeps a minimum interval between calls to the same endpoint, across every runform process
+    of this user with the same API key (Vast counts per key, and each command is a new process):
+    the last call per endpoint is kept in ``shared`` (a small JSON file, under an flock) when
+    given. A 50 ms margin absorbs the difference between when a call leaves and when it lands."""
 
-    def __init__(self, intervals: Mapping[str, float], sleep: Callable[[float], None]) -> None:
+    MARGIN_S = 0.05
+
+    def __init__(self, intervals: Mapping[str, float], sleep: Callable[[float], None],
+                 shared: Path | None = None) -> None:
         self._intervals = dict(intervals)
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
         self._sleep = sleep
+        self._shared = shared
 
     def wait(self, endpoint: str) -> None:
         gap = self._intervals.get(endpoint, 0.0)
         if gap <= 0:
             return
+        gap += self.MARGIN_S
         with self._lock:
-            now = time.monotonic()
-            due = self._last.get(endpoint, -1e9) + gap
-            self._last[endpoint] = max(now, due)
+            now = time.time()
+            if self._shared is not None:
+                due = self._claim_shared(endpoint, gap, now)
+            else:
+                due = self._last.get(endpoint, -1e12) + gap
+                self._last[endpoint] = max(now, due)
         if due > now:
             self._sleep(due - now)
+
+    def _claim_shared(self, endpoint: str, gap: float, now: float) -> float:
+        """When this call may go, read and written under an exclusive lock on the shared file."""
+        import fcntl
+        import json
+
+        try:
+            self._shared.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            fd = os.open(self._shared, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # no writable cache: this process's own spacing still holds
+            self._shared = None
+            due = self._last.get(endpoint, -1e12) + gap
+            self._last[endpoint] = max(now, due)
+            return due
+        with os.fdopen(fd, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                last = json.loads(f.read() or "{}")
+            except ValueError:
+                last = {}
+            if not isinstance(last, dict):
+                last = {}
+            prev = last.get(endpoint)
+            due = (float(prev) if isinstance(prev, (int, float)) else -1e12) + gap
+            last[endpoint] = max(now, due)
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(last))
+        return due
+
+
+def shared_spacing_file(api_key: str) -> Path:
+    """Where the spacing of calls made with ``api_key`` is shared between processes: the user's
+    cache folder, named by a hash of the key (never the key itself)."""
+    import hashlib
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "runform" / f"vast-spacing-{hashlib.sha256(api_key.encode()).hexdigest()[:16]}.json"

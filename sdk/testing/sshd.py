@@ -266,15 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     if not SSHD.available():
         print(f"error: {SSHD_BIN} or ssh-keygen is missing (fix: apt-get install openssh-server)")
         return 1
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    from runform.testing.serve import until_stopped
+
     with tempfile.TemporaryDirectory(prefix="runform-sshd-") as tmp, SSHD(Path(a.dir or tmp), port=a.port) as s:
         print(f"sshd listening on {s.host}:{s.port} (user {s.user}, key {s.key_file}); Ctrl-C stops it")
         print("compute:\n" + "".join(f"  {k}: {v}\n" for k, v in s.compute.items()), flush=True)
-        try:
-            done.wait()
-        except KeyboardInterrupt:
-            pass
+        until_stopped()
     return 0
 
 

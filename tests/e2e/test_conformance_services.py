@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from runform.providers.ssh.wheel import build_wheel
+    from runform.agent.wheel import build_wheel
 
     return build_wheel(tmp_path_factory.mktemp("wheels"))
 
@@ -100,12 +100,9 @@ class TestWandbBackend(StorageBackendContract):
 class TestWandbTracker(TrackerContract):
     @pytest.fixture
     def tracker_env(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-        for var in ("WANDB_RUN_ID", "WANDB_RESUME", "WANDB_DIR", "WANDB_PROJECT", "WANDB_ENTITY",
-                    "WANDB_RUN_GROUP", "WANDB_JOB_TYPE"):
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("WANDB_SILENT", "true")
-        for name in ("config", "cache", "data"):
-            monkeypatch.setenv(f"WANDB_{name.upper()}_DIR", str(tmp_path / f"wandb-{name}"))
+        from helpers import isolate_wandb
+
+        isolate_wandb(tmp_path, monkeypatch)
         return {"WANDB_MODE": "offline", "WANDB_PROJECT": "runform-conformance"}
 
     @pytest.fixture

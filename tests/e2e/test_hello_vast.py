@@ -147,10 +147,11 @@ def test_apply_with_vasts_spacing_against_a_server_that_enforces_it(hello: Path,
     d = run_cli("destroy", "--auto-approve", cwd=hello, env=env)
     assert d.returncode == 0, d.stderr
     assert standin.audit().live_for(label) == []
-    # each command is a new process with a fresh throttle: its first call may come sooner than
-    # the interval after the previous command's last one (a 429 it retries); none past that
+    # each command is a new process: the spacing is shared between them (per API key), so not
+    # even a command's first call comes sooner than the interval after the previous one's last
+    # (the server times arrivals: one call held up in flight past the 50 ms margin may land early)
     tripped = [r for r in standin.audit().requests if r.fault == "interval"]
-    assert len(tripped) <= 3, tripped
+    assert len(tripped) <= 1, tripped
 
 
 def test_a_plan_names_an_extra_instance_and_apply_removes_it(hello: Path, standin) -> None:  # type: ignore[no-untyped-def]

@@ -8,9 +8,8 @@ then ``VAST_API_URL=http://127.0.0.1:8765 VAST_API_KEY=standin-vast-key runform 
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 
+from runform.testing.serve import until_stopped
 from runform.testing.vast import DEFAULT_API_KEY, Faults, Lifecycle, VastStandIn
 
 
@@ -58,14 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                           lifecycle=Lifecycle(created_s=a.created_s, loading_s=a.loading_s, destroy_s=a.destroy_s),
                           faults=faults, ssh_host=a.ssh_host, ssh_port=a.ssh_port, ssh_user=a.ssh_user,
                           authorized_keys=a.authorized_keys, root_dir=a.root_dir)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
     with standin:
         print(f"vast stand-in listening on {standin.url}  (VAST_API_KEY={standin.api_key})", flush=True)
-        try:
-            done.wait()
-        except KeyboardInterrupt:
-            pass
+        until_stopped()
     return 0
 
 
