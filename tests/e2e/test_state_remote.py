@@ -506,7 +506,7 @@ def test_plans_in_a_loop_during_an_apply_on_a_409_server(s3_server_conflicts: S3
                              env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _until(lambda: server.stats.of("PutObject") and any(".lock" in q.path for q in server.stats.of("PutObject")),
-               "the apply to take the lock", deadline=60)
+               "the apply to take the lock", timeout=60)
         plans = []
         second = None
         deadline = time.monotonic() + 150
