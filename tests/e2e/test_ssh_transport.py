@@ -7,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 
 import paramiko
 import pytest
@@ -41,15 +42,16 @@ def test_run_returns_exit_code_output_and_feeds_stdin(transport: SSHTransport) -
 
 
 def test_env_travels_in_a_0600_file_never_on_a_command_line(transport: SSHTransport) -> None:
+    token = f"s3cret-{uuid.uuid4().hex[:8]} 'quoted'"  # this call's own: other runs share the home
     script = (
         'echo "$TOKEN"; tr "\\0" " " < /proc/$PPID/cmdline; echo; '
-        "ls -a ~ | grep -c runform-env || true"
+        f"cat ~/.runform-env-* 2>/dev/null | grep -c {token.split()[0]} || true"
     )
-    r = transport.run(["sh", "-c", script], env={"TOKEN": "s3cret 'quoted'"})
+    r = transport.run(["sh", "-c", script], env={"TOKEN": token})
     value, parent_cmdline, leftovers = r.stdout.decode().splitlines()
-    assert value == "s3cret 'quoted'"
-    assert "s3cret" not in parent_cmdline  # the login shell's command line has no value
-    assert leftovers == "0"  # the env file is removed before the command starts
+    assert value == token
+    assert token.split()[0] not in parent_cmdline  # the login shell's command line has no value
+    assert leftovers == "0"  # this call's env file is removed before the command starts
 
 
 def test_run_stream_hands_output_over_as_it_comes(transport: SSHTransport) -> None:
