@@ -33,19 +33,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import runform.hookspecs
-from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry
 from runform.storage.digest import md5_hex
 from runform.storage.record import walk_files
 from runform.storage.verify import VerifyReport, verify
 
 from runform.storage.hydrate import HydrateOptions, Progress, hydrate
+from runform.wandb_support import ArtifactRef, check_artifact_name
 from .wandb_api import (
     WandbArtifactAPI,
     api_from_env,
-    check_artifact_name,
     pending_sync,
     push_job_type,
 )
@@ -66,33 +64,6 @@ def pipeline_run(env: Mapping[str, str]) -> tuple[str | None, dict[str, Any]]:
     if env.get("WANDB_RUN_GROUP"):
         meta["runform_run_group"] = env["WANDB_RUN_GROUP"]
     return env.get("WANDB_RUN_GROUP") or run_id, meta
-
-
-@attrs.frozen
-class ArtifactRef:
-    entity: str
-    project: str
-    name: str
-    alias: str
-
-    @classmethod
-    def parse(cls, uri: str, env: Mapping[str, str] | None = None) -> ArtifactRef:
-        if not uri.startswith("wandb://"):
-            raise RunformError(f"not a wandb:// URI: {uri!r}")
-        body = uri[len("wandb://"):].strip("/")
-        path, _, alias = body.partition(":")
-        parts = path.split("/")
-        if len(parts) == 2 and (env or {}).get("WANDB_ENTITY"):
-            parts = [str((env or {})["WANDB_ENTITY"]), *parts]
-        if len(parts) != 3 or not all(parts):
-            raise RunformError(f"{uri!r}: expected wandb://entity/project/name:alias",
-                               hint="or set WANDB_ENTITY and write wandb://project/name:alias")
-        return cls(parts[0], parts[1], parts[2], alias or "latest")
-
-    @property
-    def uri(self) -> str:
-        """The normalised URI (entity and alias spelled out)."""
-        return f"wandb://{self.entity}/{self.project}/{self.name}:{self.alias}"
 
 
 def check_uri(uri: str) -> tuple[str, str] | None:

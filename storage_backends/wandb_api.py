@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 import tempfile
 import threading
 import uuid
@@ -45,6 +44,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from runform.errors import RunformError
 from runform.interfaces import PENDING_SYNC
+from runform.wandb_support import settings
 
 
 class ArtifactVersion(NamedTuple):
@@ -79,51 +79,11 @@ class WandbArtifactAPI(Protocol):
 
 
 PUSH_JOB_TYPE = "runform-push"
-ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # storage.md §0
-
-# W&B settings that keep everything of the process (system metrics, host metadata, installed
-# packages) out of W&B files. They are private (``x_``) and may go without notice: this is the
-# one place runform names them; settings() drops any a wandb upgrade removed, and
-# tests/test_wandb_settings.py fails loudly when that happens.
-PRIVATE_QUIET = {"x_disable_stats": True, "x_disable_meta": True, "x_disable_machine_info": True,
-                 "x_save_requirements": False}
-PUBLIC_QUIET = {"console": "off", "disable_git": True, "save_code": False, "disable_code": True,
-                "silent": True, "disable_job_creation": True}
-
-
 def pending_sync(version: str | None) -> str | None:
     """The offline run folder of a version logged offline (None for a real version)."""
     if version and version.startswith(PENDING_SYNC):
         return version[len(PENDING_SYNC):]
     return None
-
-
-def check_artifact_name(name: str) -> str | None:
-    """Why ``name`` is not a valid W&B artifact name (None when it is)."""
-    if ARTIFACT_NAME.match(name):
-        return None
-    if len(name) > 128:
-        return f"artifact name {name[:40]!r}... is {len(name)} characters long (W&B allows 128)"
-    bad = sorted({c for c in name if not re.match(r"[A-Za-z0-9_.-]", c)})
-    return (f"artifact name {name!r} has characters W&B does not allow ({' '.join(map(repr, bad))})"
-            if bad else "the artifact name is empty")
-
-
-def settings(*, mode: str | None = None, api_key: str | None = None, base_url: str | None = None) -> Any:
-    """``wandb.Settings`` for runform's runs (the pipeline's and the pushes'): quiet, nothing
-    of the process recorded. ``mode`` None: W&B's own choice (``WANDB_MODE``)."""
-    import wandb
-
-    fields = getattr(wandb.Settings, "model_fields", None)
-    private = {k: v for k, v in PRIVATE_QUIET.items() if fields is None or k in fields}
-    kwargs: dict[str, Any] = {**PUBLIC_QUIET, **private}
-    if api_key:
-        kwargs["api_key"] = api_key
-    if base_url:
-        kwargs["base_url"] = base_url
-    if mode:
-        kwargs["mode"] = mode
-    return wandb.Settings(**kwargs)
 
 
 def push_job_type(name: str) -> str:

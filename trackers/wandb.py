@@ -71,7 +71,7 @@ class WandbTracker:
 
     # ------------------------------------------------------------------ lifecycle
     def _settings(self) -> Any:
-        from runform.storage_backends.wandb_api import settings
+        from runform.wandb_support import settings
 
         online = self.mode in ("online", "shared")
         env = self.ctx.env
@@ -214,7 +214,7 @@ class WandbTracker:
     def _pushed_version(self, uri: str, manifest: Manifest) -> str | None:
         """``entity/project/name:vN`` of a ``wandb://`` push (None for other schemes, or
         when the push's manifest has no ``vN``)."""
-        from runform.storage_backends.wandb import ArtifactRef
+        from runform.wandb_support import ArtifactRef
 
         version = manifest.version or ""
         if not (version[:1] == "v" and version[1:].isdigit()):

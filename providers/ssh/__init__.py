@@ -3,9 +3,10 @@
 Importing this module (which happens whenever plugins load, e.g. for ``runform --help``)
 imports no paramiko: the transport is imported when a connection is first needed.
 
-Modules: :mod:`.provider` (the Provider), :mod:`.transport` (SSHTransport, paramiko),
-:mod:`.hostkeys` (pinning). Installing runform's agent over any transport is the core's
-(:mod:`runform.agent.install`), shared with the Vast provider.
+Modules: :mod:`.provider` (the Provider). The SSH transport and host-key pinning are the
+core's (:mod:`runform.transport.ssh`), shared with the Vast provider; :mod:`.transport` and
+:mod:`.hostkeys` here re-export them for old imports. Installing runform's agent over any
+transport is the core's too (:mod:`runform.agent.install`).
 """
 
 from __future__ import annotations

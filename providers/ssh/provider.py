@@ -35,7 +35,7 @@ from runform.interfaces import InstanceInfo, InstanceRequest, Machine, ProviderC
 if TYPE_CHECKING:
     from runform.agent.install import AgentInfo
     from runform.agent.wheel import Wheel
-    from runform.providers.ssh.transport import SSHTransport
+    from runform.transport.ssh import SSHTransport
 
 CLAIM = ".runform/claim.json"
 REGISTRY = "ssh-machines.json"
@@ -86,7 +86,7 @@ class Target:
 
     @property
     def endpoint(self) -> str:
-        from runform.providers.ssh.hostkeys import endpoint
+        from runform.transport.ssh.hostkeys import endpoint
 
         return endpoint(self.host, self.port)
 
@@ -236,7 +236,7 @@ class SSHProvider:
     def _transport(
         self, target: Target, ctx: ProviderContext, *, retry_timeout: float
     ) -> SSHTransport:
-        from runform.providers.ssh.transport import SSHTransport  # paramiko only when used
+        from runform.transport.ssh import SSHTransport  # paramiko only when used
 
         return SSHTransport(
             target.host,

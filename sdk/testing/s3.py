@@ -3,7 +3,7 @@
 ``start_s3_server(mode)`` runs moto's WSGI app in a threaded werkzeug server on a free
 loopback port, behind two small WSGI middlewares:
 
-- :class:`B2Rules` (``mode="b2"``) answers what Backblaze B2 rejects, the way B2 answers
+- :class:`~runform.testing.s3_rules.B2Rules` (``mode="b2"``) answers what Backblaze B2 rejects, the way B2 answers
   it (storage.md §2, §4):
 
   * ``If-None-Match`` / ``If-Match`` on PutObject or CompleteMultipartUpload → 501
@@ -18,7 +18,7 @@ loopback port, behind two small WSGI middlewares:
   * buckets keep every version (B2's default): ``make_bucket`` turns versioning on, so a
     delete without a VersionId only adds a hide marker (a delete marker), as on B2.
 
-- :class:`Conditions` (every mode) changes how conditional writes (``If-None-Match`` /
+- :class:`~runform.testing.s3_rules.Conditions` (every mode) changes how conditional writes (``If-None-Match`` /
   ``If-Match`` on PutObject, CompleteMultipartUpload, DeleteObject) are answered:
 
   * ``conflict_share`` (mode ``s3-conflicts``: 0.3): that share of them, and any that arrives
@@ -27,7 +27,7 @@ loopback port, behind two small WSGI middlewares:
   * ``ignore_conditions`` (mode ``s3-ignoring``): the headers are dropped before moto sees
     them, as some S3-compatible servers do (reported for Incus's S3; RustFS on DELETE).
 
-- :class:`Accounting` records every request (operation, status, bytes in and out), so a
+- :class:`~runform.testing.s3_accounting.Accounting` records every request (operation, status, bytes in and out), so a
   test can assert that a re-apply downloads 0 bytes or lists once.
 
 Fixtures (also through runform's pytest plugin): ``s3_server``, ``s3_server_b2``,
@@ -40,257 +40,21 @@ from __future__ import annotations
 import threading
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs
 
 import attrs
 import pytest
 
+from runform.testing.s3_accounting import Accounting, Request, operation_of
+from runform.testing.s3_rules import B2Rules, Conditions
+
+__all__ = ["ACCESS_KEY", "B2_REGION", "SECRET_KEY", "Accounting", "B2Rules", "Conditions", "Request",
+           "S3Server", "operation_of", "start_s3_server"]
+
 ACCESS_KEY = "runform-test-key"
 SECRET_KEY = "runform-test-secret"
 B2_REGION = "us-west-004"
-
-_B2_NOT_IMPLEMENTED = "A header you provided implies functionality that is not implemented"
-
-
-# --------------------------------------------------------------------------- accounting
-
-
-@attrs.frozen
-class Request:
-    """One request the server answered."""
-
-    method: str
-    path: str
-    query: str
-    operation: str
-    status: int
-    bytes_in: int
-    bytes_out: int
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-def operation_of(method: str, path: str, query: str) -> str:
-    """The S3 operation name of a path-style request (enough for test assertions)."""
-    q = parse_qs(query, keep_blank_values=True)
-    parts = path.lstrip("/").split("/", 1)
-    has_key = len(parts) == 2 and parts[1] != ""
-    if path.startswith("/moto-api"):
-        return "MotoApi"
-    if not has_key:
-        if method == "GET":
-            return "ListObjectsV2" if q.get("list-type") == ["2"] else (
-                "ListObjectVersions" if "versions" in q else "ListBucket")
-        if method == "POST" and "delete" in q:
-            return "DeleteObjects"
-        return {"PUT": "CreateBucket" if not q else "PutBucketConfig", "HEAD": "HeadBucket",
-                "DELETE": "DeleteBucket"}.get(method, method)
-    if method == "GET":
-        return "ListParts" if "uploadId" in q else "GetObject"
-    if method == "HEAD":
-        return "HeadObject"
-    if method == "PUT":
-        return "UploadPart" if "partNumber" in q else "PutObject"
-    if method == "POST":
-        if "uploads" in q:
-            return "CreateMultipartUpload"
-        if "uploadId" in q:
-            return "CompleteMultipartUpload"
-    if method == "DELETE":
-        return "AbortMultipartUpload" if "uploadId" in q else "DeleteObject"
-    return method
-
-
-class Accounting:
-    """WSGI middleware that records each request and counts the bytes it sent back."""
-
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self.app = app
-        self._lock = threading.Lock()
-        self.requests: list[Request] = []
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        query = environ.get("QUERY_STRING", "")
-
-        def capture(status_line: str, headers: Any, exc_info: Any = None) -> Any:
-            # Recorded here, before any byte goes out, so a client never sees a response
-            # that the log does not hold yet. bytes_out is the declared Content-Length.
-            if not path.startswith("/moto-api"):
-                length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
-                hdrs = tuple((k[5:].replace("_", "-").lower(), str(v))
-                             for k, v in environ.items() if k.startswith("HTTP_"))
-                rec = Request(method, path, query, operation_of(method, path, query),
-                              int(status_line.split(" ", 1)[0]),
-                              int(environ.get("CONTENT_LENGTH") or 0),
-                              0 if method == "HEAD" else length, hdrs)
-                with self._lock:
-                    self.requests.append(rec)
-            return start_response(status_line, headers, exc_info)
-
-        return self.app(environ, capture)  # type: ignore[no-any-return]
-
-    # ------------------------------------------------------------------ queries
-    def of(self, operation: str | None = None) -> list[Request]:
-        with self._lock:
-            return [r for r in self.requests if operation is None or r.operation == operation]
-
-    def count(self, operation: str | None = None) -> int:
-        return len(self.of(operation))
-
-    @property
-    def object_bytes_out(self) -> int:
-        """Bytes of object content served (GetObject bodies, errors excluded)."""
-        return sum(r.bytes_out for r in self.of("GetObject") if r.status < 300)
-
-    @property
-    def bytes_in(self) -> int:
-        """Bytes of request bodies received (uploads)."""
-        return sum(r.bytes_in for r in self.of())
-
-    def operations(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in self.of():
-            out[r.operation] = out.get(r.operation, 0) + 1
-        return out
-
-
-# --------------------------------------------------------------------------- B2 rules
-
-
-def _error(start_response: Callable[..., Any], status: str, code: str, message: str) -> list[bytes]:
-    body = (
-        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
-        f"<Error>\n    <Code>{code}</Code>\n    <Message>{message}</Message>\n</Error>\n"
-    ).encode()
-    start_response(status, [("Content-Type", "application/xml"),
-                            ("Content-Length", str(len(body)))])
-    return [body]
-
-
-def _checksum_header(environ: dict[str, Any]) -> str | None:
-    """The flexible-checksum header B2 would complain about (B2 names the algorithm one)."""
-    names = [k[5:].replace("_", "-").lower() for k in environ if k.startswith("HTTP_")]
-    if "x-amz-sdk-checksum-algorithm" in names:
-        return "x-amz-sdk-checksum-algorithm"
-    for name in names:
-        if name == "x-amz-trailer" or (name.startswith("x-amz-checksum-")
-                                       and name != "x-amz-checksum-mode"):
-            return name
-    return None
-
-
-class B2Rules:
-    """WSGI middleware that rejects, as B2 does, what B2's S3 API does not implement. Each rule
-    carries the date of the latest report it follows (storage.md §0, §2, §4)."""
-
-    def __init__(self, app: Callable[..., Any]) -> None:
-        self.app = app
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        method = environ["REQUEST_METHOD"]
-        path, query = environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
-        if path.startswith("/moto-api"):
-            return self.app(environ, start_response)  # type: ignore[no-any-return]
-        op = operation_of(method, path, query)
-        writes = op in ("PutObject", "UploadPart", "CompleteMultipartUpload",
-                        "CreateMultipartUpload", "DeleteObjects")
-        # 2025-01 (Backblaze's "Use the AWS SDK for Python" page, boto3 >= 1.36 reports): the
-        # flexible-checksum headers on uploads are rejected with 400 InvalidArgument.
-        if writes and (name := _checksum_header(environ)):
-            _drain(environ)
-            return _error(start_response, "400 Bad Request", "InvalidArgument",
-                          f"Unsupported header '{name}' received for this API call.")
-        # 2025-03 report: x-amz-checksum-mode on GET (boto3's default response validation) is
-        # rejected the same way.
-        if op in ("GetObject", "HeadObject") and "HTTP_X_AMZ_CHECKSUM_MODE" in environ:
-            return _error(start_response, "400 Bad Request", "InvalidArgument",
-                          "Unsupported header 'x-amz-checksum-mode' received for this API call.")
-        conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
-        # 2026-01 and 2026-07 reports: still no conditional writes (501 NotImplemented).
-        if op in ("PutObject", "CompleteMultipartUpload") and conditional:
-            _drain(environ)
-            return _error(start_response, "501 Not Implemented", "NotImplemented",
-                          _B2_NOT_IMPLEMENTED)
-        # Unverified on B2 (MinIO and others reject it; storage.md §2): held to per-key deletes.
-        if op == "DeleteObjects" and "HTTP_CONTENT_MD5" not in environ:
-            _drain(environ)
-            return _error(start_response, "400 Bad Request", "InvalidRequest",
-                          "Missing required header for this request: Content-MD5")
-        return self.app(environ, start_response)  # type: ignore[no-any-return]
-
-
-_CONDITIONAL_WRITES = ("PutObject", "CompleteMultipartUpload", "DeleteObject")
-
-
-class Conditions:
-    """WSGI middleware: how conditional writes are answered (see the module's docstring).
-    ``conflict_share`` and ``ignore_conditions`` may be changed while the server runs."""
-
-    def __init__(self, app: Callable[..., Any], *, conflict_share: float = 0.0,
-                 ignore_conditions: bool = False, seed: int = 12) -> None:
-        import random
-
-        self.app = app
-        self.conflict_share = conflict_share
-        self.ignore_conditions = ignore_conditions
-        self.conflicts = 0  # 409s answered
-        self._random = random.Random(seed)
-        self._lock = threading.Lock()
-        self._in_flight: dict[str, int] = {}
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        op = operation_of(method, path, environ.get("QUERY_STRING", ""))
-        conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
-        if op not in _CONDITIONAL_WRITES or not conditional:
-            return self.app(environ, start_response)  # type: ignore[no-any-return]
-        if self.ignore_conditions:
-            environ.pop("HTTP_IF_NONE_MATCH", None)
-            environ.pop("HTTP_IF_MATCH", None)
-            return self.app(environ, start_response)  # type: ignore[no-any-return]
-        with self._lock:
-            busy = self._in_flight.get(path, 0) > 0
-            refuse = self.conflict_share > 0 and (busy or self._random.random() < self.conflict_share)
-            if refuse:
-                self.conflicts += 1
-            else:
-                self._in_flight[path] = self._in_flight.get(path, 0) + 1
-        if refuse:
-            _drain(environ)
-            return _error(start_response, "409 Conflict", "ConditionalRequestConflict",
-                          "A conflicting conditional operation is currently in progress against this "
-                          "resource. Please try again.")
-        try:
-            return list(self.app(environ, start_response))
-        finally:
-            with self._lock:
-                self._in_flight[path] -= 1
-                if not self._in_flight[path]:
-                    del self._in_flight[path]
-
-    def reset(self, *, conflict_share: float, ignore_conditions: bool) -> None:
-        with self._lock:
-            self.conflict_share, self.ignore_conditions, self.conflicts = conflict_share, ignore_conditions, 0
-
-
-def _drain(environ: dict[str, Any]) -> None:
-    """Read the request body so the connection stays usable after an early answer."""
-    stream = environ.get("wsgi.input")
-    if stream is None:
-        return
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    if length:
-        while length > 0 and (chunk := stream.read(min(length, 1 << 20))):
-            length -= len(chunk)
-    elif environ.get("wsgi.input_terminated"):
-        while stream.read(1 << 20):
-            pass
 
 
 # --------------------------------------------------------------------------- server

@@ -1,6 +1,8 @@
-"""Imports point one way: the core (``sdk/``) never imports a plugin folder, and nothing imports
+"""Imports point one way: the core (``sdk/``) never imports a plugin folder, a plugin package
+never imports another plugin package (what two share lives in the core), and nothing imports
 another package's underscore module or name. The plugin manager loads the built-ins through entry
-points, and ``runform.testing`` (the pytest plugin) drives them against the stand-ins."""
+points, and ``runform.testing`` (the pytest plugin) drives them against the stand-ins.
+An ``importlib.import_module("runform...")`` with a literal name counts as an import."""
 
 import ast
 from pathlib import Path
@@ -18,6 +20,19 @@ def _imports(path: Path):
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield node.module
             yield from (f"{node.module}.{a.name}" for a in node.names)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
+            yield node.args[0].value
+
+
+def _plugin(module: str) -> str | None:
+    """The plugin package ``module`` belongs to: ``runform.providers.<name>`` (each provider is
+    its own plugin), ``runform.storage_backends``, ``runform.trackers``; None for the core."""
+    parts = module.split(".")
+    if parts[:2] == ["runform", "providers"] and len(parts) > 2:
+        return ".".join(parts[:3])
+    return ".".join(parts[:2]) if module.startswith(PLUGINS) else None
 
 
 def _package(path: Path) -> str:
@@ -39,6 +54,7 @@ def test_imports_point_one_way():
         if ".venv" in path.parts:
             continue
         here, core = _package(path), path.relative_to(ROOT).parts[0] == "sdk" and "testing" not in path.parts
+        plugin = _plugin(here + "." + path.stem) if path.relative_to(ROOT).parts[0] in PACKAGES else None
         for mod in _imports(path):
             parts = mod.split(".")
             private = next((i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")), None)
@@ -46,4 +62,20 @@ def test_imports_point_one_way():
                 wrong.append(f"{path.relative_to(ROOT)}: {mod} (another package's underscore name)")
             if core and mod.startswith(PLUGINS):
                 wrong.append(f"{path.relative_to(ROOT)}: {mod} (the core imports a plugin)")
+            if plugin and _plugin(mod) not in (None, plugin):
+                wrong.append(f"{path.relative_to(ROOT)}: {mod} (a plugin imports another plugin)")
     assert not wrong, "\n".join(wrong)
+
+
+def test_what_moved_into_the_core_keeps_its_old_import_path() -> None:
+    """Third parties may import the SSH transport from the ssh provider: those names re-export
+    the core's ``runform.transport.ssh`` (the same objects)."""
+    import runform.providers.ssh.hostkeys as old_keys
+    import runform.providers.ssh.transport as old
+    import runform.transport.ssh as core
+    from runform.transport.ssh import hostkeys
+
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(core, name), name
+    for name in old_keys.__all__:
+        assert getattr(old_keys, name) is getattr(hostkeys, name), name

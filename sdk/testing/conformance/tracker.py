@@ -26,10 +26,8 @@ def make_context(tmp_path: Path, env: Mapping[str, str] | None = None) -> Any:
     """A TrackerContext with its folders under ``tmp_path`` and a redactor that knows SECRET."""
     from runform.redact import Redactor
 
-    try:  # beside ProviderContext in the interfaces, or in the trackers' base module
-        from runform.interfaces import TrackerContext  # type: ignore[attr-defined]
-    except ImportError:
-        from runform.trackers.base import TrackerContext
+    from runform.interfaces import TrackerContext
+
     return TrackerContext("conformance", "lineage-c0ffee", tmp_path / ".runform", tmp_path,
                           redactor=Redactor.from_env({"MY_API_KEY": SECRET}),
                           env={**(env or {}), "MY_API_KEY": SECRET})

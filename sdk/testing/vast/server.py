@@ -129,21 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(*denied)
             return
         endpoint = contract.endpoint_for(method, path)
-        if endpoint is not None:
-            caller = self._caller(query)
-            doc = contract.endpoints()[endpoint]
-            fault = world.interval_fault(endpoint, caller, float(doc.get("min_interval_s") or 0))
-            if fault is not None:
-                world.record(method, path, fault[0], at, "interval")
-                self._send(fault[0], fault[2], fault[1])
-                return
-            problems = contract.request_errors(endpoint, query={k: v for k, v in query.items() if k != "api_key"},
-                                               body=body)
-            if problems:
-                world.record(method, path, 400, at, "schema")
-                self._send(400, {"success": False, "error": "invalid_args",
-                                 "msg": "Invalid args: " + "; ".join(problems)[:1000]})
-                return
+        if endpoint is not None and self._refused(endpoint, method, path, query, body, at):
+            return
         fault = world.http_fault(method, path)
         if fault is not None:
             status, headers, text = fault
@@ -162,6 +149,26 @@ class _Handler(BaseHTTPRequestHandler):
             for problem in contract.reply_errors(endpoint, status, payload):
                 world.contract_violation(f"{method} {path}: reply {problem}")
         self._send(status, payload, reply[2] if len(reply) > 2 else None)
+
+    def _refused(self, endpoint: str, method: str, path: str, query: dict[str, Any], body: Any,
+                 at: float) -> bool:
+        """Answer (and record) a call too soon after the last one (the endpoint's published
+        spacing) or a request the published schema refuses; False when neither applies."""
+        world = self.server.world
+        doc = contract.endpoints()[endpoint]
+        fault = world.interval_fault(endpoint, self._caller(query), float(doc.get("min_interval_s") or 0))
+        if fault is not None:
+            world.record(method, path, fault[0], at, "interval")
+            self._send(fault[0], fault[2], fault[1])
+            return True
+        problems = contract.request_errors(endpoint, query={k: v for k, v in query.items() if k != "api_key"},
+                                           body=body)
+        if problems:
+            world.record(method, path, 400, at, "schema")
+            self._send(400, {"success": False, "error": "invalid_args",
+                             "msg": "Invalid args: " + "; ".join(problems)[:1000]})
+            return True
+        return False
 
     def _caller(self, query: dict[str, Any]) -> str:
         """Who is calling, for per-caller limits: the key, else the client address."""
