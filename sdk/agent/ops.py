@@ -310,16 +310,16 @@ def _push_meter(req: dict[str, Any], total: int) -> ProgressFile | None:
 
 
 def _push_counted(backend: Any, src: Path, uri: str, env: dict[str, str], prior: Any,
-                  prog: ProgressFile | None, **extra: Any) -> Any:
+                  prog: ProgressFile | None) -> Any:
     """``backend.push``, counting its bytes as they go when it can (``ReportsPushProgress``),
     else all at once when it returns."""
     from runform.interfaces import ReportsPushProgress
 
     if prog is None:
-        return backend.push(src, uri, env, prior=prior, **extra)
+        return backend.push(src, uri, env, prior=prior)
     if isinstance(backend, ReportsPushProgress):
-        return backend.push_with_progress(src, uri, env, prior=prior, progress=prog, **extra)
-    m = backend.push(src, uri, env, prior=prior, **extra)
+        return backend.push_with_progress(src, uri, env, prior=prior, progress=prog)
+    m = backend.push(src, uri, env, prior=prior)
     prog(sum(path.stat().st_size for _, path in _walk(src)))
     return m
 
