@@ -332,6 +332,20 @@ class StorageBackend(Protocol):
 
 
 @runtime_checkable
+class ReportsPushProgress(Protocol):
+    """Optional, on a storage backend: a push that counts its bytes as they go, so that apply
+    shows ``artifact.NAME: pushed a/b MB (rate, ETA)`` while it runs (without it, once at the end).
+
+    ``progress(n)`` gets each run of ``n`` bytes sent, and the size of each file found already
+    there (unchanged), so that the count ends at the size of ``src``. It may be called from
+    several threads at once, and with a negative ``n`` when a retry sends bytes again. Otherwise
+    it is ``push``: same arguments, same result."""
+
+    def push_with_progress(self, src: Path, uri: str, env: Mapping[str, str], *,
+                           progress: Callable[[int], None], prior: Manifest | None = None) -> Manifest: ...
+
+
+@runtime_checkable
 class Tracker(Protocol):
     """Records a run. Registered with ``runform_register_trackers``; one run per pipeline."""
 

@@ -90,7 +90,9 @@ class Workspace:
         from runform.progress import Interrupted
 
         more = f" ({detail})" if detail else ""
-        if (phase, detail) != self._last_phase:  # a provider may report on every poll: show changes
+        last_phase, last_detail = self._last_phase or (None, None)
+        # a provider may report on every poll: show changes (a phase again without a detail is none)
+        if phase != last_phase or (detail and detail != last_detail):
             self._last_phase = (phase, detail)
             self.tell("phase", f"instance.main: {phase}{more}", address="instance.main", phase=phase,
                       detail=detail or None, show=not self.read_only)

@@ -89,6 +89,12 @@ class FileBackend:
 
         ``prior`` is not needed: the target folder is read directly.
         """
+        return self.push_with_progress(src, uri, env, prior=prior, progress=lambda n: None)
+
+    def push_with_progress(self, src: Path, uri: str, env: Mapping[str, str], *,
+                           progress: Callable[[int], None], prior: Manifest | None = None) -> Manifest:
+        """``push`` counting its bytes (``runform.interfaces.ReportsPushProgress``): each chunk
+        copied, and each file already there in full."""
         src = Path(src)
         if not src.exists():
             raise RunformError(f"nothing to push: {src} does not exist")
@@ -98,12 +104,13 @@ class FileBackend:
         else:
             pairs = [(target / rel, p) for rel, p in walk_files(src)]
         for dst, path in pairs:
-            if dst.is_file() and dst.stat().st_size == path.stat().st_size \
-                    and self._sha256(dst) == self._sha256(path):
+            size = path.stat().st_size
+            if dst.is_file() and dst.stat().st_size == size and self._sha256(dst) == self._sha256(path):
+                progress(size)
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(dst.name + TMP_MARK + str(os.getpid()))
-            _copy(path, tmp, lambda n: None)
+            _copy(path, tmp, progress)
             os.replace(tmp, dst)
         return self.resolve(target.as_uri() + ("/" if target.is_dir() else ""), env)
 

@@ -140,6 +140,12 @@ class S3Backend:
         The listing is authoritative, so ``prior`` is accepted for the protocol but not
         trusted: one listing tells what is there even if someone else changed it.
         """
+        return self.push_with_progress(src, uri, env, prior=prior, progress=lambda n: None)
+
+    def push_with_progress(self, src: Path, uri: str, env: Mapping[str, str], *,
+                           progress: Callable[[int], None], prior: Manifest | None = None) -> Manifest:
+        """``push`` counting its bytes (``runform.interfaces.ReportsPushProgress``): the files
+        already there at once, then what s3transfer reports as it sends (a retry counts back)."""
         src = Path(src)
         if not src.exists():
             raise RunformError(f"nothing to push: {src} does not exist",
@@ -157,8 +163,10 @@ class S3Backend:
         before = _retry(lambda: Snapshot.take(client, root))
         shas = _hash_all(local)
         todo = [rel for rel in local if not _same(before, rel, local[rel], shas[rel])]
+        if already := sum(local[rel].stat().st_size for rel in local if rel not in todo):
+            progress(already)
         if todo:
-            _upload(client, settings, root.bucket, root.key, {r: local[r] for r in todo}, shas)
+            _upload(client, settings, root.bucket, root.key, {r: local[r] for r in todo}, shas, progress)
         after = _retry(lambda: Snapshot.take(client, root, read_idx=False))
         index = _merge_index(before, after, shas)
         if index != before.index or not before.index_listed:
@@ -337,7 +345,7 @@ def _same(snap: Snapshot, rel: str, path: Path, sha: str) -> bool:
 
 
 def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
-            files: Mapping[str, Path], shas: Mapping[str, str]) -> None:
+            files: Mapping[str, Path], shas: Mapping[str, str], progress: Progress) -> None:
     from boto3.s3.transfer import create_transfer_manager
 
     manager = create_transfer_manager(client, settings.transfer_config(upload=True))
@@ -345,7 +353,7 @@ def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
         futures = {
             rel: manager.upload(str(path), bucket, folder + rel,
                                 extra_args={"Metadata": {"sha256": shas[rel]}},
-                                subscribers=[_subscriber(lambda n: None)])
+                                subscribers=[_subscriber(progress)])
             for rel, path in files.items()
         }
         for rel, fut in futures.items():

@@ -131,6 +131,15 @@ class WandbBackend:
         """Log ``src`` as a new version of the artifact; the alias in ``uri`` (other than
         ``latest``) is added to it. Its type and lineage: see the module's docstring. Returns
         the manifest of the version now there (``version`` = ``vN``)."""
+        return self.push_with_progress(src, uri, env, prior=prior, artifact_type=artifact_type,
+                                       progress=lambda n: None)
+
+    def push_with_progress(self, src: Path, uri: str, env: Mapping[str, str], *,
+                           progress: Callable[[int], None], prior: Manifest | None = None,
+                           artifact_type: str | None = None) -> Manifest:
+        """``push`` counting its bytes (``runform.interfaces.ReportsPushProgress``) as far as
+        W&B lets it be seen: file by file offline, all at once when W&B confirms an online
+        version (see :meth:`.wandb_api.WandbPublicAPI.upload`)."""
         ref = ArtifactRef.parse(uri, env)
         files = dict(walk_files(Path(src)))
         pinned = ref.alias[:1] == "v" and ref.alias[1:].isdigit()
@@ -141,7 +150,7 @@ class WandbBackend:
         api = self._api(env)
         version = api.upload(ref.entity, ref.project, ref.name, files, type=kind,
                              aliases=aliases, metadata=metadata, group=group,
-                             job_type=push_job_type(ref.name))
+                             job_type=push_job_type(ref.name), progress=progress)
         if pending_sync(version) is not None:  # offline: no server to ask; the files are what went
             entries = tuple(ManifestEntry(rel, p.stat().st_size, "md5:" + md5_hex(p))
                             for rel, p in sorted(files.items()))

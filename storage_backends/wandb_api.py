@@ -38,7 +38,7 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -71,10 +71,12 @@ class WandbArtifactAPI(Protocol):
 
     def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
                type: str, aliases: Iterable[str], metadata: Mapping[str, Any] | None = None,
-               group: str | None = None, job_type: str | None = None) -> str:
+               group: str | None = None, job_type: str | None = None,
+               progress: Callable[[int], None] | None = None) -> str:
         """Log a new version holding ``files`` (path → local file) with ``type`` and
         ``metadata``, from a run in ``group`` with ``job_type`` (see :func:`log_push`); return
-        its version. W&B makes no new version when the content equals the current one."""
+        its version. W&B makes no new version when the content equals the current one.
+        ``progress(n)`` counts the bytes pushed, ending at the size of ``files``."""
         ...
 
 
@@ -100,13 +102,15 @@ def push_settings(*, api_key: str | None = None, base_url: str | None = None,
 def log_push(entity: str, project: str, name: str, files: Mapping[str, Path], *, type: str,
              aliases: Iterable[str], metadata: Mapping[str, Any] | None = None,
              group: str | None = None, job_type: str | None = None, settings: Any = None,
-             dir: str | Path | None = None) -> tuple[Any, Any]:
+             dir: str | Path | None = None,
+             on_added: Callable[[int], None] | None = None) -> tuple[Any, Any]:
     """Start a push run and log ``files`` as an artifact version from it; returns
     ``(run, artifact)``, the run still open (the caller waits for the version and finishes
     it). The run gets a fresh id (``push-<12 hex>``; never the pipeline run's, even when
     ``WANDB_RUN_ID`` is in the environment), ``group`` and ``job_type`` (default
     ``runform-push-<name>``). Works offline too (the version is then known only after
-    ``wandb sync``)."""
+    ``wandb sync``). ``on_added(size)`` follows each file W&B has taken in (read, hashed and
+    copied into its staging folder)."""
     import wandb
 
     run = wandb.init(
@@ -118,7 +122,9 @@ def log_push(entity: str, project: str, name: str, files: Mapping[str, Path], *,
     try:
         art = wandb.Artifact(name, type=type, metadata=dict(metadata or {}))
         for rel, path in files.items():
-            art.add_file(str(path), name=rel)
+            entry = art.add_file(str(path), name=rel)
+            if on_added is not None:
+                on_added(int(entry.size or 0))
         return run, run.log_artifact(art, aliases=list(aliases))
     except BaseException:
         run.finish(exit_code=1)
@@ -229,21 +235,32 @@ class WandbPublicAPI:
 
     def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
                type: str, aliases: Iterable[str], metadata: Mapping[str, Any] | None = None,
-               group: str | None = None, job_type: str | None = None) -> str:
+               group: str | None = None, job_type: str | None = None,
+               progress: Callable[[int], None] | None = None) -> str:
+        """Progress, as much as wandb shows: it has no byte callback, and uploads from its
+        ``wandb-core`` process after ``log_artifact``. Offline, taking the files in is the whole
+        push, so each file counts once W&B has staged it; online, the bytes count when W&B
+        confirms the version (``wait()``), all at once."""
         if self.mode == "disabled":
             raise RunformError(f"wandb://{entity}/{project}/{name}: W&B is disabled (WANDB_MODE=disabled), "
                                "so the artifact cannot be pushed",
                                hint="set tracker.mode (or WANDB_MODE) to online or offline, or push the "
                                     "artifact to s3:// or b2:// instead")
+        count = progress or (lambda n: None)
+        staged: list[int] = []
         run, logged = log_push(entity, project, name, files, type=type, aliases=aliases,
                                metadata=metadata, group=group, job_type=job_type, dir=self.run_dir,
                                settings=push_settings(api_key=self.api_key, base_url=self.base_url,
-                                                      mode=self.mode))
+                                                      mode=self.mode),
+                               on_added=count if self.mode == "offline" else staged.append)
         offline = self.mode == "offline" or str(getattr(run.settings, "mode", "")) in ("offline", "dryrun")
         try:
             if offline:  # W&B knows no version until `wandb sync`: never wait for one
+                if staged:  # offline by W&B's own settings: what it staged is the push
+                    count(sum(staged))
                 return PENDING_SYNC + str(Path(run.settings.sync_file).parent)
             logged.wait()
+            count(sum(staged))
             return str(logged.version)
         finally:
             run.finish()

@@ -249,6 +249,11 @@ class VastClient:
     def _fail(self, method: str, path: str, resp: httpx.Response) -> VastAPIError:
         body = _json(resp)
         code = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(body, dict) and resp.status_code in (404, 405):  # not Vast's API answering
+            return VastAPIError(f"Vast API {method} {path} at {self.base_url}: {_describe(resp, self._key)}",
+                                status=resp.status_code,
+                                hint=f"{self.base_url} does not answer as Vast's API: check VAST_API_URL "
+                                     "(unset it for https://console.vast.ai) and any proxy in between")
         return VastAPIError(f"Vast API {method} {path}: {_describe(resp, self._key)}",
                             status=resp.status_code, code=code)
 

@@ -6,7 +6,8 @@ Its ``lock`` file is ``flock``-ed by the supervisor and inherited by the job's p
 "locked" means running, whoever started it; the kernel drops the lock when they die. Starting is
 therefore idempotent: a running job is attached to, a finished one is never run again for the
 same fingerprint, and only a job that died without an exit code (or a failed one, on request)
-is started anew.
+is started anew. A finished job that another job of its stage followed (``current`` names the
+stage's latest) counts as never run: the outputs on the machine are the later job's.
 """
 
 from __future__ import annotations
@@ -35,10 +36,18 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _superseded(root: str, stage: str, d: str) -> bool:
+    """Whether another job of ``stage`` started after this one (its outputs are that job's now)."""
+    current = _read(meta(root, "jobs", stage, "current"))
+    return bool(current) and current != os.path.basename(d)
+
+
 def job_status(root: str, stage: str, fingerprint: str) -> dict[str, Any]:
     d = job_dir(root, stage, fingerprint)
     if not os.path.isdir(d):
         return {"state": "none"}
+    if _read(os.path.join(d, "exit_code")) and _superseded(root, stage, d):
+        return {"state": "none", "superseded": True}  # it ran, but a later job rewrote the outputs
     out: dict[str, Any] = {"started": _float(_read(os.path.join(d, "started")))}
     code = _read(os.path.join(d, "exit_code"))
     if code is not None and code != "":
@@ -87,7 +96,7 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
         except BlockingIOError:
             return {**job_status(root, stage, fp), "attached": True}
         code = _read(os.path.join(d, "exit_code"))
-        if code and not req.get("retry_failed"):
+        if code and not req.get("retry_failed") and not _superseded(root, stage, d):
             return {**job_status(root, stage, fp), "attached": True}  # finished: report it
         if code or os.path.exists(os.path.join(d, "pid")):
             # a run again asked for (failed, outputs gone, --replace), or one that died without an

@@ -32,6 +32,13 @@ def dataset_record(root: str, name: str) -> str:
     return meta(root, "datasets", f"{check_name(name, what='dataset')}.json")
 
 
+def push_progress_path(root: str, name: str) -> str:
+    """Where the push of artifact ``name`` counts its bytes (see :mod:`.progressfile`)."""
+    from runform.rootpath import check_name
+
+    return meta(root, "artifacts", f"{check_name(name, what='artifact')}.progress")
+
+
 def manifest_digest(entries: list) -> str:
     """The digest of a manifest's ``[path, size, digest]`` entries (one formula everywhere)."""
     import hashlib

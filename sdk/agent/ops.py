@@ -264,7 +264,9 @@ def make_links(root: str, dest: str, links: dict[str, str]) -> None:
 
 def push(req: dict[str, Any]) -> dict[str, Any]:
     """Push outputs to storage from the machine (artifacts). With ``missing_ok`` (the salvage
-    push before a teardown after a failure) paths that do not exist are listed, not an error."""
+    push before a teardown after a failure) paths that do not exist are listed, not an error.
+    With ``name`` (the artifact's), the bytes pushed are counted in its progress file, which
+    the client reads with ``progress`` (``kind: artifact``) while the push runs."""
 
     from runform.interfaces import Manifest
     from runform.plugins import get_plugin_manager
@@ -277,8 +279,9 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
     if scheme == "wandb":  # one artifact, one version: every path goes into it, under its name
         env.setdefault("WANDB_DIR", meta(root, "wandb"))  # the push run's files: not the cwd
         return _push_one_version(backend, root, req, env)
-    for rel in req["paths"]:
-        src = Path(resolve_inside(root, rel, what="artifact path"))
+    srcs = {rel: Path(resolve_inside(root, rel, what="artifact path")) for rel in req["paths"]}
+    prog = _push_meter(req, sum(_size(root, p) for p in srcs.values() if p.exists()))
+    for rel, src in srcs.items():
         if not src.exists():
             if req.get("missing_ok"):
                 missing.append(rel)
@@ -287,9 +290,52 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
         prior = (req.get("prior") or {}).get(rel)
         key = _dest(to, rel, src.is_dir())
         with _without_private(root, src) as clean:
-            m = backend.push(clean, key, env, prior=Manifest.from_json(prior) if prior else None)
+            m = _push_counted(backend, clean, key, env, Manifest.from_json(prior) if prior else None, prog)
         manifests[rel] = {**m.to_json(), "digest": m.digest}
-    return {"manifests": manifests, "missing": missing}
+    return {"manifests": manifests, "missing": missing, **_pushed(prog)}
+
+
+def _size(root: str, src: Path) -> int:
+    """The bytes a push of ``src`` takes (what :class:`_without_private` leaves)."""
+    if src.is_file():
+        return 0 if _private(root, str(src)) else src.stat().st_size
+    return sum(path.stat().st_size for _, path in _safe_files(root, src))
+
+
+def _push_meter(req: dict[str, Any], total: int) -> ProgressFile | None:
+    from runform.agent.layout import push_progress_path
+
+    name = req.get("name")
+    return ProgressFile(push_progress_path(req["root"], name), total, req.get("push_id")) if name else None
+
+
+def _push_counted(backend: Any, src: Path, uri: str, env: dict[str, str], prior: Any,
+                  prog: ProgressFile | None) -> Any:
+    """``backend.push``, counting its bytes as they go when it can (``ReportsPushProgress``),
+    else all at once when it returns."""
+    from runform.interfaces import ReportsPushProgress
+
+    if prog is None:
+        return backend.push(src, uri, env, prior=prior)
+    if isinstance(backend, ReportsPushProgress):
+        return backend.push_with_progress(src, uri, env, prior=prior, progress=prog)
+    m = backend.push(src, uri, env, prior=prior)
+    prog(sum(path.stat().st_size for _, path in _walk(src)))
+    return m
+
+
+def _walk(src: Path) -> list[tuple[str, Path]]:
+    from runform.storage.record import walk_files
+
+    return [(src.name, src)] if src.is_file() else list(walk_files(src))
+
+
+def _pushed(prog: ProgressFile | None) -> dict[str, Any]:
+    """The push's final count for the client (the progress file's last word)."""
+    if prog is None:
+        return {}
+    prog._write()
+    return {"pushed": {"bytes": prog.done, "total": prog.total}}
 
 
 def _private(root: str, path: str) -> bool:
@@ -375,9 +421,11 @@ def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[st
             for sub, path in _safe_files(root, src):  # what a push of ``src`` would take
                 _link_or_copy(str(path), os.path.join(staging, rel if src.is_file() else os.path.join(rel, sub)))
         prior = next(iter((req.get("prior") or {}).values()), None)
-        m = backend.push(Path(staging), req["to"], env, prior=Manifest.from_json(prior) if prior else None)
+        prog = _push_meter(req, sum(p.stat().st_size for _, p in _walk(Path(staging))))
+        m = _push_counted(backend, Path(staging), req["to"], env,
+                          Manifest.from_json(prior) if prior else None, prog)
     key = ",".join(req["paths"])
-    return {"manifests": {key: {**m.to_json(), "digest": m.digest}}, "missing": missing}
+    return {"manifests": {key: {**m.to_json(), "digest": m.digest}}, "missing": missing, **_pushed(prog)}
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -40,8 +40,11 @@ def ssh_argv(spec: Any, command: tuple[str, ...], forwards: tuple[str, ...]) -> 
     key_file = a.get("key_file")
     root = a.get("root")
     if not host or not user:
+        here = ws.machine(state).root if spec.compute.provider == "local" else None
         raise RunformError(f"instance.main of run {spec.run} has no SSH address (provider "
-                           f"{spec.compute.provider})", hint="`runform ssh` needs a machine reached over SSH")
+                           f"{spec.compute.provider})",
+                           hint=f"the local provider's machine is this computer: `cd {shlex.quote(here)}`" if here
+                           else "`runform ssh` needs a machine reached over SSH")
     endpoint = a.get("endpoint") or (f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}")
     pinned = pins.get(endpoint) or a.get("host_key")
     if not pinned:
@@ -131,8 +134,8 @@ def pull(spec: Any, what: str, dest: str | None) -> None:
         if listing.get("error"):
             raise RunformError(f"{rel or '.'}: {listing['error']} on the machine",
                                hint="`runform ssh -- ls` shows what is there")
-        # a folder lands under DEST with its own name (pull outputs → ./outputs/...), a file as DEST/name
-        base = target / rel if listing.get("dir") else target / posixpath.basename(rel)
+        # a folder lands under DEST with its own name (pull out/model → ./model/...), a file as DEST/name
+        base = target / posixpath.basename(rel)
         if not listing.get("dir") and dest and not target.is_dir() and not dest.endswith("/"):
             base = target
         todo = [(f, size, digest) for f, size, digest in listing["files"]

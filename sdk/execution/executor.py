@@ -122,6 +122,7 @@ class Executor:
                              for a in self.plan.changes], cost=dict(self.plan.cost))
         handlers = Handlers(self.ws, self.state, self.tracker, self.run_id, self.tracker_env)
         handlers.stop = self._stop
+        handlers.transfer_every = min(handlers.transfer_every, self.ticker.every)  # progress_every
         return handlers
 
     # ------------------------------------------------------------------ scheduling

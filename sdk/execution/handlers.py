@@ -7,6 +7,7 @@ instance by its label, a job by its fingerprint, files by their manifest) instea
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from runform.agent.client import AgentClient
@@ -34,6 +35,7 @@ class Handlers:
         self.ws, self.state, self.trk = ws, state, tracker
         self.run_id, self.tracker_env = run_id, tracker_env or {}
         self.stop: Any = None  # a threading.Event set on Ctrl-C
+        self.transfer_every = 5.0  # s between a push's transfer events (the executor may lower it)
 
     def machine_is_local(self) -> bool:
         return self.ws.machine(self.state).local
@@ -153,6 +155,13 @@ class Handlers:
         rate = moved / took if took > 0 else 0.0
         self.ws.tell("transfer", f"{address}: sent {what}, {moved / 1e6:.1f} MB in {took:.1f}s "
                      f"({rate / 1e6:.1f} MB/s)", address=address, bytes=moved, total=moved,
+                     rate=round(rate, 1), eta=0.0)
+
+    def _pushed(self, address: str, total: int, took: float) -> None:
+        """A finished push as a ``transfer`` event at its total (unchanged files included)."""
+        rate = total / took if took > 0 else 0.0
+        self.ws.tell("transfer", f"{address}: pushed {total / 1e6:.1f}/{total / 1e6:.1f} MB in {took:.1f}s "
+                     f"({rate / 1e6:.1f} MB/s)", address=address, bytes=total, total=total,
                      rate=round(rate, 1), eta=0.0)
 
     def _hydrate(self, agent: AgentClient, address: str, name: str, d: Any, manifest: Manifest) -> int:
@@ -312,10 +321,17 @@ class Handlers:
         name = name_of(a.address)
         art = self.ws.spec.artifacts[name]
         prior = self.state.get(a.address)
+        agent = self.agent()
+        t0, push_id = time.monotonic(), uuid.uuid4().hex[:12]
         # the tracker's env (run id, project, group) gives a push its lineage to the pipeline run
-        res = self.agent().call("push", paths=list(art.paths), to=art.to, missing_ok=bool(salvage),
-                                prior=(prior.attrs.get("manifests") if prior else None),
-                                env={**self._tracker_env(), "RUNFORM_ARTIFACT_TYPE": art.type})
+        with _ProgressReporter(self.ws, agent, a.address, name, kind="artifact", verb="pushed",
+                               every=self.transfer_every, ident=push_id):
+            res = agent.call("push", name=name, push_id=push_id, paths=list(art.paths), to=art.to,
+                             missing_ok=bool(salvage),
+                             prior=(prior.attrs.get("manifests") if prior else None),
+                             env={**self._tracker_env(), "RUNFORM_ARTIFACT_TYPE": art.type})
+        if res.get("pushed"):
+            self._pushed(a.address, int(res["pushed"]["total"]), time.monotonic() - t0)
         if self.trk:
             for rel, m in res["manifests"].items():
                 self.trk.link_artifact(name, art.to, Manifest.from_json(m))
@@ -375,12 +391,17 @@ class _abort_on:
 
 
 class _ProgressReporter:
-    """While a hydration runs on the machine, print bytes, rate and ETA every few seconds."""
+    """While a hydration (or, with ``kind="artifact"``, a push) runs on the machine, print
+    bytes, rate and ETA every few seconds."""
 
-    def __init__(self, ws: Workspace, agent: AgentClient, address: str, name: str, every: float = 5.0) -> None:
+    def __init__(self, ws: Workspace, agent: AgentClient, address: str, name: str, every: float = 5.0,
+                 *, kind: str = "dataset", verb: str = "", ident: str | None = None) -> None:
         import threading
 
         self.ws, self.agent, self.address, self.name, self.every = ws, agent, address, name, every
+        self.kind, self.verb, self.ident = kind, verb + " " if verb else "", ident
+        self._said: Any = None  # the last count told (a count that has not moved is not told again)
+        self._telling = threading.Lock()  # no line after __exit__: the caller's final one is last
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"progress-{name}")
 
@@ -389,7 +410,8 @@ class _ProgressReporter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        with self._telling:
+            self._stop.set()
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
@@ -397,18 +419,24 @@ class _ProgressReporter:
 
         while not self._stop.wait(self.every):
             try:
-                p = self.agent.call("progress", name=self.name)
+                p = self.agent.call("progress", name=self.name, kind=self.kind)
             except Exception:  # noqa: BLE001 - progress is best effort
                 continue
             done, total, started = p.get("bytes", 0), p.get("total", 0), p.get("started")
-            if not started or not total:
+            if not started or not total or (self.ident and p.get("id") != self.ident):  # not begun
+                continue
+            if done == self._said or (self.ident and done >= total):  # a push's final line says that
                 continue
             rate = done / max(1e-6, time.time() - started)
             eta_s = (total - done) / rate if rate > 0 else None
             eta = format_duration(eta_s) if eta_s is not None else "?"
-            self.ws.tell("transfer", f"{self.address}: {done / 1e6:.1f}/{total / 1e6:.1f} MB "
-                         f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
-                         total=total, rate=round(rate, 1), eta=round(eta_s, 1) if eta_s is not None else None)
+            with self._telling:
+                if self._stop.is_set():
+                    return
+                self._said = done
+                self.ws.tell("transfer", f"{self.address}: {self.verb}{done / 1e6:.1f}/{total / 1e6:.1f} MB "
+                             f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
+                             total=total, rate=round(rate, 1), eta=round(eta_s, 1) if eta_s is not None else None)
 
 
 class _LogStream:

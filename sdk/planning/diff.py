@@ -272,6 +272,9 @@ class Differ:
         if state == "lost":
             return Action(address, "replace" if prior else "create",
                           "its job died without an exit code (machine restarted?)", "replace_because_lost")
+        if job.get("superseded") and (prior is None or prior.fingerprint == fp):
+            return Action(address, "replace" if prior else "create", "its job with these inputs ran, but a later "
+                          "run of the stage has rewritten its outputs since", "replace_because_superseded")
         if prior is None:
             return Action(address, "create", "never ran", "create")
         if prior.fingerprint == fp:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,8 @@ class DirArtifactStore:
     def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
                type: str = "dataset", aliases: Iterable[str] = (),
                metadata: Mapping[str, Any] | None = None, group: str | None = None,
-               job_type: str | None = None) -> str:
+               job_type: str | None = None, progress: Callable[[int], None] | None = None) -> str:
+        count = progress or (lambda n: None)
         base = self._dir(entity, project, name)
         base.mkdir(parents=True, exist_ok=True)
         digest = artifact_digest({rel: wandb_file_digest(p) for rel, p in files.items()})
@@ -78,12 +79,14 @@ class DirArtifactStore:
         if "latest" in aliases_now and \
                 self.resolve(entity, project, name, "latest").digest == digest:
             version = aliases_now["latest"]
+            count(sum(p.stat().st_size for p in files.values()))  # the same content: already there
         if version is None:
             version = f"v{(versions[-1] + 1) if versions else 0}"
             for rel, p in files.items():
                 dst = base / version / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(p, dst)
+                count(p.stat().st_size)
             info = self._versions(entity, project, name)
             info[version] = {"type": type, "metadata": json.loads(json.dumps(dict(metadata or {}))),
                              "run": {"group": group, "job_type": job_type or push_job_type(name)}}

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: a shell that starts it in the background (`... &`) leaves SIGINT ignored
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())
     with tempfile.TemporaryDirectory(prefix="runform-rehearse-") as tmp:
         base = Path(a.dir) if a.dir else Path(tmp)

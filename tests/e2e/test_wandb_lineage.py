@@ -37,7 +37,7 @@ class OfflinePushStore(DirArtifactStore):
     def upload(self, entity: str, project: str, name: str, files: Mapping[str, Path], *,
                type: str = "dataset", aliases: Iterable[str] = (),
                metadata: Mapping[str, Any] | None = None, group: str | None = None,
-               job_type: str | None = None) -> str:
+               job_type: str | None = None, progress: Any = None) -> str:
         aliases = list(aliases)
         run, _ = log_push(entity, project, name, files, type=type, aliases=aliases,
                           metadata=metadata, group=group, job_type=job_type,
@@ -48,7 +48,7 @@ class OfflinePushStore(DirArtifactStore):
         assert wait_for_exit_record(sync_file, 30)
         self.sync_files.append(sync_file)
         return super().upload(entity, project, name, files, type=type, aliases=aliases,
-                              metadata=metadata, group=group, job_type=job_type)
+                              metadata=metadata, group=group, job_type=job_type, progress=progress)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runform.interfaces import Manifest, StorageBackend
+from runform.interfaces import Manifest, ReportsPushProgress, StorageBackend
 
 TREE = {"a.txt": b"alpha\n", "sub/b.bin": bytes(range(256)) * 200, "sub/deep/c.json": b'{"n": 1}\n'}
 
@@ -112,6 +112,19 @@ class StorageBackendContract:
         again = backend.push(tmp_path / "src", storage_uri, storage_env, prior=pushed)
         assert sorted(again.entries, key=lambda e: e.path) == sorted(pushed.entries, key=lambda e: e.path)
         assert backend.resolve(storage_uri, storage_env).digest == pushed.digest
+
+    def test_push_progress_counts_every_byte(self, backend: StorageBackend, storage_uri: str,
+                                             storage_env: Mapping[str, str], tmp_path: Path) -> None:
+        """Optional (``ReportsPushProgress``): the count ends at the tree's size, on a first push
+        and on a push where nothing changed (files already there count in full)."""
+        if not isinstance(backend, ReportsPushProgress):
+            pytest.skip("the backend does not report push progress (optional)")
+        src = _write(tmp_path / "src", TREE)
+        for _ in range(2):
+            seen: list[int] = []
+            m = backend.push_with_progress(src, storage_uri, storage_env, progress=seen.append)
+            assert sum(seen) == sum(len(b) for b in TREE.values()), seen
+            assert sorted(e.path for e in m.entries) == sorted(TREE)
 
     def test_fetch_leaves_no_temporary_file(self, backend: StorageBackend, storage_uri: str,
                                             storage_env: Mapping[str, str], pushed: Manifest,
