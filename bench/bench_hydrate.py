@@ -84,7 +84,11 @@ def sizes(total_mb: int, count: int, seed: int = 7) -> list[int]:
     return [int(min(40, max(1, r * scale)) * MB) + rng.randint(0, 4095) for r in raw]
 
 
-def upload(endpoint: str, bucket: str, prefix: str, total_mb: int, count: int) -> int:
+def upload(endpoint: str, bucket: str, prefix: str, total_mb: int, count: int,
+           checksums: bool = True) -> int:
+    """Upload the objects as ``aws s3 cp`` would: 8 MiB multipart above 8 MiB and, with
+    ``checksums`` (boto3 >= 1.36's default), S3's CRC32 stored with each object (composite for
+    multipart); without, the objects carry only their ETags (an older uploader)."""
     import random
     from concurrent.futures import ThreadPoolExecutor
 
@@ -94,7 +98,8 @@ def upload(endpoint: str, bucket: str, prefix: str, total_mb: int, count: int) -
 
     client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=KEY,
                           aws_secret_access_key=SECRET, region_name=REGION,
-                          config=Config(request_checksum_calculation="when_required",
+                          config=Config(request_checksum_calculation="when_supported"
+                                        if checksums else "when_required",
                                         max_pool_connections=16))
     client.create_bucket(Bucket=bucket)
     cfg = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20)
@@ -209,7 +214,8 @@ def child_fetch(job_file: str, dest: str) -> None:
     job = json.loads(Path(job_file).read_text())
     manifest = Manifest.from_json(job["manifest"])
     t1 = time.perf_counter()
-    out = agent_fetch(manifest, Path(dest), job["urls"], job["expires_at"])
+    out = agent_fetch(manifest, Path(dest), job["urls"], job["expires_at"],
+                      headers=job.get("headers"))
     t2 = time.perf_counter()
     print(json.dumps({"import_s": t1 - t0, "fetch_s": t2 - t1, "moved": out.get("bytes", -1),
                       "boto3_imported": "boto3" in sys.modules}))

@@ -154,6 +154,7 @@ class Connection:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+            signature_version="s3v4",  # presigned URLs too (botocore's default there is SigV2)
             retries={"max_attempts": self.max_attempts, "mode": "standard"},
             max_pool_connections=pool,
             connect_timeout=10,

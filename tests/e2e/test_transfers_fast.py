@@ -192,6 +192,86 @@ def test_a_stopped_hydration_leaves_no_partial_file_and_resumes_with_the_rest(
         assert (dest / name).read_bytes() == body
 
 
+def _bucket_with_checksums(server, sizes: dict[str, int]) -> tuple[str, dict[str, bytes]]:  # type: ignore[no-untyped-def]
+    """Objects uploaded as boto3 >= 1.36 and the AWS CLI do by default: S3 stores a CRC32 of
+    each (composite for the multipart ones, 8 MiB parts above 8 MiB)."""
+    import io
+
+    from boto3.s3.transfer import TransferConfig
+
+    bucket = server.make_bucket()
+    c = server.client()  # boto3's defaults: flexible checksums on uploads
+    cfg = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20)
+    bodies = {name: os.urandom(size) for name, size in sizes.items()}
+    for name, body in bodies.items():
+        c.upload_fileobj(io.BytesIO(body), bucket, f"ds/{name}", Config=cfg)
+    return bucket, bodies
+
+
+def test_hydration_checks_the_bytes_against_the_crc32_s3_stored(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from runform.storage.record import Record
+    from runform.storage.verify import verify
+
+    bucket, bodies = _bucket_with_checksums(s3_server, {"one.bin": 3 << 20, "multi.bin": 20 << 20})
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    assert all(e.digest.startswith("etag:") for e in manifest.entries)  # identity: the ETag
+    signed = backend.presign(manifest, env, ttl_s=600)
+    assert signed["headers"] == {"x-amz-checksum-mode": "ENABLED"}
+    dest = tmp_path / "dest"
+    moved = _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
+                                 headers=signed["headers"])
+    assert moved == sum(len(b) for b in bodies.values())
+    asked = [r for r in s3_server.stats.of("GetObject")]
+    assert asked and all(("x-amz-checksum-mode", "ENABLED") in r.headers for r in asked)
+    for name, body in bodies.items():
+        assert (dest / name).read_bytes() == body
+    contents = {p: f.content.split(":")[0] for p, f in Record.load(dest).files.items()}
+    assert contents == {"one.bin": "crc32", "multi.bin": "crc32mp"}  # no MD5 computed
+    assert verify(manifest, dest).clean
+    with open(dest / "multi.bin", "r+b") as f:  # changed in place: the CRC record sees it
+        f.seek(5 << 20)
+        f.write(b"\x00" if bodies["multi.bin"][5 << 20] else b"\x01")
+    assert verify(manifest, dest).corrupted == ("multi.bin",)
+
+
+def test_an_object_replaced_since_the_plan_is_not_taken_on_its_new_crc(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The CRC in a response vouches for the object the server has now; only when its ETag is
+    the plan's is that the planned object. Replaced since: its bytes fail the plan's digest."""
+    from runform.storage.hydrate import DigestMismatch
+
+    bucket, _ = _bucket_with_checksums(s3_server, {"a.bin": 2 << 20})
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    s3_server.client().put_object(Bucket=bucket, Key="ds/a.bin", Body=os.urandom(2 << 20))
+    signed = backend.presign(manifest, env, ttl_s=600)
+    dest = tmp_path / "dest"
+    with pytest.raises(DigestMismatch):
+        _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
+                             headers=signed["headers"])
+    assert not (dest / "a.bin").exists()
+
+
+def test_b2_urls_ask_for_no_checksum_and_hydrate(s3_server_b2, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """B2 rejects x-amz-checksum-mode (the B2 mode answers 400 as B2 does): b2:// signs without
+    it and the bytes are checked against the ETag."""
+    from runform.storage_backends.s3 import B2Backend
+
+    bucket, bodies = _bucket_with(s3_server_b2, {"a.bin": 3000, "b.bin": 9 << 20})
+    backend = B2Backend()
+    env = s3_server_b2.env("b2")
+    manifest = backend.resolve(f"b2://{bucket}/ds/", env)
+    signed = backend.presign(manifest, env, ttl_s=600)
+    assert signed["headers"] == {}
+    dest = tmp_path / "dest"
+    assert _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
+                                headers=signed["headers"]) == 3000 + (9 << 20)
+    for name, body in bodies.items():
+        assert (dest / name).read_bytes() == body
+
+
 def test_the_agent_stops_when_the_client_hangs_up() -> None:
     r, w = os.pipe()
     stop = threading.Event()
