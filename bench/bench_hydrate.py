@@ -7,9 +7,11 @@ then a no-change re-hydration. Prints a markdown table.
 moto runs as its own process (the ``moto_server`` CLI) on 127.0.0.1, one per tool with the
 same objects. Every tool runs as a subprocess into an empty folder, so each pays its own
 start-up. The data is uploaded the way
-``aws s3 cp`` would (8 MiB multipart above 8 MiB), without runform's sha256 metadata, so runform
-verifies MD5 and multipart ETags. "bytes moved" on the no-change run is counted from the files
-the tool rewrote (their inode or mtime changed).
+``aws s3 cp`` would (8 MiB multipart above 8 MiB), without runform's sha256 metadata: with
+S3's CRC32 per object (boto3 >= 1.36's default), which runform checks the bytes against, or
+with ``--no-checksums`` ETags only, so runform computes MD5s and multipart ETags. "bytes
+moved" on the no-change run is counted from the files the tool rewrote (their inode or mtime
+changed).
 """
 
 from __future__ import annotations
@@ -250,6 +252,8 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool (the best is shown)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rf-bench"))
+    ap.add_argument("--no-checksums", action="store_true",
+                    help="upload without S3's CRC32 (an older uploader): runform checks MD5s")
     ap.add_argument("--tools", default="runform,aws,rclone,s5cmd",
                     help="comma-separated subset of: runform, aws, rclone, s5cmd")
     args = ap.parse_args()
@@ -267,7 +271,8 @@ def main() -> None:
         for name in names:
             port = free_port()
             servers[name] = (f"http://127.0.0.1:{port}", start_moto(port))
-            total = upload(servers[name][0], bucket, prefix, args.total_mb, args.objects)
+            total = upload(servers[name][0], bucket, prefix, args.total_mb, args.objects,
+                           checksums=not args.no_checksums)
         reference: dict[str, int] | None = None
         for rep in range(args.repeat):
             for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate order
@@ -330,6 +335,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=10)
     load = os.getloadavg()[0]
+    kind = "ETags only (no S3 checksums)" if args.no_checksums else "with S3's CRC32 (boto3's default)"
+    print(f"\nObjects uploaded {kind}.")
     print(f"\nHydrate {total / MB:.0f} MB in {args.objects} objects (1–40 MB) from moto_server "
           f"on 127.0.0.1; {os.cpu_count()} CPUs (load average {load:.1f}); best of "
           f"{args.repeat} runs, each tool a fresh process into an empty folder; CPU = user + "

@@ -29,7 +29,11 @@ class AgentClient:
                 [self.machine.python, "-m", "runform.agent"], stdin=json.dumps(request).encode()
             )
             try:
-                response = json.loads(result.stdout.decode() or "{}")
+                # no answer at all (the channel was closed under it: an abort at Ctrl-C, a lost
+                # connection) is a failure, never an empty success
+                response = json.loads(result.stdout.decode())
+                if not isinstance(response, dict):
+                    raise ValueError(response)
             except ValueError:
                 tail = result.stderr.decode(errors="replace")[-500:]
                 raise ProviderError(f"the agent on the machine failed ({op}, exit {result.exit_code}): {tail}",

@@ -354,6 +354,61 @@ def test_ctrl_c_during_a_dataset_upload_stops_it_and_the_next_apply_sends_only_t
 
 
 @needs_sshd
+def test_ctrl_c_during_a_hydration_over_ssh_stops_it_and_the_next_apply_fetches_only_the_rest(
+    hello: Path, sshd: SSHD, s3_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """The real CLI over the real sshd: SIGINT while the machine downloads an ``s3://``
+    dataset from presigned URLs (moto sends each object at 2 MB/s, so the small ones land
+    first and the large ones are in flight)."""
+    import signal
+    import subprocess
+    import sys
+
+    sizes = {f"f{i}.bin": (1 << 20) << (i // 2) for i in range(8)}  # 1, 1, 2, 2, 4, 4, 8, 8 MiB
+    bucket, bodies = _bucket_with(s3_server, sizes)
+    root = tmp_path / "remote" / "hello"
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["compute"] = {**sshd.compute, "root": str(root)}
+    spec["datasets"]["big"] = {"source": f"s3://{bucket}/ds/", "dest": "data/big"}
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    with open(hello / "hello.env", "a") as f:  # the client's keys: it lists and signs
+        f.write("".join(f"{k}={v}\n" for k, v in s3_server.env("s3").items()))
+    landed = root / "data" / "big"
+
+    def files() -> tuple[set[str], set[str]]:
+        names = {p.name for p in landed.iterdir()} if landed.is_dir() else set()
+        return {n for n in names if n in bodies}, {n for n in names if n not in bodies
+                                                   and not n.startswith(".runform-manifest")}
+
+    s3_server.stats.rate = 2e6
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
+                            cwd=hello, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _until(lambda: bool(files()[0]), "the first object to land", deadline_s=240)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out and "interrupted" in out.lower(), out
+    assert "dataset.big: transfer stopped (Ctrl-C)" in out, out  # not taken for complete
+    assert "dataset.big: Creation complete" not in out, out
+    _until(lambda: not files()[1], "the agent to drop its partial files")  # none kept
+    first, _ = files()
+    assert 0 < len(first) < len(sizes), (first, out.splitlines())
+    for name in first:  # a file with its final name is complete
+        assert (landed / name).read_bytes() == bodies[name], name
+    s3_server.stats.reset()  # also lifts the rate limit
+    again = run_cli("apply", "--auto-approve", cwd=hello)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert s3_server.stats.object_bytes_out == sum(sizes[n] for n in sizes if n not in first)
+    for name, body in bodies.items():
+        assert (landed / name).read_bytes() == body, name
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+
+@needs_sshd
 def test_closing_the_channel_is_seen_by_the_agent_as_a_hang_up(
     transport: SSHTransport, tmp_path: Path
 ) -> None:
