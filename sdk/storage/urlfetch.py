@@ -8,7 +8,9 @@ no client, no credentials on the machine):
 - files in parallel through :func:`._hydrate.hydrate` (incremental, temp name + rename,
   fetch record, resumable), one GET per object below :data:`PART_MIN`;
 - larger objects in ranged parts fetched in parallel; parts are hashed and written in order
-  as they complete (the digest overlaps the download, no file is read twice);
+  as they complete (the digest overlaps the download, no file is read twice) into a partial
+  file that outlives an interruption: the next fetch hashes what it holds and continues from
+  its end (byte-range resume), and the whole file is checked against the manifest at the end;
 - the bytes are checked as they stream in: against S3's CRC32 of the object when the GET's
   response carries one (``x-amz-checksum-crc32``, asked for with the signed
   ``x-amz-checksum-mode`` header the client hands over in ``headers``) and its ETag is the
@@ -29,6 +31,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from runform.interfaces import Manifest, ManifestEntry
 
 from . import digest as _digest
 from .hydrate import HydrateOptions, PermanentError, Progress, hydrate
+from .record import TMP_MARK
 
 MIB = 1 << 20
 PART_MIN = 64 * MIB  # objects from this size on are fetched in ranged parts
@@ -128,12 +132,17 @@ def fetch_urls(manifest: Manifest, dest: Path, urls: Mapping[str, str], expires_
         url = urls.get(entry.path)
         if url is None or expires_at - time.time() < MARGIN_S:
             raise UrlsExpired(f"{entry.path}: its download URL expired; sign fresh ones")
+        if entry.size >= PART_MIN:  # a ranged response carries no checksum of the object
+            hasher: Hasher = _digest.StreamHasher(entry.digest, entry.size)
+            partial = _partial(tmp, entry)
+            offset = _resume(partial, hasher, entry.size)
+            with open(partial, "ab" if offset else "wb") as out:
+                _ranged(pool, url, entry, out, hasher, report, stop, workers, expires_at, sent,
+                        start=offset)
+            os.replace(partial, tmp)  # complete: checked and renamed by the engine
+            return hasher.result()
         with open(tmp, "wb") as out:
-            if entry.size >= PART_MIN:  # a ranged response carries no checksum of the object
-                hasher: Hasher = _digest.StreamHasher(entry.digest, entry.size)
-                _ranged(pool, url, entry, out, hasher, report, stop, workers, expires_at, sent)
-            else:
-                hasher = _whole(pool, url, entry, out, report, stop, expires_at, sent)
+            hasher = _whole(pool, url, entry, out, report, stop, expires_at, sent)
         return hasher.result()
 
     return hydrate(manifest, Path(dest), transfer=transfer, progress=progress,
@@ -204,14 +213,52 @@ def _whole(pool: _Pool, url: str, entry: ManifestEntry, out: Any, report: Progre
     return hasher
 
 
+def _partial(tmp: Path, entry: ManifestEntry) -> Path:
+    """Where a large object's bytes collect until it is complete: beside the target, named for
+    the object's digest (a partial file of another version is never continued), with runform's
+    temporary mark (never listed, pushed or taken for the file). Partial files of other
+    versions of the same target are removed."""
+    import hashlib
+
+    base = tmp.name[:tmp.name.rindex(TMP_MARK)] if TMP_MARK in tmp.name else tmp.name
+    mine = tmp.with_name(f"{base}{TMP_MARK}partial-{hashlib.sha256(entry.digest.encode()).hexdigest()[:16]}")
+    for other in tmp.parent.glob(f"{glob_escape(base)}{TMP_MARK}partial-*"):
+        if other != mine:
+            other.unlink(missing_ok=True)
+    return mine
+
+
+def _resume(partial: Path, hasher: Hasher, size: int) -> int:
+    """The bytes of ``partial`` (a prefix of the object, written in order by an earlier fetch
+    that was stopped or cut off), fed to ``hasher``; the download continues from there and the
+    whole file is checked at the end. 0 when there is nothing to continue."""
+    try:
+        have = partial.stat().st_size
+    except OSError:
+        return 0
+    if not 0 < have < size:
+        partial.unlink(missing_ok=True)
+        return 0
+    with open(partial, "rb", buffering=0) as f:
+        buf = bytearray(4 * MIB)
+        view = memoryview(buf)
+        got = 0
+        while got < have and (n := f.readinto(buf)):
+            n = min(n, have - got)
+            hasher.update(view[:n])
+            got += n
+    return have
+
+
 def _ranged(pool: _Pool, url: str, entry: ManifestEntry, out: Any, hasher: Hasher,
             report: Progress, stop: threading.Event, workers: int, expires_at: float,
-            headers: dict[str, str]) -> None:
-    """Parts in parallel; each completed part is hashed and written in order by whichever
-    worker completes the next one in line (held parts are bounded by the workers)."""
+            headers: dict[str, str], start: int = 0) -> None:
+    """Parts in parallel from byte ``start`` on; each completed part is hashed and written in
+    order by whichever worker completes the next one in line (held parts are bounded by the
+    workers), so ``out`` always holds a prefix of the object that a later fetch can continue."""
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
-    starts = list(range(0, entry.size, PART_SIZE))
+    starts = list(range(start, entry.size, PART_SIZE))
     done: dict[int, bytes] = {}
     lock = threading.Lock()
     state = {"next": 0}
@@ -228,6 +275,7 @@ def _ranged(pool: _Pool, url: str, entry: ManifestEntry, out: Any, hasher: Hashe
                 piece = done.pop(state["next"])
                 hasher.update(piece)
                 out.write(piece)
+                out.flush()  # what a later fetch continues from is on disk
                 state["next"] += 1
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers // 2, len(starts)))) as parts:
