@@ -124,9 +124,7 @@ class S3Backend:
         rather than computing their MD5)."""
         import time
 
-        from runform.storage.urlfetch import presign
-
-        from runform.storage.urlfetch import CHECKSUM_MODE
+        from runform.storage.urlfetch import CHECKSUM_MODE, presign
 
         loc = self._location(manifest.uri)
         folder = loc.key if loc.is_prefix else loc.folder
