@@ -146,10 +146,8 @@ class Handlers:
                 "bytes_moved": moved}
 
     def _planned_manifest(self, a: Action, source: str) -> Manifest:
-        """What this process's plan listed at the source, when it is what the action was planned
-        with: ``apply`` always makes a fresh plan a moment before (a saved plan is checked
-        against it), so the source is not listed a second time. A change at the source after
-        that listing fails the fetch, which checks every byte against this manifest."""
+        """What this process's fresh plan listed (a saved plan is checked against it), if the
+        action was planned with it; a later change at the source fails the fetch's checks."""
         listed = self.ws.listed.get(a.address)
         if isinstance(listed, Manifest) and listed.digest == a.fingerprint:
             return listed
