@@ -418,7 +418,7 @@ def test_ctrl_c_during_a_hydration_over_ssh_stops_it_and_the_next_apply_fetches_
     import sys
 
     sizes = {f"f{i}.bin": (1 << 20) << (i // 2) for i in range(8)}  # 1, 1, 2, 2, 4, 4, 8, 8 MiB
-    bucket, bodies = _bucket_with(s3_server, sizes)
+    bucket, bodies = _bucket_with_checksums(s3_server, sizes)
     root = tmp_path / "remote" / "hello"
     spec = yaml.safe_load((hello / "runform.yaml").read_text())
     spec["compute"] = {**sshd.compute, "root": str(root)}
@@ -456,6 +456,11 @@ def test_ctrl_c_during_a_hydration_over_ssh_stops_it_and_the_next_apply_fetches_
     again = run_cli("apply", "--auto-approve", cwd=hello)
     assert again.returncode == 0, again.stdout + again.stderr
     assert s3_server.stats.object_bytes_out == sum(sizes[n] for n in sizes if n not in first)
+    gets = s3_server.stats.of("GetObject")  # the signed header reached the machine's agent
+    assert gets and all(("x-amz-checksum-mode", "ENABLED") in r.headers for r in gets)
+    from runform.storage.record import Record
+
+    assert {f.content.split(":")[0] for f in Record.load(landed).files.values()} == {"crc32", "crc32mp"}
     for name, body in bodies.items():
         assert (landed / name).read_bytes() == body, name
     assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
