@@ -6,8 +6,11 @@ against a bare ``rclone copy`` of the same objects, and an artifact push (what t
 
 The spec runs on the local provider (the machine is a folder), so the apply's time is the
 CLI's start, the plan (refresh + the dataset's listing), the presigned URLs, the agent's
-fetch, the one stage (``python -c pass``) and the state writes. Each row is the best of
-``--repeat`` runs, each from scratch (no state, empty destination); the load average is shown.
+fetch, the one stage (``python -c pass``, run by the agent's supervisor under ``bash -l``) and
+the state writes; the stage's command alone is timed too. Each row is the best of ``--repeat``
+runs, each from scratch (no state, empty destination); the load average is shown. The objects
+carry S3's CRC32 (boto3's default upload), see bench_hydrate.py; so do runform's processes
+carry a bytecode cache (``bench_hydrate.bytecode_cache``).
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--total-mb", type=int, default=300)
     ap.add_argument("--objects", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rf-bench-apply"))
     args = ap.parse_args()
+    load0 = os.getloadavg()
     bucket, prefix = "bench", "data/"
     port = bh.free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -91,6 +95,10 @@ def main() -> None:
                                          "--auto-approve"], env, project))
             keep("runform apply, no change", timed([sys.executable, "-m", "runform.cli.main", "apply",
                                                     "--auto-approve"], env, project))
+            # what the one stage costs by itself on this host: its command under the login
+            # shell the supervisor runs it in (this host's ~/.bashrc runs `pyenv init`)
+            keep("the stage's command alone (bash -lc 'python -c pass')",
+                 timed(["bash", "-lc", f"{sys.executable} -c pass"], env, project))
             if rclone:
                 shutil.rmtree(local_copy, ignore_errors=True)
                 local_copy.mkdir()
@@ -109,7 +117,8 @@ def main() -> None:
         server.wait(timeout=10)
     load = os.getloadavg()
     print(f"\n{total / bh.MB:.0f} MB in {args.objects} objects, moto_server on 127.0.0.1; "
-          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
+          f"{os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+          f"(at the start {load0[0]:.1f}); "
           f"best of {args.repeat}.\n")
     print("| what | seconds | ratio |\n|---|---:|---|")
     ratios = {"runform apply": ("rclone copy", "x a bare rclone copy"),

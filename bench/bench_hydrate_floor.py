@@ -10,8 +10,8 @@ correctly. Each row is a fresh child process, timed from outside (best of ``--re
   8 threads with urllib3 alone (no boto3 in the child, no retries, no atomic rename, no
   record), 1 MiB reads written to files; optionally each file's MD5 compared with its
   single-part ETag. This is a measuring stick, not transfer code anyone should ship.
-- ``runform fetch``: the agent's real fetch with the plan's manifest (boto3's transfer
-  manager, every file checked, written atomically, recorded).
+- ``runform fetch``: the agent's real fetch with the plan's manifest and presigned URLs (every
+  file checked, against S3's CRC32 where the objects carry one, written atomically, recorded).
 - ``s5cmd sync`` when installed: the yardstick of the issue's target.
 """
 

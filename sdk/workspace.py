@@ -38,6 +38,9 @@ class Workspace:
         self.read_only = False  # plan: writes nothing, not even a first-seen host key's pin
         self.rename_run = False  # a state of another run name is taken as this run's, renamed
         self.secrets: dict[str, str] = {}
+        # dataset address -> the manifest this process's plan listed (the apply fetches it
+        # without listing the source again; see Handlers.dataset)
+        self.listed: dict[str, Any] = {}
         if spec.env_file is not None:
             self.secrets = parse_env(spec.env_file.read_text(encoding="utf-8"))
         self.redactor = Redactor.from_env(self.secrets)

@@ -57,6 +57,7 @@ class S3Backend:
 
     schemes: tuple[str, ...] = ("s3",)
     scheme = "s3"
+    checksum_mode = True  # GETs ask for S3's stored checksums (x-amz-checksum-mode)
 
     def __init__(self, settings: TransferSettings | None = None) -> None:
         self.settings = settings
@@ -117,17 +118,21 @@ class S3Backend:
 
     def presign(self, manifest: Manifest, env: Mapping[str, str], *, ttl_s: int = 3600) -> dict[str, Any]:
         """Presigned GET URLs for every object of ``manifest`` (signed here, on the client:
-        the machine downloads without credentials; see :mod:`runform.storage.urlfetch`), and when they
-        expire (``expires_at``, epoch seconds)."""
+        the machine downloads without credentials; see :mod:`runform.storage.urlfetch`), when they
+        expire (``expires_at``, epoch seconds) and the ``headers`` every GET must send (S3:
+        ``x-amz-checksum-mode``, so that the machine checks the bytes against S3's CRC32
+        rather than computing their MD5)."""
         import time
 
-        from runform.storage.urlfetch import presign
+        from runform.storage.urlfetch import CHECKSUM_MODE, presign
 
         loc = self._location(manifest.uri)
         folder = loc.key if loc.is_prefix else loc.folder
         expires_at = time.time() + ttl_s
-        urls = presign(self._client(env), loc.bucket, folder, list(manifest.entries), ttl_s)
-        return {"urls": urls, "expires_at": expires_at}
+        urls = presign(self._client(env), loc.bucket, folder, list(manifest.entries), ttl_s,
+                       checksums=self.checksum_mode)
+        return {"urls": urls, "expires_at": expires_at,
+                "headers": dict(CHECKSUM_MODE) if self.checksum_mode else {}}
 
     def verify(self, manifest: Manifest, dest: Path) -> VerifyReport:
         """Read ``dest`` back; corrupted or missing files are fetched again next time."""
@@ -221,6 +226,7 @@ class B2Backend(S3Backend):
 
     schemes = ("b2",)
     scheme = "b2"
+    checksum_mode = False  # B2 has rejected x-amz-checksum-mode on GET (storage.md §0)
 
     @staticmethod
     def _keep(env: Mapping[str, str] | None) -> bool:

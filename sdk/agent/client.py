@@ -20,6 +20,7 @@ class AgentClient:
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         request = {"op": op, "root": self.machine.root, **args}
+        response: Any
         if self.machine.local:
             from runform.agent.ops import handle
 
@@ -29,8 +30,12 @@ class AgentClient:
                 [self.machine.python, "-m", "runform.agent"], stdin=json.dumps(request).encode()
             )
             try:
-                response = json.loads(result.stdout.decode() or "{}")
+                # no answer at all (the channel was closed under it: an abort at Ctrl-C, a lost
+                # connection) is a failure, never an empty success
+                response = json.loads(result.stdout.decode())
             except ValueError:
+                response = None
+            if not isinstance(response, dict):
                 tail = result.stderr.decode(errors="replace")[-500:]
                 raise ProviderError(f"the agent on the machine failed ({op}, exit {result.exit_code}): {tail}",
                                     hint="re-run apply; if it persists, `runform apply --replace instance.main`") from None

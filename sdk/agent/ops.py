@@ -188,7 +188,8 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
     if req.get("urls") is not None:  # presigned GETs signed by the client: no credentials here
         from runform.storage.urlfetch import agent_fetch
 
-        got = agent_fetch(manifest, Path(dest), req["urls"], float(req["expires_at"]), prog)
+        got = agent_fetch(manifest, Path(dest), req["urls"], float(req["expires_at"]), prog,
+                          headers=req.get("headers"))
         prog._write()
         if "bytes" not in got:  # expired (the client signs fresh URLs) or stopped
             return {**got, "bytes": prog.done}

@@ -123,11 +123,9 @@ class Handlers:
     def dataset(self, a: Action) -> dict[str, Any] | None:
         if a.kind == "delete":
             return None
-        from runform.planning.desired import resolve_dataset
-
         name = name_of(a.address)
         d = self.ws.spec.datasets[name]
-        manifest = resolve_dataset(self.ws, d.source)
+        manifest = self._planned_manifest(a, d.source)
         if manifest.digest != a.fingerprint:
             raise RunformError(f"{a.address}: the source {d.source} changed since the plan",
                                hint="run `runform plan` again")
@@ -148,6 +146,16 @@ class Handlers:
         self.ws.say(f"{a.address}: {moved / 1e6:.1f} MB moved in {took:.1f}s")
         return {"source": d.source, "dest": d.dest, "digest": manifest.digest, "manifest": manifest.to_json(),
                 "bytes_moved": moved}
+
+    def _planned_manifest(self, a: Action, source: str) -> Manifest:
+        """What this process's fresh plan listed (a saved plan is checked against it), if the
+        action was planned with it; a later change at the source fails the fetch's checks."""
+        listed = self.ws.listed.get(a.address)
+        if isinstance(listed, Manifest) and listed.digest == a.fingerprint:
+            return listed
+        from runform.planning.desired import resolve_dataset
+
+        return resolve_dataset(self.ws, source)
 
     def _sent(self, address: str, what: str, moved: int, took: float) -> None:
         """A finished upload as a ``transfer`` event: bytes, rate (the wait itself showed its

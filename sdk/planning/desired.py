@@ -51,6 +51,7 @@ def compute_desired(ws: Workspace, state: State, graph: Graph) -> dict[str, Desi
         out[TRACKER] = Desired(TRACKER, None, {"kind": spec.tracker.kind})
     for d in spec.datasets.values():
         m = resolve_dataset(ws, d.source)
+        ws.listed[d.address] = m
         out[d.address] = Desired(d.address, m.digest, {
             "source": d.source, "dest": d.dest, "links": dict(d.links), "manifest": m.to_json(),
             "digest": m.digest, "objects": len(m.entries), "bytes": m.total_bytes})

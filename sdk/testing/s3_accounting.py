@@ -5,7 +5,7 @@ or lists once."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -58,16 +58,20 @@ def operation_of(method: str, path: str, query: str) -> str:
 
 
 class Accounting:
-    """WSGI middleware that records each request and counts the bytes it sent back."""
+    """WSGI middleware that records each request and counts the bytes it sent back. With
+    ``rate`` (bytes per second) each object's body is sent no faster than that, so that a
+    test can interrupt a download half-way (``reset`` clears it)."""
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         self._lock = threading.Lock()
         self.requests: list[Request] = []
+        self.rate: float | None = None
 
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+        self.rate = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -88,7 +92,10 @@ class Accounting:
                     self.requests.append(rec)
             return start_response(status_line, headers, exc_info)
 
-        return self.app(environ, capture)  # type: ignore[no-any-return]
+        body = self.app(environ, capture)
+        if self.rate and operation_of(method, path, query) == "GetObject":
+            return _paced(body, self.rate)
+        return body  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ queries
     def of(self, operation: str | None = None) -> list[Request]:
@@ -113,3 +120,23 @@ class Accounting:
         for r in self.of():
             out[r.operation] = out.get(r.operation, 0) + 1
         return out
+
+
+def _paced(body: Iterable[bytes], rate: float) -> Iterator[bytes]:
+    """``body`` in 64 KiB pieces, no faster than ``rate`` bytes per second."""
+    import time
+
+    start, sent = time.monotonic(), 0
+    try:
+        for chunk in body:
+            for i in range(0, len(chunk), 1 << 16):
+                piece = chunk[i:i + (1 << 16)]
+                sent += len(piece)
+                ahead = sent / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+                yield piece
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()

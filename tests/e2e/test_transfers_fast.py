@@ -192,6 +192,139 @@ def test_a_stopped_hydration_leaves_no_partial_file_and_resumes_with_the_rest(
         assert (dest / name).read_bytes() == body
 
 
+def _bucket_with_checksums(server, sizes: dict[str, int]) -> tuple[str, dict[str, bytes]]:  # type: ignore[no-untyped-def]
+    """Objects uploaded as boto3 >= 1.36 and the AWS CLI do by default: S3 stores a CRC32 of
+    each (composite for the multipart ones, 8 MiB parts above 8 MiB)."""
+    import io
+
+    from boto3.s3.transfer import TransferConfig
+
+    bucket = server.make_bucket()
+    c = server.client()  # boto3's defaults: flexible checksums on uploads
+    cfg = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20)
+    bodies = {name: os.urandom(size) for name, size in sizes.items()}
+    for name, body in bodies.items():
+        c.upload_fileobj(io.BytesIO(body), bucket, f"ds/{name}", Config=cfg)
+    return bucket, bodies
+
+
+def test_hydration_checks_the_bytes_against_the_crc32_s3_stored(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from runform.storage.record import Record
+    from runform.storage.verify import verify
+
+    bucket, bodies = _bucket_with_checksums(s3_server, {"one.bin": 3 << 20, "multi.bin": 20 << 20})
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    assert all(e.digest.startswith("etag:") for e in manifest.entries)  # identity: the ETag
+    signed = backend.presign(manifest, env, ttl_s=600)
+    assert signed["headers"] == {"x-amz-checksum-mode": "ENABLED"}
+    dest = tmp_path / "dest"
+    moved = _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
+                                 headers=signed["headers"])
+    assert moved == sum(len(b) for b in bodies.values())
+    asked = [r for r in s3_server.stats.of("GetObject")]
+    assert asked and all(("x-amz-checksum-mode", "ENABLED") in r.headers for r in asked)
+    for name, body in bodies.items():
+        assert (dest / name).read_bytes() == body
+    contents = {p: f.content.split(":")[0] for p, f in Record.load(dest).files.items()}
+    assert contents == {"one.bin": "crc32", "multi.bin": "crc32mp"}  # no MD5 computed
+    assert verify(manifest, dest).clean
+    with open(dest / "multi.bin", "r+b") as f:  # changed in place: the CRC record sees it
+        f.seek(5 << 20)
+        f.write(b"\x00" if bodies["multi.bin"][5 << 20] else b"\x01")
+    assert verify(manifest, dest).corrupted == ("multi.bin",)
+
+
+def test_an_object_replaced_since_the_plan_is_not_taken_on_its_new_crc(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The CRC in a response vouches for the object the server has now; only when its ETag is
+    the plan's is that the planned object. Replaced since: its bytes fail the plan's digest."""
+    from runform.storage.hydrate import DigestMismatch
+
+    bucket, _ = _bucket_with_checksums(s3_server, {"a.bin": 2 << 20})
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    s3_server.client().put_object(Bucket=bucket, Key="ds/a.bin", Body=os.urandom(2 << 20))
+    signed = backend.presign(manifest, env, ttl_s=600)
+    dest = tmp_path / "dest"
+    with pytest.raises(DigestMismatch):
+        _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
+                             headers=signed["headers"])
+    assert not (dest / "a.bin").exists()
+
+
+def test_b2_urls_ask_for_no_checksum_and_hydrate(s3_server_b2, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """B2 rejects x-amz-checksum-mode (the B2 mode answers 400 as B2 does): b2:// signs without
+    it and the bytes are checked against the ETag."""
+    from runform.storage_backends.s3 import B2Backend
+
+    bucket, bodies = _bucket_with(s3_server_b2, {"a.bin": 3000, "b.bin": 9 << 20})
+    backend = B2Backend()
+    env = s3_server_b2.env("b2")
+    manifest = backend.resolve(f"b2://{bucket}/ds/", env)
+    signed = backend.presign(manifest, env, ttl_s=600)
+    assert signed["headers"] == {}
+    dest = tmp_path / "dest"
+    assert _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
+                                headers=signed["headers"]) == 3000 + (9 << 20)
+    for name, body in bodies.items():
+        assert (dest / name).read_bytes() == body
+
+
+def test_a_large_object_stopped_half_way_is_continued_from_its_partial_file(
+    s3_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Byte-range resume: the bytes of a large object that landed before a stop stay in a
+    partial file (never under the final name); the next fetch asks only for the rest, and the
+    whole file is checked against the plan's digest."""
+    bucket, bodies = _bucket_with(s3_server, {"big.bin": 70 << 20})  # ranged: 5 parts
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    signed = backend.presign(manifest, env, ttl_s=600)
+    dest = tmp_path / "dest"
+    stop = threading.Event()
+    seen = [0]
+
+    def progress(n: int) -> None:
+        seen[0] += n
+        if seen[0] > 40 << 20:
+            stop.set()
+
+    with pytest.raises(_urlfetch.Stopped):
+        _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
+                             progress=progress, workers=2, stop=stop)
+    assert not (dest / "big.bin").exists()
+    (partial,) = [p for p in dest.iterdir() if "partial" in p.name]
+    kept = partial.stat().st_size
+    assert 0 < kept < 70 << 20 and kept % _urlfetch.PART_SIZE == 0
+    assert partial.read_bytes() == bodies["big.bin"][:kept]
+    s3_server.stats.reset()
+    assert _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"]) == 70 << 20
+    assert s3_server.stats.object_bytes_out == (70 << 20) - kept  # only the rest moved
+    assert (dest / "big.bin").read_bytes() == bodies["big.bin"]
+    assert not [p for p in dest.iterdir() if "runform-tmp" in p.name]
+
+
+def test_a_partial_file_that_does_not_match_is_fetched_again_whole(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bucket, bodies = _bucket_with(s3_server, {"big.bin": 70 << 20})
+    backend = S3Backend()
+    env = s3_server.env("s3")
+    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
+    signed = backend.presign(manifest, env, ttl_s=600)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    partial = _urlfetch._partial(dest / f"big.bin{_urlfetch.TMP_MARK}1-1", manifest.entries[0])
+    partial.write_bytes(b"\0" * (16 << 20))  # not the object's first bytes
+    s3_server.stats.reset()
+    assert _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"]) == 70 << 20
+    assert (dest / "big.bin").read_bytes() == bodies["big.bin"]
+    # the continued file failed its check (a digest mismatch); the engine's retry fetched
+    # the whole object
+    assert s3_server.stats.object_bytes_out == (70 << 20) - (16 << 20) + (70 << 20)
+
+
 def test_the_agent_stops_when_the_client_hangs_up() -> None:
     r, w = os.pipe()
     stop = threading.Event()
@@ -270,6 +403,66 @@ def test_ctrl_c_during_a_dataset_upload_stops_it_and_the_next_apply_sends_only_t
     assert float(moved.group(1)) == pytest.approx((8 - len(sent_first)) * (64 << 20) / 1e6, abs=0.1)
     assert sorted(p.name for p in landed.iterdir() if p.name.endswith(".bin")) == [
         f"f{i}.bin" for i in range(8)]
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+
+@needs_sshd
+def test_ctrl_c_during_a_hydration_over_ssh_stops_it_and_the_next_apply_fetches_only_the_rest(
+    hello: Path, sshd: SSHD, s3_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """The real CLI over the real sshd: SIGINT while the machine downloads an ``s3://``
+    dataset from presigned URLs (moto sends each object at 2 MB/s, so the small ones land
+    first and the large ones are in flight)."""
+    import signal
+    import subprocess
+    import sys
+
+    sizes = {f"f{i}.bin": (1 << 20) << (i // 2) for i in range(8)}  # 1, 1, 2, 2, 4, 4, 8, 8 MiB
+    bucket, bodies = _bucket_with_checksums(s3_server, sizes)
+    root = tmp_path / "remote" / "hello"
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["compute"] = {**sshd.compute, "root": str(root)}
+    spec["datasets"]["big"] = {"source": f"s3://{bucket}/ds/", "dest": "data/big"}
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    with open(hello / "hello.env", "a") as f:  # the client's keys: it lists and signs
+        f.write("".join(f"{k}={v}\n" for k, v in s3_server.env("s3").items()))
+    landed = root / "data" / "big"
+
+    def files() -> tuple[set[str], set[str]]:
+        names = {p.name for p in landed.iterdir()} if landed.is_dir() else set()
+        return {n for n in names if n in bodies}, {n for n in names if n not in bodies
+                                                   and not n.startswith(".runform-manifest")}
+
+    s3_server.stats.rate = 2e6
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
+                            cwd=hello, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _until(lambda: bool(files()[0]), "the first object to land", deadline_s=240)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out and "interrupted" in out.lower(), out
+    assert "dataset.big: transfer stopped (Ctrl-C)" in out, out  # not taken for complete
+    assert "dataset.big: Creation complete" not in out, out
+    _until(lambda: not files()[1], "the agent to drop its partial files")  # none kept
+    first, _ = files()
+    assert 0 < len(first) < len(sizes), (first, out.splitlines())
+    for name in first:  # a file with its final name is complete
+        assert (landed / name).read_bytes() == bodies[name], name
+    s3_server.stats.reset()  # also lifts the rate limit
+    again = run_cli("apply", "--auto-approve", cwd=hello)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert s3_server.stats.object_bytes_out == sum(sizes[n] for n in sizes if n not in first)
+    gets = s3_server.stats.of("GetObject")  # the signed header reached the machine's agent
+    assert gets and all(("x-amz-checksum-mode", "ENABLED") in r.headers for r in gets)
+    from runform.storage.record import Record
+
+    assert {f.content.split(":")[0] for f in Record.load(landed).files.values()} == {"crc32", "crc32mp"}
+    for name, body in bodies.items():
+        assert (landed / name).read_bytes() == body, name
     assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
 
 

@@ -173,3 +173,65 @@ def test_a_removed_name_that_is_the_same_file_as_a_wanted_one_is_kept(tmp_path):
         return  # case-insensitive here: the first half covered it
     assert _fetch(src2, dest2) == 4
     assert not (dest2 / "C.txt").exists() and (dest2 / "c.txt").read_bytes() == b"see\n"
+
+
+# ---------------------------------------------------------------------- S3's CRC32 as the check
+
+
+def _b64(crc: int) -> str:
+    import base64
+
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
+
+
+def _composite(data: bytes, part: int) -> str:
+    """S3's composite CRC32 of a multipart upload: CRC32 of the parts' big-endian CRC32s."""
+    import zlib
+
+    parts = [zlib.crc32(data[i:i + part]).to_bytes(4, "big") for i in range(0, len(data), part)]
+    return f"{_b64(zlib.crc32(b''.join(parts)))}-{len(parts)}"
+
+
+def test_a_full_object_crc32_checks_the_bytes_and_catches_one_flipped_byte() -> None:
+    import zlib
+
+    from runform.storage.digest import CrcHasher
+
+    data = os.urandom(3 << 20)
+    good = CrcHasher(_b64(zlib.crc32(data)), len(data))
+    for i in range(0, len(data), 1 << 20):
+        good.update(data[i:i + (1 << 20)])
+    result = good.result()
+    assert result is not None and result.ok and result.checked and result.content.startswith("crc32:")
+    bad = CrcHasher(_b64(zlib.crc32(data)), len(data))
+    bad.update(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    result = bad.result()
+    assert result is not None and not result.ok  # a mismatch, retried then reported
+
+
+def test_a_composite_crc32_is_checked_with_the_uploaders_part_size(tmp_path: Path) -> None:
+    from runform.storage.digest import CrcHasher, content_of
+
+    data = os.urandom(20 << 20)  # 8 MiB parts: 3 of them, as boto3 and the AWS CLI upload
+    header = _composite(data, 8 << 20)
+    assert CrcHasher.usable(header, len(data))
+    h = CrcHasher(header, len(data))
+    h.update(data)
+    result = h.result()
+    assert result is not None and result.ok and result.content.startswith("crc32mp:8388608:")
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    assert content_of(path, result.content) == result.content  # what verify recomputes
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert content_of(path, result.content) != result.content
+    wrong = CrcHasher(header, len(data))
+    wrong.update(data[:-1] + bytes([data[-1] ^ 1]))
+    assert wrong.result() is None  # not proven: the engine checks the file against the ETag
+
+
+def test_a_crc_header_that_cannot_be_checked_is_not_used() -> None:
+    from runform.storage.digest import CrcHasher
+
+    assert not CrcHasher.usable(None, 10)
+    assert not CrcHasher.usable("not-base64!", 10)
+    assert not CrcHasher.usable("AAAAAA==-3", 10)  # 3 parts of 10 bytes: no known part size
