@@ -92,6 +92,7 @@ def _supervise(jobdir: str, lock_fd: int) -> int:
         cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         pass_fds=(lock_fd,), start_new_session=True,
     )
+    _atomic(os.path.join(jobdir, "child"), str(proc.pid))  # its process group, for `stop`
     timed_out = threading.Event()
     timer = _start_timer(proc, float(req["timeout"]), timed_out) if req.get("timeout") else None
     assert proc.stdout is not None
