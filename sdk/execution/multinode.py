@@ -33,7 +33,8 @@ def run_multinode(h: Handlers, a: Action) -> dict[str, Any]:
     if a.kind != "read":
         _start_all(h, a, agents)
     states = _wait_all(h, a, agents)
-    bad = next((k for k, st in sorted(states.items()) if not _done(a, st)), None)
+    failed = [k for k, st in sorted(states.items()) if not _done(a, st)]
+    bad = next((k for k in failed if not states[k].get("stopped")), failed[0] if failed else None)
     metrics, rank0 = _metrics(h, name, fp, agents)
     record = {"inputs": a.after.get("inputs"), "nodes": {str(k): _brief(st) for k, st in states.items()},
               "metrics_node": rank0, "metrics": metrics.get("final") or (

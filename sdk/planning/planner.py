@@ -8,7 +8,7 @@ from typing import Any
 from runform.errors import PolicyError, RunformError
 from runform.graph import INSTANCE, build_graph, kind_of
 from runform.interfaces import InstanceInfo
-from runform.nodes import at_node, split_node
+from runform.nodes import at_node, node_compute, split_node
 from runform.planning.desired import compute_desired
 from runform.planning.diff import diff, on_machine
 from runform.planning.model import Action, Plan
@@ -51,8 +51,11 @@ def make_plan(
         return plan
     desired = compute_desired(ws, state, graph)
     observed = refresh(ws, state, desired, enabled=refresh_enabled)
+    config = ws.spec.compute.config
+    per_node = {ws.label(state, k): node_compute(config, k) for k in range(ws.spec.compute.nodes)} \
+        if ws.spec.compute.nodes > 1 else {}  # each node against its own slice of the fleet
     actions = diff(desired, state, observed, order=graph.nodes, replace=replace,
-                   replace_reason=lambda inst: ws.provider.replace_reason(inst, ws.spec.compute.config))
+                   replace_reason=lambda inst: ws.provider.replace_reason(inst, per_node.get(inst.label, config)))
     if targets:
         keep = set(targets) | graph.upstream(targets)
         actions = [a for a in actions if a.address in keep]

@@ -87,7 +87,7 @@ def merge_jobs(jobs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
         by_state.setdefault(job.get("state", "none"), []).append(k)
     for state in ("running", "failed", "lost"):
         if state in by_state:
-            k = by_state[state][0]
+            k = next((n for n in by_state[state] if not jobs[n].get("stopped")), by_state[state][0])  # not the stopped
             return {**jobs[k], "node": k, "nodes": {str(n): j.get("state") for n, j in jobs.items()}}
     if jobs.get(0, {}).get("state") == "succeeded":
         return {**jobs[0], "node": 0}
