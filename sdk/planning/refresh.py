@@ -77,7 +77,10 @@ def _merge_stages(seen: dict[int, Observed], desired: dict[str, Desired]) -> Obs
         name = address.split(".", 1)[1]
         jobs = {k: ((o.machine or {}).get("stages") or {}).get(name, {"state": "none"}) for k, o in seen.items()}
         stages[name] = merge_jobs(jobs)
-    return attrs.evolve(first, machine={**first.machine, "stages": stages})
+    # an output is there when some node has it: rank 0 (which writes it) may sit on any node
+    exists = {p: any(((o.machine or {}).get("exists") or {}).get(p) for o in seen.values())
+              for p in (first.machine.get("exists") or {})}
+    return attrs.evolve(first, machine={**first.machine, "stages": stages, "exists": exists})
 
 
 def merge_jobs(jobs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
