@@ -63,6 +63,15 @@ def rendezvous(compute: Mapping[str, Any], node0: Mapping[str, Any] | None, loca
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
+def node_address(compute: Mapping[str, Any], node: int, local: bool) -> str | None:
+    """Where the other nodes reach ``node`` (torchrun's ``--local-addr``: rank 0's becomes the
+    workers' MASTER_ADDR): its fleet ``address`` or ``host``; 127.0.0.1 for local nodes; None
+    (torchrun uses the machine's FQDN) when nothing says."""
+    hosts = compute.get("hosts")
+    entry = hosts[node] if isinstance(hosts, list) and node < len(hosts) else {}
+    return entry.get("address") or entry.get("host") or ("127.0.0.1" if local else None)
+
+
 def check_nodes(compute: Mapping[str, Any]) -> tuple[tuple[Any, ...], str, str] | None:
     """A problem with the fleet's shape: ``(field under compute, what, fix)``, or None."""
     hosts = compute.get("hosts")

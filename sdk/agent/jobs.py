@@ -151,7 +151,8 @@ def multinode_args(m: dict[str, Any], nproc: int) -> list[str]:
     node = int(m["node"])
     return ["--nnodes", str(int(m["nnodes"])), "--nproc-per-node", str(nproc), "--node-rank", str(node),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", str(m["endpoint"]), "--rdzv-id", str(m["rdzv_id"]),
-            "--rdzv-conf", f"is_host={'true' if node == 0 else 'false'}", "--max-restarts", "0"]
+            "--rdzv-conf", f"is_host={'true' if node == 0 else 'false'}", "--max-restarts", "0",
+            *(["--local-addr", str(m["local_addr"])] if m.get("local_addr") else [])]
 
 
 def stop(req: dict[str, Any]) -> dict[str, Any]:

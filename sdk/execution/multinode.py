@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from runform.graph import INSTANCE, name_of
 from runform.interfaces import HasStageEnv
-from runform.nodes import at_node, rendezvous
+from runform.nodes import at_node, node_address, rendezvous
 from runform.planning.model import Action
 from runform.progress import Interrupted
 
@@ -68,7 +68,8 @@ def _start_all(h: Handlers, a: Action, agents: dict[int, Any]) -> None:
                         env={**env, "RUNFORM_NODE": str(k), "RUNFORM_NODES": str(len(agents))},
                         launcher=s.launcher, nproc=s.nproc, retry_failed=a.retry_failed,
                         python=h.ws.machine(h.state, k).python,
-                        multinode={"nnodes": len(agents), "node": k, "endpoint": endpoint, "rdzv_id": rdzv_id})
+                        multinode={"nnodes": len(agents), "node": k, "endpoint": endpoint, "rdzv_id": rdzv_id,
+                                   "local_addr": node_address(h.ws.spec.compute.config, k, h.machine_is_local())})
         verb = "attached to its running job" if st.get("attached") and st["state"] == "running" else \
             "job started" if not st.get("attached") else f"its job already {st['state']}"
         pid = f"pid {st['pid']}; " if st.get("pid") else ""

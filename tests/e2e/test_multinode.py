@@ -200,3 +200,12 @@ def test_ssh_fleet_of_two_roots(sshd: SSHD, tmp_path: Path) -> None:
     d = run_cli("destroy", "--auto-approve", cwd=project)
     assert d.returncode == 0, d.stdout + d.stderr
     assert not (remote / "node0").exists() and not (remote / "node1").exists()
+
+
+def test_the_torchrun_flags_runform_gives_exist_in_the_installed_torch() -> None:
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--help"], capture_output=True,
+                         text=True, timeout=120).stdout
+    for flag in ("--nnodes", "--nproc-per-node", "--node-rank", "--rdzv-backend", "--rdzv-endpoint",
+                 "--rdzv-id", "--rdzv-conf", "--max-restarts", "--local-addr"):
+        assert flag in out, flag
