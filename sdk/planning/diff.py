@@ -299,6 +299,8 @@ class Differ:
                 out.append(f"env {k} changed")
         if old.get("launcher") != new["launcher"] or old.get("nproc") != new["nproc"]:
             out.append("launcher changed")
+        if old.get("nodes", 1) != new.get("nodes", 1):
+            out.append(f"nodes changed ({old.get('nodes', 1)} → {new.get('nodes', 1)})")
         od, nd = old.get("deps", {}), new["deps"]
         if "tree" in nd:
             if od.get("tree") != nd["tree"]:
