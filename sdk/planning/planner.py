@@ -111,7 +111,7 @@ def _estimate(ws: Workspace, state: State, actions: list[Action]) -> dict:
         if not offers:
             return {}
         offer = dict(next((o for o in offers if o.get("chosen")), offers[0]))
-        price = float(offer.get("dph_total") or 0)
+        price = float(offer.get("dph_total") or 0) * ws.spec.compute.nodes  # one such machine per node
     known = 0.0
     seen = unknown = 0
     for a in actions:

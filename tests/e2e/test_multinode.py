@@ -182,6 +182,17 @@ def test_one_node_killed_fails_the_stage_and_stops_the_other(tmp_path: Path) -> 
     assert run_cli("destroy", "--auto-approve", cwd=project).returncode == 0
 
 
+def test_teardown_on_success_gives_back_both_nodes(tmp_path: Path) -> None:
+    project = _project(tmp_path, {"provider": "local", "nodes": 2, "teardown": "on_success"})
+    a = run_cli("apply", "--auto-approve", cwd=project)
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert "instance.main and 1 other node(s) destroyed (teardown: on_success)" in a.stdout, a.stdout
+    assert _roots(project) == []
+    again = run_cli("plan", "--detailed-exitcode", cwd=project)
+    assert again.returncode == 0, again.stdout  # the run completed: no node is rented again
+    assert "instance.main[1]: not needed: the run completed" in again.stdout
+
+
 @pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
 def test_ssh_fleet_of_two_roots(sshd: SSHD, tmp_path: Path) -> None:
     remote = tmp_path / "remote"
