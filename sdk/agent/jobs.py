@@ -108,6 +108,7 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
             "env": req.get("env", {}),
             "timeout": req.get("timeout"),
             "secrets": secrets_path(root),
+            "reap": bool(req.get("multinode")),  # a node's job ends with its torchrun (supervise.py)
         }
         atomic_write(os.path.join(d, "request.json"), json.dumps(request).encode())
         atomic_write(meta(root, "jobs", stage, "current"), os.path.basename(d).encode())
@@ -182,7 +183,19 @@ def stop(req: dict[str, Any]) -> dict[str, Any]:
         if job_status(root, stage, fp)["state"] != "running":
             break
         deadline = time.monotonic() + 10
+    if _reaped(d):  # what torchrun started in sessions of its own, should it still run
+        from runform.agent.supervise import kill_leftovers
+
+        kill_leftovers(root, fp)
     return {**job_status(root, stage, fp), "stopped": True}
+
+
+def _reaped(jobdir: str) -> bool:
+    try:
+        with open(os.path.join(jobdir, "request.json")) as f:
+            return bool(json.load(f).get("reap"))
+    except (OSError, ValueError):
+        return False
 
 
 def gpu_count() -> int:

@@ -78,6 +78,13 @@ def _job(root: Path) -> Path:
     return next((root / ".runform" / "jobs" / "ddp").glob("*/"))
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
 def _plan(project: Path) -> dict[str, dict]:
     p = run_cli("plan", "--json", cwd=project)
     assert p.returncode == 0, p.stderr
@@ -151,7 +158,10 @@ def test_client_killed_mid_stage_reattaches_to_both_nodes(tmp_path: Path) -> Non
     assert run_cli("destroy", "--auto-approve", cwd=project).returncode == 0
 
 
-def test_one_node_killed_fails_the_stage_and_stops_the_other(tmp_path: Path) -> None:
+@pytest.mark.parametrize("what", ["job", "rank"])
+def test_one_node_killed_fails_the_stage_and_stops_the_other(tmp_path: Path, what: str) -> None:
+    """``job``: node 1's whole job (torchrun and its shell) is killed, its rank (in a session of
+    its own) is reaped; ``rank``: node 1's training process dies, its torchrun fails."""
     release = tmp_path / "release"
     project = _project(tmp_path, {"provider": "local", "nodes": 2}, release=release)
     proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"], cwd=project,
@@ -161,7 +171,10 @@ def test_one_node_killed_fails_the_stage_and_stops_the_other(tmp_path: Path) -> 
              if (project / ".runform" / "machines").exists() else False,
              "both ranks to be past the rendezvous", timeout=120, step=0.05)
         node1 = next(r for r in _roots(project) if r.name.endswith("-n1"))
-        os.kill(int((node1 / "ready").read_text()), signal.SIGKILL)  # node 1's rank dies
+        if what == "job":
+            os.killpg(int((_job(node1) / "child").read_text()), signal.SIGKILL)
+        else:
+            os.kill(int((node1 / "ready").read_text()), signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -172,6 +185,9 @@ def test_one_node_killed_fails_the_stage_and_stops_the_other(tmp_path: Path) -> 
     node0 = next(r for r in _roots(project) if not r.name.endswith("-n1"))
     assert (_job(node0) / "stopped").read_text() == "node 1 failed"
     assert (_job(node0) / "exit_code").read_text() != "0"
+    assert (_job(node1) / "exit_code").read_text() != "0"
+    rank = int((node1 / "ready").read_text())  # node 1's rank is gone too (reaped or dead)
+    poll(lambda: not Path(f"/proc/{rank}").exists() or "zombie" in _proc_state(rank), "node 1's rank to end")
     changes = _plan(project)
     assert changes["stage.ddp"]["action"] == "replace"
     assert "failed on node" in changes["stage.ddp"]["reason"], changes["stage.ddp"]
