@@ -8,6 +8,7 @@ from typing import Any
 
 import attrs
 from runform.errors import SpecError
+from runform.nodes import at_node
 from runform.spec.model import Spec
 
 INSTANCE = "instance.main"
@@ -58,19 +59,28 @@ def build_graph(spec: Spec) -> Graph:
 
 
 def _build_graph(spec: Spec) -> Graph:
-    deps: dict[str, tuple[str, ...]] = {INSTANCE: ()}
-    machine = [INSTANCE]
-    if spec.env_file is not None:
-        deps[SECRETS] = (INSTANCE,)
-    deps[CODE] = (INSTANCE,)
-    if spec.tracker.kind != "none":
-        deps[TRACKER] = ()
-    base = machine + ([SECRETS] if spec.env_file is not None else [])
-    for d in spec.datasets.values():
-        deps[d.address] = tuple(base)
+    """Per node: its instance, then what lives on it (secrets, code, datasets); a stage needs
+    every node's (a torchrun stage runs on each), an artifact node 0's (where it is pushed from)."""
+    deps: dict[str, tuple[str, ...]] = {}
+    nodes = range(spec.compute.nodes)
+    every: list[str] = []  # what a stage waits for, on every node
+    for k in nodes:
+        inst = at_node(INSTANCE, k)
+        deps[inst] = ()
+        if spec.env_file is not None:
+            deps[at_node(SECRETS, k)] = (inst,)
+        deps[at_node(CODE, k)] = (inst,)
+        if k == 0 and spec.tracker.kind != "none":
+            deps[TRACKER] = ()
+        node_base = [inst] + ([at_node(SECRETS, k)] if spec.env_file is not None else [])
+        for d in spec.datasets.values():
+            deps[at_node(d.address, k)] = tuple(node_base)
+        every += node_base + [at_node(CODE, k)]
+    base = [INSTANCE] + ([SECRETS] if spec.env_file is not None else [])
     for s in spec.stages.values():
-        extra = [CODE] + ([TRACKER] if spec.tracker.kind != "none" else [])
-        deps[s.address] = tuple(dict.fromkeys(base + extra + list(s.needs)))
+        needs = [at_node(n, k) for n in s.needs for k in (nodes if n.startswith("dataset.") else (0,))]
+        extra = [TRACKER] if spec.tracker.kind != "none" else []
+        deps[s.address] = tuple(dict.fromkeys(every + extra + needs))
     for a in spec.artifacts.values():
         deps[a.address] = tuple(dict.fromkeys(base + list(producers(spec, a.paths))))
     return Graph(nodes=tuple(toposort(deps, spec)), deps=deps)

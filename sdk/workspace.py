@@ -11,6 +11,7 @@ from runform.digests import DigestCache
 from runform.envfile import parse_env
 from runform.errors import RunformError
 from runform.interfaces import Closeable, Machine, Provider, ProviderContext, UsesSecrets
+from runform.nodes import at_node, node_label
 from runform.plugins import PluginManager, get_plugin_manager
 from runform.redact import Redactor
 from runform.spec.model import Spec
@@ -27,11 +28,11 @@ class Workspace:
         self.events = Events()  # every line said is also an event (``on_event``, ``--json``)
         self.stop: threading.Event | None = None  # set by an interrupted apply: providers stop waiting
         self.stream_logs = True  # running stages stream their log lines (``--quiet`` turns it off)
-        self._last_phase: tuple[str, str] | None = None
+        self._last_phase: tuple[str, str, str] | None = None
         self.backend = self.pm.state_backend(spec.state_backend, spec.dir, lease=spec.lock_lease)
         self._provider: Provider | None = None
         self.digests = DigestCache(spec.state_dir / "digests.json")
-        self._machine: Machine | None = None
+        self._machines: dict[int, Machine] = {}  # node -> its open connection
         self._machine_lock = threading.Lock()
         self._journal_lock = threading.Lock()
         self.verify_data = False  # refresh reads every hydrated byte back (--verify-data)
@@ -80,27 +81,29 @@ class Workspace:
             self._provider = self.pm.provider(self.spec.compute.provider)
         return self._provider
 
-    def provider_context(self, state: State, pins: dict[str, Any] | None = None) -> ProviderContext:
+    def provider_context(self, state: State, pins: dict[str, Any] | None = None, node: int = 0) -> ProviderContext:
+        """``node``: whose record a first-seen host key is pinned in, and whose phases are told."""
         return ProviderContext(state_dir=self.spec.state_dir, run=self.spec.run, lineage=state.lineage,
                                pins=pins or {}, log=self.say,
-                               pin=lambda endpoint, key: self.pin_host_key(state, endpoint, key),
-                               phase=self.instance_phase)
+                               pin=lambda endpoint, key: self.pin_host_key(state, endpoint, key, node),
+                               phase=lambda phase, detail="": self.instance_phase(phase, detail, node))
 
-    def instance_phase(self, phase: str, detail: str = "") -> None:
+    def instance_phase(self, phase: str, detail: str = "", node: int = 0) -> None:
         """A provider's readiness phase (``ProviderContext.phase``): shown and sent as an event.
         Raises :class:`~runform.progress.Interrupted` once the apply was interrupted, so that a
         provider stops waiting for a machine nobody will use (and gives it back)."""
         from runform.progress import Interrupted
 
         more = f" ({detail})" if detail else ""
-        last_phase, last_detail = self._last_phase or (None, None)
+        address = at_node("instance.main", node)
+        last_address, last_phase, last_detail = self._last_phase or (None, None, None)
         # a provider may report on every poll: show changes (a phase again without a detail is none)
-        if phase != last_phase or (detail and detail != last_detail):
-            self._last_phase = (phase, detail)
-            self.tell("phase", f"instance.main: {phase}{more}", address="instance.main", phase=phase,
+        if address != last_address or phase != last_phase or (detail and detail != last_detail):
+            self._last_phase = (address, phase, detail)
+            self.tell("phase", f"{address}: {phase}{more}", address=address, phase=phase,
                       detail=detail or None, show=not self.read_only)
         if self.stop is not None and self.stop.is_set():
-            raise Interrupted(f"instance.main: interrupted while {phase}")
+            raise Interrupted(f"{address}: interrupted while {phase}")
 
     # ------------------------------------------------------------------ journal
     def journal(self, state: State, *entries: dict[str, Any]) -> None:
@@ -111,9 +114,11 @@ class Workspace:
             for e in self.backend.append([self.redactor.redact_json(e) for e in entries]):
                 state.fold(e)
 
-    def pin_host_key(self, state: State, endpoint: str, key: str) -> None:
-        """Pin a host key a transport accepted on first use (``ProviderContext.pin``)."""
-        rec = state.get("instance.main")
+    def pin_host_key(self, state: State, endpoint: str, key: str, node: int = 0) -> None:
+        """Pin a host key a transport accepted on first use (``ProviderContext.pin``), in the
+        record of the node that met it."""
+        address = at_node("instance.main", node)
+        rec = state.get(address)
         if rec is None or self.read_only:
             return  # being created (the instance handler stores what the provider saw), or a plan
         pins = dict(rec.attrs.get("pins") or {})
@@ -122,10 +127,18 @@ class Workspace:
         pins[endpoint] = key
         record = {**rec.to_json(), "attrs": {**rec.attrs, "pins": pins}}
         self.journal(state, {"t": "put", "key": f"pin:{endpoint}", "record": record})
-        self.say(f"instance.main: pinned the host key of {endpoint} (first use)")
+        self.say(f"{address}: pinned the host key of {endpoint} (first use)")
 
-    def label(self, state: State) -> str:
-        return f"runform-{self.spec.run}-{state.lineage[:8]}"
+    def label(self, state: State, node: int = 0) -> str:
+        return node_label(f"runform-{self.spec.run}-{state.lineage[:8]}", node)
+
+    def pins(self, state: State) -> dict[str, Any]:
+        """Every node's pinned host keys (nodes on one host share its key)."""
+        out: dict[str, Any] = {}
+        for address, rec in state.resources.items():
+            if address.split("[", 1)[0] == "instance.main":
+                out.update(rec.attrs.get("pins") or {})
+        return out
 
     def say(self, line: str) -> None:
         self.tell("message", line)
@@ -144,23 +157,26 @@ class Workspace:
         return self.redactor.redact_text(text)
 
     # ------------------------------------------------------------------ machine
-    def machine(self, state: State) -> Machine:
-        """A connection to the live instance in ``state`` (opened once, shared by threads)."""
+    def machine(self, state: State, node: int = 0) -> Machine:
+        """A connection to ``node``'s live instance in ``state`` (opened once, shared by threads)."""
         with self._machine_lock:
-            if self._machine is None:
+            if node not in self._machines:
                 from runform.interfaces import InstanceInfo
 
-                rec = state.get("instance.main")
+                address = at_node("instance.main", node)
+                rec = state.get(address)
                 if rec is None:
-                    raise RunformError("no machine: instance.main is not in the state")
+                    raise RunformError(f"no machine: {address} is not in the state")
                 info = InstanceInfo.from_json(rec.instance())
-                pins = dict(rec.attrs.get("pins", {}))
-                self._machine = self.provider.connect(info, self.provider_context(state, pins))
-            return self._machine
+                pins = {**self.pins(state), **dict(rec.attrs.get("pins", {}))}
+                self._machines[node] = self.provider.connect(info, self.provider_context(state, pins, node))
+            return self._machines[node]
 
-    def forget_machine(self) -> None:
+    def forget_machine(self, node: int | None = None) -> None:
+        """Close ``node``'s connection (None: every node's)."""
         with self._machine_lock:
-            if self._machine is not None:
-                with contextlib.suppress(Exception):
-                    self._machine.transport.close()
-            self._machine = None
+            for k in [node] if node is not None else list(self._machines):
+                m = self._machines.pop(k, None)
+                if m is not None:
+                    with contextlib.suppress(Exception):
+                        m.transport.close()

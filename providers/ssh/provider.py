@@ -18,11 +18,12 @@ lost file only means ``find`` reports nothing and the next ``create`` adopts the
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import posixpath
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -357,12 +358,26 @@ class _Registry:
         return self._load().get(label)
 
     def put(self, label: str, entry: Mapping[str, Any]) -> None:
-        self._save({**self._load(), label: dict(entry)})
+        with self._locked():  # a fleet's nodes are created in parallel: no update lost
+            self._save({**self._load(), label: dict(entry)})
 
     def remove(self, label: str) -> None:
-        data = self._load()
-        if data.pop(label, None) is not None:
-            self._save(data)
+        with self._locked():
+            data = self._load()
+            if data.pop(label, None) is not None:
+                self._save(data)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def _save(self, data: Mapping[str, Any]) -> None:
         atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True))

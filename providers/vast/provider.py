@@ -117,6 +117,16 @@ class VastProvider(Renting):
     def validate_compute(compute: Mapping[str, Any]) -> None:
         """Check a spec's ``compute`` block before anything runs (called when the spec loads).
         Raises ProviderError with ``field`` (the path under ``compute``) set."""
+        if int(compute.get("nodes") or 1) > 1:
+            err = ProviderError(
+                f"nodes: {compute['nodes']}: Vast instances share no private network, so torchrun's "
+                "rendezvous and NCCL/gloo traffic between them would cross the public internet through "
+                "per-instance port mappings (and SkyPilot and dstack both list multi-node on Vast as "
+                "unsupported)",
+                hint="use `nodes: 1` with more GPUs (`num_gpus`), or an ssh fleet (`provider: ssh`, "
+                "`hosts:`) of machines on one private network; see docs/multinode.md")
+            err.field = ("nodes",)  # type: ignore[attr-defined]
+            raise err
         image = compute.get("image")
         if isinstance(image, str) and image:
             problem = image_problem(image)

@@ -49,6 +49,8 @@ def job_status(root: str, stage: str, fingerprint: str) -> dict[str, Any]:
     if _read(os.path.join(d, "exit_code")) and _superseded(root, stage, d):
         return {"state": "none", "superseded": True}  # it ran, but a later job rewrote the outputs
     out: dict[str, Any] = {"started": _float(_read(os.path.join(d, "started")))}
+    if (why := _read(os.path.join(d, "stopped"))) is not None:
+        out["stopped"] = why
     code = _read(os.path.join(d, "exit_code"))
     if code is not None and code != "":
         out.update(state="succeeded" if code == "0" else "failed", exit_code=_int(code),
@@ -102,7 +104,7 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
             # a run again asked for (failed, outputs gone, --replace), or one that died without an
             # exit code: keep the old run's log aside, then start afresh
             aside = f"{d}.{int(time.time() * 1000)}"
-            for name in ("log", "exit_code", "ended", "pid", "started", "metrics.jsonl"):
+            for name in ("log", "exit_code", "ended", "pid", "started", "metrics.jsonl", "child", "stopped"):
                 p = os.path.join(d, name)
                 if os.path.exists(p):
                     os.makedirs(aside, exist_ok=True)
@@ -115,6 +117,7 @@ def start(req: dict[str, Any]) -> dict[str, Any]:
             "env": req.get("env", {}),
             "timeout": req.get("timeout"),
             "secrets": secrets_path(root),
+            "reap": bool(req.get("multinode")),  # a node's job ends with its torchrun (supervise.py)
         }
         atomic_write(os.path.join(d, "request.json"), json.dumps(request).encode())
         atomic_write(meta(root, "jobs", stage, "current"), os.path.basename(d).encode())
@@ -142,11 +145,66 @@ def launch_command(req: dict[str, Any]) -> str:
     nproc = req.get("nproc") or max(1, gpu_count())
     words = shlex.split(cmd)
     args = ["--standalone", f"--nproc_per_node={nproc}"]
+    if req.get("multinode"):
+        args = multinode_args(req["multinode"], nproc)
     if words and os.path.basename(words[0]).startswith("python"):
         # torch's launcher under the interpreter the stage names, so its workers run under that
         # interpreter too (a `torchrun` on PATH may belong to another Python, or be missing)
         return shlex.join([words[0], "-m", "torch.distributed.run", *args, *words[1:]])
     return shlex.join(["torchrun", *args, *words])
+
+
+def multinode_args(m: dict[str, Any], nproc: int) -> list[str]:
+    """torchrun's flags for one node of ``m["nnodes"]`` under the c10d rendezvous at
+    ``m["endpoint"]``: node 0 hosts its store (``is_host``), the others join it; no restarts (a
+    failed node fails the stage, and runform stops the others)."""
+    node = int(m["node"])
+    return ["--nnodes", str(int(m["nnodes"])), "--nproc-per-node", str(nproc), "--node-rank", str(node),
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", str(m["endpoint"]), "--rdzv-id", str(m["rdzv_id"]),
+            "--rdzv-conf", f"is_host={'true' if node == 0 else 'false'}", "--max-restarts", "0",
+            *(["--local-addr", str(m["local_addr"])] if m.get("local_addr") else [])]
+
+
+def stop(req: dict[str, Any]) -> dict[str, Any]:
+    """Stop a running job: SIGTERM to its process group, SIGKILL after ``grace`` seconds. A
+    ``stopped`` marker says why (the job's state and its log tell the rest)."""
+    import signal
+
+    root, stage, fp = req["root"], req["stage"], req["fingerprint"]
+    d = job_dir(root, stage, fp)
+    if job_status(root, stage, fp)["state"] != "running":
+        return {**job_status(root, stage, fp), "stopped": False}
+    atomic_write(os.path.join(d, "stopped"), str(req.get("reason") or "stopped").encode())
+    deadline = time.monotonic() + float(req.get("grace", 10))
+    child = _int(_read(os.path.join(d, "child")))
+    while child is None and time.monotonic() < deadline and job_status(root, stage, fp)["state"] == "running":
+        time.sleep(0.05)  # the supervisor writes it right after it started the job
+        child = _int(_read(os.path.join(d, "child")))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if child is None:
+            break
+        try:
+            os.killpg(child, sig)
+        except ProcessLookupError:
+            break
+        while time.monotonic() < deadline and job_status(root, stage, fp)["state"] == "running":
+            time.sleep(0.05)
+        if job_status(root, stage, fp)["state"] != "running":
+            break
+        deadline = time.monotonic() + 10
+    if _reaped(d):  # what torchrun started in sessions of its own, should it still run
+        from runform.agent.supervise import kill_leftovers
+
+        kill_leftovers(root, fp)
+    return {**job_status(root, stage, fp), "stopped": True}
+
+
+def _reaped(jobdir: str) -> bool:
+    try:
+        with open(os.path.join(jobdir, "request.json")) as f:
+            return bool(json.load(f).get("reap"))
+    except (OSError, ValueError):
+        return False
 
 
 def gpu_count() -> int:

@@ -148,6 +148,10 @@ def wait(req: dict[str, Any]) -> dict[str, Any]:
     return jobs.wait(req)
 
 
+def stop(req: dict[str, Any]) -> dict[str, Any]:
+    return jobs.stop(req)
+
+
 def tail(req: dict[str, Any]) -> dict[str, Any]:
     return jobs.tail(req)
 
@@ -454,6 +458,7 @@ OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "status": status,
     "start": start,
     "wait": wait,
+    "stop": stop,
     "tail": tail,
     "metrics": metrics,
     "gpus": gpus,

@@ -92,16 +92,11 @@ def _supervise(jobdir: str, lock_fd: int) -> int:
         cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         pass_fds=(lock_fd,), start_new_session=True,
     )
+    _atomic(os.path.join(jobdir, "child"), str(proc.pid))  # its process group, for `stop`
     timed_out = threading.Event()
     timer = _start_timer(proc, float(req["timeout"]), timed_out) if req.get("timeout") else None
     assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    # raw reads (whatever is there, up to 64 KiB) through the masker, which holds back the tail
-    # that could be the start of a secret split across two reads
-    for chunk in iter(lambda: os.read(fd, 1 << 16), b""):
-        log.write(masker.feed(chunk))
-    log.write(masker.flush())
-    code = proc.wait()
+    code = _pump_until_done(proc, log, masker, req)
     if timer:
         timer.cancel()
     if timed_out.is_set():
@@ -113,6 +108,64 @@ def _supervise(jobdir: str, lock_fd: int) -> int:
     _atomic(os.path.join(jobdir, "ended"), repr(time.time()))
     _atomic(os.path.join(jobdir, "exit_code"), str(code))
     return 0
+
+
+def _pump_until_done(proc: subprocess.Popen, log: Any, masker: Any, req: dict) -> int:
+    """Copy the command's output to the log until it ends; its exit code. Raw reads (whatever is
+    there, up to 64 KiB) go through the masker, which holds back the tail that could be the start
+    of a secret split across two reads. A job with ``reap`` (a node of a multi-node stage) ends
+    with its command: processes it started in sessions of their own (torchrun's workers) that
+    still hold the output open once it died are killed, not waited for."""
+    fd = proc.stdout.fileno()  # type: ignore[union-attr]
+
+    def pump() -> None:
+        for chunk in iter(lambda: os.read(fd, 1 << 16), b""):
+            log.write(masker.feed(chunk))
+
+    if not req.get("reap"):
+        pump()
+        log.write(masker.flush())
+        return proc.wait()
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    code = proc.wait()
+    reader.join(timeout=REAP_AFTER_S)
+    if reader.is_alive():
+        killed = kill_leftovers(req["root"], req["fingerprint"])
+        reader.join(timeout=10)
+        log.write(f"\n[runform] the command ended; {killed} process(es) it left running were killed\n".encode())
+    log.write(masker.flush())
+    return code
+
+
+REAP_AFTER_S = 5.0  # how long a reaped job's leftover processes may still write after its command ended
+
+
+def kill_leftovers(root: str, fingerprint: str) -> int:
+    """SIGKILL every process whose environment carries this job's markers (``RUNFORM_ROOT``,
+    ``RUNFORM_FINGERPRINT``): what a launcher started in sessions of its own outlives the job's
+    process group. Linux (``/proc``); elsewhere nothing is found. The number killed."""
+    marks = (f"RUNFORM_ROOT={root}".encode(), f"RUNFORM_FINGERPRINT={fingerprint}".encode())
+    killed = 0
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return 0
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if all(m in env for m in marks):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
 
 
 def _stage_env(req: dict, secrets: dict, jobdir: str) -> dict:

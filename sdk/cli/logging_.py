@@ -9,7 +9,8 @@ from typing import Any
 import click
 
 
-def stream_logs(spec: Any, stage: str, follow: bool) -> None:
+def stream_logs(spec: Any, stage: str, follow: bool, node: int = 0) -> None:
+    """``node``: which node's job of a stage that runs on a fleet (0: the first)."""
     from runform.agent.client import AgentClient
     from runform.errors import RunformError
     from runform.workspace import Workspace
@@ -22,8 +23,11 @@ def stream_logs(spec: Any, stage: str, follow: bool) -> None:
     state = ws.read_state()
     if state is None or state.get("instance.main") is None:
         raise RunformError("no machine in the state", hint="run `runform apply` first")
+    if not 0 <= node < spec.compute.nodes:
+        raise RunformError(f"--node {node}: the run has {spec.compute.nodes} node(s), numbered from 0",
+                           hint=f"give --node 0 to {spec.compute.nodes - 1}")
     rec = state.get(f"stage.{stage}")
-    agent = AgentClient(ws.machine(state))
+    agent = AgentClient(ws.machine(state, node))
     offset = 0
     delay = 0.05
     # the whole log, chunk after chunk, through one stream redactor: a secret split across two

@@ -234,14 +234,16 @@ def pull(what: str, dest: str | None, spec_path: str, var: tuple[str, ...]) -> N
 @cli.command()
 @click.argument("stage")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming until the job ends.")
+@click.option("--node", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Which node's log, for a stage that runs on several (docs/multinode.md).")
 @click.option("--spec", "spec_path", default="runform.yaml", show_default=True)
 @var_option
 @handle_errors
-def logs(stage: str, follow: bool, spec_path: str, var: tuple[str, ...]) -> None:
+def logs(stage: str, follow: bool, node: int, spec_path: str, var: tuple[str, ...]) -> None:
     """Print a stage's log from the machine (re-attaches to a running job with -f)."""
     from runform.cli.logging_ import stream_logs
 
-    stream_logs(load_spec_opts(spec_path, var), stage, follow)
+    stream_logs(load_spec_opts(spec_path, var), stage, follow, node)
 
 
 @cli.command()

@@ -19,6 +19,7 @@ from runform.durations import format_duration
 from runform.errors import LockError, RunformError
 from runform.execution.handlers import FINGERPRINT, Handlers, Interrupted, StageFailed, record_of
 from runform.graph import INSTANCE, build_graph, kind_of
+from runform.nodes import at_node, split_node
 from runform.planning.diff import on_machine
 from runform.planning.model import Action, Plan
 from runform.progress import Ticker
@@ -93,8 +94,8 @@ class Executor:
             raise
 
     def _key(self, a: Action) -> str:
-        if a.address == INSTANCE:
-            return f"{self.ws.label(self.state)}:{a.kind}"
+        if kind_of(a.address) == "instance":
+            return f"{self.ws.label(self.state, split_node(a.address)[1])}:{a.kind}"
         return f"{a.address}:{a.fingerprint or a.kind}:{self.state.serial}"
 
     # ------------------------------------------------------------------ run
@@ -241,8 +242,8 @@ class Executor:
         out: dict[str, list[str]] = {}
         for addr, a in actions.items():
             if self.plan.destroy:
-                # destroy: things on the machine go first, the instance last
-                out[addr] = [d for d in actions if d != INSTANCE] if addr == INSTANCE else []
+                # destroy: things on the machines go first, the instances last
+                out[addr] = [d for d in actions if kind_of(d) != "instance"] if kind_of(addr) == "instance" else []
                 continue
             up = graph.upstream([addr]) if addr in graph.deps else set()
             out[addr] = [d for d in actions if d in up]
@@ -324,12 +325,14 @@ class Executor:
                         f"partial because {why}{missing}")
 
     def _teardown(self, handlers: Handlers, policy: str) -> str:
-        a = Action(INSTANCE, "delete", f"teardown: {policy}", "delete_because_teardown")
-        self.ws.say(f"instance.main: destroying (teardown: {policy})...")
-        key = self._key(a)
-        self._journal({"t": "intent", "key": key, "addr": INSTANCE, "action": "delete"})
-        handlers.apply(a)
-        self._journal({"t": "rm", "key": key, "addr": INSTANCE})
+        nodes = sorted((split_node(a)[1] for a in self.state.addresses() if kind_of(a) == "instance"), reverse=True)
+        for k in nodes:  # node 0 last: what a teardown that fails half-way leaves is what it names
+            a = Action(at_node(INSTANCE, k), "delete", f"teardown: {policy}", "delete_because_teardown")
+            self.ws.say(f"{a.address}: destroying (teardown: {policy})...")
+            key = self._key(a)
+            self._journal({"t": "intent", "key": key, "addr": a.address, "action": "delete"})
+            handlers.apply(a)
+            self._journal({"t": "rm", "key": key, "addr": a.address})
         released = {"at": time.time(), "teardown": policy}
         for addr in list(self.state.resources):
             if not on_machine(addr):
@@ -342,13 +345,14 @@ class Executor:
                 self._journal({"t": "put", "key": key, "record": record})
             else:
                 self._journal({"t": "rm", "key": key, "addr": addr})
-        # confirm it is gone
-        label = self.ws.label(self.state)
-        left = self.ws.provider.find([label], self.ws.provider_context(self.state)).get(label)
-        if left is not None:
+        # confirm they are gone
+        labels = [self.ws.label(self.state, k) for k in nodes]
+        found = self.ws.provider.find(labels, self.ws.provider_context(self.state))
+        for left in found.values():
             raise RunformError(f"teardown: instance {left.id} is still there after destroy",
                                hint="run `runform destroy` and check the provider's console")
-        return f"instance.main destroyed (teardown: {policy})"
+        more = f" and {len(nodes) - 1} other node(s)" if len(nodes) > 1 else ""
+        return f"instance.main{more} destroyed (teardown: {policy})"
 
     # ------------------------------------------------------------------ tracker
     def _start_tracker(self) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 from runform.agent.client import AgentClient
 from runform.agent.layout import secrets_path
 from runform.errors import RunformError
-from runform.graph import INSTANCE, name_of
+from runform.graph import name_of
 from runform.interfaces import HasStageEnv, ImageTracker, InstanceInfo, InstanceRequest, Manifest
+from runform.nodes import node_compute, split_node
 from runform.planning.model import Action
 from runform.progress import Interrupted, SendMeter
 from runform.state.model import ResourceState, State
@@ -40,8 +41,8 @@ class Handlers:
     def machine_is_local(self) -> bool:
         return self.ws.machine(self.state).local
 
-    def agent(self) -> AgentClient:
-        return AgentClient(self.ws.machine(self.state))
+    def agent(self, node: int = 0) -> AgentClient:
+        return AgentClient(self.ws.machine(self.state, node))
 
     def apply(self, action: Action) -> dict[str, Any] | None:
         kind = action.address.split(".", 1)[0]
@@ -50,31 +51,34 @@ class Handlers:
     # ------------------------------------------------------------------ instance
     def instance(self, a: Action) -> dict[str, Any] | None:
         ws, provider = self.ws, self.ws.provider
-        rec = self.state.get(INSTANCE)
+        node = split_node(a.address)[1]
+        rec = self.state.get(a.address)
         pins = dict(rec.attrs.get("pins", {})) if rec else {}
-        ctx = ws.provider_context(self.state, pins)
+        ctx = ws.provider_context(self.state, pins, node)
         if a.kind in ("delete", "replace"):
             old = InstanceInfo.from_json(rec.instance()) if rec else (
                 InstanceInfo.from_json(a.after["instance"]) if a.after.get("instance") else None)
-            if rec is None and old is not None and old.label != ws.label(self.state):
+            if rec is None and old is not None and old.label != ws.label(self.state, node):
                 # a machine named by the plan alone (found by its label): never another run's
                 raise RunformError(f"{a.address}: the plan names the machine {old.label!r}, not this run's "
-                                   f"{ws.label(self.state)!r} (was the plan edited?)",
+                                   f"{ws.label(self.state, node)!r} (was the plan edited?)",
                                    hint="run `runform plan --out FILE` again and apply the new plan")
             if old is not None:
-                ws.forget_machine()
+                ws.forget_machine(node)
                 provider.destroy(old, ctx)
             if a.kind == "delete":
                 return None
-        label = ws.label(self.state)
+        label = ws.label(self.state, node)
         t_create = time.time()  # when billing starts, near enough (spend = price × uptime)
         # a "read" adopts a machine found by its label (an interrupted apply left it, maybe
         # before its SSH key was attached or while it still starts): create is label-idempotent
         # and does the whole bring-up for it, as for a machine it rents
         compute = dict(ws.spec.compute.config)
+        if ws.spec.compute.nodes > 1:
+            compute = node_compute(compute, node)  # this node's slice of the fleet
         info = provider.create(InstanceRequest(label=label, run=ws.spec.run, compute=compute,
                                                env=dict(compute.get("env") or {})), ctx)
-        ws.forget_machine()
+        ws.forget_machine(node)
         endpoint = info.attrs.get("endpoint")  # where the provider says its host key is pinned
         if info.attrs.get("host_key") and endpoint:
             pins[str(endpoint)] = info.attrs["host_key"]
@@ -89,7 +93,7 @@ class Handlers:
             return None
         spec = self.ws.spec
         assert spec.env_file is not None
-        machine = self.ws.machine(self.state)
+        machine = self.ws.machine(self.state, split_node(a.address)[1])
         from runform.machine_secrets import machine_secrets
 
         data = machine_secrets(spec, spec.env_file.read_bytes())  # no storage keys unless pushing
@@ -104,7 +108,7 @@ class Handlers:
         from runform.planning.desired import code_excludes
 
         spec = self.ws.spec
-        machine = self.ws.machine(self.state)
+        machine = self.ws.machine(self.state, split_node(a.address)[1])
         manifest = local_manifest(spec.code.path, code_excludes(spec), cache=self.ws.digests,
                                   never=[spec.env_file])
         if manifest.digest != a.fingerprint:
@@ -123,14 +127,15 @@ class Handlers:
     def dataset(self, a: Action) -> dict[str, Any] | None:
         if a.kind == "delete":
             return None
-        name = name_of(a.address)
+        base, node = split_node(a.address)
+        name = name_of(base)
         d = self.ws.spec.datasets[name]
         manifest = self._planned_manifest(a, d.source)
         if manifest.digest != a.fingerprint:
             raise RunformError(f"{a.address}: the source {d.source} changed since the plan",
                                hint="run `runform plan` again")
-        machine = self.ws.machine(self.state)
-        agent = self.agent()
+        machine = self.ws.machine(self.state, node)
+        agent = self.agent(node)
         t0 = time.monotonic()
         if d.source.startswith("file://") and not machine.local:
             agent.call("check_dataset", name=name, dest=d.dest, links=dict(d.links))  # before any upload
@@ -150,7 +155,7 @@ class Handlers:
     def _planned_manifest(self, a: Action, source: str) -> Manifest:
         """What this process's fresh plan listed (a saved plan is checked against it), if the
         action was planned with it; a later change at the source fails the fetch's checks."""
-        listed = self.ws.listed.get(a.address)
+        listed = self.ws.listed.get(split_node(a.address)[0])  # every node fetches the same listing
         if isinstance(listed, Manifest) and listed.digest == a.fingerprint:
             return listed
         from runform.planning.desired import resolve_dataset
@@ -230,6 +235,10 @@ class Handlers:
     def stage(self, a: Action) -> dict[str, Any] | None:
         if a.kind == "delete":
             return None
+        if "nodes" in (a.after.get("inputs") or {}):  # a torchrun stage on every node of a fleet
+            from runform.execution.multinode import run_multinode
+
+            return run_multinode(self, a)
         name = name_of(a.address)
         agent = self.agent()
         fp = a.fingerprint

@@ -16,6 +16,7 @@ from runform.codesync import local_manifest
 from runform.digests import match_globs
 from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, Graph, producers
 from runform.interfaces import Manifest, digest_of
+from runform.nodes import at_node, node_compute
 from runform.state.model import State
 from runform.workspace import Workspace
 
@@ -30,8 +31,8 @@ class Desired:
 def compute_desired(ws: Workspace, state: State, graph: Graph) -> dict[str, Desired]:
     spec = ws.spec
     out: dict[str, Desired] = {}
-    compute = {k: v for k, v in spec.compute.config.items() if k not in ("teardown",)}
-    out[INSTANCE] = Desired(INSTANCE, digest_of(compute), {"label": ws.label(state), "compute": compute})
+    nodes = spec.compute.nodes
+    out.update(_instances(ws, state))
     if spec.env_file is not None:
         from runform.envfile import parse_env
         from runform.machine_secrets import machine_secrets
@@ -71,15 +72,34 @@ def compute_desired(ws: Workspace, state: State, graph: Graph) -> dict[str, Desi
             needs[n] = out[n].fingerprint
         inputs = {"run": s.run, "env": dict(s.env), "launcher": s.launcher, "nproc": s.nproc,
                   "deps": deps, "needs": needs}
+        if nodes > 1 and s.launcher == "torchrun":  # one node: the fingerprint it always had
+            inputs["nodes"] = nodes
         fp = digest_of(inputs)
         out[address] = Desired(address, fp, {
             "inputs": inputs, "outputs": list(s.outputs), "metrics": s.metrics,
             "timeout": s.timeout})
+    for k in range(1, nodes):  # what lives on node 0 lives on every node
+        for address in [SECRETS, CODE, *(d.address for d in spec.datasets.values())]:
+            if address in out:
+                out[at_node(address, k)] = attrs.evolve(out[address], address=at_node(address, k))
     for a in spec.artifacts.values():
         prod = producers(spec, a.paths)
         inputs = {"paths": list(a.paths), "to": a.to, "stages": {p: out[p].fingerprint for p in prod}}
         out[a.address] = Desired(a.address, digest_of(inputs), {"inputs": inputs, "to": a.to,
                                                                  "paths": list(a.paths)})
+    return out
+
+
+def _instances(ws: Workspace, state: State) -> dict[str, Desired]:
+    """Each node's machine: its own slice of the fleet (one node: the block as it always was)."""
+    out = {}
+    nodes = ws.spec.compute.nodes
+    for k in range(nodes):
+        compute = {key: v for key, v in ws.spec.compute.config.items() if key not in ("teardown",)}
+        if nodes > 1:
+            compute = node_compute(compute, k)
+        out[at_node(INSTANCE, k)] = Desired(at_node(INSTANCE, k), digest_of(compute),
+                                            {"label": ws.label(state, k), "compute": compute})
     return out
 
 

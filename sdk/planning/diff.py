@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from runform.durations import format_duration
-from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, kind_of
+from runform.graph import CODE, INSTANCE, SECRETS, TRACKER, kind_of, name_of
 from runform.interfaces import InstanceInfo
+from runform.nodes import at_node, split_node
 from runform.planning.desired import Desired
 from runform.planning.model import Action
 from runform.planning.refresh import Observed
@@ -37,6 +38,7 @@ class Differ:
     def __init__(self, state: State, order: list[str], desired: dict[str, Desired],
                  observed: Observed, replace: set[str], replace_reason: ReplaceReason) -> None:
         self.state, self.order, self.desired, self.obs = state, order, desired, observed
+        self.observed, self.node = observed, 0  # the whole refresh; the node being diffed
         self.replace, self.replace_reason = replace, replace_reason
         self.actions: dict[str, Action] = {}
 
@@ -55,7 +57,12 @@ class Differ:
         kind = kind_of(address)
         prior = self.state.get(address)
         d = self.desired[address]
-        action = getattr(self, f"_{kind}")(address, prior, d)
+        self.node = split_node(address)[1]
+        self.obs = self.observed.at(self.node)  # what this node holds (a stage: node 0's, jobs merged)
+        try:
+            action = getattr(self, f"_{kind}")(address, prior, d)
+        finally:
+            self.node, self.obs = 0, self.observed
         if address in self.replace and action.kind in ("no-op", "update", "read", "attach"):
             action = Action(address, "replace", "replacement requested with --replace", "replace_by_request",
                             retry_failed=True)
@@ -67,7 +74,7 @@ class Differ:
     # -------------------------------------------------------------- instance
     def _machine_action(self) -> Action | None:
         """The instance's action when it re-creates what lives on it."""
-        a = self.actions.get(INSTANCE)
+        a = self.actions.get(at_node(INSTANCE, self.node))
         return a if a and a.kind in ("create", "replace") else None
 
     def _instance(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
@@ -123,7 +130,8 @@ class Differ:
         stage must run again: then everything re-runs on a new one (the outputs went with the
         old machine); until then, every resource on the machine is a no-op saying so."""
         stages = [a for a in self.desired if kind_of(a) == "stage"]
-        if not stages or self.obs.instance is not None or self.state.get(INSTANCE) is not None:
+        nodes = [self.observed.at(k).instance for k in range(1 + len(self.observed.nodes))]
+        if not stages or any(nodes) or any(kind_of(a) == "instance" for a in self.state.addresses()):
             return
         released = None
         for a in stages:
@@ -137,7 +145,7 @@ class Differ:
         assert released is not None
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(released.get("at") or 0)))
         for a in list(self.actions):
-            if a == INSTANCE:
+            if kind_of(a) == "instance":
                 why = (f"not needed: the run completed and its machine was given back {when} "
                        f"(teardown: {released.get('teardown')}); a changed stage or --replace rents one")
             elif kind_of(a) == "stage":
@@ -157,7 +165,7 @@ class Differ:
             return None  # a first create gives its own reason
         verb = "created" if m.kind == "create" else "replaced"
         return Action(address, "create" if prior is None else "replace",
-                      f"instance.main will be {verb}", "replace_because_instance")
+                      f"{m.address} will be {verb}", "replace_because_instance")
 
     def _secrets(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
         if a := self._on_new_machine(address, prior):
@@ -209,7 +217,7 @@ class Differ:
         if a := self._on_new_machine(address, prior):
             return a
         n, mb, src = d.attrs["objects"], d.attrs["bytes"] / 1e6, d.attrs["source"]
-        obs = (self.obs.machine or {}).get("datasets", {}).get(address.split(".", 1)[1]) if self.obs.machine \
+        obs = (self.obs.machine or {}).get("datasets", {}).get(name_of(split_node(address)[0])) if self.obs.machine \
             else ({"digest": prior.fingerprint, "missing": []} if prior else None)
         if not obs or obs.get("digest") is None:
             if prior is not None and prior.fingerprint != d.fingerprint:
@@ -252,7 +260,7 @@ class Differ:
         state = job["state"]
         if state == "running":
             since = format_duration(time.time() - (job.get("started") or time.time()))
-            return Action(address, "attach", f"its job is still running (pid {job.get('pid')}, for {since}); "
+            return Action(address, "attach", f"its job is still running{_on_node(job)} (pid {job.get('pid')}, for {since}); "
                           "apply waits for it instead of starting another", "attach_because_running")
         if state == "succeeded":
             missing = [o for o in d.attrs["outputs"] if exists.get(o) is False]
@@ -267,11 +275,11 @@ class Differ:
                           + (f", ran {format_duration(took)})" if took else ")"), "noop")
         if state == "failed":
             return Action(address, "replace" if prior else "create",
-                          f"its last run failed (exit {job.get('exit_code')})", "replace_because_tainted",
+                          f"its last run failed{_on_node(job)} (exit {job.get('exit_code')})", "replace_because_tainted",
                           retry_failed=True)
         if state == "lost":
             return Action(address, "replace" if prior else "create",
-                          "its job died without an exit code (machine restarted?)", "replace_because_lost")
+                          f"its job died without an exit code{_on_node(job)} (machine restarted?)", "replace_because_lost")
         if job.get("superseded") and (prior is None or prior.fingerprint == fp):
             return Action(address, "replace" if prior else "create", "its job with these inputs ran, but a later "
                           "run of the stage has rewritten its outputs since", "replace_because_superseded")
@@ -294,6 +302,8 @@ class Differ:
                 out.append(f"env {k} changed")
         if old.get("launcher") != new["launcher"] or old.get("nproc") != new["nproc"]:
             out.append("launcher changed")
+        if old.get("nodes", 1) != new.get("nodes", 1):
+            out.append(f"nodes changed ({old.get('nodes', 1)} → {new.get('nodes', 1)})")
         od, nd = old.get("deps", {}), new["deps"]
         if "tree" in nd:
             if od.get("tree") != nd["tree"]:
@@ -333,6 +343,11 @@ class Differ:
         if prior.attrs.get("kind") != d.attrs["kind"]:
             return Action(address, "replace", f"tracker kind changed to {d.attrs['kind']}", "replace")
         return Action(address, "no-op", f"run {prior.attrs.get('run_id')} continues", "noop")
+
+
+def _on_node(job: dict[str, Any]) -> str:
+    """`` on node K`` for a job merged from several nodes' (nothing for one node's)."""
+    return f" on node {job['node']}" if "nodes" in job and "node" in job else ""
 
 
 def _label_changed(instance_id: str, old_label: str, new_label: str) -> str:

@@ -158,7 +158,7 @@ def _check_changes(path: Path, raw: dict[str, Any]) -> None:
             raise StateError(f"{path}: {where}.address: {a['address']!r} is not an address (KIND.NAME)",
                              hint=hint)
         kind, _, name = a["address"].partition(".")
-        if not re.fullmatch(r"[a-z_]{1,32}", kind) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        if not re.fullmatch(r"[a-z_]{1,32}", kind) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}(\[[0-9]{1,3}\])?", name):
             raise StateError(f"{path}: {where}.address: {a['address'][:80]!r} is not an address (KIND.NAME)",
                              hint=hint)
         if not isinstance(a.get("change", {}), dict) or not isinstance(a.get("change", {}).get("after", {}), dict):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from runform.errors import PolicyError, RunformError
 from runform.graph import INSTANCE, build_graph, kind_of
 from runform.interfaces import InstanceInfo
+from runform.nodes import at_node, node_compute, split_node
 from runform.planning.desired import compute_desired
 from runform.planning.diff import diff, on_machine
 from runform.planning.model import Action, Plan
@@ -50,8 +51,11 @@ def make_plan(
         return plan
     desired = compute_desired(ws, state, graph)
     observed = refresh(ws, state, desired, enabled=refresh_enabled)
+    config = ws.spec.compute.config
+    per_node = {ws.label(state, k): node_compute(config, k) for k in range(ws.spec.compute.nodes)} \
+        if ws.spec.compute.nodes > 1 else {}  # each node against its own slice of the fleet
     actions = diff(desired, state, observed, order=graph.nodes, replace=replace,
-                   replace_reason=lambda inst: ws.provider.replace_reason(inst, ws.spec.compute.config))
+                   replace_reason=lambda inst: ws.provider.replace_reason(inst, per_node.get(inst.label, config)))
     if targets:
         keep = set(targets) | graph.upstream(targets)
         actions = [a for a in actions if a.address in keep]
@@ -60,7 +64,8 @@ def make_plan(
     teardown = None
     policy = ws.spec.compute.teardown
     if policy in ("on_success", "always") and any(a.changes for a in actions):
-        teardown = f"instance.main will be destroyed after apply (teardown: {policy})"
+        more = f" and its {ws.spec.compute.nodes - 1} other node(s)" if ws.spec.compute.nodes > 1 else ""
+        teardown = f"instance.main{more} will be destroyed after apply (teardown: {policy})"
     plan = Plan(run=ws.spec.run, lineage=state.lineage, serial=state.serial, actions=tuple(actions),
                 teardown=teardown, warnings=tuple(warnings), pending=tuple(state.pending),
                 cost=_estimate(ws, state, actions), targets=targets, spec_path=str(ws.spec.path),
@@ -106,7 +111,7 @@ def _estimate(ws: Workspace, state: State, actions: list[Action]) -> dict:
         if not offers:
             return {}
         offer = dict(next((o for o in offers if o.get("chosen")), offers[0]))
-        price = float(offer.get("dph_total") or 0)
+        price = float(offer.get("dph_total") or 0) * ws.spec.compute.nodes  # one such machine per node
     known = 0.0
     seen = unknown = 0
     for a in actions:
@@ -128,35 +133,50 @@ def _estimate(ws: Workspace, state: State, actions: list[Action]) -> dict:
 
 
 def _destroy_actions(ws: Workspace, state: State, refresh_enabled: bool) -> list[Action]:
-    inst_rec = state.get(INSTANCE)
-    live = None
+    count = max([ws.spec.compute.nodes] + [split_node(a)[1] + 1 for a in state.addresses()
+                                           if kind_of(a) == "instance"])
+    live: dict[int, InstanceInfo | None] = {}
     if refresh_enabled:
-        pins = dict(inst_rec.attrs.get("pins", {})) if inst_rec else {}
-        live = ws.provider.find([ws.label(state)], ws.provider_context(state, pins)).get(ws.label(state))
-    return destroy_actions(state, live, refreshed=refresh_enabled)
+        labels = {k: ws.label(state, k) for k in range(count)}
+        found = ws.provider.find(list(labels.values()), ws.provider_context(state, ws.pins(state)))
+        live = {k: found.get(label) for k, label in labels.items()}
+    return destroy_actions(state, live.get(0), refreshed=refresh_enabled,
+                           others={k: v for k, v in live.items() if k})
 
 
-def destroy_actions(state: State, live: InstanceInfo | None, *, refreshed: bool = True) -> list[Action]:
-    """A destroy plan's actions, pure: the state's records and the live instance found by label."""
+def destroy_actions(state: State, live: InstanceInfo | None, *, refreshed: bool = True,
+                    others: Mapping[int, InstanceInfo | None] | None = None) -> list[Action]:
+    """A destroy plan's actions, pure: the state's records and the live instances found by label
+    (``live``: node 0's; ``others``: node K > 0's). Every node is given back, node 0 last."""
     actions: list[Action] = []
-    inst_rec = state.get(INSTANCE)
     for address, rec in reversed(list(state.resources.items())):
-        if address == INSTANCE:
+        if kind_of(address) == "instance":
             continue
         if on_machine(address):
-            actions.append(Action(address, "delete", "goes with instance.main", "delete_because_destroy",
-                                  revision=rec.revision))
+            actions.append(Action(address, "delete", f"goes with {at_node(INSTANCE, split_node(address)[1])}",
+                                  "delete_because_destroy", revision=rec.revision))
         else:
             actions.append(Action(address, "forget",
                                   "kept in storage; forgotten from state" if kind_of(address) == "artifact"
                                   else "forgotten from state", "forget", revision=rec.revision))
-    if inst_rec is not None or live is not None:
-        why = "destroy requested"
-        if inst_rec is None and live is not None:
-            why = f"found instance {live.id} by its label (not in state): destroy it"
-        elif refreshed and live is None:
-            why = "already gone: remove it from state"
-        actions.append(Action(INSTANCE, "delete", why, "delete_because_destroy",
-                              revision=inst_rec.revision if inst_rec else None,
-                              after={"instance": live.to_json()} if live is not None else {}))
+    nodes = {0: live, **(others or {})}
+    for a in state.addresses():
+        if kind_of(a) == "instance":
+            nodes.setdefault(split_node(a)[1], None)
+    for k in sorted(nodes, reverse=True):
+        actions += _destroy_node(state, at_node(INSTANCE, k), nodes[k], refreshed)
     return actions
+
+
+def _destroy_node(state: State, address: str, live: InstanceInfo | None, refreshed: bool) -> list[Action]:
+    inst_rec = state.get(address)
+    if inst_rec is None and live is None:
+        return []
+    why = "destroy requested"
+    if inst_rec is None and live is not None:
+        why = f"found instance {live.id} by its label (not in state): destroy it"
+    elif refreshed and live is None:
+        why = "already gone: remove it from state"
+    return [Action(address, "delete", why, "delete_because_destroy",
+                   revision=inst_rec.revision if inst_rec else None,
+                   after={"instance": live.to_json()} if live is not None else {})]

@@ -15,6 +15,7 @@ from typing import Any
 from runform.durations import parse_duration
 from runform.envfile import EnvFileError, parse_env
 from runform.errors import SpecError
+from runform.nodes import check_nodes
 from runform.spec.checks import (  # noqa: F401 - check_sources and schema are this module's API too
     _check_commands,
     _check_deps,
@@ -94,6 +95,8 @@ def _build(resolved: dict[str, Any], spec_path: Path, values: dict[str, Any], lo
     compute_raw = dict(resolved.get("compute") or {"provider": "local"})
     compute_raw.setdefault("provider", "local")
     compute = Compute(provider=compute_raw["provider"], config=compute_raw)
+    if problem := check_nodes(compute_raw):
+        raise err(problem[1], ("compute", *problem[0]), hint=problem[2])
     for key in ("max_duration", "ready_timeout"):
         if key in compute_raw:
             parse_duration(compute_raw[key])

@@ -17,6 +17,13 @@ class Compute:
     config: Mapping[str, Any]  # the whole `compute` block, variables resolved
 
     @property
+    def nodes(self) -> int:
+        """How many machines (``compute.nodes``; an ssh fleet: its hosts)."""
+        from runform.nodes import node_count
+
+        return node_count(self.config)
+
+    @property
     def teardown(self) -> str:
         default = "on_success" if self.provider not in ("local", "ssh") else "never"
         return str(self.config.get("teardown", default))

@@ -55,7 +55,7 @@ def _field(raw: Mapping[str, Any], name: str, conv: Any, expected: str, default:
 
 # The state is untrusted input (a shared bucket, a hand edit): what is used as a name or a path is
 # checked against the grammar the spec and runform itself use.
-_ADDRESS = re.compile(r"[a-z_]{1,32}\.[A-Za-z0-9_-]{1,64}\Z")
+_ADDRESS = re.compile(r"[a-z_]{1,32}\.[A-Za-z0-9_-]{1,64}(\[[0-9]{1,3}\])?\Z")  # [K]: node K > 0
 _LINEAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}\Z")  # a UUID (a label holds its first 8)
 _RUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
@@ -94,7 +94,7 @@ def _check_attrs(address: str, attrs: dict[str, Any]) -> None:
         raise FieldError("field 'attrs.pins': expected host -> key strings")
     if "label" in attrs and attrs["label"] is not None:
         _field(attrs, "label", _matching(_LABEL, "a label"), "a label (letters, digits, '.', '_', '-')")
-    if address == "instance.main" and "instance" in attrs:
+    if address.split("[", 1)[0] == "instance.main" and "instance" in attrs:
         inst = attrs["instance"]
         if not isinstance(inst, Mapping):
             raise FieldError("field 'attrs.instance': expected an object")

@@ -57,8 +57,12 @@ def _world(case: dict[str, Any]) -> tuple[dict[str, Desired], State, Observed]:
                                                  rec.get("status", "ok"), rec.get("revision", 3))
     seen = case.get("observed") or {}
     inst = seen.get("instance", DEFAULT_INSTANCE)
+    nodes = {int(k): Observed(instance=InstanceInfo.from_json(n["instance"]) if n.get("instance") else None,
+                              machine=n.get("machine"), refreshed=seen.get("refreshed", True))
+             for k, n in (seen.get("nodes") or {}).items()}  # node K > 0 of a fleet
     observed = Observed(instance=InstanceInfo.from_json(inst) if inst is not None else None,
-                        machine=seen.get("machine", DEFAULT_MACHINE), refreshed=seen.get("refreshed", True))
+                        machine=seen.get("machine", DEFAULT_MACHINE), refreshed=seen.get("refreshed", True),
+                        nodes=nodes)
     return desired, state, observed
 
 
@@ -66,7 +70,8 @@ def _actions(case: dict[str, Any]) -> dict[str, Any]:
     desired, state, observed = _world(case)
     if case.get("destroy"):
         live = observed.instance if observed.refreshed else None
-        actions = destroy_actions(state, live, refreshed=observed.refreshed)
+        others = {k: n.instance for k, n in observed.nodes.items()} if observed.refreshed else {}
+        actions = destroy_actions(state, live, refreshed=observed.refreshed, others=others)
     else:
         why = case.get("replace_reason")
         actions = diff(desired, state, observed, replace=case.get("replace", ()),

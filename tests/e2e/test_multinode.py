@@ -1,0 +1,239 @@
+"""Two nodes on loopback (local node folders, and an ssh fleet of two roots through the test
+sshd) running a tiny DDP job under torchrun's c10d rendezvous and gloo: world size, all-reduce,
+a client killed mid-stage (both jobs attached to, nothing re-run), one node's job killed (stage
+failed, that node named, the other stopped), a node gone (only it is replaced), destroy."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import poll, run_cli
+
+from runform.testing.sshd import SSHD
+
+pytestmark = pytest.mark.slow  # end to end: torchrun starts, rendezvous, gloo (several seconds)
+
+DDP = '''\
+import json, os, pathlib, time
+import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+root = pathlib.Path(os.environ["RUNFORM_ROOT"])
+with open(root / "runs.log", "a") as f:
+    f.write(f"{rank} {os.environ['RUNFORM_NODE']}\\n")
+release = os.environ.get("RELEASE")
+if release:  # wait (with a deadline) until the test lets the job go on
+    (root / "ready").write_text(str(os.getpid()))  # this rank's process
+    deadline = time.monotonic() + 120
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+t = torch.tensor([float(rank + 1)])
+dist.all_reduce(t)
+print(f"rank {rank} of {world}: all-reduce {t.item()}", flush=True)
+if os.environ["RUNFORM_NODE"] == "0" and os.environ["LOCAL_RANK"] == "0":  # outputs on node 0
+    os.makedirs("out", exist_ok=True)
+    (root / "out" / "ddp.json").write_text(json.dumps({"world_size": world, "sum": t.item()}))
+if rank == 0:  # metrics from rank 0, whichever node the rendezvous gave it
+    with open(os.environ["RUNFORM_METRICS_FILE"], "a") as f:
+        f.write(json.dumps({"step": 1, "world_size": world, "sum": t.item()}) + "\\n")
+dist.destroy_process_group()
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _project(tmp_path: Path, compute: dict, release: Path | None = None) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "ddp.py").write_text(DDP)
+    stage = {"run": f"{sys.executable} ddp.py", "launcher": "torchrun", "outputs": ["out/ddp.json"],
+             "metrics": "out/ddp.json", "timeout": "5m"}
+    if release is not None:
+        stage["env"] = {"RELEASE": str(release)}
+    spec = {"run": "mn", "compute": {**compute, "rdzv_port": _free_port()}, "code": {"path": ".", "exclude": ["out/"]},
+            "stages": {"ddp": stage}, "tracker": {"kind": "none"}}
+    (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return project
+
+
+def _roots(project: Path) -> list[Path]:
+    machines = project / ".runform" / "machines"
+    return sorted(p for p in machines.iterdir() if p.is_dir() and not p.name.endswith(".deleting"))
+
+
+def _job(root: Path) -> Path:
+    return next((root / ".runform" / "jobs" / "ddp").glob("*/"))
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
+def _plan(project: Path) -> dict[str, dict]:
+    p = run_cli("plan", "--json", cwd=project)
+    assert p.returncode == 0, p.stderr
+    return {c["address"]: c for c in json.loads(p.stdout)["resource_changes"]}
+
+
+def test_two_local_nodes_ddp_then_a_node_gone_then_destroy(tmp_path: Path) -> None:
+    project = _project(tmp_path, {"provider": "local", "nodes": 2})
+    plan = run_cli("plan", cwd=project)
+    assert plan.returncode == 0, plan.stderr
+    for line in ("+ instance.main: no machine yet", "+ instance.main[1]: no machine yet",
+                 "+ code.workdir[1]: sync 2 files", "+ stage.ddp: never ran"):
+        assert line in plan.stdout, plan.stdout
+    a = run_cli("apply", "--auto-approve", cwd=project)
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert re.search(r"stage.ddp: rank [01] of 2: all-reduce 3.0", a.stderr), a.stderr  # node 0's log: 1 + 2
+    roots = _roots(project)
+    assert len(roots) == 2
+    assert sorted(line.split()[1] for r in roots for line in (r / "runs.log").read_text().splitlines()) == ["0", "1"]
+    node0 = next(r for r in roots if not r.name.endswith("-n1"))
+    assert json.loads((node0 / "out" / "ddp.json").read_text()) == {"world_size": 2, "sum": 3.0}
+    again = run_cli("plan", "--detailed-exitcode", cwd=project)
+    assert again.returncode == 0, again.stdout
+    assert "instance.main[1]: instance runform-mn-" in again.stdout
+
+    show = json.loads(run_cli("show", "--json", cwd=project).stdout)
+    stage = next(r for r in show["resources"] if r["address"] == "stage.ddp")
+    assert stage["attrs"]["metrics"]["world_size"] == 2  # from rank 0's node
+    assert set(stage["attrs"]["nodes"]) == {"0", "1"}
+
+    # node 1 given back outside runform: only node 1 is planned again; the stage is done
+    node1 = next(r for r in roots if r.name.endswith("-n1"))
+    import shutil
+
+    shutil.rmtree(node1)
+    changes = _plan(project)
+    moving = {a: c["action"] for a, c in changes.items() if c["action"] != "no-op"}
+    assert moving == {"instance.main[1]": "replace", "code.workdir[1]": "replace"}, moving
+    assert "is gone" in changes["instance.main[1]"]["reason"]
+    assert changes["code.workdir[1]"]["reason"] == "instance.main[1] will be replaced"
+    assert run_cli("apply", "--auto-approve", cwd=project).returncode == 0
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+
+    d = run_cli("destroy", "--auto-approve", cwd=project)
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert "instance.main[1]: Destruction complete" in d.stderr, d.stderr
+    assert _roots(project) == []  # both nodes given back
+
+
+def test_client_killed_mid_stage_reattaches_to_both_nodes(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    project = _project(tmp_path, {"provider": "local", "nodes": 2}, release=release)
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"], cwd=project,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        poll(lambda: len([r for r in _roots(project) if (r / "ready").exists()]) == 2
+             if (project / ".runform" / "machines").exists() else False,
+             "both ranks to be past the rendezvous", timeout=120, step=0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    changes = _plan(project)
+    assert changes["stage.ddp"]["action"] == "attach", changes["stage.ddp"]
+    release.write_text("go")
+    a = run_cli("apply", "--auto-approve", cwd=project)
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert a.stderr.count("attached to its running job") == 2, a.stderr
+    for r in _roots(project):  # each node's job ran once
+        assert len((r / "runs.log").read_text().splitlines()) == 1
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+    assert run_cli("destroy", "--auto-approve", cwd=project).returncode == 0
+
+
+@pytest.mark.parametrize("what", ["job", "rank"])
+def test_one_node_killed_fails_the_stage_and_stops_the_other(tmp_path: Path, what: str) -> None:
+    """``job``: node 1's whole job (torchrun and its shell) is killed, its rank (in a session of
+    its own) is reaped; ``rank``: node 1's training process dies, its torchrun fails."""
+    release = tmp_path / "release"
+    project = _project(tmp_path, {"provider": "local", "nodes": 2}, release=release)
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"], cwd=project,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        poll(lambda: len([r for r in _roots(project) if (r / "ready").exists()]) == 2
+             if (project / ".runform" / "machines").exists() else False,
+             "both ranks to be past the rendezvous", timeout=120, step=0.05)
+        node1 = next(r for r in _roots(project) if r.name.endswith("-n1"))
+        if what == "job":
+            os.killpg(int((_job(node1) / "child").read_text()), signal.SIGKILL)
+        else:
+            os.kill(int((node1 / "ready").read_text()), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out
+    assert "stage.ddp failed on node 1" in out, out
+    assert "stopped node(s) 0" in out, out
+    node0 = next(r for r in _roots(project) if not r.name.endswith("-n1"))
+    assert (_job(node0) / "stopped").read_text() == "node 1 failed"
+    assert (_job(node0) / "exit_code").read_text() != "0"
+    assert (_job(node1) / "exit_code").read_text() != "0"
+    rank = int((node1 / "ready").read_text())  # node 1's rank is gone too (reaped or dead)
+    poll(lambda: not Path(f"/proc/{rank}").exists() or "zombie" in _proc_state(rank), "node 1's rank to end")
+    changes = _plan(project)
+    assert changes["stage.ddp"]["action"] == "replace"
+    assert "failed on node" in changes["stage.ddp"]["reason"], changes["stage.ddp"]
+    logs = run_cli("logs", "ddp", "--node", "1", cwd=project)
+    assert logs.returncode == 0 and logs.stdout, logs.stderr
+    release.write_text("go")  # the retry runs through
+    assert run_cli("apply", "--auto-approve", cwd=project).returncode == 0
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+    assert run_cli("destroy", "--auto-approve", cwd=project).returncode == 0
+
+
+def test_teardown_on_success_gives_back_both_nodes(tmp_path: Path) -> None:
+    project = _project(tmp_path, {"provider": "local", "nodes": 2, "teardown": "on_success"})
+    a = run_cli("apply", "--auto-approve", cwd=project)
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert "instance.main and 1 other node(s) destroyed (teardown: on_success)" in a.stdout, a.stdout
+    assert _roots(project) == []
+    again = run_cli("plan", "--detailed-exitcode", cwd=project)
+    assert again.returncode == 0, again.stdout  # the run completed: no node is rented again
+    assert "instance.main[1]: not needed: the run completed" in again.stdout
+
+
+@pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
+def test_ssh_fleet_of_two_roots(sshd: SSHD, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    hosts = [{"host": sshd.host, "root": str(remote / f"node{k}")} for k in range(2)]
+    compute = {**sshd.compute, "hosts": hosts}
+    compute.pop("host")
+    project = _project(tmp_path, compute)
+    plan = run_cli("plan", cwd=project)
+    assert plan.returncode == 0, plan.stderr
+    assert "+ instance.main[1]: no machine yet" in plan.stdout, plan.stdout
+    a = run_cli("apply", "--auto-approve", cwd=project)
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert re.search(r"stage.ddp: rank [01] of 2: all-reduce 3.0", a.stderr), a.stderr
+    assert all((remote / f"node{k}" / "runs.log").exists() for k in range(2))
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+    d = run_cli("destroy", "--auto-approve", cwd=project)
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert not (remote / "node0").exists() and not (remote / "node1").exists()
+
+
+def test_the_torchrun_flags_runform_gives_exist_in_the_installed_torch() -> None:
+    pytest.importorskip("torch")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--help"], capture_output=True,
+                         text=True, timeout=120).stdout
+    for flag in ("--nnodes", "--nproc-per-node", "--node-rank", "--rdzv-backend", "--rdzv-endpoint",
+                 "--rdzv-id", "--rdzv-conf", "--max-restarts", "--local-addr"):
+        assert flag in out, flag
