@@ -49,3 +49,15 @@ def manifest_digest(entries: list) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def secret_env(root: str) -> dict[str, str]:
+    """The environment a storage backend sees on the machine: the agent's own plus the run's
+    secrets file (when there is one)."""
+    from runform.envfile import parse_env
+
+    env = dict(os.environ)
+    try:
+        with open(secrets_path(root), encoding="utf-8") as f:
+            env.update(parse_env(f.read()))
+    except OSError:
+        pass
+    return env

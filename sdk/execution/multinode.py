@@ -78,10 +78,10 @@ def _start_all(h: Handlers, a: Action, agents: dict[int, Any]) -> None:
 
 def _wait_all(h: Handlers, a: Action, agents: dict[int, Any]) -> dict[int, dict[str, Any]]:
     """Every node's final job state; the first failure stops the others' jobs."""
-    from runform.execution.handlers import _LogStream
+    from runform.execution.watchers import LogStream
 
     name, fp = name_of(a.address), a.fingerprint
-    log = _LogStream(h.ws, agents[0], a.address, name, fp) if h.ws.stream_logs else None
+    log = LogStream(h.ws, agents[0], a.address, name, fp) if h.ws.stream_logs else None
     states: dict[int, dict[str, Any]] = {}
     wait_s = 1 if h.machine_is_local() else 5
     while True:
