@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 import runform.hookspecs
-from runform.errors import RunformError
+from runform.errors import RunformError, TransferStopped
 from runform.interfaces import Manifest, ManifestEntry
 from runform.storage import digest as _digest
 from runform.storage.record import walk_files
@@ -158,6 +158,7 @@ class S3Backend:
         loc = self._location(uri)
         settings = self._settings(env)
         client = self._client(env, settings)
+        progress, halted = _stoppable(client, progress)
         single = src.is_file() and not loc.is_prefix  # one file to one exact key
         if single:
             root = attrs.evolve(loc, key=loc.folder)
@@ -172,6 +173,8 @@ class S3Backend:
             progress(already)
         if todo:
             _upload(client, settings, root.bucket, root.key, {r: local[r] for r in todo}, shas, progress)
+        if halted.is_set():  # the count stopped the push after the last upload: no index, no record
+            raise TransferStopped("the push was stopped")
         after = _retry(lambda: Snapshot.take(client, root, read_idx=False))
         index = _merge_index(before, after, shas)
         if index != before.index or not before.index_listed:
@@ -350,6 +353,29 @@ def _same(snap: Snapshot, rel: str, path: Path, sha: str) -> bool:
     return False
 
 
+def _stoppable(client: Any, progress: Callable[[int], None]) -> tuple[Callable[[int], None], threading.Event]:
+    """``progress`` for s3transfer's subscribers, and the event set once it raised
+    :class:`TransferStopped`. The count runs inside each request body's read, so a stop fails
+    every upload under way at its next chunk; botocore would take that for a connection error
+    and retry it after a backoff, so once stopped, its retry check raises instead (no wait).
+    A single-part PUT cut short leaves no object; a multipart upload is aborted by s3transfer."""
+    halted = threading.Event()
+
+    def counted(n: int) -> None:
+        try:
+            progress(n)
+        except TransferStopped:
+            halted.set()
+            raise
+
+    def no_retry(**kwargs: Any) -> None:
+        if halted.is_set():
+            raise TransferStopped("the push was stopped")
+
+    client.meta.events.register_first("needs-retry.s3", no_retry)
+    return counted, halted
+
+
 def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
             files: Mapping[str, Path], shas: Mapping[str, str], progress: Progress) -> None:
     from boto3.s3.transfer import create_transfer_manager
@@ -365,6 +391,10 @@ def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
         for rel, fut in futures.items():
             try:
                 fut.result()
+            except TransferStopped:
+                for other in futures.values():  # the queued ones never start
+                    other.cancel()
+                raise
             except Exception as exc:
                 raise classify_transfer_error(exc, f"upload of {rel} to {folder}{rel}") from exc
     finally:
