@@ -33,9 +33,7 @@ def event_printer() -> Callable[[dict[str, Any]], None]:
         if t in _SILENT:
             return
         if t == "log":
-            line = Text(f"{event['address']}: ", style="cyan")
-            line.append(str(event.get("line", "")))
-            console.print(line, soft_wrap=True)
+            console.print(log_line(event), soft_wrap=True)
             return
         style = _STYLE.get(t, "")
         if t == "action_finished":
@@ -43,3 +41,14 @@ def event_printer() -> Callable[[dict[str, Any]], None]:
         console.print(Text(event["@message"], style=style), soft_wrap=True)
 
     return styled
+
+
+def log_line(event: dict[str, Any]) -> Any:
+    """A stage's log line on a terminal: the stage's address styled, the line as the stage
+    wrote it (a ``Text`` whose own style is plain, so the line does not take the prefix's)."""
+    from rich.text import Text
+
+    line = Text()
+    line.append(f"{event['address']}: ", style="cyan")
+    line.append(str(event.get("line", "")))
+    return line
