@@ -20,7 +20,7 @@ def event_printer() -> Callable[[dict[str, Any]], None]:
     if not sys.stderr.isatty():
         def plain(event: dict[str, Any]) -> None:
             if event["type"] not in _SILENT:
-                click.echo(event["@message"], err=True)
+                click.echo(_message(event), err=True)
         return plain
 
     from rich.console import Console
@@ -38,9 +38,19 @@ def event_printer() -> Callable[[dict[str, Any]], None]:
         style = _STYLE.get(t, "")
         if t == "action_finished":
             style = {"done": "green", "failed": "bold red", "interrupted": "yellow"}.get(event.get("status"), "")
-        console.print(Text(event["@message"], style=style), soft_wrap=True)
+        console.print(Text(_message(event), style=style), soft_wrap=True)
 
     return styled
+
+
+def _message(event: dict[str, Any]) -> str:
+    """What is printed for ``event``: its ``@message``, except for a failed action, whose error
+    the summary's ``Error:`` line prints (once) when the apply ends."""
+    if event["type"] == "action_finished" and event.get("status") == "failed":
+        from runform.durations import format_duration
+
+        return f"{event['address']}: Failed after {format_duration(float(event.get('duration') or 0))}"
+    return str(event["@message"])
 
 
 def log_line(event: dict[str, Any]) -> Any:
