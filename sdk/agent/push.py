@@ -21,21 +21,22 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
 
     When the client hangs up (its first Ctrl-C closes the SSH channel) the push stops within a
     fraction of a second: the count raises :class:`TransferStopped` into the backend, which
-    leaves no object half-written; the answer is ``{"stopped": true}`` (nobody reads it) and the
-    progress file says ``stopped``. The client records nothing, so the next apply pushes again,
+    leaves no object half-written; the answer is a failure with ``stopped`` (over SSH nobody reads
+    it) and the progress file says ``stopped``. The local provider's in-process call stops the
+    same way, at its transport's ``abort`` (:mod:`.callstop`). The client records nothing, so the next apply pushes again,
     and the backend's incremental push moves only what is missing."""
     import threading
 
+    from runform.agent.callstop import watch
     from runform.errors import TransferStopped
-    from runform.storage.urlfetch import watch_hangup
 
     stop = threading.Event()
-    unwatch = watch_hangup(stop)
+    unwatch = watch(stop)
     try:
         return _push(req, stop)
     except TransferStopped:
         _mark_stopped(req)
-        return {"stopped": True}
+        return {"ok": False, "stopped": True, "error": "the push was stopped (Ctrl-C); nothing was recorded"}
     finally:
         unwatch()
 

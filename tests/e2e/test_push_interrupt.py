@@ -1,7 +1,7 @@
-"""Ctrl-C during an artifact push over SSH: the real CLI, the real sshd, moto's S3 reading each
-upload's body slowly. The first SIGINT stops the push on the machine (the agent sees the hang-up
-and its uploads stop), nothing half-pushed is recorded, and the next apply pushes only what is
-missing."""
+"""Ctrl-C during an artifact push: the real CLI, moto's S3 reading each upload's body slowly,
+over the real sshd (the agent on the machine sees the hang-up) and on the local provider (the
+agent runs in-process; the transport's abort stops it). The first SIGINT stops the push's
+uploads, nothing half-pushed is recorded, and the next apply pushes only what is missing."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from helpers import run_cli
 
 from runform.testing.sshd import SSHD
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")]
+pytestmark = pytest.mark.slow
 
 SIZES = {"a.bin": 1 << 20, "b.bin": 1 << 20, "c.bin": 24 << 20, "d.bin": 24 << 20}  # single PUTs each
 INDEX = ".runform-index.json"
@@ -48,15 +47,23 @@ def _objects(server: Any, bucket: str) -> dict[str, int]:
     return {o["Key"][len("runs/out/"):]: o["Size"] for o in listed}
 
 
-def test_ctrl_c_during_a_push_over_ssh_stops_it_and_the_next_apply_pushes_only_the_rest(
-    sshd: SSHD, s3_server: Any, tmp_path: Path
+@pytest.mark.parametrize("provider", [
+    pytest.param("ssh", marks=pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")),
+    "local"])
+def test_ctrl_c_during_a_push_stops_it_and_the_next_apply_pushes_only_the_rest(
+    provider: str, s3_server: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     bucket = s3_server.make_bucket()
     project, root = tmp_path / "pushy", tmp_path / "remote" / "pushy"
     project.mkdir()
+    if provider == "ssh":
+        sshd: SSHD = request.getfixturevalue("sshd")
+        compute: dict[str, Any] = {**sshd.compute, "root": str(root)}
+    else:
+        compute = {"provider": "local"}
     spec = {
         "run": "pushy",
-        "compute": {**sshd.compute, "root": str(root)},
+        "compute": compute,
         "secrets": {"env_file": "pushy.env"},
         "code": {"path": ".", "exclude": ["out/"]},
         "stages": {"train": {"run": "python train.py", "deps": ["train.py"], "outputs": ["out/"]}},
@@ -65,14 +72,15 @@ def test_ctrl_c_during_a_push_over_ssh_stops_it_and_the_next_apply_pushes_only_t
     (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     (project / "train.py").write_text(TRAIN.format(sizes=SIZES))
     (project / "pushy.env").write_text("".join(f"{k}={v}\n" for k, v in s3_server.env("s3").items()))
-    progress = root / ".runform" / "artifacts" / "model.progress"
+    progress_files = [root / ".runform" / "artifacts" / "model.progress"] if provider == "ssh" else []
 
     def landed() -> list[str]:
         return [r.path for r in s3_server.stats.of("PutObject") if r.status == 200]
 
     def said() -> dict[str, Any]:
+        found = progress_files or list(project.glob(".runform/machines/*/.runform/artifacts/model.progress"))
         try:
-            return dict(json.loads(progress.read_text()))
+            return dict(json.loads(found[0].read_text())) if found else {}
         except (OSError, ValueError):
             return {}
 
@@ -90,7 +98,7 @@ def test_ctrl_c_during_a_push_over_ssh_stops_it_and_the_next_apply_pushes_only_t
     assert "Traceback" not in out and "interrupted" in out.lower(), out
     assert "artifact.model: transfer stopped (Ctrl-C)" in out, out
     assert "artifact.model: Creation complete" not in out, out
-    # the agent on the machine saw the hang-up and let go of its uploads (written after they ended)
+    # the agent saw the hang-up (or, in-process, the abort) and let go of its uploads (written after they ended)
     _until(lambda: said().get("stopped") is True, "the agent's push to stop")
     there = _objects(s3_server, bucket)
     assert INDEX not in there, there  # the push never got to its end
