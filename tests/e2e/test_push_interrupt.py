@@ -47,12 +47,17 @@ def _objects(server: Any, bucket: str) -> dict[str, int]:
     return {o["Key"][len("runs/out/"):]: o["Size"] for o in listed}
 
 
-@pytest.mark.parametrize("provider", [
-    pytest.param("ssh", marks=pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")),
-    "local"])
+_SSHD = pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
+
+
+@pytest.mark.parametrize(("provider", "sig"), [
+    pytest.param("ssh", signal.SIGINT, marks=_SSHD, id="ssh-SIGINT"),
+    pytest.param("ssh", signal.SIGHUP, marks=_SSHD, id="ssh-SIGHUP"),
+    pytest.param("local", signal.SIGTERM, id="local-SIGTERM")])
 def test_ctrl_c_during_a_push_stops_it_and_the_next_apply_pushes_only_the_rest(
-    provider: str, s3_server: Any, tmp_path: Path, request: pytest.FixtureRequest
+    provider: str, sig: int, s3_server: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """SIGTERM and SIGHUP behave as Ctrl-C (SIGINT) does."""
     bucket = s3_server.make_bucket()
     project, root = tmp_path / "pushy", tmp_path / "remote" / "pushy"
     project.mkdir()
@@ -89,7 +94,7 @@ def test_ctrl_c_during_a_push_stops_it_and_the_next_apply_pushes_only_the_rest(
                             cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _until(lambda: bool(landed()), "the first object to land", deadline_s=240)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
