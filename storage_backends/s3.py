@@ -5,7 +5,9 @@
 - ``fetch``: incremental, parallel, multipart through boto3's transfer manager; every file
   verified and renamed into place (see :mod:`runform.storage.hydrate`). A no-change fetch makes no request.
 - ``push``: uploads only files whose size or sha256 differ, storing the sha256 in the
-  object's metadata and in the index object.
+  object's metadata and in the index object (written last: a push stopped before it is
+  continued from the objects that are whole). Its ``progress`` raising ``TransferStopped``
+  (Ctrl-C) stops every upload under way at its next chunk, without botocore's retries.
 - ``delete``: DeleteObjects batches on S3, per-key DeleteObject on B2.
 - B2 version hygiene: what runform replaces or deletes in ``b2://`` goes by VersionId (see
   :class:`B2Backend`), so no older version stays billed.
@@ -169,6 +171,7 @@ class S3Backend:
         before = _retry(lambda: Snapshot.take(client, root))
         shas = _hash_all(local)
         todo = [rel for rel in local if not _same(before, rel, local[rel], shas[rel])]
+        todo = [rel for rel in todo if not _whole_unindexed(client, before, rel, local[rel], shas[rel])]
         if already := sum(local[rel].stat().st_size for rel in local if rel not in todo):
             progress(already)
         if todo:
@@ -351,6 +354,19 @@ def _same(snap: Snapshot, rel: str, path: Path, sha: str) -> bool:
     if not obj.multipart and len(obj.etag) == 32:
         return _digest.md5_hex(path) == obj.etag.lower()
     return False
+
+
+def _whole_unindexed(client: Any, snap: Snapshot, rel: str, path: Path, sha: str) -> bool:
+    """Whether a multipart object the index does not vouch for (a push stopped before it wrote
+    its index, after this object was whole) holds the local bytes: the sha256 runform stored in
+    its metadata says so (one HeadObject, only for such objects)."""
+    obj = snap.objects.get(rel)
+    idx = snap.index.get(rel)
+    if obj is None or not obj.multipart or obj.size != path.stat().st_size or \
+            (idx is not None and idx.etag == obj.etag):
+        return False
+    head = _retry(lambda: client.head_object(Bucket=snap.location.bucket, Key=obj.key))
+    return bool((head.get("Metadata") or {}).get("sha256") == sha)
 
 
 def _stoppable(client: Any, progress: Callable[[int], None]) -> tuple[Callable[[int], None], threading.Event]:

@@ -258,6 +258,32 @@ def test_push_is_incremental(store, tmp_path):
     assert head["Metadata"]["sha256"] == m2.by_path()["sub/b.pt"].digest[7:]
 
 
+def test_a_push_stopped_before_its_index_is_continued_without_sending_whole_objects_again(store, tmp_path):
+    """A push stopped after some objects were whole but before it wrote its index (Ctrl-C):
+    the next push sends only what is missing; a whole multipart object is recognised by the
+    sha256 in its metadata (one HeadObject), a single-part one by its ETag."""
+    server, backend, bucket, env = store
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "small.pt").write_bytes(os.urandom(3000))
+    (src / "big.pt").write_bytes(os.urandom(7 * MIB))  # multipart with 5 MiB parts
+    uri = f"{backend.scheme}://{bucket}/runs/r2/ckpt/"
+    backend.push(src, uri, env)
+    c = server.runform_client()
+    c.delete_object(Bucket=bucket, Key="runs/r2/ckpt/.runform-index.json")  # as if stopped before it
+    (src / "late.pt").write_bytes(os.urandom(1000))  # never got there
+    server.stats.reset()
+    m = backend.push(src, uri, env)
+    ops = server.stats.operations()
+    assert "UploadPart" not in ops and ops.get("HeadObject") == 1, ops
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in server.stats.of("PutObject")) == [".runform-index.json",
+                                                                                       "late.pt"]
+    assert [e.path for e in m.entries] == ["big.pt", "late.pt", "small.pt"]
+    server.stats.reset()
+    assert backend.push(src, uri, env, prior=m) == m  # the index vouches for all of it now: no request but the listing
+    assert "HeadObject" not in server.stats.operations()
+
+
 def test_push_missing_source(store, tmp_path):
     _server, backend, bucket, env = store
     from runform.errors import RunformError
