@@ -160,7 +160,15 @@ class S3Backend:
         loc = self._location(uri)
         settings = self._settings(env)
         client = self._client(env, settings)
-        progress, halted = _stoppable(client, progress)
+        progress, halted, no_retry = _stoppable(progress)
+        client.meta.events.register_first("needs-retry.s3", no_retry)  # the client is shared: undone below
+        try:
+            return self._push(src, loc, env, settings, client, progress, halted)
+        finally:
+            client.meta.events.unregister("needs-retry.s3", no_retry)
+
+    def _push(self, src: Path, loc: Location, env: Mapping[str, str], settings: TransferSettings, client: Any,
+              progress: Callable[[int], None], halted: threading.Event) -> Manifest:
         single = src.is_file() and not loc.is_prefix  # one file to one exact key
         if single:
             root = attrs.evolve(loc, key=loc.folder)
@@ -369,12 +377,13 @@ def _whole_unindexed(client: Any, snap: Snapshot, rel: str, path: Path, sha: str
     return bool((head.get("Metadata") or {}).get("sha256") == sha)
 
 
-def _stoppable(client: Any, progress: Callable[[int], None]) -> tuple[Callable[[int], None], threading.Event]:
-    """``progress`` for s3transfer's subscribers, and the event set once it raised
-    :class:`TransferStopped`. The count runs inside each request body's read, so a stop fails
-    every upload under way at its next chunk; botocore would take that for a connection error
-    and retry it after a backoff, so once stopped, its retry check raises instead (no wait).
-    A single-part PUT cut short leaves no object; a multipart upload is aborted by s3transfer."""
+def _stoppable(progress: Callable[[int], None]) -> tuple[Callable[[int], None], threading.Event, Callable[..., None]]:
+    """``progress`` for s3transfer's subscribers, the event set once it raised
+    :class:`TransferStopped`, and a ``needs-retry`` handler for the client. The count runs inside
+    each request body's read, so a stop fails every upload under way at its next chunk; botocore
+    would take that for a connection error and retry it after a backoff, so once stopped, the
+    handler raises instead (no wait). A single-part PUT cut short leaves no object; a multipart
+    upload is aborted by s3transfer."""
     halted = threading.Event()
 
     def counted(n: int) -> None:
@@ -388,8 +397,7 @@ def _stoppable(client: Any, progress: Callable[[int], None]) -> tuple[Callable[[
         if halted.is_set():
             raise TransferStopped("the push was stopped")
 
-    client.meta.events.register_first("needs-retry.s3", no_retry)
-    return counted, halted
+    return counted, halted, no_retry
 
 
 def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,

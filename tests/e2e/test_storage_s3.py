@@ -284,6 +284,42 @@ def test_a_push_stopped_before_its_index_is_continued_without_sending_whole_obje
     assert "HeadObject" not in server.stats.operations()
 
 
+def test_a_count_that_raises_transfer_stopped_stops_the_push_without_retries(store, tmp_path):
+    """The agent's count raises ``TransferStopped`` at Ctrl-C: every upload stops at its next
+    chunk, botocore does not retry, nothing is left half-written or indexed, and the next push
+    (same process, same cached client) works and sends only what is missing."""
+    from runform.errors import TransferStopped
+
+    server, backend, bucket, env = store
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}.pt").write_bytes(os.urandom(3 * MIB))  # single PUTs
+    (src / "big.pt").write_bytes(os.urandom(12 * MIB))  # multipart with 5 MiB parts
+    uri = f"{backend.scheme}://{bucket}/runs/r3/ckpt/"
+    seen = [0]
+
+    def count(n: int) -> None:
+        seen[0] += n
+        if seen[0] > 2 * MIB:
+            raise TransferStopped("stop")
+
+    server.stats.reset()
+    with pytest.raises(TransferStopped):
+        backend.push_with_progress(src, uri, env, progress=count)
+    ops = server.stats.operations()
+    assert ops.get("PutObject", 0) <= 3 and ops.get("UploadPart", 0) <= 3, ops  # none sent twice
+    c = server.runform_client()
+    there = {o["Key"].rsplit("/", 1)[-1]: o["Size"] for o in
+             c.list_objects_v2(Bucket=bucket, Prefix="runs/r3/").get("Contents", [])}
+    assert ".runform-index.json" not in there
+    assert all(size == (src / name).stat().st_size for name, size in there.items()), there  # whole or absent
+    assert not c.list_multipart_uploads(Bucket=bucket).get("Uploads"), "a multipart upload left open"
+    m = backend.push_with_progress(src, uri, env, progress=lambda n: None)
+    assert sorted(e.path for e in m.entries) == ["big.pt", "f0.pt", "f1.pt", "f2.pt"]
+    assert m == backend.resolve(uri, env)
+
+
 def test_push_missing_source(store, tmp_path):
     _server, backend, bucket, env = store
     from runform.errors import RunformError
