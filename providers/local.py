@@ -42,8 +42,9 @@ class LocalTransport:
                 self._calls.discard(stop)
 
     def abort(self) -> None:
-        """Stop what is under way now: every in-process agent call that can stop (a push) does,
-        within a fraction of a second. Calls made afterwards work as usual."""
+        """Stop what is under way now: every in-process agent call that can stop (a push, a
+        hydration from presigned URLs) does, within a fraction of a second. Calls made
+        afterwards work as usual."""
         with self._lock:
             for stop in self._calls:
                 stop.set()
