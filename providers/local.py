@@ -6,13 +6,14 @@ agent code that runs on remote machines, without a process per call.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,32 @@ from runform.interfaces import CommandResult, InstanceInfo, InstanceRequest, Mac
 
 
 class LocalTransport:
-    """Transport on this machine: subprocess and file copies."""
+    """Transport on this machine: subprocess and file copies. The agent's calls run in-process
+    (:meth:`in_process_call`); :meth:`abort` (the first Ctrl-C) tells those under way to stop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: set[threading.Event] = set()
+
+    @contextlib.contextmanager
+    def in_process_call(self) -> Iterator[threading.Event]:
+        """The stop event of one in-process agent call, set by :meth:`abort` while it runs."""
+        stop = threading.Event()
+        with self._lock:
+            self._calls.add(stop)
+        try:
+            yield stop
+        finally:
+            with self._lock:
+                self._calls.discard(stop)
+
+    def abort(self) -> None:
+        """Stop what is under way now: every in-process agent call that can stop (a push, a
+        hydration from presigned URLs) does, within a fraction of a second. Calls made
+        afterwards work as usual."""
+        with self._lock:
+            for stop in self._calls:
+                stop.set()
 
     def run(self, argv: list[str], *, stdin: bytes | None = None, env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> CommandResult:

@@ -62,3 +62,9 @@ class PolicyError(RunformError):
 
 class PluginError(RunformError):
     """A plugin is missing, broken, or registered twice."""
+
+
+class TransferStopped(RunformError):
+    """A transfer was told to stop (the client hung up: its first Ctrl-C). A push's ``progress``
+    callback raises it; a backend lets it through and leaves nothing a later push takes for
+    complete (an object is either whole under its key or absent)."""

@@ -338,8 +338,10 @@ class ReportsPushProgress(Protocol):
 
     ``progress(n)`` gets each run of ``n`` bytes sent, and the size of each file found already
     there (unchanged), so that the count ends at the size of ``src``. It may be called from
-    several threads at once, and with a negative ``n`` when a retry sends bytes again. Otherwise
-    it is ``push``: same arguments, same result."""
+    several threads at once, and with a negative ``n`` when a retry sends bytes again. It raises
+    :class:`runform.errors.TransferStopped` once the push is to stop (the client hung up): let it
+    through, promptly (no retry), leaving no object half-written under its key. Otherwise it is
+    ``push``: same arguments, same result."""
 
     def push_with_progress(self, src: Path, uri: str, env: Mapping[str, str], *,
                            progress: Callable[[int], None], prior: Manifest | None = None) -> Manifest: ...

@@ -105,6 +105,39 @@ class Ticker:
                                  address=address, action=kind, elapsed=round(elapsed, 1), phase=phase)
 
 
+class ObservedRate:
+    """A transfer's rate as this process sees it, from counts read off the machine: the bytes
+    between two readings over this process's own clock between them, smoothed (exponentially,
+    over about ``tau`` seconds). The machine's clock is never used, so a skew between the two
+    cannot distort the rate or the ETA. A count that steps back (a retry, a newer transfer's
+    file) starts again from that reading and keeps the rate so far."""
+
+    def __init__(self, tau: float = 10.0) -> None:
+        self.tau = tau
+        self.rate: float | None = None  # B/s, None until two readings
+        self._last: tuple[float, int] | None = None
+
+    def update(self, done: int, now: float) -> float | None:
+        """Take a reading (``done`` bytes at ``now``, this process's monotonic clock)."""
+        import math
+
+        if self._last is None or done < self._last[1]:
+            self._last = (now, done)
+            return self.rate
+        then, before = self._last
+        dt = now - then
+        if dt <= 0:
+            return self.rate
+        seen = (done - before) / dt
+        self.rate = seen if self.rate is None else self.rate + (1 - math.exp(-dt / self.tau)) * (seen - self.rate)
+        self._last = (now, done)
+        return self.rate
+
+    def eta(self, done: int, total: int) -> float | None:
+        """Seconds left at the current rate (None while the rate is unknown or nil)."""
+        return max(0, total - done) / self.rate if self.rate else None
+
+
 class Interrupted(RunformError):
     """Apply was interrupted while waiting; a remote job goes on and is attached to next time."""
 

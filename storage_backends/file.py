@@ -110,7 +110,11 @@ class FileBackend:
                 continue
             dst.parent.mkdir(parents=True, exist_ok=True)
             tmp = dst.with_name(dst.name + TMP_MARK + str(os.getpid()))
-            _copy(path, tmp, progress)
+            try:
+                _copy(path, tmp, progress)
+            except BaseException:  # stopped (TransferStopped) or failed: no half file stays
+                tmp.unlink(missing_ok=True)
+                raise
             os.replace(tmp, dst)
         return self.resolve(target.as_uri() + ("/" if target.is_dir() else ""), env)
 

@@ -5,7 +5,9 @@
 - ``fetch``: incremental, parallel, multipart through boto3's transfer manager; every file
   verified and renamed into place (see :mod:`runform.storage.hydrate`). A no-change fetch makes no request.
 - ``push``: uploads only files whose size or sha256 differ, storing the sha256 in the
-  object's metadata and in the index object.
+  object's metadata and in the index object (written last: a push stopped before it is
+  continued from the objects that are whole). Its ``progress`` raising ``TransferStopped``
+  (Ctrl-C) stops every upload under way at its next chunk, without botocore's retries.
 - ``delete``: DeleteObjects batches on S3, per-key DeleteObject on B2.
 - B2 version hygiene: what runform replaces or deletes in ``b2://`` goes by VersionId (see
   :class:`B2Backend`), so no older version stays billed.
@@ -24,7 +26,7 @@ from typing import Any
 
 import attrs
 import runform.hookspecs
-from runform.errors import RunformError
+from runform.errors import RunformError, TransferStopped
 from runform.interfaces import Manifest, ManifestEntry
 from runform.storage import digest as _digest
 from runform.storage.record import walk_files
@@ -158,6 +160,15 @@ class S3Backend:
         loc = self._location(uri)
         settings = self._settings(env)
         client = self._client(env, settings)
+        progress, halted, no_retry = _stoppable(progress)
+        client.meta.events.register_first("needs-retry.s3", no_retry)  # the client is shared: undone below
+        try:
+            return self._push(src, loc, env, settings, client, progress, halted)
+        finally:
+            client.meta.events.unregister("needs-retry.s3", no_retry)
+
+    def _push(self, src: Path, loc: Location, env: Mapping[str, str], settings: TransferSettings, client: Any,
+              progress: Callable[[int], None], halted: threading.Event) -> Manifest:
         single = src.is_file() and not loc.is_prefix  # one file to one exact key
         if single:
             root = attrs.evolve(loc, key=loc.folder)
@@ -168,10 +179,13 @@ class S3Backend:
         before = _retry(lambda: Snapshot.take(client, root))
         shas = _hash_all(local)
         todo = [rel for rel in local if not _same(before, rel, local[rel], shas[rel])]
+        todo = [rel for rel in todo if not _whole_unindexed(client, before, rel, local[rel], shas[rel])]
         if already := sum(local[rel].stat().st_size for rel in local if rel not in todo):
             progress(already)
         if todo:
             _upload(client, settings, root.bucket, root.key, {r: local[r] for r in todo}, shas, progress)
+        if halted.is_set():  # the count stopped the push after the last upload: no index, no record
+            raise TransferStopped("the push was stopped")
         after = _retry(lambda: Snapshot.take(client, root, read_idx=False))
         index = _merge_index(before, after, shas)
         if index != before.index or not before.index_listed:
@@ -350,6 +364,42 @@ def _same(snap: Snapshot, rel: str, path: Path, sha: str) -> bool:
     return False
 
 
+def _whole_unindexed(client: Any, snap: Snapshot, rel: str, path: Path, sha: str) -> bool:
+    """Whether a multipart object the index does not vouch for (a push stopped before it wrote
+    its index, after this object was whole) holds the local bytes: the sha256 runform stored in
+    its metadata says so (one HeadObject, only for such objects)."""
+    obj = snap.objects.get(rel)
+    idx = snap.index.get(rel)
+    if obj is None or not obj.multipart or obj.size != path.stat().st_size or \
+            (idx is not None and idx.etag == obj.etag):
+        return False
+    head = _retry(lambda: client.head_object(Bucket=snap.location.bucket, Key=obj.key))
+    return bool((head.get("Metadata") or {}).get("sha256") == sha)
+
+
+def _stoppable(progress: Callable[[int], None]) -> tuple[Callable[[int], None], threading.Event, Callable[..., None]]:
+    """``progress`` for s3transfer's subscribers, the event set once it raised
+    :class:`TransferStopped`, and a ``needs-retry`` handler for the client. The count runs inside
+    each request body's read, so a stop fails every upload under way at its next chunk; botocore
+    would take that for a connection error and retry it after a backoff, so once stopped, the
+    handler raises instead (no wait). A single-part PUT cut short leaves no object; a multipart
+    upload is aborted by s3transfer."""
+    halted = threading.Event()
+
+    def counted(n: int) -> None:
+        try:
+            progress(n)
+        except TransferStopped:
+            halted.set()
+            raise
+
+    def no_retry(**kwargs: Any) -> None:
+        if halted.is_set():
+            raise TransferStopped("the push was stopped")
+
+    return counted, halted, no_retry
+
+
 def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
             files: Mapping[str, Path], shas: Mapping[str, str], progress: Progress) -> None:
     from boto3.s3.transfer import create_transfer_manager
@@ -365,6 +415,10 @@ def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
         for rel, fut in futures.items():
             try:
                 fut.result()
+            except TransferStopped:
+                for other in futures.values():  # the queued ones never start
+                    other.cancel()
+                raise
             except Exception as exc:
                 raise classify_transfer_error(exc, f"upload of {rel} to {folder}{rel}") from exc
     finally:

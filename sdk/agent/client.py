@@ -22,9 +22,18 @@ class AgentClient:
         request = {"op": op, "root": self.machine.root, **args}
         response: Any
         if self.machine.local:
+            import contextlib
+
+            from runform.agent.callstop import CURRENT
             from runform.agent.ops import handle
 
-            response = handle(json.loads(json.dumps(request)))
+            calls = getattr(self.machine.transport, "in_process_call", None)  # its abort stops the call
+            with calls() if calls is not None else contextlib.nullcontext() as stop:
+                token = CURRENT.set(stop)
+                try:
+                    response = handle(json.loads(json.dumps(request)))
+                finally:
+                    CURRENT.reset(token)
         else:
             result = self.machine.transport.run(
                 [self.machine.python, "-m", "runform.agent"], stdin=json.dumps(request).encode()

@@ -180,10 +180,11 @@ def hydrate(req: dict[str, Any]) -> dict[str, Any]:
 
     prog = ProgressFile(dataset_record(root, name) + ".progress", manifest.total_bytes)
     if req.get("urls") is not None:  # presigned GETs signed by the client: no credentials here
+        from runform.agent.callstop import watch
         from runform.storage.urlfetch import agent_fetch
 
         got = agent_fetch(manifest, Path(dest), req["urls"], float(req["expires_at"]), prog,
-                          headers=req.get("headers"))
+                          headers=req.get("headers"), watch=watch)  # over SSH the hang-up, in-process the abort
         prog._write()
         if "bytes" not in got:  # expired (the client signs fresh URLs) or stopped
             return {**got, "bytes": prog.done}

@@ -17,8 +17,51 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
     """Push outputs to storage from the machine (artifacts). With ``missing_ok`` (the salvage
     push before a teardown after a failure) paths that do not exist are listed, not an error.
     With ``name`` (the artifact's), the bytes pushed are counted in its progress file, which
-    the client reads with ``progress`` (``kind: artifact``) while the push runs."""
+    the client reads with ``progress`` (``kind: artifact``) while the push runs.
 
+    When the client hangs up (its first Ctrl-C closes the SSH channel) the push stops within a
+    fraction of a second: the count raises :class:`TransferStopped` into the backend, which
+    leaves no object half-written; the answer is a failure with ``stopped`` (over SSH nobody reads
+    it) and the progress file says ``stopped``. The local provider's in-process call stops the
+    same way, at its transport's ``abort`` (:mod:`.callstop`). The client records nothing, so the next apply pushes again,
+    and the backend's incremental push moves only what is missing."""
+    import threading
+
+    from runform.agent.callstop import watch
+    from runform.errors import TransferStopped
+
+    stop = threading.Event()
+    unwatch = watch(stop)
+    try:
+        return _push(req, stop)
+    except TransferStopped:
+        _mark_stopped(req)
+        return {"ok": False, "stopped": True, "error": "the push was stopped (Ctrl-C); nothing was recorded"}
+    finally:
+        unwatch()
+
+
+def _mark_stopped(req: dict[str, Any]) -> None:
+    """The progress file's last word after a stop (written once the backend let go: no upload
+    of this push goes on after it)."""
+    import json
+
+    from runform.agent.layout import push_progress_path
+    from runform.atomic import atomic_write
+
+    if not req.get("name"):
+        return
+    path = push_progress_path(req["root"], req["name"])
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return
+    if isinstance(doc, dict):
+        atomic_write(path, json.dumps({**doc, "stopped": True}).encode())
+
+
+def _push(req: dict[str, Any], stop: Any) -> dict[str, Any]:
     from runform.interfaces import Manifest
     from runform.plugins import get_plugin_manager
 
@@ -29,9 +72,9 @@ def push(req: dict[str, Any]) -> dict[str, Any]:
     manifests, missing = {}, []
     if scheme == "wandb":  # one artifact, one version: every path goes into it, under its name
         env.setdefault("WANDB_DIR", meta(root, "wandb"))  # the push run's files: not the cwd
-        return _push_one_version(backend, root, req, env)
+        return _push_one_version(backend, root, req, env, stop)
     srcs = {rel: Path(resolve_inside(root, rel, what="artifact path")) for rel in req["paths"]}
-    prog = _push_meter(req, sum(_size(root, p) for p in srcs.values() if p.exists()))
+    prog = _push_meter(req, sum(_size(root, p) for p in srcs.values() if p.exists()), stop)
     for rel, src in srcs.items():
         if not src.exists():
             if req.get("missing_ok"):
@@ -53,11 +96,27 @@ def _size(root: str, src: Path) -> int:
     return sum(path.stat().st_size for _, path in _safe_files(root, src))
 
 
-def _push_meter(req: dict[str, Any], total: int) -> ProgressFile | None:
+class _PushMeter(ProgressFile):
+    """The push's progress file, and its way to stop: once ``stop`` is set each count raises
+    :class:`TransferStopped` (the file then says ``stopped``)."""
+
+    def __init__(self, path: str, total: int, ident: str | None, stop: Any) -> None:
+        self.stop = stop
+        super().__init__(path, total, ident)
+
+    def __call__(self, n: int) -> None:
+        if self.stop is not None and self.stop.is_set():
+            from runform.errors import TransferStopped
+
+            raise TransferStopped("the push was stopped: the client hung up")
+        super().__call__(n)
+
+
+def _push_meter(req: dict[str, Any], total: int, stop: Any = None) -> ProgressFile | None:
     from runform.agent.layout import push_progress_path
 
     name = req.get("name")
-    return ProgressFile(push_progress_path(req["root"], name), total, req.get("push_id")) if name else None
+    return _PushMeter(push_progress_path(req["root"], name), total, req.get("push_id"), stop) if name else None
 
 
 def _push_counted(backend: Any, src: Path, uri: str, env: dict[str, str], prior: Any,
@@ -149,7 +208,8 @@ def _dest(to: str, rel: str, is_dir: bool) -> str:
     return to + rel.rstrip("/") + ("/" if is_dir else "")
 
 
-def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[str, str],
+                      stop: Any = None) -> dict[str, Any]:
     """A W&B artifact is one versioned unit: stage the paths (hard links, no copies) in one
     folder under the run's own meta folder and log that as one version of ``to``."""
     import tempfile
@@ -172,7 +232,7 @@ def _push_one_version(backend: Any, root: str, req: dict[str, Any], env: dict[st
             for sub, path in _safe_files(root, src):  # what a push of ``src`` would take
                 _link_or_copy(str(path), os.path.join(staging, rel if src.is_file() else os.path.join(rel, sub)))
         prior = next(iter((req.get("prior") or {}).values()), None)
-        prog = _push_meter(req, sum(p.stat().st_size for _, p in _walk(Path(staging))))
+        prog = _push_meter(req, sum(p.stat().st_size for _, p in _walk(Path(staging))), stop)
         m = _push_counted(backend, Path(staging), req["to"], env,
                           Manifest.from_json(prior) if prior else None, prog)
     key = ",".join(req["paths"])

@@ -60,8 +60,9 @@ def run_apply(spec_or_plan: str, var: tuple[str, ...], target: tuple[str, ...], 
     if not result.outcomes:
         return
     click.echo("")
-    for o in result.failed:
-        click.echo(f"Error: {o.address}: {o.error}", err=True)
+    for o in result.failed:  # the only place the error is printed (the progress line says "Failed")
+        where = "" if (o.error or "").startswith(o.address) else f"{o.address}: "
+        click.echo(f"Error: {where}{o.error}", err=True)
     for o in result.skipped:
         click.echo(f"Skipped: {o.address} ({o.error or 'a dependency did not complete'})", err=True)
     if result.teardown_failed:

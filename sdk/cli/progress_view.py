@@ -20,7 +20,7 @@ def event_printer() -> Callable[[dict[str, Any]], None]:
     if not sys.stderr.isatty():
         def plain(event: dict[str, Any]) -> None:
             if event["type"] not in _SILENT:
-                click.echo(event["@message"], err=True)
+                click.echo(_message(event), err=True)
         return plain
 
     from rich.console import Console
@@ -33,13 +33,32 @@ def event_printer() -> Callable[[dict[str, Any]], None]:
         if t in _SILENT:
             return
         if t == "log":
-            line = Text(f"{event['address']}: ", style="cyan")
-            line.append(str(event.get("line", "")))
-            console.print(line, soft_wrap=True)
+            console.print(log_line(event), soft_wrap=True)
             return
         style = _STYLE.get(t, "")
         if t == "action_finished":
             style = {"done": "green", "failed": "bold red", "interrupted": "yellow"}.get(event.get("status"), "")
-        console.print(Text(event["@message"], style=style), soft_wrap=True)
+        console.print(Text(_message(event), style=style), soft_wrap=True)
 
     return styled
+
+
+def _message(event: dict[str, Any]) -> str:
+    """What is printed for ``event``: its ``@message``, except for a failed action, whose error
+    the summary's ``Error:`` line prints (once) when the apply ends."""
+    if event["type"] == "action_finished" and event.get("status") == "failed":
+        from runform.durations import format_duration
+
+        return f"{event['address']}: Failed after {format_duration(float(event.get('duration') or 0))}"
+    return str(event["@message"])
+
+
+def log_line(event: dict[str, Any]) -> Any:
+    """A stage's log line on a terminal: the stage's address styled, the line as the stage
+    wrote it (a ``Text`` whose own style is plain, so the line does not take the prefix's)."""
+    from rich.text import Text
+
+    line = Text()
+    line.append(f"{event['address']}: ", style="cyan")
+    line.append(str(event.get("line", "")))
+    return line

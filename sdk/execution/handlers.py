@@ -343,7 +343,9 @@ class Handlers:
         t0, push_id = time.monotonic(), uuid.uuid4().hex[:12]
         # the tracker's env (run id, project, group) gives a push its lineage to the pipeline run
         with ProgressReporter(self.ws, agent, a.address, name, kind="artifact", verb="pushed",
-                               every=self.transfer_every, ident=push_id):
+                               every=self.transfer_every, ident=push_id), \
+                AbortOn(None if salvage else self.stop, agent.machine.transport, a.address):
+            # Ctrl-C stops the push (not a salvage's: the machine and its outputs go after it)
             res = agent.call("push", name=name, push_id=push_id, paths=list(art.paths), to=art.to,
                              missing_ok=bool(salvage),
                              prior=(prior.attrs.get("manifests") if prior else None),

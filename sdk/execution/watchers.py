@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from runform.agent.client import AgentClient
-from runform.progress import Interrupted
+from runform.progress import Interrupted, ObservedRate
 from runform.workspace import Workspace
 
 
@@ -48,7 +48,8 @@ class AbortOn:
 
 class ProgressReporter:
     """While a hydration (or, with ``kind="artifact"``, a push) runs on the machine, print
-    bytes, rate and ETA every few seconds."""
+    bytes, rate and ETA every few seconds. The rate is what this process observed between its
+    readings of the machine's count (:class:`ObservedRate`), never the machine's clock."""
 
     def __init__(self, ws: Workspace, agent: AgentClient, address: str, name: str, every: float = 5.0,
                  *, kind: str = "dataset", verb: str = "", ident: str | None = None) -> None:
@@ -60,8 +61,10 @@ class ProgressReporter:
         self._telling = threading.Lock()  # no line after __exit__: the caller's final one is last
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"progress-{name}")
+        self.meter = ObservedRate()
 
     def __enter__(self) -> ProgressReporter:
+        self.meter.update(0, time.monotonic())  # the transfer starts now, from nothing
         self._thread.start()
         return self
 
@@ -71,28 +74,34 @@ class ProgressReporter:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        from runform.durations import format_duration
-
         while not self._stop.wait(self.every):
             try:
                 p = self.agent.call("progress", name=self.name, kind=self.kind)
             except Exception:  # noqa: BLE001 - progress is best effort
                 continue
-            done, total, started = p.get("bytes", 0), p.get("total", 0), p.get("started")
-            if not started or not total or (self.ident and p.get("id") != self.ident):  # not begun
-                continue
-            if done == self._said or (self.ident and done >= total):  # a push's final line says that
-                continue
-            rate = done / max(1e-6, time.time() - started)
-            eta_s = (total - done) / rate if rate > 0 else None
-            eta = format_duration(eta_s) if eta_s is not None else "?"
-            with self._telling:
-                if self._stop.is_set():
-                    return
-                self._said = done
-                self.ws.tell("transfer", f"{self.address}: {self.verb}{done / 1e6:.1f}/{total / 1e6:.1f} MB "
-                             f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
-                             total=total, rate=round(rate, 1), eta=round(eta_s, 1) if eta_s is not None else None)
+            self.reading(p, time.monotonic())
+
+    def reading(self, p: dict[str, Any], now: float) -> None:
+        """One reading of the machine's progress file (``p``), taken at ``now`` (this process's
+        monotonic clock): a ``transfer`` event when the count moved. The file's ``started`` (the
+        machine's clock) only says that the transfer has begun."""
+        from runform.durations import format_duration
+
+        done, total, started = p.get("bytes", 0), p.get("total", 0), p.get("started")
+        if not started or not total or (self.ident and p.get("id") != self.ident):  # not begun
+            return
+        rate = self.meter.update(done, now) or 0.0
+        if done == self._said or (self.ident and done >= total):  # a push's final line says that
+            return
+        eta_s = self.meter.eta(done, total)
+        eta = format_duration(eta_s) if eta_s is not None else "?"
+        with self._telling:
+            if self._stop.is_set():
+                return
+            self._said = done
+            self.ws.tell("transfer", f"{self.address}: {self.verb}{done / 1e6:.1f}/{total / 1e6:.1f} MB "
+                         f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
+                         total=total, rate=round(rate, 1), eta=round(eta_s, 1) if eta_s is not None else None)
 
 
 class LogStream:

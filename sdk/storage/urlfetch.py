@@ -313,11 +313,14 @@ def watch_hangup(stop: threading.Event, fd: int = 1) -> Callable[[], None]:
 
 def agent_fetch(manifest: Manifest, dest: Path, urls: Mapping[str, str], expires_at: float,
                 progress: Progress | None = None,
-                headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+                headers: Mapping[str, str] | None = None,
+                watch: Callable[[threading.Event], Callable[[], None]] = watch_hangup) -> dict[str, Any]:
     """The agent's ``hydrate`` with URLs: ``{"bytes": n}``, or ``{"expired": True}`` when the
-    client must sign fresh URLs and call again (what landed stays), or ``{"stopped": True}``."""
+    client must sign fresh URLs and call again (what landed stays), or ``{"stopped": True}``.
+    ``watch`` sets the stop event when the client wants the fetch to stop (by default: the
+    client hung up on the agent's process)."""
     stop = threading.Event()
-    unwatch = watch_hangup(stop)
+    unwatch = watch(stop)
     try:
         return {"bytes": fetch_urls(manifest, dest, urls, expires_at, progress=progress, stop=stop,
                                     headers=headers)}

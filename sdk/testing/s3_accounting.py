@@ -60,18 +60,21 @@ def operation_of(method: str, path: str, query: str) -> str:
 class Accounting:
     """WSGI middleware that records each request and counts the bytes it sent back. With
     ``rate`` (bytes per second) each object's body is sent no faster than that, so that a
-    test can interrupt a download half-way (``reset`` clears it)."""
+    test can interrupt a download half-way; with ``upload_rate`` each upload's body (PutObject,
+    UploadPart) is read no faster than that, so that a test can interrupt a push half-way
+    (``reset`` clears both)."""
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         self._lock = threading.Lock()
         self.requests: list[Request] = []
         self.rate: float | None = None
+        self.upload_rate: float | None = None
 
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
-        self.rate = None
+        self.rate = self.upload_rate = None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -92,6 +95,8 @@ class Accounting:
                     self.requests.append(rec)
             return start_response(status_line, headers, exc_info)
 
+        if self.upload_rate and operation_of(method, path, query) in ("PutObject", "UploadPart"):
+            environ["wsgi.input"] = _PacedInput(environ["wsgi.input"], self.upload_rate)
         body = self.app(environ, capture)
         if self.rate and operation_of(method, path, query) == "GetObject":
             return _paced(body, self.rate)
@@ -140,3 +145,40 @@ def _paced(body: Iterable[bytes], rate: float) -> Iterator[bytes]:
         close = getattr(body, "close", None)
         if close is not None:
             close()
+
+
+class _PacedInput:
+    """A request body read no faster than ``rate`` bytes per second, in 64 KiB pieces (the
+    client's sends back up behind it, as over a slow link)."""
+
+    def __init__(self, raw: Any, rate: float) -> None:
+        import time
+
+        self.raw, self.rate, self.got, self.start = raw, rate, 0, time.monotonic()
+
+    def _hold(self, n: int) -> None:
+        import time
+
+        self.got += n
+        ahead = self.got / self.rate - (time.monotonic() - self.start)
+        if ahead > 0:
+            time.sleep(ahead)
+
+    def read(self, size: int | None = -1) -> bytes:
+        out = bytearray()
+        while size is None or size < 0 or len(out) < size:
+            want = 1 << 16 if size is None or size < 0 else min(1 << 16, size - len(out))
+            piece = self.raw.read(want)
+            if not piece:
+                break
+            out += piece
+            self._hold(len(piece))
+        return bytes(out)
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self.raw.readline(size)
+        self._hold(len(line))
+        return line  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)

@@ -467,5 +467,8 @@ def test_a_failed_stage_log_is_printed_once(project: Path, quiet: bool) -> None:
     assert a.returncode == 1
     out = a.stdout + a.stderr
     assert out.count("the-cause-of-it") == 1, out
-    assert "stage.first failed (exit 3" in out
+    assert out.count("stage.first failed (exit 3") == 1, out  # the error sentence, once
+    assert "Error: stage.first failed (exit 3" in a.stderr, a.stderr  # in the summary, at the end
+    assert "stage.first: Failed after " in a.stderr, a.stderr  # the progress line names no error
+    assert a.stderr.index("stage.first: Failed after ") < a.stderr.index("Error: stage.first failed")
     assert ("its log is above" in out) != quiet

@@ -258,6 +258,68 @@ def test_push_is_incremental(store, tmp_path):
     assert head["Metadata"]["sha256"] == m2.by_path()["sub/b.pt"].digest[7:]
 
 
+def test_a_push_stopped_before_its_index_is_continued_without_sending_whole_objects_again(store, tmp_path):
+    """A push stopped after some objects were whole but before it wrote its index (Ctrl-C):
+    the next push sends only what is missing; a whole multipart object is recognised by the
+    sha256 in its metadata (one HeadObject), a single-part one by its ETag."""
+    server, backend, bucket, env = store
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "small.pt").write_bytes(os.urandom(3000))
+    (src / "big.pt").write_bytes(os.urandom(7 * MIB))  # multipart with 5 MiB parts
+    uri = f"{backend.scheme}://{bucket}/runs/r2/ckpt/"
+    backend.push(src, uri, env)
+    c = server.runform_client()
+    c.delete_object(Bucket=bucket, Key="runs/r2/ckpt/.runform-index.json")  # as if stopped before it
+    (src / "late.pt").write_bytes(os.urandom(1000))  # never got there
+    server.stats.reset()
+    m = backend.push(src, uri, env)
+    ops = server.stats.operations()
+    assert "UploadPart" not in ops and ops.get("HeadObject") == 1, ops
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in server.stats.of("PutObject")) == [".runform-index.json",
+                                                                                       "late.pt"]
+    assert [e.path for e in m.entries] == ["big.pt", "late.pt", "small.pt"]
+    server.stats.reset()
+    assert backend.push(src, uri, env, prior=m) == m  # the index vouches for all of it now: no request but the listing
+    assert "HeadObject" not in server.stats.operations()
+
+
+def test_a_count_that_raises_transfer_stopped_stops_the_push_without_retries(store, tmp_path):
+    """The agent's count raises ``TransferStopped`` at Ctrl-C: every upload stops at its next
+    chunk, botocore does not retry, nothing is left half-written or indexed, and the next push
+    (same process, same cached client) works and sends only what is missing."""
+    from runform.errors import TransferStopped
+
+    server, backend, bucket, env = store
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}.pt").write_bytes(os.urandom(3 * MIB))  # single PUTs
+    (src / "big.pt").write_bytes(os.urandom(12 * MIB))  # multipart with 5 MiB parts
+    uri = f"{backend.scheme}://{bucket}/runs/r3/ckpt/"
+    seen = [0]
+
+    def count(n: int) -> None:
+        seen[0] += n
+        if seen[0] > 2 * MIB:
+            raise TransferStopped("stop")
+
+    server.stats.reset()
+    with pytest.raises(TransferStopped):
+        backend.push_with_progress(src, uri, env, progress=count)
+    ops = server.stats.operations()
+    assert ops.get("PutObject", 0) <= 3 and ops.get("UploadPart", 0) <= 3, ops  # none sent twice
+    c = server.runform_client()
+    there = {o["Key"].rsplit("/", 1)[-1]: o["Size"] for o in
+             c.list_objects_v2(Bucket=bucket, Prefix="runs/r3/").get("Contents", [])}
+    assert ".runform-index.json" not in there
+    assert all(size == (src / name).stat().st_size for name, size in there.items()), there  # whole or absent
+    assert not c.list_multipart_uploads(Bucket=bucket).get("Uploads"), "a multipart upload left open"
+    m = backend.push_with_progress(src, uri, env, progress=lambda n: None)
+    assert sorted(e.path for e in m.entries) == ["big.pt", "f0.pt", "f1.pt", "f2.pt"]
+    assert m == backend.resolve(uri, env)
+
+
 def test_push_missing_source(store, tmp_path):
     _server, backend, bucket, env = store
     from runform.errors import RunformError

@@ -118,3 +118,27 @@ def test_progress_and_atomic_failure(tmp_path: Path):
     assert not (dest / "sub" / "b.bin").exists()  # never a wrong file in place
     leftovers = [p for p in dest.rglob("*") if "runform-tmp" in p.name]
     assert leftovers == []
+
+
+def test_a_stopped_push_leaves_no_half_file_and_the_next_one_finishes(tmp_path: Path):
+    """The agent's count raises ``TransferStopped`` at Ctrl-C: the file being copied is
+    dropped (no final name, no temporary left), and the next push copies what is missing."""
+    from runform.errors import TransferStopped
+
+    src, store = tmp_path / "out", tmp_path / "store"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(1000))
+    (src / "z.bin").write_bytes(os.urandom(9 << 20))  # three 4 MiB chunks
+    seen = [0]
+
+    def count(n: int) -> None:
+        seen[0] += n
+        if seen[0] > (5 << 20):
+            raise TransferStopped("stop")
+
+    with pytest.raises(TransferStopped):
+        FileBackend().push_with_progress(src, store.as_uri() + "/", {}, progress=count)
+    assert sorted(p.name for p in store.iterdir()) == ["a.bin"]  # whole, and nothing else
+    m = FileBackend().push_with_progress(src, store.as_uri() + "/", {}, progress=lambda n: None)
+    assert sorted(e.path for e in m.entries) == ["a.bin", "z.bin"]
+    assert (store / "z.bin").read_bytes() == (src / "z.bin").read_bytes()
