@@ -237,3 +237,78 @@ def test_the_torchrun_flags_runform_gives_exist_in_the_installed_torch() -> None
     for flag in ("--nnodes", "--nproc-per-node", "--node-rank", "--rdzv-backend", "--rdzv-endpoint",
                  "--rdzv-id", "--rdzv-conf", "--max-restarts", "--local-addr"):
         assert flag in out, flag
+
+
+RANK0 = '''\
+import base64, json, os, pathlib
+import torch.distributed as dist
+dist.init_process_group("gloo")
+rank, node = dist.get_rank(), os.environ["RUNFORM_NODE"]
+root = pathlib.Path(os.environ["RUNFORM_ROOT"])
+(root / "rank.txt").write_text(f"{rank} {node}")
+if rank == 0:  # what rank 0 writes, on whichever node it ran: the artifact's file, an image, metrics
+    os.makedirs("out", exist_ok=True)
+    pathlib.Path("out/model.txt").write_text(f"rank 0 ran on node {node}")
+    os.makedirs("reports", exist_ok=True)
+    pathlib.Path("reports/curve.png").write_bytes(base64.b64decode(PNG))
+    with open(os.environ["RUNFORM_METRICS_FILE"], "a") as f:
+        f.write(json.dumps({"step": 1, "node": int(node), "images": {"curve": "reports/curve.png"}}) + "\\n")
+dist.barrier()
+dist.destroy_process_group()
+'''
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def _rank0_project(tmp_path: Path, compute: dict) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "rank0.py").write_text(f"PNG = {PNG!r}\n" + RANK0)
+    spec = {"run": "mn", "compute": {**compute, "rdzv_port": _free_port()},
+            "code": {"path": ".", "exclude": ["out/", "reports/"]},
+            "stages": {"train": {"run": f"{sys.executable} rank0.py", "launcher": "torchrun",
+                                 "outputs": ["out/model.txt"], "timeout": "5m"}},
+            "artifacts": {"model": {"paths": ["out/model.txt"], "to": f"file://{tmp_path / 'store'}/"}},
+            "tracker": {"kind": "jsonl"}}
+    (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return project
+
+
+@pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
+def test_artifact_and_images_come_from_the_node_where_rank_0_ran(sshd: SSHD, tmp_path: Path) -> None:
+    """c10d gives rank 0 to the node whose ``--local-addr`` sorts first: node 0 reached at
+    127.0.0.2 and node 1 at 127.0.0.1 puts rank 0 on node 1, every time. Only rank 0 writes the
+    artifact's file and the image; both must come from node 1, and ``pull`` finds them there."""
+    remote = tmp_path / "remote"
+    hosts = [{"host": sshd.host, "address": addr, "root": str(remote / f"node{k}")}
+             for k, addr in enumerate(["127.0.0.2", "127.0.0.1"])]
+    compute = {**sshd.compute, "hosts": hosts}
+    compute.pop("host")
+    project = _rank0_project(tmp_path, compute)
+    a = run_cli("apply", "--auto-approve", cwd=project)
+    assert a.returncode == 0, a.stdout + a.stderr
+    assert (remote / "node1" / "rank.txt").read_text() == "0 1"  # rank 0 on node 1, as c10d sorts
+    assert not (remote / "node0" / "out" / "model.txt").exists()
+    assert (tmp_path / "store" / "out" / "model.txt").read_text() == "rank 0 ran on node 1"
+    assert "image 'curve' not logged" not in a.stdout + a.stderr
+    assert (project / ".runform" / "media" / "train" / "curve.png").exists()
+    show = json.loads(run_cli("show", "--json", cwd=project).stdout)
+    stage = next(r for r in show["resources"] if r["address"] == "stage.train")
+    assert stage["attrs"]["rank0_node"] == 1 and stage["attrs"]["metrics"]["node"] == 1
+    assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
+
+    # pull and ssh reach any node; an artifact is pulled from where it was pushed from
+    dest = tmp_path / "back"
+    p = run_cli("pull", "artifact.model", f"{dest}/", cwd=project)
+    assert p.returncode == 0, p.stderr
+    assert (dest / "model.txt").read_text() == "rank 0 ran on node 1"
+    p0 = run_cli("pull", "rank.txt", str(tmp_path / "r0.txt"), "--node", "0", cwd=project)
+    assert p0.returncode == 0, p0.stderr
+    assert (tmp_path / "r0.txt").read_text() == "1 0"
+    s = run_cli("ssh", "--node", "1", "--", "cat", "rank.txt", cwd=project)
+    assert s.returncode == 0 and s.stdout == "0 1", s.stderr
+    assert run_cli("ssh", "--", "pwd", cwd=project).stdout.strip() == str(remote / "node0")
+    for cmd in (["ssh", "--node", "2", "--", "true"], ["pull", "rank.txt", "--node", "5"]):
+        bad = run_cli(*cmd, cwd=project)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+        assert "nodes 0-1" in bad.stderr, bad.stderr
+    assert run_cli("destroy", "--auto-approve", cwd=project).returncode == 0
