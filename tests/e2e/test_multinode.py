@@ -269,6 +269,7 @@ if rank == 0:  # what rank 0 writes, on whichever node it ran: the artifact's fi
     pathlib.Path("out/model.txt").write_text(f"rank 0 ran on node {node}")
     os.makedirs("reports", exist_ok=True)
     pathlib.Path("reports/curve.png").write_bytes(base64.b64decode(PNG))
+if rank == 0 and os.environ.get("METRICS"):  # without them, runform finds rank 0 by its outputs
     with open(os.environ["RUNFORM_METRICS_FILE"], "a") as f:
         f.write(json.dumps({"step": 1, "node": int(node), "images": {"curve": "reports/curve.png"}}) + "\\n")
 dist.barrier()
@@ -277,14 +278,15 @@ dist.destroy_process_group()
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
-def _rank0_project(tmp_path: Path, compute: dict) -> Path:
+def _rank0_project(tmp_path: Path, compute: dict, metrics: bool = True) -> Path:
     project = tmp_path / "project"
     project.mkdir()
     (project / "rank0.py").write_text(f"PNG = {PNG!r}\n" + RANK0)
     spec = {"run": "mn", "compute": {**compute, "rdzv_port": _free_port()},
             "code": {"path": ".", "exclude": ["out/", "reports/"]},
             "stages": {"train": {"run": f"{sys.executable} rank0.py", "launcher": "torchrun",
-                                 "outputs": ["out/model.txt"], "timeout": "5m"}},
+                                 "outputs": ["out/model.txt"], "timeout": "5m",
+                                 "env": {"METRICS": "1" if metrics else ""}}},
             "artifacts": {"model": {"paths": ["out/model.txt"], "to": f"file://{tmp_path / 'store'}/"}},
             "tracker": {"kind": "jsonl"}}
     (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -292,26 +294,30 @@ def _rank0_project(tmp_path: Path, compute: dict) -> Path:
 
 
 @pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
-def test_artifact_and_images_come_from_the_node_where_rank_0_ran(sshd: SSHD, tmp_path: Path) -> None:
+@pytest.mark.parametrize("metrics", [True, False], ids=["found-by-metrics", "found-by-outputs"])
+def test_artifact_and_images_come_from_the_node_where_rank_0_ran(sshd: SSHD, tmp_path: Path, metrics: bool) -> None:
     """c10d gives rank 0 to the node whose ``--local-addr`` sorts first: node 0 reached at
     127.0.0.2 and node 1 at 127.0.0.1 puts rank 0 on node 1, every time. Only rank 0 writes the
-    artifact's file and the image; both must come from node 1, and ``pull`` finds them there."""
+    artifact's file and the image; both must come from node 1, and ``pull`` finds them there.
+    runform finds rank 0's node by its metrics, or (none written) by the stage's outputs."""
     remote = tmp_path / "remote"
     hosts = [{"host": sshd.host, "address": addr, "root": str(remote / f"node{k}")}
              for k, addr in enumerate(["127.0.0.2", "127.0.0.1"])]
     compute = {**sshd.compute, "hosts": hosts}
     compute.pop("host")
-    project = _rank0_project(tmp_path, compute)
+    project = _rank0_project(tmp_path, compute, metrics)
     a = run_cli("apply", "--auto-approve", cwd=project)
     assert a.returncode == 0, a.stdout + a.stderr
     assert (remote / "node1" / "rank.txt").read_text() == "0 1"  # rank 0 on node 1, as c10d sorts
     assert not (remote / "node0" / "out" / "model.txt").exists()
     assert (tmp_path / "store" / "out" / "model.txt").read_text() == "rank 0 ran on node 1"
-    assert "image 'curve' not logged" not in a.stdout + a.stderr
-    assert (project / ".runform" / "media" / "train" / "curve.png").exists()
     show = json.loads(run_cli("show", "--json", cwd=project).stdout)
     stage = next(r for r in show["resources"] if r["address"] == "stage.train")
-    assert stage["attrs"]["rank0_node"] == 1 and stage["attrs"]["metrics"]["node"] == 1
+    assert stage["attrs"]["rank0_node"] == 1
+    if metrics:  # the image rank 0 named reached the tracker, from node 1
+        assert "image 'curve' not logged" not in a.stdout + a.stderr
+        assert (project / ".runform" / "media" / "train" / "curve.png").exists()
+        assert stage["attrs"]["metrics"]["node"] == 1 and stage["attrs"]["metrics_node"] == 1
     assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
 
     # pull and ssh reach any node; an artifact is pulled from where it was pushed from
