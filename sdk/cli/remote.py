@@ -143,12 +143,7 @@ def pull(spec: Any, what: str, dest: str | None, node: int | None = None) -> Non
     else:
         paths = [_safe_rel(what)]
     if node is None:
-        node = 0
-        if what.startswith("artifact.") and spec.compute.nodes > 1:
-            from runform.execution.multinode import artifact_node
-            from runform.workspace import Workspace
-
-            node = artifact_node(spec, Workspace(spec).read_state(), what.split(".", 1)[1])
+        node = _artifact_node(spec, what.split(".", 1)[1]) if what.startswith("artifact.") else 0
     ws, state, _, _ = _instance(spec, node)
     machine = ws.machine(state, node)
     target = Path(dest or ".")
@@ -187,6 +182,21 @@ def pull(spec: Any, what: str, dest: str | None, node: int | None = None) -> Non
             click.echo(f"  {local}  {size / 1e6:.2f} MB  {meter.line()}", err=True)
     ws.forget_machine()
     click.echo(f"Pulled {files} file(s), {moved / 1e6:.1f} MB; the rest was up to date.")
+
+
+def _artifact_node(spec: Any, name: str) -> int:
+    """Where ``artifact.NAME`` is taken from: the node apply pushes it from (a fleet: rank 0's)."""
+    if spec.compute.nodes < 2:
+        return 0
+    from runform.agent.client import AgentClient
+    from runform.execution.multinode import node_holding
+
+    ws, state, _, _ = _instance(spec, 0)
+    try:
+        return node_holding(spec, state, name, lambda k: AgentClient(ws.machine(state, k)),
+                            lambda line: click.echo(line, err=True))
+    finally:
+        ws.forget_machine()
 
 
 class _Meter:

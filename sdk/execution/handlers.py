@@ -339,9 +339,9 @@ class Handlers:
         name = name_of(a.address)
         art = self.ws.spec.artifacts[name]
         prior = self.state.get(a.address)
-        from runform.execution.multinode import artifact_node
+        from runform.execution.multinode import push_node
 
-        agent = self.agent(artifact_node(self.ws.spec, self.state, name))  # a fleet: rank 0's node
+        agent = self.agent(push_node(self, name))  # a fleet: the node where rank 0 ran
         t0, push_id = time.monotonic(), uuid.uuid4().hex[:12]
         # the tracker's env (run id, project, group) gives a push its lineage to the pipeline run
         with ProgressReporter(self.ws, agent, a.address, name, kind="artifact", verb="pushed",

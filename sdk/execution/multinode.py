@@ -12,6 +12,7 @@ rendezvous, not necessarily rank 0): the stage's record keeps it as ``rank0_node
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runform.graph import INSTANCE, name_of
@@ -166,3 +167,38 @@ def _times(states: dict[int, dict[str, Any]]) -> dict[str, Any]:
     exit_codes = [st.get("exit_code") for st in states.values()]
     return {"started": started, "ended": ended, "duration": (ended - started) if started and ended else None,
             "exit_code": next((c for c in exit_codes if c), 0 if all(c == 0 for c in exit_codes) else None)}
+
+
+def push_node(h: Handlers, name: str) -> int:
+    """The node ``artifact.NAME`` is pushed from during apply (see :func:`node_holding`)."""
+    return node_holding(h.ws.spec, h.state, name, h.agent, h.ws.say)
+
+
+def node_holding(spec: Any, state: Any, name: str, agent_of: Callable[[int], Any],
+                 say: Callable[[str], None] | None = None) -> int:
+    """The node that holds ``artifact.NAME``'s paths: rank 0's (:func:`artifact_node`); should
+    they not all be there (a job that wrote them on node 0, as runform advised before it
+    followed rank 0), the first node that has them all. ``agent_of(k)``: node K's agent."""
+    from runform.errors import RunformError
+
+    k = artifact_node(spec, state, name)
+    if spec.compute.nodes < 2:
+        return k
+    paths = list(spec.artifacts[name].paths)
+
+    def has_all(node: int) -> bool:
+        try:
+            exists = agent_of(node).call("status", stages={}, paths=paths, datasets={}).get("exists", {})
+        except RunformError:
+            return False  # a node out of reach holds nothing to take
+        return bool(exists) and all(exists.values())
+
+    if has_all(k):
+        return k
+    other = next((n for n in range(spec.compute.nodes) if n != k and has_all(n)), None)
+    if other is None:
+        return k  # complete nowhere: taking it from rank 0's node says what is missing
+    if say is not None:
+        say(f"artifact.{name}: its paths are on node {other}, not on node {k} where rank 0 ran; "
+            f"taken from node {other}")
+    return other

@@ -55,7 +55,7 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
         lines.append(f"  {legend[k]}")
     lines.append("")
     if plan.cost:
-        lines.extend(_cost_lines(plan.cost))
+        lines.extend(cost_lines(plan.cost))
     if plan.teardown:
         lines.append(f"Teardown: {plan.teardown}")
     lines.append(plan.summary().line())
@@ -66,7 +66,7 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
     return "\n".join(lines)
 
 
-def _cost_lines(c: Mapping[str, Any]) -> list[str]:
+def cost_lines(c: Mapping[str, Any]) -> list[str]:
     """The chosen offer (or the machine in use) and the estimated cost."""
     lines: list[str] = []
     if c.get("price_per_hour") is None:  # a fleet on a provider without prices

@@ -269,6 +269,9 @@ if rank == 0:  # what rank 0 writes, on whichever node it ran: the artifact's fi
     pathlib.Path("out/model.txt").write_text(f"rank 0 ran on node {node}")
     os.makedirs("reports", exist_ok=True)
     pathlib.Path("reports/curve.png").write_bytes(base64.b64decode(PNG))
+if node == "0" and os.environ["LOCAL_RANK"] == "0":  # written the old way: on node 0, whatever its rank
+    os.makedirs("out", exist_ok=True)
+    pathlib.Path("out/node0.txt").write_text("written on node 0")
 if rank == 0 and os.environ.get("METRICS"):  # without them, runform finds rank 0 by its outputs
     with open(os.environ["RUNFORM_METRICS_FILE"], "a") as f:
         f.write(json.dumps({"step": 1, "node": int(node), "images": {"curve": "reports/curve.png"}}) + "\\n")
@@ -287,7 +290,8 @@ def _rank0_project(tmp_path: Path, compute: dict, metrics: bool = True) -> Path:
             "stages": {"train": {"run": f"{sys.executable} rank0.py", "launcher": "torchrun",
                                  "outputs": ["out/model.txt"], "timeout": "5m",
                                  "env": {"METRICS": "1" if metrics else ""}}},
-            "artifacts": {"model": {"paths": ["out/model.txt"], "to": f"file://{tmp_path / 'store'}/"}},
+            "artifacts": {"model": {"paths": ["out/model.txt"], "to": f"file://{tmp_path / 'store'}/"},
+                          "legacy": {"paths": ["out/node0.txt"], "to": f"file://{tmp_path / 'legacy'}/"}},
             "tracker": {"kind": "jsonl"}}
     (project / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return project
@@ -311,6 +315,9 @@ def test_artifact_and_images_come_from_the_node_where_rank_0_ran(sshd: SSHD, tmp
     assert (remote / "node1" / "rank.txt").read_text() == "0 1"  # rank 0 on node 1, as c10d sorts
     assert not (remote / "node0" / "out" / "model.txt").exists()
     assert (tmp_path / "store" / "out" / "model.txt").read_text() == "rank 0 ran on node 1"
+    # a file written on node 0 (not by rank 0) is still found: taken from the node that has it
+    assert (tmp_path / "legacy" / "out" / "node0.txt").read_text() == "written on node 0"
+    assert "artifact.legacy: its paths are on node 0, not on node 1 where rank 0 ran" in a.stderr, a.stderr
     show = json.loads(run_cli("show", "--json", cwd=project).stdout)
     stage = next(r for r in show["resources"] if r["address"] == "stage.train")
     assert stage["attrs"]["rank0_node"] == 1
@@ -325,6 +332,8 @@ def test_artifact_and_images_come_from_the_node_where_rank_0_ran(sshd: SSHD, tmp
     p = run_cli("pull", "artifact.model", f"{dest}/", cwd=project)
     assert p.returncode == 0, p.stderr
     assert (dest / "model.txt").read_text() == "rank 0 ran on node 1"
+    legacy = run_cli("pull", "artifact.legacy", f"{dest}/", cwd=project)
+    assert legacy.returncode == 0 and (dest / "node0.txt").read_text() == "written on node 0", legacy.stderr
     p0 = run_cli("pull", "rank.txt", str(tmp_path / "r0.txt"), "--node", "0", cwd=project)
     assert p0.returncode == 0, p0.stderr
     assert (tmp_path / "r0.txt").read_text() == "1 0"

@@ -90,20 +90,20 @@ def test_a_fleets_spend_is_every_nodes_and_an_old_registry_entry_still_reads() -
 
 
 def test_the_plan_says_a_fleet_without_prices_has_no_estimate_and_prices_each_node() -> None:
-    from runform.planning.render import _cost_lines
+    from runform.planning.render import cost_lines
 
-    assert _cost_lines({"nodes": 2, "price_per_hour": None, "total": None,
+    assert cost_lines({"nodes": 2, "price_per_hour": None, "total": None,
                         "basis": "the ssh provider states no price for its machines"}) == \
         ["Estimated cost: unknown for 2 nodes (the ssh provider states no price for its machines)"]
     offer = {"id": 7, "gpu_name": "H100", "num_gpus": 8}
-    lines = _cost_lines({"offer": offer, "price_per_hour": 40.0, "hours": 2.0, "total": 80.0, "basis": "",
+    lines = cost_lines({"offer": offer, "price_per_hour": 40.0, "hours": 2.0, "total": 80.0, "basis": "",
                          "stages": 1, "nodes": 2})
     assert lines == ["Chosen offer: 7 (8x H100) for each of 2 nodes: $40.000/h together",
                      "Estimated cost: $80.00 (2.00 h expected)"]
-    mixed = _cost_lines({"offer": offer, "price_per_hour": 39.0, "hours": 1.0, "total": 39.0, "stages": 1,
+    mixed = cost_lines({"offer": offer, "price_per_hour": 39.0, "hours": 1.0, "total": 39.0, "stages": 1,
                          "nodes": 3, "nodes_in_use": 1})
     assert mixed[0] == "Chosen offer: 7 (8x H100) for 2 new node(s), 1 in use: $39.000/h together"
-    one = _cost_lines({"offer": offer, "price_per_hour": 20.0, "hours": 1.0, "total": 20.0, "stages": 1})
+    one = cost_lines({"offer": offer, "price_per_hour": 20.0, "hours": 1.0, "total": 20.0, "stages": 1})
     assert one[0] == "Chosen offer: 7 (8x H100) at $20.000/h"  # one machine: as before
 
 
