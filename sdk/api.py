@@ -142,12 +142,12 @@ def _with_spend(ws: Workspace, recorder: Any, result: ApplyResult) -> ApplyResul
 
     from runform.runs import spend
 
-    money = spend(recorder.entry)
-    machine = recorder.entry.get("machine") or {}
-    price = machine.get("price_per_hour")
+    money = spend(recorder.entry)  # every node's machine: a fleet bills for all of them
+    price = money["price_per_hour"]
     if not money["billing"] and not money["spent"] and price is None:
         return result  # a provider without prices (ssh, local): nothing to say
-    result = attrs.evolve(result, spent=money["spent"], price_per_hour=price)
+    machines = len(recorder.entry.get("machines") or [])
+    result = attrs.evolve(result, spent=money["spent"], price_per_hour=price, machines=machines)
     ws.tell("spend", result.spent_line(), show=False, spent=money["spent"], price_per_hour=price,
             uptime=money["uptime"], billing=money["billing"])
     return result
@@ -163,7 +163,7 @@ def show(spec: Spec) -> dict[str, Any]:
     ws = Workspace(spec)
     state = ws.read_state()
     if state is None:
-        return {"run": spec.run, "resources": [], "machine": None, "running": [], "spend": None}
+        return {"run": spec.run, "resources": [], "machine": None, "nodes": [], "running": [], "spend": None}
     out = state.to_json()
     for r in out["resources"]:
         r["attrs"].pop("manifest", None)
@@ -180,25 +180,43 @@ def _redacted(ws: Workspace, plan: Plan) -> Plan:
 
 
 def _machine_view(spec: Spec, state: State) -> dict[str, Any]:
-    """What bills and what runs: the machine (GPU, $/h, uptime, the ssh command), the jobs the
-    last apply left running (from the run registry) and the spend so far (price × uptime)."""
+    """What bills and what runs: the machine (GPU, $/h, uptime, the ssh command), every node's
+    of a fleet, the jobs the last apply left running (from the run registry) and the spend so
+    far (price × uptime, summed over the nodes)."""
     import time
 
     from runform import runs
 
-    machine = runs.machine_of(state.get("instance.main"))
+    machines = runs.machines_of(state)
     entry = runs.read(spec.path, spec.run) or {}
-    entry = {**entry, "machine": machine}
-    money = runs.spend(entry)
-    if machine is not None:
-        machine["uptime"] = money["uptime"]
-        machine["ssh_command"] = f"runform ssh --spec {spec.path}" if machine.get("ssh") else None
     now = time.time()
-    running = [{"address": a, "elapsed": round(now - float(t0), 1)}
-               for a, t0 in sorted((entry.get("running") or {}).items())] if machine else []
-    return {"machine": machine, "running": running,
+    money = runs.spend({**entry, "machines": machines}, now)
+    started = sorted((entry.get("running") or {}).items()) if machines else []
+    running = [{"address": a, "elapsed": round(now - float(t0), 1)} for a, t0 in started]
+    nodes = []
+    for m in machines:
+        k = m["node"]
+        uptime, cost = runs.machine_spend(m, now)
+        m["uptime"] = round(uptime, 1) if uptime is not None else None
+        flag = "" if k == 0 else f" --node {k}"
+        m["ssh_command"] = f"runform ssh --spec {spec.path}{flag}" if m.get("ssh") else None
+        nodes.append({"node": k, "address": m["address"], "id": m.get("id"), "status": m.get("status"),
+                      "host": (m.get("ssh") or {}).get("host"), "root": m.get("root"),
+                      "gpu": m.get("gpu"), "num_gpus": m.get("num_gpus"), "price_per_hour": m.get("price_per_hour"),
+                      "uptime": m["uptime"], "spent": round(cost, 4),
+                      "billing": (m.get("price_per_hour") or 0) > 0, "ssh_command": m["ssh_command"],
+                      "running": [r for r in running if k == 0 or _on_every_node(spec, r["address"])]})
+    machine = next(({k: v for k, v in m.items() if k not in ("node", "address", "root")} for m in machines
+                    if m["node"] == 0), None)
+    return {"machine": machine, "nodes": nodes, "running": running,
             "spend": {"spent": money["spent"], "billing": money["billing"],
-                      "price_per_hour": machine.get("price_per_hour") if machine else None}}
+                      "price_per_hour": money["price_per_hour"] if machines else None}}
+
+
+def _on_every_node(spec: Spec, address: str) -> bool:
+    """A stage whose job runs on every node of the fleet (``launcher: torchrun``), not node 0's only."""
+    s = spec.stages.get(address.split(".", 1)[1]) if address.startswith("stage.") else None
+    return s is not None and s.launcher == "torchrun" and spec.compute.nodes > 1
 
 
 def _without_saved_plans(spec: Spec, also: str | os.PathLike[str] | None = None) -> Spec:

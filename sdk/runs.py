@@ -4,7 +4,8 @@ apply and destroy as their events happen. It is a convenience index, never the t
 state is. Nothing secret goes in it (no env, no keys; the key file's path only).
 
 Spend is price × uptime: ``spent`` adds up machines already given back; a live machine adds
-``price_per_hour × (now - created_at)``.
+``price_per_hour × (now - created_at)``. A fleet (``compute.nodes``) lists every node's machine
+under ``machines`` (``machine`` stays node 0's), and its spend is the sum over them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runform.atomic import atomic_write
+from runform.nodes import at_node, split_node
 from runform.progress import Event
 
 _LOCK = threading.Lock()
@@ -76,19 +78,49 @@ def machine_of(instance_record: Any) -> dict[str, Any] | None:
                     "root": ia.get("root")} if host else None}
 
 
+def machines_of(state: Any) -> list[dict[str, Any]]:
+    """Every node's machine in ``state`` (``machine_of`` plus its ``node`` and ``address``), node 0 first."""
+    out = []
+    for address, rec in (state.resources.items() if state is not None else ()):
+        base, k = split_node(address)
+        if base == "instance.main" and (m := machine_of(rec)) is not None:
+            root = ((rec.attrs.get("instance") or {}).get("attrs") or {}).get("root")
+            out.append({**m, "node": k, "address": at_node("instance.main", k), "root": root})
+    return sorted(out, key=lambda m: m["node"])
+
+
+def live_machines(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The machines a registry entry says are still there: ``machines`` (every node), or the
+    ``machine`` of an entry written before fleets."""
+    if "machines" in entry:
+        return [m for m in entry.get("machines") or [] if m]
+    return [entry["machine"]] if entry.get("machine") else []
+
+
+def machine_spend(m: dict[str, Any], now: float) -> tuple[float | None, float]:
+    """One machine's uptime (s; None when unknown) and its spend so far (USD)."""
+    if not m.get("created_at"):
+        return None, 0.0
+    uptime = max(0.0, now - float(m["created_at"]))
+    return uptime, (float(m["price_per_hour"]) * uptime / 3600 if m.get("price_per_hour") is not None else 0.0)
+
+
 def spend(entry: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """``uptime`` (s) of the live machine, and ``spent`` (USD) so far, given-back machines included;
-    ``billing``: a machine is still there and costs money (None: its price is unknown)."""
+    """``uptime`` (s) of the live machine (a fleet: its longest-lived node), and ``spent`` (USD)
+    so far, given-back machines and every node included; ``billing``: a machine is still there
+    and costs money; ``price_per_hour``: what the live machines cost together (None: no price)."""
     now = time.time() if now is None else now
-    m = entry.get("machine")
     spent = float(entry.get("spent_before") or 0.0)
-    uptime = None
-    if m and m.get("created_at"):
-        uptime = max(0.0, now - float(m["created_at"]))
+    uptimes, prices = [], []
+    for m in live_machines(entry):
+        uptime, cost = machine_spend(m, now)
+        spent += cost
+        if uptime is not None:
+            uptimes.append(uptime)
         if m.get("price_per_hour") is not None:
-            spent += float(m["price_per_hour"]) * uptime / 3600
-    return {"uptime": round(uptime, 1) if uptime is not None else None, "spent": round(spent, 4),
-            "billing": bool(m) and (m.get("price_per_hour") or 0) > 0}
+            prices.append(float(m["price_per_hour"]))
+    return {"uptime": round(max(uptimes), 1) if uptimes else None, "spent": round(spent, 4),
+            "billing": sum(prices) > 0, "price_per_hour": sum(prices) if prices else None}
 
 
 class Recorder:
@@ -117,7 +149,7 @@ class Recorder:
             addr = str(event.get("address", ""))
             if addr.startswith("stage.") and event.get("status") != "interrupted":
                 e["running"].pop(addr, None)  # an interrupted stage's job goes on
-            if addr == "instance.main":
+            if split_node(addr)[0] == "instance.main":
                 self._machine()
         elif t == "apply_finished":
             self._machine()
@@ -126,8 +158,8 @@ class Recorder:
             elif not event.get("ok"):
                 e["phase"] = "failed"
             else:
-                e["phase"] = "destroyed" if e.get("machine") is None and e.get("phase") == "destroying" else "idle"
-            if e.get("machine") is None:
+                e["phase"] = "destroyed" if not e.get("machines") and e.get("phase") == "destroying" else "idle"
+            if not e.get("machines"):
                 e["running"] = {}
             e["last"] = event.get("@message")
         else:
@@ -135,12 +167,16 @@ class Recorder:
         self.save()
 
     def _machine(self) -> None:
-        """Follow ``instance.main`` in the state: a machine given back adds its spend to ``spent_before``."""
-        now = machine_of(self.state.get("instance.main")) if self.state is not None else None
-        old = self.entry.get("machine")
-        if old and (now is None or now.get("id") != old.get("id")):
-            self.entry["spent_before"] = spend({"machine": old, "spent_before": self.entry.get("spent_before")})["spent"]
-        self.entry["machine"] = now
+        """Follow every node's ``instance.main[K]`` in the state: a machine given back (or
+        replaced) adds its spend to ``spent_before``."""
+        now = machines_of(self.state)
+        ids = {m.get("id") for m in now}
+        for old in live_machines(self.entry):
+            if old.get("id") not in ids:
+                self.entry["spent_before"] = spend({"machines": [old],
+                                                    "spent_before": self.entry.get("spent_before")})["spent"]
+        self.entry["machines"] = now
+        self.entry["machine"] = next((m for m in now if m["node"] == 0), None)
 
     def save(self) -> None:
         self.entry["updated"] = time.time()

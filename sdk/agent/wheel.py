@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import os
 import re
+import threading
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
@@ -182,7 +183,8 @@ def _cached(
     path = cache / f"{_escape(project)}-{version}-py3-none-any.whl"
     if not path.is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # a name of this thread's own: a fleet's nodes are brought up by threads of one process
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         write(tmp)
         os.replace(tmp, path)
         _prune(cache, project, keep=path)
@@ -191,8 +193,13 @@ def _cached(
 
 def _prune(cache: Path, project: str, *, keep: Path, count: int = KEEP) -> None:
     """Drop all but the ``count`` newest wheels of ``project`` (each checkout change adds one)."""
-    wheels = sorted(cache.glob(f"{_escape(project)}-*-py3-none-any.whl"),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except FileNotFoundError:  # pruned meanwhile by another thread or process
+            return 0.0
+
+    wheels = sorted(cache.glob(f"{_escape(project)}-*-py3-none-any.whl"), key=mtime, reverse=True)
     for old in wheels[count:]:
         if old != keep:
             old.unlink(missing_ok=True)

@@ -207,28 +207,33 @@ def status(as_json: bool) -> None:
 @var_option
 @click.option("-L", "forward", multiple=True, metavar="PORT[:REMOTE]",
               help="Forward localhost:PORT to the machine's port (TensorBoard, Jupyter).")
+@click.option("--node", type=int, default=0, show_default=True,
+              help="Which node of a fleet (docs/multinode.md).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @handle_errors
-def ssh(spec_path: str, var: tuple[str, ...], forward: tuple[str, ...], command: tuple[str, ...]) -> None:
+def ssh(spec_path: str, var: tuple[str, ...], forward: tuple[str, ...], node: int, command: tuple[str, ...]) -> None:
     """A shell in the run's folder on its machine (`runform ssh -- CMD` runs CMD there).
 
     Uses the run's key and the host key pinned in the state; nothing else is accepted."""
     from runform.cli.remote import run_ssh
 
-    sys.exit(run_ssh(load_spec_opts(spec_path, var), command, forward))
+    sys.exit(run_ssh(load_spec_opts(spec_path, var), command, forward, node))
 
 
 @cli.command()
 @click.argument("what", metavar="PATH|artifact.NAME")
 @click.argument("dest", required=False)
 @click.option("--spec", "spec_path", default="runform.yaml", show_default=True)
+@click.option("--node", type=int, default=None,
+              help="Which node of a fleet  [default: 0; for artifact.NAME the node it is pushed from, "
+                   "where rank 0 ran] (docs/multinode.md).")
 @var_option
 @handle_errors
-def pull(what: str, dest: str | None, spec_path: str, var: tuple[str, ...]) -> None:
+def pull(what: str, dest: str | None, spec_path: str, node: int | None, var: tuple[str, ...]) -> None:
     """Copy files from the run's folder on its machine to DEST (default: here); only what differs moves."""
     from runform.cli.remote import pull as do_pull
 
-    do_pull(load_spec_opts(spec_path, var), what, dest)
+    do_pull(load_spec_opts(spec_path, var), what, dest, node)
 
 
 @cli.command()

@@ -15,33 +15,51 @@ from typing import Any
 
 import click
 from runform.errors import RunformError
+from runform.nodes import at_node
 
 
-def _instance(spec: Any) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+def _instance(spec: Any, node: int = 0) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+    """``node``'s instance record: the workspace, the state, the instance's attributes, its pins."""
     from runform.workspace import Workspace
 
     ws = Workspace(spec)
     state = ws.read_state()
-    rec = state.get("instance.main") if state is not None else None
+    check_node(spec, state, node)
+    address = at_node("instance.main", node)
+    rec = state.get(address) if state is not None else None
     if rec is None:
-        raise RunformError(f"run {spec.run} has no machine (instance.main is not in the state)",
+        raise RunformError(f"run {spec.run} has no machine ({address} is not in the state)",
                            hint="run `runform apply` first; `runform status` lists every run")
     inst = rec.attrs.get("instance") or {}
-    return ws, state, dict(inst.get("attrs") or {}), dict(rec.attrs.get("pins") or {})
+    # nodes on one host share its host key: pinned in whichever node's record met it first
+    return ws, state, dict(inst.get("attrs") or {}), {**ws.pins(state), **dict(rec.attrs.get("pins") or {})}
 
 
-def ssh_argv(spec: Any, command: tuple[str, ...], forwards: tuple[str, ...]) -> list[str]:
-    """The ``ssh`` command line: the run's key, the host key pinned in state (nothing else is
-    accepted), ``-L`` forwards, and a shell (or ``command``) in the run's folder."""
-    ws, state, a, pins = _instance(spec)
+def check_node(spec: Any, state: Any, node: int) -> None:
+    """``--node K`` names a node of the fleet (the spec's, or one the state still holds)."""
+    from runform.nodes import split_node
+
+    held = [split_node(a)[1] for a in (state.resources if state is not None else ())
+            if split_node(a)[0] == "instance.main"]
+    count = max([spec.compute.nodes, *(k + 1 for k in held)])
+    if not 0 <= node < count:
+        valid = "node 0 only" if count == 1 else f"nodes 0-{count - 1}"
+        raise RunformError(f"--node {node}: run {spec.run} has {count} node(s) ({valid})",
+                           hint=f"pass --node between 0 and {count - 1}" if count > 1 else "leave out --node")
+
+
+def ssh_argv(spec: Any, command: tuple[str, ...], forwards: tuple[str, ...], node: int = 0) -> list[str]:
+    """The ``ssh`` command line to ``node``: the run's key, the host key pinned in state (nothing
+    else is accepted), ``-L`` forwards, and a shell (or ``command``) in the run's folder."""
+    ws, state, a, pins = _instance(spec, node)
     host = a.get("ssh_host") or a.get("host")
     port = int(a.get("ssh_port") or a.get("port") or 22)
     user = a.get("ssh_user") or a.get("user")
     key_file = a.get("key_file")
     root = a.get("root")
     if not host or not user:
-        here = ws.machine(state).root if spec.compute.provider == "local" else None
-        raise RunformError(f"instance.main of run {spec.run} has no SSH address (provider "
+        here = ws.machine(state, node).root if spec.compute.provider == "local" else None
+        raise RunformError(f"{at_node('instance.main', node)} of run {spec.run} has no SSH address (provider "
                            f"{spec.compute.provider})",
                            hint=f"the local provider's machine is this computer: `cd {shlex.quote(here)}`" if here
                            else "`runform ssh` needs a machine reached over SSH")
@@ -71,8 +89,8 @@ def ssh_argv(spec: Any, command: tuple[str, ...], forwards: tuple[str, ...]) -> 
     return argv
 
 
-def run_ssh(spec: Any, command: tuple[str, ...], forwards: tuple[str, ...]) -> int:
-    return subprocess.call(ssh_argv(spec, command, forwards))
+def run_ssh(spec: Any, command: tuple[str, ...], forwards: tuple[str, ...], node: int = 0) -> int:
+    return subprocess.call(ssh_argv(spec, command, forwards, node))
 
 
 _LIST = r"""
@@ -111,9 +129,10 @@ def _safe_rel(path: str) -> str:
     return "" if p == "." else p
 
 
-def pull(spec: Any, what: str, dest: str | None) -> None:
-    """Copy ``what`` (a path in the run's folder, or ``artifact.NAME``: its paths) to ``dest``;
-    only files whose content differs move. Prints each file and the rate."""
+def pull(spec: Any, what: str, dest: str | None, node: int | None = None) -> None:
+    """Copy ``what`` (a path in the run's folder, or ``artifact.NAME``: its paths) from ``node``
+    to ``dest``; only files whose content differs move. Prints each file and the rate. ``node``
+    None: node 0, or for an artifact the node it is pushed from (where rank 0 ran)."""
     if what.startswith("artifact."):
         name = what.split(".", 1)[1]
         art = spec.artifacts.get(name)
@@ -123,8 +142,10 @@ def pull(spec: Any, what: str, dest: str | None) -> None:
         paths = [_safe_rel(p) for p in art.paths]
     else:
         paths = [_safe_rel(what)]
-    ws, state, _, _ = _instance(spec)
-    machine = ws.machine(state)
+    if node is None:
+        node = _artifact_node(spec, what.split(".", 1)[1]) if what.startswith("artifact.") else 0
+    ws, state, _, _ = _instance(spec, node)
+    machine = ws.machine(state, node)
     target = Path(dest or ".")
     moved = files = 0
     t0 = time.monotonic()
@@ -132,8 +153,8 @@ def pull(spec: Any, what: str, dest: str | None) -> None:
         r = machine.transport.run([machine.python, "-c", _LIST, machine.root, rel or "."], timeout=600)
         listing = json.loads(r.stdout.decode() or "{}") if r.ok else {"error": r.stderr.decode()[-300:]}
         if listing.get("error"):
-            raise RunformError(f"{rel or '.'}: {listing['error']} on the machine",
-                               hint="`runform ssh -- ls` shows what is there")
+            raise RunformError(f"{rel or '.'}: {listing['error']} on the machine" + (f" (node {node})" if node else ""),
+                               hint=f"`runform ssh{f' --node {node}' if node else ''} -- ls` shows what is there")
         # a folder lands under DEST with its own name (pull out/model → ./model/...), a file as DEST/name
         base = target / posixpath.basename(rel)
         if not listing.get("dir") and dest and not target.is_dir() and not dest.endswith("/"):
@@ -161,6 +182,21 @@ def pull(spec: Any, what: str, dest: str | None) -> None:
             click.echo(f"  {local}  {size / 1e6:.2f} MB  {meter.line()}", err=True)
     ws.forget_machine()
     click.echo(f"Pulled {files} file(s), {moved / 1e6:.1f} MB; the rest was up to date.")
+
+
+def _artifact_node(spec: Any, name: str) -> int:
+    """Where ``artifact.NAME`` is taken from: the node apply pushes it from (a fleet: rank 0's)."""
+    if spec.compute.nodes < 2:
+        return 0
+    from runform.agent.client import AgentClient
+    from runform.execution.multinode import node_holding
+
+    ws, state, _, _ = _instance(spec, 0)
+    try:
+        return node_holding(spec, state, name, lambda k: AgentClient(ws.machine(state, k)),
+                            lambda line: click.echo(line, err=True))
+    finally:
+        ws.forget_machine()
 
 
 class _Meter:

@@ -30,7 +30,7 @@ def render_show(data: dict[str, Any]) -> str:
             # issue 12: a W&B push logged offline waits for `wandb sync` where it was logged
             for where in (a.get("pending_sync") or {}).values():
                 line += f"\n    pending sync (logged offline): run `wandb sync {where}` on the machine"
-        elif r["address"] == "instance.main":
+        elif r["address"].split("[", 1)[0] == "instance.main":
             inst = a.get("instance", {})
             line += f"  {inst.get('id')} ({inst.get('status')})"
         elif r["address"] == "tracker.run":
@@ -40,10 +40,14 @@ def render_show(data: dict[str, Any]) -> str:
 
 
 def _machine_lines(data: dict[str, Any]) -> list[str]:
-    """What bills and what runs: the machine, its price, uptime and spend, its running jobs, how to get in."""
+    """What bills and what runs: the machine (a fleet: every node), its price, uptime and spend,
+    its running jobs, how to get in."""
     from runform.durations import format_duration
 
     m = data.get("machine")
+    nodes = data.get("nodes") or []
+    if len(nodes) > 1:
+        return _fleet_lines(data, nodes)
     if not m:
         return []
     gpu = f"{m.get('num_gpus') or 1}x {m['gpu']}" if m.get("gpu") else "no GPU info"
@@ -56,6 +60,34 @@ def _machine_lines(data: dict[str, Any]) -> list[str]:
         lines.append(f"  running: {job['address']} ({format_duration(job['elapsed'])} elapsed, as the last apply left it)")
     if m.get("ssh_command"):
         lines.append(f"  ssh: {m['ssh_command']}")
+    lines.append("")
+    return lines
+
+
+def _fleet_lines(data: dict[str, Any], nodes: list[dict[str, Any]]) -> list[str]:
+    """A fleet: one line per node (address, host, state, $/h, uptime, spend, running jobs, ssh);
+    a node that bills stands out."""
+    from runform.durations import format_duration
+
+    spend = data.get("spend") or {}
+    total = spend.get("price_per_hour")
+    money = (f", ${total:.3f}/h together, ${spend.get('spent', 0):.2f} spent so far" if total is not None
+             else ", no price")
+    lines = [f"fleet of {len(nodes)} nodes{money}"]
+    for n in nodes:
+        gpu = f"{n.get('num_gpus') or 1}x {n['gpu']}" if n.get("gpu") else "no GPU info"
+        price = f"${n['price_per_hour']:.3f}/h, ${n['spent']:.2f} spent" if n.get("price_per_hour") is not None \
+            else "no price"
+        up = format_duration(n["uptime"]) if n.get("uptime") is not None else "?"
+        where = n.get("host") or n.get("root") or "this computer"
+        line = (f"  node {n['node']}  {n['address']}  {n.get('id')} on {where} ({n.get('status') or '?'}): "
+                f"{gpu}, {price}, up {up}")
+        lines.append(click.style(line, fg="yellow", bold=True) if n.get("billing") else line)
+        for job in n.get("running") or []:
+            lines.append(f"    running: {job['address']} ({format_duration(job['elapsed'])} elapsed, "
+                         "as the last apply left it)")
+        if n.get("ssh_command"):
+            lines.append(f"    ssh: {n['ssh_command']}")
     lines.append("")
     return lines
 

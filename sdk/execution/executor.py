@@ -45,10 +45,13 @@ class ApplyResult:
     teardown: str | None = None
     teardown_failed: bool = False  # the machine may still be there: `runform destroy`
     spent: float | None = None  # USD spent on this run's machines so far (price × uptime)
-    price_per_hour: float | None = None  # of the machine still there (None: none, or no price)
+    price_per_hour: float | None = None  # of the machines still there, together (None: none, or no price)
+    machines: int = 1  # how many machines are still there (a fleet: one per node)
 
     def spent_line(self) -> str:
         now = f"; the machine still bills ${self.price_per_hour:.3f}/h" if self.price_per_hour else ""
+        if self.price_per_hour and self.machines > 1:
+            now = f"; its {self.machines} machines still bill ${self.price_per_hour:.3f}/h together"
         return f"Spent so far on this run: ${self.spent or 0:.2f} (price × uptime){now}."
 
     @property
@@ -227,10 +230,12 @@ class Executor:
 
     # ------------------------------------------------------------------ cost
     def _price(self) -> float | None:
-        """The machine's price in USD per hour, when its provider states one."""
-        rec = self.state.get(INSTANCE)
-        price = ((rec.attrs.get("instance") or {}).get("attrs") or {}).get("price_per_hour") if rec else None
-        return float(price) if price is not None else None
+        """What the machines bill in USD per hour (a fleet: every node's together), when their
+        provider states a price."""
+        prices = [float(p) for address, rec in self.state.resources.items()
+                  if address.split("[", 1)[0] == INSTANCE
+                  and (p := ((rec.attrs.get("instance") or {}).get("attrs") or {}).get("price_per_hour")) is not None]
+        return sum(prices) if prices else None
 
     def _cost(self, seconds: float) -> float | None:
         """What the machine cost over ``seconds`` (None when the provider states no price)."""

@@ -300,10 +300,10 @@ class Handlers:
             if self.trk:
                 self.trk.log_metrics(m["final"], stage=stage, step=None)
 
-    def _forward_images(self, stage: str, m: dict[str, Any]) -> None:
+    def _forward_images(self, stage: str, m: dict[str, Any], node: int = 0) -> None:
         """Images a stage named in its metrics file (``{"images": {"name": "reports/x.png"}}``):
-        copied to ``.runform/media/<stage>/`` and handed to a tracker that takes images. A bad
-        image is a warning, never a failed stage."""
+        copied from ``node`` (a multi-node stage: where rank 0 ran) to ``.runform/media/<stage>/``
+        and handed to a tracker that takes images. A bad image is a warning, never a failed stage."""
         images: dict[str, str] = {}
         for rec in m.get("records", []):
             if isinstance(rec.get("images"), dict):
@@ -319,7 +319,7 @@ class Handlers:
         for key, rel in sorted(images.items())[:64]:
             try:
                 name = check_name(key, what="image name")
-                got = self.agent().call("read_media", path=rel)
+                got = self.agent(node).call("read_media", path=rel)
                 data = base64.b64decode(got["data"])
                 if hashlib.sha256(data).hexdigest() != got["sha256"]:
                     raise RunformError(f"image {rel!r} changed while it was read")
@@ -339,7 +339,9 @@ class Handlers:
         name = name_of(a.address)
         art = self.ws.spec.artifacts[name]
         prior = self.state.get(a.address)
-        agent = self.agent()
+        from runform.execution.multinode import push_node
+
+        agent = self.agent(push_node(self, name))  # a fleet: the node where rank 0 ran
         t0, push_id = time.monotonic(), uuid.uuid4().hex[:12]
         # the tracker's env (run id, project, group) gives a push its lineage to the pipeline run
         with ProgressReporter(self.ws, agent, a.address, name, kind="artifact", verb="pushed",

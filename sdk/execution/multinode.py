@@ -5,12 +5,14 @@ Every node's job is started (or attached to: ``start`` is idempotent per fingerp
 client crash apply finds each node's job and re-runs none); the stage succeeds when every node's
 job does. The first node whose job fails fails the stage: the others are stopped (their jobs
 would wait on a rendezvous or a collective that never completes), and the error names the node
-and shows its log's last lines. Metrics come from the node where rank 0 wrote them (torchrun's
-rendezvous numbers the nodes itself; node 0 hosts the rendezvous, not necessarily rank 0).
+and shows its log's last lines. Metrics, images and artifacts come from the node where rank 0 ran
+(torchrun's c10d rendezvous numbers the nodes itself, by address then pid; node 0 hosts the
+rendezvous, not necessarily rank 0): the stage's record keeps it as ``rank0_node``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from runform.graph import INSTANCE, name_of
@@ -35,12 +37,14 @@ def run_multinode(h: Handlers, a: Action) -> dict[str, Any]:
     states = _wait_all(h, a, agents)
     failed = [k for k, st in sorted(states.items()) if not _done(a, st)]
     bad = next((k for k in failed if not states[k].get("stopped")), failed[0] if failed else None)
-    metrics, rank0 = _metrics(h, name, fp, agents)
+    metrics, with_metrics = _metrics(h, name, fp, agents)
+    rank0 = _rank0_node(h, name, agents, with_metrics)
     record = {"inputs": a.after.get("inputs"), "nodes": {str(k): _brief(st) for k, st in states.items()},
-              "metrics_node": rank0, "metrics": metrics.get("final") or (
+              "metrics_node": with_metrics or 0, "rank0_node": rank0, "metrics": metrics.get("final") or (
                   metrics["records"][-1] if metrics.get("records") else {}), **_times(states)}
     if bad is None:
         h._forward_metrics(name, metrics)
+        h._forward_images(name, metrics, node=rank0)
         return record
     st = states[bad]
     stopped = sorted(k for k, s in states.items() if k != bad and s.get("stopped"))
@@ -108,14 +112,42 @@ def _stop_others(h: Handlers, a: Action, agents: dict[int, Any], states: dict[in
     return states
 
 
-def _metrics(h: Handlers, name: str, fp: str | None, agents: dict[int, Any]) -> tuple[dict[str, Any], int]:
-    """The metrics of the node where rank 0 wrote them (node 0's when no node has any)."""
+def _metrics(h: Handlers, name: str, fp: str | None, agents: dict[int, Any]) -> tuple[dict[str, Any], int | None]:
+    """The metrics of the node where rank 0 wrote them, and that node (None: no node has any)."""
     s = h.ws.spec.stages[name]
     for k, agent in agents.items():
         m = h.ws.redactor.redact_json(agent.call("metrics", stage=name, fingerprint=fp, metrics_file=s.metrics))
         if m.get("records") or m.get("final"):
             return m, k
-    return {}, 0
+    return {}, None
+
+
+def _rank0_node(h: Handlers, name: str, agents: dict[int, Any], with_metrics: int | None) -> int:
+    """The node where rank 0 ran, as its writes show: the node holding the metrics (written from
+    ``RANK == 0``), else the one node holding every declared output, else node 0."""
+    if with_metrics is not None:
+        return with_metrics
+    outputs = list(h.ws.spec.stages[name].outputs)
+    if not outputs:
+        return 0
+    holding = [k for k, agent in agents.items()
+               if all(agent.call("status", stages={}, paths=outputs, datasets={}).get("exists", {}).values())]
+    return holding[0] if len(holding) == 1 else 0
+
+
+def artifact_node(spec: Any, state: Any, name: str) -> int:
+    """The node ``artifact.NAME`` is pushed (and pulled) from: where rank 0 ran in the latest
+    multi-node stage producing its paths (its record's ``rank0_node``), else node 0."""
+    from runform.graph import producers
+
+    if spec.compute.nodes < 2 or name not in spec.artifacts:
+        return 0
+    for address in reversed(producers(spec, spec.artifacts[name].paths)):
+        rec = state.get(address) if state is not None else None
+        k = rec.attrs.get("rank0_node") if rec is not None else None
+        if isinstance(k, int) and not isinstance(k, bool) and 0 <= k < spec.compute.nodes:
+            return k
+    return 0
 
 
 def _done(a: Action, st: dict[str, Any]) -> bool:
@@ -135,3 +167,38 @@ def _times(states: dict[int, dict[str, Any]]) -> dict[str, Any]:
     exit_codes = [st.get("exit_code") for st in states.values()]
     return {"started": started, "ended": ended, "duration": (ended - started) if started and ended else None,
             "exit_code": next((c for c in exit_codes if c), 0 if all(c == 0 for c in exit_codes) else None)}
+
+
+def push_node(h: Handlers, name: str) -> int:
+    """The node ``artifact.NAME`` is pushed from during apply (see :func:`node_holding`)."""
+    return node_holding(h.ws.spec, h.state, name, h.agent, h.ws.say)
+
+
+def node_holding(spec: Any, state: Any, name: str, agent_of: Callable[[int], Any],
+                 say: Callable[[str], None] | None = None) -> int:
+    """The node that holds ``artifact.NAME``'s paths: rank 0's (:func:`artifact_node`); should
+    they not all be there (a job that wrote them on node 0, as runform advised before it
+    followed rank 0), the first node that has them all. ``agent_of(k)``: node K's agent."""
+    from runform.errors import RunformError
+
+    k = artifact_node(spec, state, name)
+    if spec.compute.nodes < 2:
+        return k
+    paths = list(spec.artifacts[name].paths)
+
+    def has_all(node: int) -> bool:
+        try:
+            exists = agent_of(node).call("status", stages={}, paths=paths, datasets={}).get("exists", {})
+        except RunformError:
+            return False  # a node out of reach holds nothing to take
+        return bool(exists) and all(exists.values())
+
+    if has_all(k):
+        return k
+    other = next((n for n in range(spec.compute.nodes) if n != k and has_all(n)), None)
+    if other is None:
+        return k  # complete nowhere: taking it from rank 0's node says what is missing
+    if say is not None:
+        say(f"artifact.{name}: its paths are on node {other}, not on node {k} where rank 0 ran; "
+            f"taken from node {other}")
+    return other

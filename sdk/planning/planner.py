@@ -87,31 +87,44 @@ def check_policy(ws: Workspace, plan: Plan) -> None:
 
 
 def _estimate(ws: Workspace, state: State, actions: list[Action]) -> dict:
-    """Price × expected duration (from earlier runs when known, else max_duration)."""
+    """Price × expected duration (from earlier runs when known, else max_duration). A fleet costs
+    every node's price: the machine in use where it stays, else one chosen offer per node."""
     from runform.durations import parse_duration
     from runform.interfaces import ProviderContext, SupportsOffers
 
     provider = ws.provider
-    if not isinstance(provider, SupportsOffers) or not any(a.changes for a in actions):
+    nodes = ws.spec.compute.nodes
+    if not any(a.changes for a in actions):
         return {}
-    # the machine in use, when it stays: its real price, not the market's best offer
-    inst = next((a for a in actions if a.address == INSTANCE), None)
+    if not isinstance(provider, SupportsOffers):
+        if nodes < 2:
+            return {}
+        # a fleet on a provider without prices (ssh): say so, rather than nothing or $0.00
+        return {"nodes": nodes, "price_per_hour": None, "total": None,
+                "basis": f"the {ws.spec.compute.provider} provider states no price for its machines"}
+    # the machines in use, where they stay: their real price, not the market's best offer
     from runform import runs
 
-    machine = runs.machine_of(state.get(INSTANCE)) if inst is None or not inst.changes else None
-    extra: dict[str, Any] = {}
-    if machine is not None and machine.get("price_per_hour") is not None:
-        price = float(machine["price_per_hour"])
+    changing = {a.address for a in actions if kind_of(a.address) == "instance" and a.changes}
+    in_use = {k: m for k in range(nodes) if at_node(INSTANCE, k) not in changing
+              and (m := runs.machine_of(state.get(at_node(INSTANCE, k)))) is not None
+              and m.get("price_per_hour") is not None}
+    extra: dict[str, Any] = {"nodes": nodes} if nodes > 1 else {}
+    price = sum(float(m["price_per_hour"]) for m in in_use.values())
+    if len(in_use) == nodes:
+        machine = in_use[0]
         offer = {"id": machine["id"], "gpu_name": machine.get("gpu"), "num_gpus": machine.get("num_gpus") or 1}
-        extra = {"in_use": machine["id"],
-                 "spent": runs.spend({**(runs.read(ws.spec.path, ws.spec.run) or {}), "machine": machine})["spent"]}
+        entry = {**(runs.read(ws.spec.path, ws.spec.run) or {}), "machines": list(in_use.values())}
+        extra.update(in_use=machine["id"], spent=runs.spend(entry)["spent"])
     else:
         ctx: ProviderContext = ws.provider_context(state)
         offers = provider.offers(ws.spec.compute.config, ctx)
         if not offers:
             return {}
         offer = dict(next((o for o in offers if o.get("chosen")), offers[0]))
-        price = float(offer.get("dph_total") or 0) * ws.spec.compute.nodes  # one such machine per node
+        price += float(offer.get("dph_total") or 0) * (nodes - len(in_use))  # one such machine per new node
+        if in_use:
+            extra["nodes_in_use"] = len(in_use)
     known = 0.0
     seen = unknown = 0
     for a in actions:

@@ -55,7 +55,7 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
         lines.append(f"  {legend[k]}")
     lines.append("")
     if plan.cost:
-        lines.extend(_cost_lines(plan.cost))
+        lines.extend(cost_lines(plan.cost))
     if plan.teardown:
         lines.append(f"Teardown: {plan.teardown}")
     lines.append(plan.summary().line())
@@ -66,9 +66,11 @@ def render_plan(plan: Plan, *, saved: bool = False, verbose_noop: bool = True) -
     return "\n".join(lines)
 
 
-def _cost_lines(c: Mapping[str, Any]) -> list[str]:
+def cost_lines(c: Mapping[str, Any]) -> list[str]:
     """The chosen offer (or the machine in use) and the estimated cost."""
     lines: list[str] = []
+    if c.get("price_per_hour") is None:  # a fleet on a provider without prices
+        return [f"Estimated cost: unknown for {c.get('nodes', 1)} nodes ({c.get('basis') or 'no price'})"]
     offer = c.get("offer", {})
     gpu = offer.get("gpu_name", "?")
     n = offer.get("num_gpus", 1)
@@ -76,6 +78,14 @@ def _cost_lines(c: Mapping[str, Any]) -> list[str]:
     if c.get("in_use"):
         lines[-1] = (f"Machine in use: {c['in_use']} ({n}x {gpu}) at ${c['price_per_hour']:.3f}/h"
                      + (f", ${c['spent']:.2f} spent so far" if c.get("spent") is not None else ""))
+    nodes = int(c.get("nodes") or 1)
+    if nodes > 1:  # a fleet: what every node costs together
+        what = (f"Machines in use: {c['in_use']} and {nodes - 1} other node(s)" if c.get("in_use")
+                else f"Chosen offer: {offer.get('id', '?')} ({n}x {gpu}) for "
+                + (f"{nodes - c['nodes_in_use']} new node(s), {c['nodes_in_use']} in use" if c.get("nodes_in_use")
+                   else f"each of {nodes} nodes"))
+        lines[-1] = (f"{what}: ${c['price_per_hour']:.3f}/h together"
+                     + (f", ${c['spent']:.2f} spent so far" if c.get("in_use") and c.get("spent") is not None else ""))
     basis = f": {c['basis']}" if c.get("basis") else ""
     if c.get("stages", 1) == 0:
         lines.append("Estimated cost: under $0.01 (no stage runs)")

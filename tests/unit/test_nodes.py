@@ -72,3 +72,49 @@ def test_a_fleet_graph_gives_every_node_its_resources_and_the_stage_all_of_them(
     assert set(graph.deps["stage.t"]) == {"instance.main", "code.workdir", "dataset.d",
                                           "instance.main[1]", "code.workdir[1]", "dataset.d[1]"}
     assert graph.deps["artifact.a"] == ("instance.main", "stage.t")  # pushed from node 0
+
+
+def test_a_fleets_spend_is_every_nodes_and_an_old_registry_entry_still_reads() -> None:
+    from runform.runs import live_machines, spend
+
+    t0 = 1_700_000_000.0
+    fleet = {"spent_before": 1.0, "machines": [{"id": "a", "price_per_hour": 2.0, "created_at": t0},
+                                               {"id": "b", "price_per_hour": 1.0, "created_at": t0 + 1800},
+                                               {"id": "c", "price_per_hour": None, "created_at": t0}]}
+    money = spend(fleet, now=t0 + 3600)
+    assert money["spent"] == pytest.approx(1.0 + 2.0 + 0.5)  # before + node a's hour + node b's half
+    assert money["price_per_hour"] == 3.0 and money["billing"] and money["uptime"] == 3600.0
+    old = {"machine": {"id": "a", "price_per_hour": 2.0, "created_at": t0}}  # written before fleets
+    assert live_machines(old) == [old["machine"]] and spend(old, now=t0 + 1800)["spent"] == pytest.approx(1.0)
+    assert spend({"machines": []}, now=1.0) == {"uptime": None, "spent": 0.0, "billing": False, "price_per_hour": None}
+
+
+def test_the_plan_says_a_fleet_without_prices_has_no_estimate_and_prices_each_node() -> None:
+    from runform.planning.render import cost_lines
+
+    assert cost_lines({"nodes": 2, "price_per_hour": None, "total": None,
+                        "basis": "the ssh provider states no price for its machines"}) == \
+        ["Estimated cost: unknown for 2 nodes (the ssh provider states no price for its machines)"]
+    offer = {"id": 7, "gpu_name": "H100", "num_gpus": 8}
+    lines = cost_lines({"offer": offer, "price_per_hour": 40.0, "hours": 2.0, "total": 80.0, "basis": "",
+                         "stages": 1, "nodes": 2})
+    assert lines == ["Chosen offer: 7 (8x H100) for each of 2 nodes: $40.000/h together",
+                     "Estimated cost: $80.00 (2.00 h expected)"]
+    mixed = cost_lines({"offer": offer, "price_per_hour": 39.0, "hours": 1.0, "total": 39.0, "stages": 1,
+                         "nodes": 3, "nodes_in_use": 1})
+    assert mixed[0] == "Chosen offer: 7 (8x H100) for 2 new node(s), 1 in use: $39.000/h together"
+    one = cost_lines({"offer": offer, "price_per_hour": 20.0, "hours": 1.0, "total": 20.0, "stages": 1})
+    assert one[0] == "Chosen offer: 7 (8x H100) at $20.000/h"  # one machine: as before
+
+
+def test_node_out_of_the_fleet_names_the_valid_range(tmp_path: Path) -> None:
+    import runform
+    from runform.cli.remote import check_node
+    from runform.errors import RunformError
+
+    (tmp_path / "runform.yaml").write_text("run: r\ncompute: {provider: local, nodes: 2}\nstages: {s: {run: 'true'}}\n")
+    spec = runform.load(tmp_path / "runform.yaml")
+    check_node(spec, None, 1)
+    for bad in (2, -1):
+        with pytest.raises(RunformError, match=r"--node .*: run r has 2 node\(s\) \(nodes 0-1\)"):
+            check_node(spec, None, bad)
