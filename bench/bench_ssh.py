@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from runform.codesync import local_manifest, sync_tree
 from runform.agent.install import ensure_agent
-from runform.providers.ssh.transport import SSHTransport
+from runform.transport.ssh import SSHTransport
 from runform.agent.wheel import build_wheel
 from runform.testing.sshd import SSHD
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runform.codesync import sync_tree
-from runform.providers.ssh.transport import SSHTransport
+from runform.transport.ssh import SSHTransport
 from runform.testing.sshd import SSHD
 
 

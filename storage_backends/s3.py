@@ -183,7 +183,11 @@ class S3Backend:
         if already := sum(local[rel].stat().st_size for rel in local if rel not in todo):
             progress(already)
         if todo:
-            _upload(client, settings, root.bucket, root.key, {r: local[r] for r in todo}, shas, progress)
+            try:
+                _upload(client, settings, root.bucket, root.key, {r: local[r] for r in todo}, shas, progress)
+            finally:
+                if halted.is_set():  # every request has ended: nothing may stay open and bill
+                    _abort_open_uploads(client, root.bucket, {root.key + r for r in todo})
         if halted.is_set():  # the count stopped the push after the last upload: no index, no record
             raise TransferStopped("the push was stopped")
         after = _retry(lambda: Snapshot.take(client, root, read_idx=False))
@@ -382,7 +386,7 @@ def _stoppable(progress: Callable[[int], None]) -> tuple[Callable[[int], None], 
     :class:`TransferStopped`, and a ``needs-retry`` handler for the client. The count runs inside
     each request body's read, so a stop fails every upload under way at its next chunk; botocore
     would take that for a connection error and retry it after a backoff, so once stopped, the
-    handler raises instead (no wait). A single-part PUT cut short leaves no object; a multipart
+    handler raises instead of a retry (no wait). A single-part PUT cut short leaves no object; a multipart
     upload is aborted by s3transfer."""
     halted = threading.Event()
 
@@ -393,8 +397,9 @@ def _stoppable(progress: Callable[[int], None]) -> tuple[Callable[[int], None], 
             halted.set()
             raise
 
-    def no_retry(**kwargs: Any) -> None:
-        if halted.is_set():
+    def no_retry(response: Any = None, caught_exception: Any = None, **kwargs: Any) -> None:
+        failed = caught_exception is not None or (response is not None and response[0].status_code >= 400)
+        if halted.is_set() and failed:  # what succeeds after the stop (the clean-up's calls) stands
             raise TransferStopped("the push was stopped")
 
     return counted, halted, no_retry
@@ -423,6 +428,19 @@ def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
                 raise classify_transfer_error(exc, f"upload of {rel} to {folder}{rel}") from exc
     finally:
         manager.shutdown()
+
+
+def _abort_open_uploads(client: Any, bucket: str, keys: set[str]) -> None:
+    """Abort the multipart uploads of ``keys`` still open after a stop. s3transfer aborts the
+    ones it knows to have failed, but an upload whose CreateMultipartUpload returned after its
+    transfer was cancelled is left open (its parts would bill until a lifecycle rule ends it)."""
+    prefix = os.path.commonprefix(sorted(keys)) if keys else ""
+    pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for up in page.get("Uploads") or []:
+            if up["Key"] in keys:
+                _retry(lambda up=up: client.abort_multipart_upload(Bucket=bucket, Key=up["Key"],
+                                                                   UploadId=up["UploadId"]))
 
 
 def _merge_index(before: Snapshot, after: Snapshot, shas: Mapping[str, str]) -> dict[str, IndexEntry]:

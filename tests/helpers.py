@@ -8,6 +8,7 @@ root conftest's folder there). Fixtures stay in ``tests/conftest.py``.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +66,23 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, input: str
     full_env.pop("RUNFORM_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "runform.cli.main", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, input=input, timeout=timeout)
+
+
+def interrupt_cli(*args: str, cwd: Path, when: Callable[[], object], what: str,
+                  sig: int = signal.SIGINT, timeout: float = 240.0) -> tuple[int, str]:
+    """Start the real CLI, wait (polling) until ``when()`` holds, send it ``sig`` (the user's
+    Ctrl-C by default) and return its exit code and output (stdout and stderr together)."""
+    env = {k: v for k, v in os.environ.items() if k != "RUNFORM_DEBUG"}
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        poll(when, what, timeout=timeout, step=0.05)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out
 
 
 def machine_root(project: Path) -> Path:

@@ -72,14 +72,18 @@ def _hasher(algo: str) -> Any:
     return hashlib.new(algo)
 
 
-def _hash(path: Path, algo: str) -> str:
-    h = _hasher(algo)
+def _feed(path: Path, h: Any) -> Any:
+    """``h`` updated with the bytes of ``path`` (one reused buffer, no copies); returned."""
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         while n := f.readinto(buf):
             h.update(view[:n])
-    return h.hexdigest()
+    return h
+
+
+def _hash(path: Path, algo: str) -> str:
+    return str(_feed(path, _hasher(algo)).hexdigest())
 
 
 def multipart_etag(path: Path, part_size: int) -> str:
@@ -140,13 +144,7 @@ def content_of(path: Path, content: str) -> str:
 
 def crc32_composite(path: Path, part_size: int) -> str:
     """S3's composite CRC32 of a file uploaded in parts of ``part_size`` bytes (hex)."""
-    h = CrcHasher("AAAAAA==-1", 0, part_size)
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.composite()
+    return str(_feed(path, CrcHasher("AAAAAA==-1", 0, part_size)).composite())
 
 
 def check(path: Path, digest: str, size: int) -> CheckResult:

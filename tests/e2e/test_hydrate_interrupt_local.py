@@ -7,28 +7,16 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from helpers import run_cli
+from helpers import interrupt_cli, run_cli
 
 pytestmark = pytest.mark.slow
 
 SIZES = {"a.bin": 1 << 20, "b.bin": 1 << 20, "c.bin": 8 << 20, "d.bin": 8 << 20}
-
-
-def _until(cond: Callable[[], bool], what: str, deadline_s: float = 120.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_ctrl_c_during_a_local_hydration_stops_it_and_the_next_apply_fetches_only_the_rest(
@@ -49,16 +37,9 @@ def test_ctrl_c_during_a_local_hydration_stops_it_and_the_next_apply_fetches_onl
         return {p.name for p in hello.glob(".runform/machines/*/data/big/*") if p.name in bodies}
 
     s3_server.stats.rate = 2e6  # each GET's body at 2 MB/s: the 1 MiB objects land first
-    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
-                            cwd=hello, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _until(lambda: bool(landed()), "the first object to land", deadline_s=240)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1, out
+    code, out = interrupt_cli("apply", "--auto-approve", cwd=hello, when=landed, what="the first object to land",
+                              sig=signal.SIGINT)
+    assert code == 1, out
     assert "Traceback" not in out and "interrupted" in out.lower(), out
     assert "dataset.big: the fetch was stopped" in out, out
     assert "dataset.big: Creation complete" not in out, out

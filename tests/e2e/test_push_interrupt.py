@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from helpers import run_cli
+from helpers import interrupt_cli, poll, run_cli
 
 from runform.testing.sshd import SSHD
 
@@ -32,14 +28,6 @@ for name, size in {sizes}.items():
     with open(os.path.join("out", name), "wb") as f:
         f.write(os.urandom(size))
 """
-
-
-def _until(cond: Callable[[], bool], what: str, deadline_s: float = 120.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _objects(server: Any, bucket: str) -> dict[str, int]:
@@ -90,21 +78,14 @@ def test_ctrl_c_during_a_push_stops_it_and_the_next_apply_pushes_only_the_rest(
             return {}
 
     s3_server.stats.upload_rate = 4e6  # each PUT's body is read at 4 MB/s: the 1 MiB ones land first
-    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
-                            cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _until(lambda: bool(landed()), "the first object to land", deadline_s=240)
-        proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 1, out
+    code, out = interrupt_cli("apply", "--auto-approve", cwd=project, when=landed, what="the first object to land",
+                              sig=sig)
+    assert code == 1, out
     assert "Traceback" not in out and "interrupted" in out.lower(), out
     assert "artifact.model: transfer stopped (Ctrl-C)" in out, out
     assert "artifact.model: Creation complete" not in out, out
     # the agent saw the hang-up (or, in-process, the abort) and let go of its uploads (written after they ended)
-    _until(lambda: said().get("stopped") is True, "the agent's push to stop")
+    poll(lambda: said().get("stopped") is True, "the agent's push to stop", timeout=120, step=0.05)
     there = _objects(s3_server, bucket)
     assert INDEX not in there, there  # the push never got to its end
     assert 0 < len(there) < len(SIZES), there

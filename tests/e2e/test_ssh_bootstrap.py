@@ -15,7 +15,7 @@ import pytest
 
 from runform.errors import ProviderError
 from runform.agent.install import READY, ensure_agent, ready_version
-from runform.providers.ssh.transport import SSHTransport
+from runform.transport.ssh import SSHTransport
 from runform.agent.wheel import Wheel, build_wheel, content_hash
 from runform.testing.sshd import SSHD
 

@@ -10,7 +10,7 @@ import pytest
 
 from runform.codesync import MANIFEST_PATH, local_manifest, read_remote_manifest, sync_tree
 from runform.providers.local import LocalTransport
-from runform.providers.ssh.transport import SSHTransport
+from runform.transport.ssh import SSHTransport
 from runform.testing.sshd import SSHD
 
 pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)

@@ -11,7 +11,7 @@ import yaml
 from helpers import run_cli
 
 from runform.errors import ProviderError
-from runform.providers.ssh.transport import (
+from runform.transport.ssh import (
     LocalFileError,
     RemoteFileError,
     RemoteFileNotFoundError,

@@ -14,8 +14,8 @@ import pytest
 
 from runform.errors import HostKeyError, ProviderError
 from runform.interfaces import Transport
-from runform.providers.ssh.hostkeys import fingerprint, key_string
-from runform.providers.ssh.transport import ConnectionLostError, SSHTransport
+from runform.transport.ssh.hostkeys import fingerprint, key_string
+from runform.transport.ssh import ConnectionLostError, SSHTransport
 from runform.testing.sshd import SSHD, free_port
 
 pytestmark = pytest.mark.slow  # end to end, several seconds a test (pytest -m 'not slow' skips it)

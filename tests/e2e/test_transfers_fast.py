@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,7 +19,7 @@ from helpers import machine_root, run_cli
 from runform import codesync
 from runform.codesync import local_manifest, sync_tree
 from runform.errors import RunformError
-from runform.providers.ssh.transport import SSHTransport
+from runform.transport.ssh import SSHTransport
 from runform.storage import urlfetch as _urlfetch
 from runform.storage_backends.s3 import S3Backend
 from runform.testing.sshd import SSHD
@@ -159,27 +160,38 @@ def test_expired_urls_are_reported_and_fresh_ones_finish_the_fetch(s3_server, tm
         "bytes": 3000}
 
 
-def test_a_stopped_hydration_leaves_no_partial_file_and_resumes_with_the_rest(
-    s3_server, tmp_path: Path  # type: ignore[no-untyped-def]
-) -> None:
-    sizes = {f"f{i}.bin": 4 << 20 for i in range(6)}
-    bucket, bodies = _bucket_with(s3_server, sizes)
+def _signed(server, sizes: dict[str, int]) -> tuple[dict[str, bytes], Any, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Objects of these sizes in a new bucket, their manifest and presigned URLs."""
+    bucket, bodies = _bucket_with(server, sizes)
     backend = S3Backend()
-    env = s3_server.env("s3")
+    env = server.env("s3")
     manifest = backend.resolve(f"s3://{bucket}/ds/", env)
-    signed = backend.presign(manifest, env, ttl_s=600)
-    dest = tmp_path / "dest"
+    return bodies, manifest, backend.presign(manifest, env, ttl_s=600)
+
+
+def _fetch_stopped_after(limit: int, manifest: Any, dest: Path, signed: dict[str, Any]) -> None:
+    """A URL fetch whose stop is set once more than ``limit`` bytes arrived (what the agent's
+    hang-up watch does on the client's Ctrl-C): it must end with ``Stopped``."""
     stop = threading.Event()
     seen = [0]
 
     def progress(n: int) -> None:
         seen[0] += n
-        if seen[0] > 6 << 20:
-            stop.set()  # what the agent's hang-up watch does on the client's Ctrl-C
+        if seen[0] > limit:
+            stop.set()
 
     with pytest.raises(_urlfetch.Stopped):
         _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
                              progress=progress, workers=2, stop=stop)
+
+
+def test_a_stopped_hydration_leaves_no_partial_file_and_resumes_with_the_rest(
+    s3_server, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    sizes = {f"f{i}.bin": 4 << 20 for i in range(6)}
+    bodies, manifest, signed = _signed(s3_server, sizes)
+    dest = tmp_path / "dest"
+    _fetch_stopped_after(6 << 20, manifest, dest, signed)
     whole = {p.name for p in dest.iterdir() if p.name in bodies}
     for name in whole:  # a file with its final name is complete
         assert (dest / name).read_bytes() == bodies[name]
@@ -278,23 +290,9 @@ def test_a_large_object_stopped_half_way_is_continued_from_its_partial_file(
     """Byte-range resume: the bytes of a large object that landed before a stop stay in a
     partial file (never under the final name); the next fetch asks only for the rest, and the
     whole file is checked against the plan's digest."""
-    bucket, bodies = _bucket_with(s3_server, {"big.bin": 70 << 20})  # ranged: 5 parts
-    backend = S3Backend()
-    env = s3_server.env("s3")
-    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
-    signed = backend.presign(manifest, env, ttl_s=600)
+    bodies, manifest, signed = _signed(s3_server, {"big.bin": 70 << 20})  # ranged: 5 parts
     dest = tmp_path / "dest"
-    stop = threading.Event()
-    seen = [0]
-
-    def progress(n: int) -> None:
-        seen[0] += n
-        if seen[0] > 40 << 20:
-            stop.set()
-
-    with pytest.raises(_urlfetch.Stopped):
-        _urlfetch.fetch_urls(manifest, dest, signed["urls"], signed["expires_at"],
-                             progress=progress, workers=2, stop=stop)
+    _fetch_stopped_after(40 << 20, manifest, dest, signed)
     assert not (dest / "big.bin").exists()
     (partial,) = [p for p in dest.iterdir() if "partial" in p.name]
     kept = partial.stat().st_size
@@ -308,11 +306,7 @@ def test_a_large_object_stopped_half_way_is_continued_from_its_partial_file(
 
 
 def test_a_partial_file_that_does_not_match_is_fetched_again_whole(s3_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    bucket, bodies = _bucket_with(s3_server, {"big.bin": 70 << 20})
-    backend = S3Backend()
-    env = s3_server.env("s3")
-    manifest = backend.resolve(f"s3://{bucket}/ds/", env)
-    signed = backend.presign(manifest, env, ttl_s=600)
+    bodies, manifest, signed = _signed(s3_server, {"big.bin": 70 << 20})
     dest = tmp_path / "dest"
     dest.mkdir()
     partial = _urlfetch._partial(dest / f"big.bin{_urlfetch.TMP_MARK}1-1", manifest.entries[0])

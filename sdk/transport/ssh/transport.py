@@ -13,20 +13,6 @@
 from __future__ import annotations
 
 from runform.transport.ssh.commands import Commands
-from runform.transport.ssh.errors import (
-    ConnectionLostError,
-    LocalFileError,
-    RemoteFileError,
-    RemoteFileNotFoundError,
-)
-
-__all__ = [
-    "ConnectionLostError",
-    "LocalFileError",
-    "RemoteFileError",
-    "RemoteFileNotFoundError",
-    "SSHTransport",
-]
 
 
 class SSHTransport(Commands):
