@@ -35,13 +35,12 @@ from runform.storage.s3conn import (
     Location,
     error_code,
     http_status,
-    transient,
-    unreachable,
 )
 from runform.storage.verify import VerifyReport, verify
 
 from runform.storage.hydrate import HydrateOptions, PermanentError, Progress, hydrate
 from ._s3index import INDEX_NAME, IndexEntry, Snapshot, index_body
+from .s3_push import _abort_open_uploads, _stoppable, _upload
 from .s3_transfer import (
     MIB,
     TransferFailed,
@@ -49,6 +48,7 @@ from .s3_transfer import (
     _object_changed,
     _subscriber,
     classify_transfer_error,
+    retry_listing,
 )
 
 __all__ = ["MIB", "B2Backend", "S3Backend", "TransferFailed", "TransferSettings", "classify_transfer_error"]
@@ -82,7 +82,7 @@ class S3Backend:
     def resolve(self, uri: str, env: Mapping[str, str]) -> Manifest:
         """What ``uri`` holds now. A prefix URI is normalised to end with ``/``."""
         client = self._client(env)
-        snap = _retry(lambda: Snapshot.take(client, self._location(uri)))
+        snap = retry_listing(lambda: Snapshot.take(client, self._location(uri)))
         return snap.manifest(client)
 
     def fetch(self, manifest: Manifest, dest: Path, env: Mapping[str, str], *,
@@ -176,7 +176,7 @@ class S3Backend:
         else:
             root = loc if loc.is_prefix else attrs.evolve(loc, key=loc.key + "/")
             local = dict(walk_files(src))
-        before = _retry(lambda: Snapshot.take(client, root))
+        before = retry_listing(lambda: Snapshot.take(client, root))
         shas = _hash_all(local)
         todo = [rel for rel in local if not _same(before, rel, local[rel], shas[rel])]
         todo = [rel for rel in todo if not _whole_unindexed(client, before, rel, local[rel], shas[rel])]
@@ -190,7 +190,7 @@ class S3Backend:
                     _abort_open_uploads(client, root.bucket, {root.key + r for r in todo})
         if halted.is_set():  # the count stopped the push after the last upload: no index, no record
             raise TransferStopped("the push was stopped")
-        after = _retry(lambda: Snapshot.take(client, root, read_idx=False))
+        after = retry_listing(lambda: Snapshot.take(client, root, read_idx=False))
         index = _merge_index(before, after, shas)
         if index != before.index or not before.index_listed:
             client.put_object(Bucket=root.bucket, Key=root.key + INDEX_NAME,
@@ -210,7 +210,7 @@ class S3Backend:
         number of objects deleted. B2 gets one DeleteObject per key (see storage.md §2)."""
         loc = self._location(uri)
         client = self._client(env)
-        snap = _retry(lambda: Snapshot.take(client, loc, read_idx=False))
+        snap = retry_listing(lambda: Snapshot.take(client, loc, read_idx=False))
         wanted = set(paths) if paths is not None else set(snap.objects)
         keys = [snap.objects[p].key for p in sorted(wanted) if p in snap.objects]
         if paths is None and snap.index_listed:
@@ -327,25 +327,6 @@ class _LazyManager:
             self._manager.shutdown()
 
 
-def _retry(fn: Callable[[], Any]) -> Any:
-    """Retry a listing cut off mid-response; botocore already retried each request (throttling,
-    5xx, connection errors) and an unreachable endpoint becomes a clear error."""
-    try:
-        import tenacity
-
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(3),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
-            retry=tenacity.retry_if_exception(transient),
-            reraise=True,
-        )(fn)
-    except Exception as exc:
-        if unreachable(exc):
-            raise RunformError(f"cannot reach the storage endpoint: {exc}",
-                               hint="check B2_S3_ENDPOINT / AWS_ENDPOINT_URL and the network") from exc
-        raise
-
-
 def _hash_all(files: Mapping[str, Path]) -> dict[str, str]:
     """sha256 hex of every file, in parallel (hashlib releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -377,70 +358,8 @@ def _whole_unindexed(client: Any, snap: Snapshot, rel: str, path: Path, sha: str
     if obj is None or not obj.multipart or obj.size != path.stat().st_size or \
             (idx is not None and idx.etag == obj.etag):
         return False
-    head = _retry(lambda: client.head_object(Bucket=snap.location.bucket, Key=obj.key))
+    head = retry_listing(lambda: client.head_object(Bucket=snap.location.bucket, Key=obj.key))
     return bool((head.get("Metadata") or {}).get("sha256") == sha)
-
-
-def _stoppable(progress: Callable[[int], None]) -> tuple[Callable[[int], None], threading.Event, Callable[..., None]]:
-    """``progress`` for s3transfer's subscribers, the event set once it raised
-    :class:`TransferStopped`, and a ``needs-retry`` handler for the client. The count runs inside
-    each request body's read, so a stop fails every upload under way at its next chunk; botocore
-    would take that for a connection error and retry it after a backoff, so once stopped, the
-    handler raises instead of a retry (no wait). A single-part PUT cut short leaves no object; a multipart
-    upload is aborted by s3transfer."""
-    halted = threading.Event()
-
-    def counted(n: int) -> None:
-        try:
-            progress(n)
-        except TransferStopped:
-            halted.set()
-            raise
-
-    def no_retry(response: Any = None, caught_exception: Any = None, **kwargs: Any) -> None:
-        failed = caught_exception is not None or (response is not None and response[0].status_code >= 400)
-        if halted.is_set() and failed:  # what succeeds after the stop (the clean-up's calls) stands
-            raise TransferStopped("the push was stopped")
-
-    return counted, halted, no_retry
-
-
-def _upload(client: Any, settings: TransferSettings, bucket: str, folder: str,
-            files: Mapping[str, Path], shas: Mapping[str, str], progress: Progress) -> None:
-    from boto3.s3.transfer import create_transfer_manager
-
-    manager = create_transfer_manager(client, settings.transfer_config(upload=True))
-    try:
-        futures = {
-            rel: manager.upload(str(path), bucket, folder + rel,
-                                extra_args={"Metadata": {"sha256": shas[rel]}},
-                                subscribers=[_subscriber(progress)])
-            for rel, path in files.items()
-        }
-        for rel, fut in futures.items():
-            try:
-                fut.result()
-            except TransferStopped:
-                for other in futures.values():  # the queued ones never start
-                    other.cancel()
-                raise
-            except Exception as exc:
-                raise classify_transfer_error(exc, f"upload of {rel} to {folder}{rel}") from exc
-    finally:
-        manager.shutdown()
-
-
-def _abort_open_uploads(client: Any, bucket: str, keys: set[str]) -> None:
-    """Abort the multipart uploads of ``keys`` still open after a stop. s3transfer aborts the
-    ones it knows to have failed, but an upload whose CreateMultipartUpload returned after its
-    transfer was cancelled is left open (its parts would bill until a lifecycle rule ends it)."""
-    prefix = os.path.commonprefix(sorted(keys)) if keys else ""
-    pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
-    for page in pages:
-        for up in page.get("Uploads") or []:
-            if up["Key"] in keys:
-                _retry(lambda up=up: client.abort_multipart_upload(Bucket=bucket, Key=up["Key"],
-                                                                   UploadId=up["UploadId"]))
 
 
 def _merge_index(before: Snapshot, after: Snapshot, shas: Mapping[str, str]) -> dict[str, IndexEntry]:

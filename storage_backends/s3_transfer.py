@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 from runform.errors import RunformError
 from runform.interfaces import ManifestEntry
-from runform.storage.s3conn import credentials_missing, error_code, http_status, unreachable
+from runform.storage.s3conn import credentials_missing, error_code, http_status, transient, unreachable
 
 from runform.storage.hydrate import DigestMismatch, PermanentError, Progress
 
@@ -191,3 +191,22 @@ def _object_changed(client: Any, bucket: str, key: str, entry: ManifestEntry) ->
     if kind == "sha256":
         return (head.get("Metadata") or {}).get("sha256", value) != value
     return False
+
+
+def retry_listing(fn: Callable[[], Any]) -> Any:
+    """Retry a listing cut off mid-response; botocore already retried each request (throttling,
+    5xx, connection errors) and an unreachable endpoint becomes a clear error."""
+    try:
+        import tenacity
+
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(3),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
+            retry=tenacity.retry_if_exception(transient),
+            reraise=True,
+        )(fn)
+    except Exception as exc:
+        if unreachable(exc):
+            raise RunformError(f"cannot reach the storage endpoint: {exc}",
+                               hint="check B2_S3_ENDPOINT / AWS_ENDPOINT_URL and the network") from exc
+        raise

@@ -157,9 +157,10 @@ def launch_command(req: dict[str, Any]) -> str:
 def multinode_args(m: dict[str, Any], nproc: int) -> list[str]:
     """torchrun's flags for one node of ``m["nnodes"]`` under the c10d rendezvous at
     ``m["endpoint"]``: node 0 hosts its store (``is_host``), the others join it; no restarts (a
-    failed node fails the stage, and runform stops the others)."""
+    failed node fails the stage, and runform stops the others). No ``--node-rank``: c10d numbers
+    the nodes itself and torchrun warns that it ignores one (the node's index is ``RUNFORM_NODE``)."""
     node = int(m["node"])
-    return ["--nnodes", str(int(m["nnodes"])), "--nproc-per-node", str(nproc), "--node-rank", str(node),
+    return ["--nnodes", str(int(m["nnodes"])), "--nproc-per-node", str(nproc),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", str(m["endpoint"]), "--rdzv-id", str(m["rdzv_id"]),
             "--rdzv-conf", f"is_host={'true' if node == 0 else 'false'}", "--max-restarts", "0",
             *(["--local-addr", str(m["local_addr"])] if m.get("local_addr") else [])]

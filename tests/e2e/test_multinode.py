@@ -252,7 +252,7 @@ def test_the_torchrun_flags_runform_gives_exist_in_the_installed_torch() -> None
     pytest.importorskip("torch")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--help"], capture_output=True,
                          text=True, timeout=120).stdout
-    for flag in ("--nnodes", "--nproc-per-node", "--node-rank", "--rdzv-backend", "--rdzv-endpoint",
+    for flag in ("--nnodes", "--nproc-per-node", "--rdzv-backend", "--rdzv-endpoint",
                  "--rdzv-id", "--rdzv-conf", "--max-restarts", "--local-addr"):
         assert flag in out, flag
 
