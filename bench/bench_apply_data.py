@@ -127,6 +127,11 @@ def main() -> None:
         ref = ratios.get(name)
         ratio = f"{took / best[ref[0]]:.2f}{ref[1]}" if ref and ref[0] in best else ""
         print(f"| {name} | {took:.2f} | {ratio} |")
+    stage = "the stage's command alone (bash -lc 'python -c pass')"
+    if {"runform apply", "rclone copy", stage} <= set(best):  # what the stage's own command costs is not runform's
+        net = (best["runform apply"] - best[stage]) / best["rclone copy"]
+        print(f"\nrunform apply less its stage's own command: {net:.2f}x a bare rclone copy "
+              f"(the whole apply: {best['runform apply'] / best['rclone copy']:.2f}x)")
 
 
 if __name__ == "__main__":
