@@ -59,6 +59,7 @@ def log_line(event: dict[str, Any]) -> Any:
     from rich.text import Text
 
     line = Text()
-    line.append(f"{event['address']}: ", style="cyan")
+    node = f" node {event['node']}" if event.get("node") is not None else ""
+    line.append(f"{event['address']}{node}: ", style="cyan")
     line.append(str(event.get("line", "")))
     return line

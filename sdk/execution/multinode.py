@@ -48,11 +48,13 @@ def run_multinode(h: Handlers, a: Action) -> dict[str, Any]:
         return record
     st = states[bad]
     stopped = sorted(k for k, s in states.items() if k != bad and s.get("stopped"))
+    why = (f"{a.address} failed on node {bad} ({at_node(INSTANCE, bad)}: exit {st.get('exit_code', '?')}, "
+           f"{st['state']})" + (f"; stopped node(s) {', '.join(map(str, stopped))}" if stopped else ""))
+    if h.ws.stream_logs:  # every node's lines were streamed: not printed a second time
+        raise StageFailed(f"{why}; its log is above (`runform logs {name} --node {bad}`)", record)
     tail = agents[bad].call("tail", stage=name, fingerprint=fp, offset=0, limit=1 << 20)["data"]
     last = "\n".join(tail.rstrip().splitlines()[-15:])
-    why = (f"{a.address} failed on node {bad} ({at_node(INSTANCE, bad)}: exit {st.get('exit_code', '?')}, "
-           f"{st['state']})" + (f"; stopped node(s) {', '.join(map(str, stopped))}" if stopped else "")
-           + f"; `runform logs {name} --node {bad}`")
+    why += f"; `runform logs {name} --node {bad}`"
     raise StageFailed(why + (f"; last lines of node {bad}'s log:\n{h.ws.redact(last)}" if last else ""), record)
 
 
@@ -85,13 +87,14 @@ def _wait_all(h: Handlers, a: Action, agents: dict[int, Any]) -> dict[int, dict[
     from runform.execution.watchers import LogStream
 
     name, fp = name_of(a.address), a.fingerprint
-    log = LogStream(h.ws, agents[0], a.address, name, fp) if h.ws.stream_logs else None
+    logs = [LogStream(h.ws, agent, a.address, name, fp, node=k) for k, agent in agents.items()] \
+        if h.ws.stream_logs else []
     states: dict[int, dict[str, Any]] = {}
     wait_s = 1 if h.machine_is_local() else 5
     while True:
         for k, agent in agents.items():
             states[k] = agent.call("wait", stage=name, fingerprint=fp, timeout=wait_s if k == 0 else 0)
-        if log is not None:
+        for log in logs:  # every node's lines, each named by its node
             log.pump()
         failed = [k for k, st in sorted(states.items()) if st["state"] != "running" and not _done(a, st)]
         if failed:

@@ -106,10 +106,14 @@ class ProgressReporter:
 
 class LogStream:
     """A running stage's new log lines, each sent as a ``log`` event and printed with the
-    stage's address in front (the partial last line waits for its end)."""
+    stage's address in front (the partial last line waits for its end). With ``node`` (a stage
+    on several nodes) the prefix names the node too (``stage.train node 1:``) and the event
+    carries ``node``."""
 
-    def __init__(self, ws: Workspace, agent: AgentClient, address: str, stage: str, fingerprint: str | None) -> None:
+    def __init__(self, ws: Workspace, agent: AgentClient, address: str, stage: str, fingerprint: str | None,
+                 node: int | None = None) -> None:
         self.ws, self.agent, self.address, self.stage, self.fp = ws, agent, address, stage, fingerprint
+        self.node, self.prefix = node, address if node is None else f"{address} node {node}"
         self.offset, self.partial, self.lines = 0, "", 0
 
     def pump(self) -> None:
@@ -124,5 +128,6 @@ class LogStream:
             whole, self.partial = [*whole, self.partial], ""
         for line in whole:
             self.lines += 1
-            self.ws.tell("log", f"{self.address}: {line.rstrip()}", address=self.address, stage=self.stage,
-                         line=line.rstrip())
+            extra = {} if self.node is None else {"node": self.node}
+            self.ws.tell("log", f"{self.prefix}: {line.rstrip()}", address=self.address, stage=self.stage,
+                         line=line.rstrip(), **extra)

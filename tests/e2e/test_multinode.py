@@ -101,7 +101,8 @@ def test_two_local_nodes_ddp_then_a_node_gone_then_destroy(tmp_path: Path) -> No
         assert line in plan.stdout, plan.stdout
     a = run_cli("apply", "--auto-approve", cwd=project)
     assert a.returncode == 0, a.stdout + a.stderr
-    assert re.search(r"stage.ddp: rank [01] of 2: all-reduce 3.0", a.stderr), a.stderr  # node 0's log: 1 + 2
+    for k in (0, 1):  # every node's log streams, each line named by its node: 1 + 2
+        assert re.search(rf"stage.ddp node {k}: rank [01] of 2: all-reduce 3.0", a.stderr), a.stderr
     roots = _roots(project)
     assert len(roots) == 2
     assert sorted(line.split()[1] for r in roots for line in (r / "runs.log").read_text().splitlines()) == ["0", "1"]
@@ -197,6 +198,7 @@ def test_one_node_killed_fails_the_stage_and_stops_the_other(tmp_path: Path, wha
     assert proc.returncode == 1, out
     assert "stage.ddp failed on node 1" in out, out
     assert "stopped node(s) 0" in out, out
+    assert "its log is above (`runform logs ddp --node 1`)" in out, out  # streamed, not printed twice
     node0 = next(r for r in _roots(project) if not r.name.endswith("-n1"))
     assert (_job(node0) / "stopped").read_text() == "node 1 failed"
     assert (_job(node0) / "exit_code").read_text() != "0"
@@ -240,7 +242,7 @@ def test_ssh_fleet_of_two_roots(sshd: SSHD, tmp_path: Path) -> None:
     assert "$0.00" not in plan.stdout
     a = run_cli("apply", "--auto-approve", cwd=project)
     assert a.returncode == 0, a.stdout + a.stderr
-    assert re.search(r"stage.ddp: rank [01] of 2: all-reduce 3.0", a.stderr), a.stderr
+    assert re.search(r"stage.ddp node [01]: rank [01] of 2: all-reduce 3.0", a.stderr), a.stderr
     assert all((remote / f"node{k}" / "runs.log").exists() for k in range(2))
     assert run_cli("plan", "--detailed-exitcode", cwd=project).returncode == 0
     d = run_cli("destroy", "--auto-approve", cwd=project)
