@@ -225,7 +225,8 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - the summary, tracker and state still follow
             hint = getattr(exc, "hint", None) or "run `runform destroy` and check the provider's console"
             teardown = f"teardown failed: {self.ws.redact(str(exc))} (fix: {hint})"
-            self.ws.say(f"instance.main: error: {teardown}")
+            # the error itself is the summary's (``result.teardown``, the CLI's last ``Error:``)
+            self.ws.say("instance.main: teardown failed: the machine may still bill")
             return teardown, True
 
     # ------------------------------------------------------------------ cost
