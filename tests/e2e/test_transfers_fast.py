@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import machine_root, run_cli
+from helpers import interrupt_cli, machine_root, poll, run_cli
 
 from runform import codesync
 from runform.codesync import local_manifest, sync_tree
@@ -29,11 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 def _until(cond, what: str, deadline_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + deadline_s
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    poll(cond, what, timeout=deadline_s)
 
 
 @pytest.fixture
@@ -361,9 +357,6 @@ def test_ctrl_c_during_a_dataset_upload_stops_it_and_the_next_apply_sends_only_t
 ) -> None:
     """The real CLI over the real sshd: SIGINT while a ``file://`` folder is being sent."""
     import re
-    import signal
-    import subprocess
-    import sys
 
     root = tmp_path / "remote" / "hello"
     spec = yaml.safe_load((hello / "runform.yaml").read_text())
@@ -375,18 +368,10 @@ def test_ctrl_c_during_a_dataset_upload_stops_it_and_the_next_apply_sends_only_t
     for i in range(8):  # sparse 64 MB files: one landing batch each
         with open(big / f"f{i}.bin", "wb") as f:
             f.truncate(64 << 20)
-    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
-                            cwd=hello, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        landed = root / "data" / "big"
-        _until(lambda: landed.is_dir() and any(p.name.endswith(".bin") for p in landed.iterdir()),
-               "the first batch to land", deadline_s=240)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, out
+    landed = root / "data" / "big"
+    code, out = interrupt_cli("apply", "--auto-approve", cwd=hello, what="the first batch to land",
+                              when=lambda: landed.is_dir() and any(p.name.endswith(".bin") for p in landed.iterdir()))
+    assert code != 0, out
     assert "Traceback" not in out and "dataset.big" in out and "interrupted" in out.lower(), out
     sent_first = sorted(p.name for p in landed.iterdir() if p.name.endswith(".bin"))
     assert 0 < len(sent_first) < 8, (sent_first, out.splitlines())
@@ -407,9 +392,6 @@ def test_ctrl_c_during_a_hydration_over_ssh_stops_it_and_the_next_apply_fetches_
     """The real CLI over the real sshd: SIGINT while the machine downloads an ``s3://``
     dataset from presigned URLs (moto sends each object at 2 MB/s, so the small ones land
     first and the large ones are in flight)."""
-    import signal
-    import subprocess
-    import sys
 
     sizes = {f"f{i}.bin": (1 << 20) << (i // 2) for i in range(8)}  # 1, 1, 2, 2, 4, 4, 8, 8 MiB
     bucket, bodies = _bucket_with_checksums(s3_server, sizes)
@@ -428,16 +410,9 @@ def test_ctrl_c_during_a_hydration_over_ssh_stops_it_and_the_next_apply_fetches_
                                                    and not n.startswith(".runform-manifest")}
 
     s3_server.stats.rate = 2e6
-    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"],
-                            cwd=hello, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _until(lambda: bool(files()[0]), "the first object to land", deadline_s=240)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, out
+    code, out = interrupt_cli("apply", "--auto-approve", cwd=hello, when=lambda: bool(files()[0]),
+                              what="the first object to land")
+    assert code != 0, out
     assert "Traceback" not in out and "interrupted" in out.lower(), out
     assert "dataset.big: transfer stopped (Ctrl-C)" in out, out  # not taken for complete
     assert "dataset.big: Creation complete" not in out, out
