@@ -321,6 +321,10 @@ def _as_interrupt(signum: int, frame: Any) -> None:
 def main() -> None:
     import signal
 
+    # Ctrl-C even when started with SIGINT ignored (a background job of a non-interactive
+    # shell, some CI runners and schedulers): Python then installs no handler of its own, and
+    # a SIGINT sent to stop an apply cleanly would do nothing at all
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
         if sig is not None:
             signal.signal(sig, _as_interrupt)

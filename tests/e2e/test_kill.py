@@ -63,11 +63,19 @@ def test_sigkill_at_random_points_converges(hello: Path) -> None:
         shutil.rmtree(project)
 
 
-def test_ctrl_c_leaves_a_consistent_state_and_the_job_goes_on(hello: Path) -> None:
+@pytest.mark.parametrize("started_ignoring_sigint", [False, True], ids=["terminal", "background-job"])
+def test_ctrl_c_leaves_a_consistent_state_and_the_job_goes_on(hello: Path, started_ignoring_sigint: bool) -> None:
+    """SIGINT stops an apply cleanly, also one started with SIGINT ignored (as a non-interactive
+    shell starts a background job: Python then installs no Ctrl-C handler by itself)."""
     spec = (hello / "runform.yaml").read_text()
     (hello / "runform.yaml").write_text(spec.replace("run: python steps/join.py", "run: sleep 8; python steps/join.py"))
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"], cwd=hello,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=ignore_sigint if started_ignoring_sigint else None)
     deadline = time.monotonic() + 60
     seen = ""
     while time.monotonic() < deadline and "stage.join: Creating" not in seen:
