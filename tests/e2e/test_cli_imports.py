@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import runform
@@ -72,45 +73,27 @@ def test_plugins_imports_nothing_heavy(tmp_path: Path) -> None:
     )
 
 
+def _traced(tmp_path: Path, *args: str, stdin: str | None = None, timeout: float = 120) -> tuple[Any, set[str]]:
+    """``python -X importtime -m ARGS``: the finished process and the top-level packages it
+    imported (from importtime's "self | cumulative | imported package" lines)."""
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", *args], check=False, input=stdin,
+                       capture_output=True, text=True, timeout=timeout, env=_env(), cwd=tmp_path)
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0]
+                for line in p.stderr.splitlines() if line.startswith("import time:")}
+    return p, imported
+
+
 def test_help_as_a_process(tmp_path: Path) -> None:
-    p = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "runform.cli.main", "--help"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-        cwd=tmp_path,
-    )
+    p, imported = _traced(tmp_path, "runform.cli.main", "--help")
     assert p.returncode == 0, p.stderr
     assert "Usage: runform" in p.stdout and "plugins" in p.stdout
-    # -X importtime: "import time: self [us] | cumulative | imported package", one line per module
-    imported = {
-        line.rsplit("|", 1)[-1].strip().split(".")[0]
-        for line in p.stderr.splitlines()
-        if line.startswith("import time:")
-    }
     assert "runform" in imported
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
 
 
 def test_agent_answers_version(tmp_path: Path) -> None:
-    p = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "runform.agent"],
-        check=False,
-        input='{"op": "version"}',
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_env(),
-        cwd=tmp_path,
-    )
+    p, imported = _traced(tmp_path, "runform.agent", stdin='{"op": "version"}', timeout=60)
     assert p.returncode == 0, p.stderr
     reply = json.loads(p.stdout)
     assert reply["ok"] is True and reply["version"] == runform.__version__
-    imported = {
-        line.rsplit("|", 1)[-1].strip().split(".")[0]
-        for line in p.stderr.splitlines()
-        if line.startswith("import time:")
-    }
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
