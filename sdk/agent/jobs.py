@@ -227,9 +227,10 @@ def wait(req: dict[str, Any]) -> dict[str, Any]:
         if st["state"] != "running" or time.monotonic() >= deadline:
             return st
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        # a short job is seen ending within 50 ms (a few stats a second: cheap); a long one
-        # is polled 4 times a second
-        delay = min(delay * 1.5, 0.05 if time.monotonic() - begun < 10 else 0.25)
+        # a short job is seen ending within 10 ms of its end (its markers are a few stats:
+        # cheap), one of a few seconds within 50 ms; a long one is polled 4 times a second
+        ran = time.monotonic() - begun
+        delay = min(delay * 1.5, 0.01 if ran < 3 else 0.05 if ran < 10 else 0.25)
 
 
 def tail(req: dict[str, Any]) -> dict[str, Any]:

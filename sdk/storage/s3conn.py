@@ -148,7 +148,11 @@ class Connection:
         import botocore.session
         from botocore.config import Config
 
+        from runform.storage.botocore_models import s3_loader
+
         session = botocore.session.Session(profile=self.profile)
+        if (loader := s3_loader()) is not None:  # S3's data only, parsed once (see there)
+            session.register_component("data_loader", loader)
         config = Config(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
