@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -78,8 +79,11 @@ def main() -> None:
     rclone, aws = bh.find("rclone"), bh.find("aws")
     best: dict[str, float] = {}
 
+    runs: dict[str, list[float]] = {}
+
     def keep(name: str, took: float) -> None:
         best[name] = min(best.get(name, took), took)
+        runs.setdefault(name, []).append(took)
 
     try:
         total = bh.upload(endpoint, bucket, prefix, args.total_mb, args.objects)
@@ -127,6 +131,12 @@ def main() -> None:
         ref = ratios.get(name)
         ratio = f"{took / best[ref[0]]:.2f}{ref[1]}" if ref and ref[0] in best else ""
         print(f"| {name} | {took:.2f} | {ratio} |")
+    pairs = [a / r for a, r in zip(runs.get("runform apply", []), runs.get("rclone copy", []))]
+    if pairs:  # each repeat ran both, one after the other: the ratio of each pair, sorted
+        pairs.sort()
+        print(f"\nrunform apply / rclone copy, repeat by repeat (sorted): "
+              f"{', '.join(f'{x:.2f}' for x in pairs)}; median {statistics.median(pairs):.2f}x, "
+              f"{sum(x <= 1.5 for x in pairs)} of {len(pairs)} within 1.5x")
     stage = "the stage's command alone (bash -lc 'python -c pass')"
     if {"runform apply", "rclone copy", stage} <= set(best):  # what the stage's own command costs is not runform's
         net = (best["runform apply"] - best[stage]) / best["rclone copy"]

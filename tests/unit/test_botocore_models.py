@@ -98,3 +98,16 @@ def test_runforms_s3_connection_uses_it(cache: Path) -> None:
     client = Connection("s3", "http://127.0.0.1:9", "us-east-1", "AKIDEXAMPLE", "secret").client()
     assert client.meta.service_model.service_name == "s3"
     assert any(p.is_file() for p in cache.iterdir())
+
+
+@pytest.mark.parametrize("text", ["2026-12-06T09:01:41.000Z", "2026-12-06T09:01:41Z",
+                                  "2026-12-06T09:01:41.123456Z", "Sun, 06 Dec 2026 09:01:41 GMT",
+                                  "1796547701", 1796547701])
+def test_timestamps_parse_as_botocore_parses_them(text: object) -> None:
+    from botocore.utils import parse_timestamp
+
+    from runform.storage.s3conn import iso_timestamp
+
+    assert iso_timestamp(text).timestamp() == parse_timestamp(text).timestamp()
+    if str(text).endswith("Z"):
+        assert iso_timestamp(text).utcoffset().total_seconds() == 0
