@@ -1,0 +1,171 @@
+"""Byte-range resume of a large file sent over SSH (issue 15, ``runform.partials``): its bytes
+collect in a partial file on the machine, named for its digest; a sync or an apply stopped
+half-way leaves a prefix there, never the file under its final name, and the next one sends
+only the rest, checks the whole file against the plan's sha256 on the machine and lands it.
+A partial file that is not the file's prefix is removed and the file sent whole. Real sshd on
+loopback; the CLI test stalls the machine's writer (SIGSTOP, as a full disk or a slow link
+would) so that the Ctrl-C lands mid-file whatever the machine's speed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import poll, run_cli
+
+from runform import partials
+from runform.codesync import local_manifest, read_remote_manifest, sync_tree
+from runform.errors import RunformError
+from runform.testing.sshd import SSHD
+from runform.transport.ssh import SSHTransport
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")]
+MIB = 1 << 20
+
+
+@pytest.fixture
+def transport(sshd: SSHD):  # type: ignore[no-untyped-def]
+    with SSHTransport(sshd.host, sshd.port, sshd.user, sshd.key_file) as t:
+        yield t
+
+
+def _partial(root: Path, data: bytes) -> Path:
+    return root / partials.FOLDER / f"{partials.TMP_MARK}partial-{hashlib.sha256(data).hexdigest()}"
+
+
+def _writers(path: Path) -> list[int]:
+    """The processes (on this host: the test sshd's) that have ``path`` open."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in fds):
+                pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def _tree(tmp_path: Path, size: int) -> tuple[Path, bytes]:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    data = os.urandom(size)
+    (src / "sub" / "big.bin").write_bytes(data)
+    (src / "small.txt").write_text("small\n")
+    return src, data
+
+
+def test_a_sync_stopped_half_way_continues_from_the_partial_file(
+    transport: SSHTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(partials, "RESUME_MIN", 4 * MIB)  # the real threshold is 64 MiB
+    src, data = _tree(tmp_path, 20 * MIB)
+    root = tmp_path / "machine"
+    seen = [0]
+
+    def stop_after_8_mib(n: int) -> None:
+        seen[0] += n
+        if seen[0] > 8 * MIB:
+            transport.abort()
+
+    with pytest.raises(RunformError):
+        sync_tree(transport, src, str(root), progress=stop_after_8_mib)
+    partial = _partial(root, data)
+    poll(lambda: partial.exists() and not _writers(partial), "the machine's writer to finish")
+    kept = partial.stat().st_size
+    assert 0 < kept < len(data) and partial.read_bytes() == data[:kept]
+    assert not (root / "sub" / "big.bin").exists()  # nothing under the final name
+    remote = read_remote_manifest(transport, str(root))
+    assert remote is None or "sub/big.bin" not in remote.by_path()  # nor in a manifest
+
+    report = sync_tree(transport, src, str(root))  # small.txt landed in the batch before
+    assert (report.sent, report.resumed, report.bytes_sent) == (("sub/big.bin",), kept, len(data) - kept)
+    assert (root / "sub" / "big.bin").read_bytes() == data
+    assert not (root / partials.FOLDER).exists()
+    assert not sync_tree(transport, src, str(root), local_manifest(src)).changed
+
+
+def test_a_partial_file_that_is_not_the_files_prefix_is_removed_and_the_file_sent_whole(
+    transport: SSHTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(partials, "RESUME_MIN", 4 * MIB)
+    src, data = _tree(tmp_path, 12 * MIB)
+    root = tmp_path / "machine"
+    partial = _partial(root, data)
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(bytes(b ^ 0xFF for b in data[:MIB]) + data[MIB:5 * MIB])  # a wrong prefix
+    other = partial.with_name(f"{partials.TMP_MARK}partial-{'0' * 64}")  # another version's
+    other.write_bytes(data[:2 * MIB])
+    sent: list[int] = []
+    report = sync_tree(transport, src, str(root), progress=sent.append)
+    # continued from byte 5 MiB, failed its sha256 check on the machine, sent again whole
+    assert report.resumed == 0
+    assert report.bytes_sent == sum(sent) == (len(data) - 5 * MIB) + len(data) + len("small\n")
+    assert (root / "sub" / "big.bin").read_bytes() == data
+    assert not (root / partials.FOLDER).exists()  # both partial files gone
+    assert not sync_tree(transport, src, str(root), local_manifest(src)).changed
+
+
+def test_ctrl_c_while_a_large_file_dataset_is_sent_and_the_next_apply_sends_only_the_rest(
+    hello: Path, sshd: SSHD, tmp_path: Path
+) -> None:
+    """The real CLI over the real sshd, a ``file://`` dataset of one 96 MiB file: SIGINT once
+    its partial file holds bytes (the machine's writer stalled); stopped at once, nothing
+    recorded; the next apply sends the rest, checked, and the file lands byte-identical."""
+    root = tmp_path / "remote" / "hello"
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["compute"] = {**sshd.compute, "root": str(root)}
+    spec["datasets"]["big"] = {"source": "file://big.bin", "dest": "data/big"}
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    data = os.urandom(96 * MIB)
+    (hello / "big.bin").write_bytes(data)
+    landed = root / "data" / "big"
+    partial = _partial(landed, data)
+
+    def writer() -> int | None:  # the machine's `cat`, once the partial file holds some bytes
+        pids = _writers(partial) if partial.exists() and partial.stat().st_size >= MIB else []
+        return pids[0] if pids else None
+
+    env = {k: v for k, v in os.environ.items() if k != "RUNFORM_DEBUG"}
+    proc = subprocess.Popen([sys.executable, "-m", "runform.cli.main", "apply", "--auto-approve"], cwd=hello,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stalled = None
+    try:
+        stalled = poll(writer, "the partial file to hold some bytes", timeout=240, step=0.005)
+        os.kill(stalled, signal.SIGSTOP)
+        proc.send_signal(signal.SIGINT)
+        poll(lambda: proc.poll() is not None, "apply to stop after the Ctrl-C", timeout=3)
+    finally:
+        if stalled is not None:
+            os.kill(stalled, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+        out = proc.communicate()[0]
+    assert proc.returncode != 0, out
+    assert "Traceback" not in out and "interrupted" in out.lower(), out
+    assert "dataset.big: transfer stopped (Ctrl-C)" in out, out
+    assert "dataset.big: Creation complete" not in out, out
+    poll(lambda: not _writers(partial), "the machine's writer to finish")
+    kept = partial.stat().st_size
+    assert MIB <= kept < len(data) and partial.read_bytes() == data[:kept]
+    assert not (landed / "big.bin").exists()  # nothing anyone could take for the file
+    plan = run_cli("plan", "--detailed-exitcode", cwd=hello)  # not recorded as there
+    assert plan.returncode == 2 and "+ dataset.big" in plan.stdout, plan.stdout + plan.stderr
+
+    again = run_cli("apply", "--auto-approve", "--json", cwd=hello)
+    assert again.returncode == 0, again.stdout + again.stderr
+    events = [json.loads(line) for line in again.stdout.splitlines() if line.startswith("{")]
+    (done,) = [e for e in events if e["type"] == "transfer" and e.get("address") == "dataset.big"
+               and e.get("eta") == 0]
+    assert (done["bytes"], done["resumed"]) == (len(data) - kept, kept), done  # only the rest went
+    assert f"resumed at {kept / 1e6:.1f} MB" in done["@message"], done
+    assert (landed / "big.bin").read_bytes() == data
+    assert not (landed / partials.FOLDER).exists()
+    assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
