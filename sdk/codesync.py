@@ -252,8 +252,9 @@ def _send_batches(transport: Transport, local_root: Path, remote_root: str, mani
             _land(transport, remote_root, local_root, content, script, *docs, progress)
 
         if len(batch) == 1 and batch[0].path in held:  # a large file: through its partial file
+            keep = [partials.name(e) for e in send if e.path in held]
             more, kept = partials.send_large(transport, remote_root, local_root, batch[0],
-                                             held[batch[0].path], lambda p: land(p, ()), progress)
+                                             held[batch[0].path], keep, lambda p: land(p, ()), progress)
             sent, resumed = sent + more, resumed + kept
         else:
             land([])

@@ -27,9 +27,9 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from runform.atomic import TMP_MARK
 from runform.errors import RunformError
@@ -60,61 +60,69 @@ def name(entry: ManifestEntry) -> str:
     return f"{TMP_MARK}partial-{entry.digest.split(':', 1)[1]}"
 
 
+@runtime_checkable
+class ListsSizes(Protocol):
+    """Optional, on a Transport: the sizes of a remote folder's files without running a command
+    (the SSH transport's, over SFTP: no login shell started)."""
+
+    def file_sizes(self, remote_folder: str) -> dict[str, int]: ...
+
+
 def held(transport: Transport, remote_root: str, entries: Iterable[ManifestEntry]) -> dict[str, int]:
     """path -> bytes its partial file already holds on the machine (0: nothing to continue), for
-    the resumable ``entries``; every other partial file under ``remote_root`` is removed. One
-    command; none at all when no entry is resumable."""
+    the resumable ``entries`` (asked once; not at all when none is resumable)."""
     wanted = {name(e): e for e in entries if resumable(e)}
     if not wanted:
         return {}
-    script = ('cd "$1" 2>/dev/null || exit 0; shift; for f in .runform-tmp-partial-*; do '
-              '[ -f "$f" ] || continue; case " $* " in *" $f "*) echo "$f $(wc -c < "$f")";; '
-              '*) rm -f -- "$f";; esac; done')
-    result = transport.run(["sh", "-c", script, "sh", posixpath.join(remote_root, FOLDER), *sorted(wanted)])
-    have: dict[str, int] = {}
-    for line in result.stdout.decode(errors="replace").splitlines():
-        part, _, size = line.strip().partition(" ")
-        if part in wanted and size.strip().isdigit():
-            entry = wanted[part]
-            have[entry.path] = int(size) if int(size) < entry.size else 0
-    return {e.path: have.get(e.path, 0) for e in wanted.values()}
+    folder = posixpath.join(remote_root, FOLDER)
+    if isinstance(transport, ListsSizes):
+        sizes = transport.file_sizes(folder)
+    else:
+        script = 'cd "$1" 2>/dev/null || exit 0; for f in .runform-tmp-partial-*; do [ -f "$f" ] && echo "$f $(wc -c < "$f")"; done'
+        out = transport.run(["sh", "-c", script, "sh", folder]).stdout.decode(errors="replace")
+        sizes = {n: int(s) for n, _, s in (line.strip().partition(" ") for line in out.splitlines())
+                 if s.strip().isdigit()}
+    return {e.path: sizes[n] if 0 < sizes.get(n, 0) < e.size else 0 for n, e in wanted.items()}
 
 
 def send_large(transport: Transport, remote_root: str, local_root: Path, entry: ManifestEntry,
-               offset: int, land: Callable[[list[str]], None],
+               offset: int, keep: Sequence[str], land: Callable[[list[str]], None],
                progress: Callable[[int], None] | None) -> tuple[int, int]:
-    """Send ``entry``'s bytes from ``offset`` on into its partial file, then ``land`` the batch
-    with the lines that take the partial file in (checked against the digest when continued).
-    A partial file that fails its check is removed and the file sent whole. Returns (bytes
-    sent, bytes that were already there)."""
+    """Send ``entry``'s bytes from ``offset`` on into its partial file (any partial file not
+    named in ``keep``, the sync's large files, is removed first), then ``land`` the batch with
+    the lines that take the partial file in (checked against the digest when continued). A
+    partial file that fails its check is removed and the file sent whole. Returns (bytes sent,
+    bytes that were already there)."""
     mode = os.stat(local_root / entry.path).st_mode & 0o777
-    sent, offset = _send(transport, remote_root, local_root, entry, offset, progress)
+    sent, offset = _send(transport, remote_root, local_root, entry, offset, keep, progress)
     try:
         land(take_in(entry, mode, check=offset > 0))
         return sent, offset
     except Mismatch:
         if offset == 0:
             raise
-    again, _ = _send(transport, remote_root, local_root, entry, 0, progress)
+    again, _ = _send(transport, remote_root, local_root, entry, 0, keep, progress)
     land(take_in(entry, mode, check=False))
     return sent + again, 0
 
 
 def _send(transport: Transport, remote_root: str, local_root: Path, entry: ManifestEntry,
-          offset: int, progress: Callable[[int], None] | None) -> tuple[int, int]:
+          offset: int, keep: Sequence[str], progress: Callable[[int], None] | None) -> tuple[int, int]:
     """Append ``entry``'s bytes after ``offset`` to its partial file (created private; from 0:
-    replaced). Returns (bytes sent, the offset used: 0 when the partial file was not
-    ``offset`` bytes long any more)."""
-    script = ('umask 077; mkdir -p "$1" && cd "$1" || exit 1; if [ "$3" -gt 0 ]; then '
-              f'[ -f "$2" ] && [ "$(wc -c < "$2")" -eq "$3" ] || exit {MISMATCH}; exec cat >> "$2"; fi; '
-              'exec cat > "$2"')
-    argv = ["sh", "-c", script, "sh", posixpath.join(remote_root, FOLDER), name(entry), str(offset)]
+    replaced), the partial files not in ``keep`` removed first. Returns (bytes sent, the
+    offset used: 0 when the partial file was not ``offset`` bytes long any more)."""
+    script = ('umask 077; mkdir -p "$1" && cd "$1" || exit 1; p=$2; o=$3; shift 3; '
+              f'for f in {TMP_MARK}partial-*; do case " $* " in *" $f "*) ;; *) rm -f -- "$f";; esac; done; '
+              'if [ "$o" -gt 0 ]; then '
+              f'[ -f "$p" ] && [ "$(wc -c < "$p")" -eq "$o" ] || exit {MISMATCH}; exec cat >> "$p"; fi; '
+              'exec cat > "$p"')
+    argv = ["sh", "-c", script, "sh", posixpath.join(remote_root, FOLDER), name(entry), str(offset), *keep]
     with open(local_root / entry.path, "rb") as f:
         f.seek(offset)
         rest = _Counted(f, progress)
         result = transport.run(argv, stdin=rest)  # type: ignore[arg-type]
     if result.exit_code == MISMATCH and offset:
-        return _send(transport, remote_root, local_root, entry, 0, progress)
+        return _send(transport, remote_root, local_root, entry, 0, keep, progress)
     if result.ok and rest.count != entry.size - offset:
         raise SyncError(f"{local_root / entry.path} changed while it was being sent "
                         f"({rest.count} bytes after byte {offset}, {entry.size - offset} expected)",
