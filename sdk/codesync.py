@@ -312,7 +312,7 @@ def _land(
     if not result.ok:
         tail = result.stderr.decode(errors="replace").strip()[-2000:]
         raise SyncError(
-            f"code sync to {remote_root} failed (exit {result.exit_code}): {tail}",
+            f"sending files to {remote_root} failed (exit {result.exit_code}): {tail}",
             hint="check the machine's free disk space and that the root is writable",
         )
 
