@@ -130,6 +130,7 @@ def test_ctrl_c_while_a_large_file_dataset_is_sent_and_the_next_apply_sends_only
     partial = _partial(landed, data)
 
     def writer() -> int | None:  # the machine's `cat`, once the partial file holds some bytes
+        assert proc.poll() is None, "apply ended before the partial file held any bytes"
         pids = _writers(partial) if partial.exists() and partial.stat().st_size >= MIB else []
         return pids[0] if pids else None
 
@@ -141,7 +142,7 @@ def test_ctrl_c_while_a_large_file_dataset_is_sent_and_the_next_apply_sends_only
         stalled = poll(writer, "the partial file to hold some bytes", timeout=240, step=0.005)
         os.kill(stalled, signal.SIGSTOP)
         proc.send_signal(signal.SIGINT)
-        poll(lambda: proc.poll() is not None, "apply to stop after the Ctrl-C", timeout=3)
+        poll(lambda: proc.poll() is not None, "apply to stop after the Ctrl-C", timeout=3)  # 0.1-0.2 s here
     finally:
         if stalled is not None:
             os.kill(stalled, signal.SIGCONT)
