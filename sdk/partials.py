@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import shlex
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ STAGING = ".runform/incoming"  # relative to the sync's remote root: where a bat
 RESUME_MIN = 64 << 20  # files from this size on collect in a partial file (each its own batch)
 FOLDER = ".runform/partial"  # relative to the sync's remote root
 MISMATCH = 97  # exit status: the partial file is not what it should be (removed; send it whole)
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 class SyncError(RunformError):
@@ -50,8 +52,9 @@ class Mismatch(SyncError):
 
 
 def resumable(entry: ManifestEntry) -> bool:
-    """Whether ``entry`` goes through a partial file (large, and a digest the machine can check)."""
-    return entry.size >= RESUME_MIN and entry.digest.startswith("sha256:")
+    """Whether ``entry`` goes through a partial file (large, and a sha256 the machine can check:
+    also all that goes into the partial file's name and the landing script)."""
+    return entry.size >= RESUME_MIN and _SHA256.fullmatch(entry.digest) is not None
 
 
 def name(entry: ManifestEntry) -> str:
@@ -78,7 +81,8 @@ def held(transport: Transport, remote_root: str, entries: Iterable[ManifestEntry
     if isinstance(transport, ListsSizes):
         sizes = transport.file_sizes(folder)
     else:
-        script = 'cd "$1" 2>/dev/null || exit 0; for f in .runform-tmp-partial-*; do [ -f "$f" ] && echo "$f $(wc -c < "$f")"; done'
+        script = (f'cd "$1" 2>/dev/null || exit 0; for f in {TMP_MARK}partial-*; do '
+                  '[ -f "$f" ] && echo "$f $(wc -c < "$f")"; done')
         out = transport.run(["sh", "-c", script, "sh", folder]).stdout.decode(errors="replace")
         sizes = {n: int(s) for n, _, s in (line.strip().partition(" ") for line in out.splitlines())
                  if s.strip().isdigit()}

@@ -26,7 +26,8 @@ from runform.errors import RunformError
 from runform.testing.sshd import SSHD
 from runform.transport.ssh import SSHTransport
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")]
+pytestmark = pytest.mark.slow
+needs_sshd = pytest.mark.skipif(not SSHD.available(), reason="openssh-server is not installed")
 MIB = 1 << 20
 
 
@@ -62,6 +63,7 @@ def _tree(tmp_path: Path, size: int) -> tuple[Path, bytes]:
     return src, data
 
 
+@needs_sshd
 def test_a_sync_stopped_half_way_continues_from_the_partial_file(
     transport: SSHTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -92,6 +94,7 @@ def test_a_sync_stopped_half_way_continues_from_the_partial_file(
     assert not sync_tree(transport, src, str(root), local_manifest(src)).changed
 
 
+@needs_sshd
 def test_a_partial_file_that_is_not_the_files_prefix_is_removed_and_the_file_sent_whole(
     transport: SSHTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,6 +116,28 @@ def test_a_partial_file_that_is_not_the_files_prefix_is_removed_and_the_file_sen
     assert not sync_tree(transport, src, str(root), local_manifest(src)).changed
 
 
+def test_a_transport_without_sftp_asks_the_partial_files_sizes_with_a_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local provider's transport (no ``file_sizes``): the same partial files, found by a
+    command."""
+    from runform.providers.local import LocalTransport
+
+    monkeypatch.setattr(partials, "RESUME_MIN", 4 * MIB)
+    src, data = _tree(tmp_path, 6 * MIB)
+    root = tmp_path / "machine"
+    transport = LocalTransport()
+    assert not isinstance(transport, partials.ListsSizes)
+    partial = _partial(root, data)
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(data[:4 * MIB])  # what an interrupted sync left
+    report = sync_tree(transport, src, str(root))
+    assert (report.resumed, report.bytes_sent) == (4 * MIB, 2 * MIB + len("small\n"))
+    assert (root / "sub" / "big.bin").read_bytes() == data
+    assert not (root / partials.FOLDER).exists()
+
+
+@needs_sshd
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "killed"])
 def test_ctrl_c_while_a_large_file_dataset_is_sent_and_the_next_apply_sends_only_the_rest(
     hello: Path, sshd: SSHD, tmp_path: Path, sig: int
