@@ -87,8 +87,16 @@ def test_a_sync_stopped_half_way_continues_from_the_partial_file(
     remote = read_remote_manifest(transport, str(root))
     assert remote is None or "sub/big.bin" not in remote.by_path()  # nor in a manifest
 
-    report = sync_tree(transport, src, str(root))  # small.txt landed in the batch before
+    class Meter:  # what SendMeter takes from a sync: the rest to send, what was there, each slice
+        total = resumed = done = 0
+
+        def __call__(self, n: int) -> None:
+            self.done += n
+
+    meter = Meter()
+    report = sync_tree(transport, src, str(root), progress=meter)  # small.txt landed in the batch before
     assert (report.sent, report.resumed, report.bytes_sent) == (("sub/big.bin",), kept, len(data) - kept)
+    assert (meter.total, meter.resumed, meter.done) == (len(data) - kept, kept, len(data) - kept)
     assert (root / "sub" / "big.bin").read_bytes() == data
     assert not (root / partials.FOLDER).exists()
     assert not sync_tree(transport, src, str(root), local_manifest(src)).changed
@@ -197,3 +205,17 @@ def test_ctrl_c_while_a_large_file_dataset_is_sent_and_the_next_apply_sends_only
     assert (landed / "big.bin").read_bytes() == data
     assert not (landed / partials.FOLDER).exists()
     assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+
+
+def test_the_progress_of_a_continued_send_counts_what_it_sends_and_says_where_it_resumed() -> None:
+    from types import SimpleNamespace
+
+    from runform.progress import SendMeter
+
+    events: list[dict] = []
+    meter = SendMeter(SimpleNamespace(tell=lambda t, m, **f: events.append({"message": m, **f})),
+                      "dataset.big", 100 * MIB, every=0.0)  # type: ignore[arg-type]
+    meter.total, meter.resumed = 40 * MIB, 60 * MIB  # what sync_tree sets: the rest, and what was there
+    meter(10 * MIB)
+    assert events[-1]["message"].startswith("dataset.big: sent 10.5/41.9 MB (resumed at 62.9 MB, ")
+    assert (events[-1]["bytes"], events[-1]["total"], events[-1]["resumed"]) == (10 * MIB, 40 * MIB, 60 * MIB)
