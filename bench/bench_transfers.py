@@ -4,7 +4,9 @@ test sshd (Debian's OpenSSH on 127.0.0.1), in one run.
     python bench/bench_transfers.py [--mb 200] [--files 500] [--repeat 3]
 
 - one large file: ``scp`` vs ``SSHTransport.put_file`` (SFTP create + ``cat`` over an exec
-  channel + SFTP rename) and, for reference, paramiko's pipelined SFTP ``putfo``;
+  channel + SFTP rename), vs ``sync_tree`` of a folder holding it (a ``file://`` dataset: its
+  bytes through a resumable partial file, ``runform.partials``) and, for reference,
+  paramiko's pipelined SFTP ``putfo``;
 - ``--files`` small files (code-like, 1–4 KB): ``rsync -a`` and ``tar c | ssh tar x`` vs
   ``sync_tree`` (one tar stream plus the landing script), each into an empty folder.
 
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from runform.codesync import sync_tree
+from runform.codesync import local_manifest, sync_tree
 from runform.transport.ssh import SSHTransport
 from runform.testing.sshd import SSHD
 
@@ -86,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         put = best(args.repeat, lambda: t.put_file(big, str(remote / "big.bin")), fresh)
         rows.append((f"runform put_file, one {args.mb} MiB file", put,
                      f"{mb / put:.0f} MB/s; throughput {scp / put:.2f}x scp's"))
+
+        one = work / "one"
+        one.mkdir()
+        os.link(big, one / "big.bin")
+        listed = local_manifest(one)  # an apply's plan has hashed it already
+        resumable = best(args.repeat, lambda: sync_tree(t, one, str(remote / "one"), listed), fresh)
+        rows.append((f"runform sync_tree, a folder of one {args.mb} MiB file (resumable)", resumable,
+                     f"{mb / resumable:.0f} MB/s; throughput {scp / resumable:.2f}x scp's"))
 
         def sftp() -> None:
             with open(big, "rb") as f:

@@ -23,50 +23,47 @@ the last), which refreshes read.
 Only ``Transport.run`` and ``Transport.get_bytes`` are used, so the local transport and
 the SSH transport behave alike. File modes travel with the files, but a mode-only change
 is not detected (the manifest holds sizes and digests). Large syncs (``file://`` datasets)
-go in batches of about 64 MB, each one tar stream written by a thread into a pipe.
+go in batches of about 64 MB, each one tar stream written by a thread into a pipe. A file
+of 64 MiB or more is a batch of its own whose bytes collect in a partial file that the next
+sync continues after an interruption (byte-range resume, :mod:`runform.partials`).
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import posixpath
 import shlex
-import tarfile
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
+from runform import partials
 from runform.digests import DigestCache, tree_manifest
-from runform.errors import RunformError
 from runform.interfaces import Manifest, ManifestEntry, Transport
+from runform.partials import STAGING, SyncError
+from runform.sync_archive import ArchiveStream, archive
 
 MANIFEST_PATH = ".runform/code-manifest.json"  # relative to the remote root
-STAGING = ".runform/incoming"
 PENDING = "pending"  # digest of a path announced before its content landed
 _BATCH = 200  # paths per mkdir / mv / rm command line
 _BATCH_BYTES = 64 << 20  # bytes per landing (an interrupted sync keeps the batches that landed)
 _STREAM_MIN = 4 << 20  # a batch from this size on is streamed, not built in memory
-_CHUNK = 1 << 20
-
-
-class SyncError(RunformError):
-    """The machine refused part of a sync (disk full, a folder where a file should go, ...)."""
 
 
 @attrs.frozen
 class SyncReport:
-    """What one sync did. ``sent`` and ``deleted`` are paths relative to the root."""
+    """What one sync did. ``sent`` and ``deleted`` are paths relative to the root;
+    ``bytes_sent`` is what went over the wire, ``resumed`` the bytes of large files that
+    partial files on the machine already held (an interrupted sync's)."""
 
     sent: tuple[str, ...]
     bytes_sent: int
     deleted: tuple[str, ...]
     unchanged: int
     manifest: Manifest
+    resumed: int = 0
 
     @property
     def files_sent(self) -> int:
@@ -80,6 +77,7 @@ class SyncReport:
         return {
             "sent": list(self.sent),
             "bytes_sent": self.bytes_sent,
+            "resumed": self.resumed,
             "deleted": list(self.deleted),
             "unchanged": self.unchanged,
             "digest": self.manifest.digest,
@@ -187,9 +185,11 @@ def sync_tree(
     manifest's) is recorded at the top of the remote manifest, where refreshes read it.
 
     The files go in batches of about 64 MB, each landing on its own (so an interrupted sync
-    keeps the batches that landed), a large batch streamed without being held in memory.
-    ``progress`` is called with the number of bytes just sent; one with a ``total`` attribute
-    (a meter) gets it set to the bytes this sync sends, before the first byte.
+    keeps the batches that landed), a large batch streamed without being held in memory; a
+    file of :data:`~runform.partials.RESUME_MIN` or more continues from the partial file an
+    interrupted sync left. ``progress`` is called with the number of bytes just sent; one with
+    a ``total`` attribute (a meter) gets it set to the bytes this sync sends, before the first
+    byte, and its ``resumed`` (if it has one) to the bytes partial files already held.
     """
     if not posixpath.isabs(remote_root):
         raise ValueError(f"sync_tree: remote root must be an absolute path, not {remote_root!r}")
@@ -208,19 +208,26 @@ def sync_tree(
     )
     if remote is not None and not report.changed and recorded == digest:
         return report
+    held = partials.held(transport, remote_root, send)  # large files: what is there already
     if progress is not None and hasattr(progress, "total"):  # a meter: what this sync will send
-        progress.total = report.bytes_sent
-    _send_batches(transport, local_root, remote_root, manifest_path, manifest, digest, remote, send, delete,
-                  progress)
-    return report
+        progress.total = report.bytes_sent - sum(held.values())
+        if hasattr(progress, "resumed"):
+            progress.resumed = sum(held.values())
+    sent, resumed = _send_batches(transport, local_root, remote_root, manifest_path, manifest, digest,
+                                  remote, send, delete, held, progress)
+    return attrs.evolve(report, bytes_sent=sent, resumed=resumed)
 
 
 def _send_batches(transport: Transport, local_root: Path, remote_root: str, manifest_path: str,
                   manifest: Manifest, digest: str, remote: Manifest | None, send: Sequence[ManifestEntry],
-                  delete: Sequence[str], progress: Callable[[int], None] | None) -> None:
-    """Send ``send`` batch by batch, each landing with its own manifest (see :func:`sync_tree`)."""
+                  delete: Sequence[str], held: dict[str, int],
+                  progress: Callable[[int], None] | None) -> tuple[int, int]:
+    """Send ``send`` batch by batch, each landing with its own manifest (see :func:`sync_tree`);
+    a large file's batch through its partial file (``held``: its bytes already there).
+    Returns (bytes sent, bytes resumed)."""
     known = remote.by_path() if remote else {}
     batches = _batches(send)
+    sent = resumed = 0
     for i, batch in enumerate(batches):
         last = i == len(batches) - 1
         gone = delete if i == 0 else []
@@ -238,18 +245,32 @@ def _send_batches(transport: Transport, local_root: Path, remote_root: str, mani
                 **{e.path: ManifestEntry(e.path, e.size, PENDING) for e in batch if e.path not in current},
             }
             intent = attrs.evolve(manifest, entries=tuple(announced[p] for p in sorted(announced)))
-        script = _script(remote_root, manifest_path, batch, gone, intent is not None)
-        _land(transport, remote_root, local_root, batch, script,
-              _dumps(landed, digest if last else None), intent and _dumps(intent, None), progress)
+        docs = (_dumps(landed, digest if last else None), intent and _dumps(intent, None))
+
+        def land(prelude: list[str], content: Sequence[ManifestEntry] = batch) -> None:
+            script = _script(remote_root, manifest_path, batch, gone, intent is not None, prelude, last)
+            _land(transport, remote_root, local_root, content, script, *docs, progress)
+
+        if len(batch) == 1 and batch[0].path in held:  # a large file: through its partial file
+            keep = [partials.name(e) for e in send if e.path in held]
+            more, kept = partials.send_large(transport, remote_root, local_root, batch[0],
+                                             held[batch[0].path], keep, lambda p: land(p, ()), progress)
+            sent, resumed = sent + more, resumed + kept
+        else:
+            land([])
+            sent += sum(e.size for e in batch)
         known = after
+    return sent, resumed
 
 
 def _batches(send: Sequence[ManifestEntry]) -> list[list[ManifestEntry]]:
-    """``send`` cut into batches of about :data:`_BATCH_BYTES` (at least one, maybe empty)."""
+    """``send`` cut into batches of about :data:`_BATCH_BYTES` (at least one, maybe empty); a
+    file that goes through a partial file is a batch of its own."""
     out: list[list[ManifestEntry]] = [[]]
     size = 0
     for e in send:
-        if out[-1] and size + e.size > _BATCH_BYTES:
+        if out[-1] and (size + e.size > _BATCH_BYTES or partials.resumable(e)
+                        or partials.resumable(out[-1][-1])):
             out.append([])
             size = 0
         out[-1].append(e)
@@ -274,94 +295,26 @@ def _land(
     )
     argv = ["sh", "-c", command, "sh", remote_root, STAGING]
     if sum(e.size for e in send) < _STREAM_MIN:
-        result = transport.run(argv, stdin=_archive(local_root, send, script, manifest, intent))
+        result = transport.run(argv, stdin=archive(local_root, send, script, manifest, intent))
         if progress is not None:
             progress(sum(e.size for e in send))
     else:
-        stream = _ArchiveStream(local_root, send, script, manifest, intent, progress)
+        stream = ArchiveStream(local_root, send, script, manifest, intent, progress)
         try:
             result = transport.run(argv, stdin=stream)  # type: ignore[arg-type]
         finally:
             stream.close()
         if stream.error is not None:
             raise stream.error
+    if result.exit_code == partials.MISMATCH:
+        raise partials.Mismatch(f"the partial file of a large file under {remote_root} did not match "
+                                "it; it was removed", hint="apply again: the file is sent whole")
     if not result.ok:
         tail = result.stderr.decode(errors="replace").strip()[-2000:]
         raise SyncError(
-            f"code sync to {remote_root} failed (exit {result.exit_code}): {tail}",
+            f"sending files to {remote_root} failed (exit {result.exit_code}): {tail}",
             hint="check the machine's free disk space and that the root is writable",
         )
-
-
-def _write_archive(
-    out: IO[bytes],
-    local_root: Path,
-    send: Sequence[ManifestEntry],
-    script: str,
-    manifest: bytes,
-    intent: bytes | None,
-    stream: bool = False,
-) -> None:
-    with tarfile.open(fileobj=out, mode="w|" if stream else "w", format=tarfile.PAX_FORMAT) as tar:
-        _add_bytes(tar, ".sync.sh", script.encode(), 0o600)
-        _add_bytes(tar, ".manifest.json", manifest, 0o644)
-        if intent is not None:
-            _add_bytes(tar, ".intent.json", intent, 0o644)
-        for entry in send:
-            path = local_root / entry.path
-            with open(path, "rb") as f:  # the content, also behind a symlink
-                st = os.fstat(f.fileno())
-                info = tarfile.TarInfo(f"f/{entry.path}")
-                info.size, info.mode, info.mtime = st.st_size, st.st_mode & 0o777, int(st.st_mtime)
-                tar.addfile(info, f)
-
-
-def _archive(
-    local_root: Path,
-    send: Sequence[ManifestEntry],
-    script: str,
-    manifest: bytes,
-    intent: bytes | None,
-) -> bytes:
-    buf = io.BytesIO()
-    _write_archive(buf, local_root, send, script, manifest, intent)
-    return buf.getvalue()
-
-
-class _ArchiveStream:
-    """The tar archive of a large batch as a readable stream, written by a thread into a pipe
-    (never whole in memory). Counts what is read for ``progress``; a local read error ends the
-    stream early (the remote ``tar`` then fails) and is kept in :attr:`error`."""
-
-    def __init__(self, local_root: Path, send: Sequence[ManifestEntry], script: str,
-                 manifest: bytes, intent: bytes | None,
-                 progress: Callable[[int], None] | None) -> None:
-        r, w = os.pipe()
-        self._reader = os.fdopen(r, "rb")
-        self._progress = progress
-        self.error: BaseException | None = None
-
-        def write() -> None:
-            try:
-                with os.fdopen(w, "wb", buffering=_CHUNK) as out:
-                    _write_archive(out, local_root, send, script, manifest, intent, stream=True)
-            except BrokenPipeError:
-                pass  # the reader went away (Ctrl-C, a dropped connection)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                self.error = exc
-
-        self._thread = threading.Thread(target=write, daemon=True, name="runform-tar")
-        self._thread.start()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._reader.read(n)
-        if self._progress is not None and data:
-            self._progress(len(data))
-        return data
-
-    def close(self) -> None:
-        self._reader.close()
-        self._thread.join(timeout=1.0)
 
 
 def _script(
@@ -370,10 +323,14 @@ def _script(
     send: Sequence[ManifestEntry],
     delete: Sequence[str],
     announce: bool,
+    prelude: Sequence[str] = (),
+    last: bool = True,
 ) -> str:
-    """The shell script that lands one sync (run in ``remote_root``; see the module docs)."""
+    """The shell script that lands one sync (run in ``remote_root``; see the module docs),
+    after the ``prelude`` lines (a large file's partial file taken in); the last batch's
+    removes the partial files' folder."""
     q = shlex.quote
-    lines = ["set -eu", f"cd {q(remote_root)}", f"mkdir -p {q(posixpath.dirname(manifest_path))}"]
+    lines = ["set -eu", f"cd {q(remote_root)}", *prelude, f"mkdir -p {q(posixpath.dirname(manifest_path))}"]
     if announce:
         lines.append(f"mv -f {STAGING}/.intent.json {q(manifest_path)}")
     for chunk in _chunks(delete):
@@ -403,14 +360,8 @@ def _script(
                 + q(f"{folder or '.'}/")
             )
     lines.append(f"mv -f {STAGING}/.manifest.json {q(manifest_path)}")
-    lines.append(f"rm -rf {STAGING}")
+    lines.append(f"rm -rf {STAGING}" + (f" {partials.FOLDER}" if last else ""))
     return "\n".join(lines) + "\n"
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode = len(data), mode
-    tar.addfile(info, io.BytesIO(data))
 
 
 def _dumps(manifest: Manifest, digest: str | None) -> bytes:

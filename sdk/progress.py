@@ -145,11 +145,12 @@ class Interrupted(RunformError):
 class SendMeter:
     """A transfer's ``progress`` callback: a ``transfer`` event (bytes, total, rate, ETA) every few
     seconds for a transfer over a few MB, printed as a line. ``ws`` is the workspace (its
-    ``tell``); ``total`` may be set later (a code sync sets it to the bytes it will send)."""
+    ``tell``); ``total`` may be set later (a code sync sets it to the bytes it will send), and
+    ``resumed`` (bytes an interrupted transfer already left there, not counted in ``total``)."""
 
     def __init__(self, ws: Any, address: str, total: int, every: float = 5.0) -> None:
         self.ws, self.address, self.total, self.every = ws, address, total, every
-        self.done = 0
+        self.done = self.resumed = 0
         self.started = self._last = time.monotonic()
 
     def __call__(self, n: int) -> None:
@@ -164,6 +165,9 @@ class SendMeter:
         left = max(0, self.total - self.done)
         eta = format_duration(left / rate) if rate > 0 else "?"
         done = min(self.done, self.total)
+        more = {"resumed": self.resumed} if self.resumed else {}
+        was = f"resumed at {self.resumed / 1e6:.1f} MB, " if self.resumed else ""
         self.ws.tell("transfer", f"{self.address}: sent {done / 1e6:.1f}/{self.total / 1e6:.1f} MB "
-                     f"({rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
-                     total=self.total, rate=round(rate, 1), eta=round(left / rate, 1) if rate > 0 else None)
+                     f"({was}{rate / 1e6:.1f} MB/s, ETA {eta})", address=self.address, bytes=done,
+                     total=self.total, rate=round(rate, 1), eta=round(left / rate, 1) if rate > 0 else None,
+                     **more)

@@ -120,7 +120,8 @@ class Handlers:
         with AbortOn(self.stop, machine.transport, a.address):
             report = sync_tree(machine.transport, spec.code.path, machine.root, manifest,
                                progress=SendMeter(self.ws, a.address, 0))
-        self._sent(a.address, f"{report.files_sent} file(s)", report.bytes_sent, time.monotonic() - t0)
+        self._sent(a.address, f"{report.files_sent} file(s)", report.bytes_sent, time.monotonic() - t0,
+                   resumed=report.resumed)
         return {"digest": manifest.digest, "files": len(manifest.entries), "bytes": manifest.total_bytes,
                 "manifest": {e.path: e.digest for e in manifest.entries}, FINGERPRINT: manifest.digest}
 
@@ -163,13 +164,15 @@ class Handlers:
 
         return resolve_dataset(self.ws, source)
 
-    def _sent(self, address: str, what: str, moved: int, took: float) -> None:
-        """A finished upload as a ``transfer`` event: bytes, rate (the wait itself showed its
-        elapsed time through ``action_progress``)."""
+    def _sent(self, address: str, what: str, moved: int, took: float, resumed: int = 0) -> None:
+        """A finished upload as a ``transfer`` event: the bytes sent, rate (the wait itself showed
+        its elapsed time through ``action_progress``); ``resumed``: bytes an interrupted upload
+        had already left on the machine (not sent again)."""
         rate = moved / took if took > 0 else 0.0
+        more = f", resumed at {resumed / 1e6:.1f} MB" if resumed else ""
         self.ws.tell("transfer", f"{address}: sent {what}, {moved / 1e6:.1f} MB in {took:.1f}s "
-                     f"({rate / 1e6:.1f} MB/s)", address=address, bytes=moved, total=moved,
-                     rate=round(rate, 1), eta=0.0)
+                     f"({rate / 1e6:.1f} MB/s{more})", address=address, bytes=moved, total=moved,
+                     rate=round(rate, 1), eta=0.0, **({"resumed": resumed} if resumed else {}))
 
     def _pushed(self, address: str, total: int, took: float) -> None:
         """A finished push as a ``transfer`` event at its total (unchanged files included)."""
@@ -205,7 +208,8 @@ class Handlers:
                            hint="raise RUNFORM_PRESIGN_TTL_S (seconds, default 3600) and apply again")
 
     def _upload_file_dataset(self, machine: Any, manifest: Manifest, name: str, dest: str) -> int:
-        """A ``file://`` source lives on the client: send it over the transport, incrementally."""
+        """A ``file://`` source lives on the client: send it over the transport, incrementally (a
+        folder or one file; a large file continues from what an interrupted apply sent)."""
         import posixpath
         from pathlib import Path
 
@@ -215,22 +219,16 @@ class Handlers:
         base = Path(manifest.uri.split("://", 1)[1])
         if not base.is_absolute():
             base = self.ws.spec.dir / base
-        target = posixpath.join(machine.root, dest)
-        if base.is_dir():
-            files = local_manifest(base)
-            report = sync_tree(machine.transport, base, target, files,
-                               remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"),
-                               progress=SendMeter(self.ws, f"dataset.{name}", files.total_bytes))
-            return report.bytes_sent
-        machine.transport.run(["mkdir", "-p", target])
-        import inspect
-
-        send = machine.transport.put_file
-        extra = {}
-        if "progress" in inspect.signature(send).parameters:  # SSHTransport's (not the protocol's)
-            extra["progress"] = SendMeter(self.ws, f"dataset.{name}", base.stat().st_size)
-        send(base, posixpath.join(target, base.name), **extra)
-        return base.stat().st_size
+        address = f"dataset.{name}"
+        files = local_manifest(base) if base.is_dir() else manifest  # one file: its name, at dest
+        t0 = time.monotonic()
+        report = sync_tree(machine.transport, base if base.is_dir() else base.parent,
+                           posixpath.join(machine.root, dest), files,
+                           remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"),
+                           progress=SendMeter(self.ws, address, files.total_bytes))
+        self._sent(address, f"{report.files_sent} file(s)", report.bytes_sent, time.monotonic() - t0,
+                   resumed=report.resumed)
+        return report.bytes_sent
 
     # ------------------------------------------------------------------ stage
     def stage(self, a: Action) -> dict[str, Any] | None:

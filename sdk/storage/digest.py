@@ -128,6 +128,7 @@ class CheckResult:
     content: str
     checked: bool  # False: the digest could not be checked, only the size was
     reason: str = ""
+    resumed: int = 0  # bytes a continued partial file already held (checked, not moved again)
 
 
 def content_of(path: Path, content: str) -> str:

@@ -325,7 +325,7 @@ class _Job:
             raise
         mtime = target.stat().st_mtime_ns
         self._done(entry, target, Fetched(entry.size, entry.digest, result.content, mtime,
-                                          result.checked), moved=entry.size)
+                                          result.checked), moved=entry.size - result.resumed)
 
     def _done(self, entry: ManifestEntry, target: Path, fetched: Fetched, *, moved: int) -> None:
         if fetched.mtime_ns != (mtime := target.stat().st_mtime_ns):

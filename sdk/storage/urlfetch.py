@@ -35,6 +35,8 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from runform.interfaces import Manifest, ManifestEntry
 
 from . import digest as _digest
@@ -143,7 +145,7 @@ def fetch_urls(manifest: Manifest, dest: Path, urls: Mapping[str, str], expires_
                 _ranged(pool, url, entry, out, hasher, report, stop, workers, expires_at, sent,
                         start=offset)
             os.replace(partial, tmp)  # complete: checked and renamed by the engine
-            return hasher.result()
+            return attrs.evolve(hasher.result(), resumed=offset)  # moved: only the rest
         with open(tmp, "wb") as out:
             hasher = _whole(pool, url, entry, out, report, stop, expires_at, sent)
         return hasher.result()

@@ -76,7 +76,7 @@ def test_apply_reports_a_failed_upload_without_a_traceback(
     root = tmp_path / "remote" / "hello"
     spec = yaml.safe_load((hello / "runform.yaml").read_text())
     spec["compute"] = {**sshd.compute, "root": str(root)}
-    spec["datasets"]["one"] = {"source": "file://one.txt", "dest": "data/one"}  # sent by put_file
+    spec["datasets"]["one"] = {"source": "file://one.txt", "dest": "data/one"}  # sent by sync_tree
     (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     (hello / "one.txt").write_text("one\n")
     blocked = root / "data" / "one" / "one.txt"
@@ -84,10 +84,8 @@ def test_apply_reports_a_failed_upload_without_a_traceback(
     p = run_cli("apply", "--auto-approve", cwd=hello)
     out = p.stdout + p.stderr
     assert p.returncode == 1, out
-    assert (
-        f"copying {hello / 'one.txt'} to {blocked} on {sshd.host}:{sshd.port} failed" in out
-        and "fix: " in out
-    ), out
+    assert f"dataset.one: sending files to {blocked.parent} failed (exit 1)" in out, out
+    assert "cannot overwrite directory './one.txt'" in out and "fix: " in out, out
     assert "Traceback" not in out
     assert (root / "out" / "joined.txt").exists()  # the other branches went on
     blocked.rmdir()

@@ -18,6 +18,7 @@ import io
 import os
 import posixpath
 import shlex
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +96,25 @@ class FileTransfer(Connection):
             return self._call(get)
         except OSError as exc:
             raise self._file_error(exc, "reading", remote_path) from None
+
+    def file_sizes(self, remote_folder: str) -> dict[str, int]:
+        """name -> size of the regular files in ``remote_folder`` ({} when it is not there), over
+        SFTP: no command, no login shell started (``runform.partials`` asks it before each sync
+        with large files)."""
+
+        def sizes() -> dict[str, int]:
+            with self._sftp_lock:
+                try:
+                    listed = self._sftp_client().listdir_attr(remote_folder)
+                except FileNotFoundError:
+                    return {}
+            return {a.filename: int(a.st_size or 0) for a in listed
+                    if a.st_mode is not None and stat.S_ISREG(a.st_mode)}
+
+        try:
+            return self._call(sizes)
+        except OSError as exc:
+            raise self._file_error(exc, "listing", remote_folder) from None
 
     def _file_error(self, exc: OSError, doing: str, remote_path: str) -> RemoteFileError:
         return file_error(
