@@ -111,3 +111,28 @@ def test_timestamps_parse_as_botocore_parses_them(text: object) -> None:
     assert iso_timestamp(text).timestamp() == parse_timestamp(text).timestamp()
     if str(text).endswith("Z"):
         assert iso_timestamp(text).utcoffset().total_seconds() == 0
+
+
+def test_two_processes_making_the_links_folder_at_once(cache: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "data"
+    (data / "s3").mkdir(parents=True)
+    (data / "ec2").mkdir()
+    (data / "endpoints.json").write_text("{}")
+    folder = tmp_path / "links"
+    real = Path.symlink_to
+
+    def racing(self: Path, target: Path) -> None:  # the other process lands its folder first
+        if not folder.exists():
+            folder.mkdir()
+            real(folder / "s3", data / "s3")
+        real(self, target)
+
+    monkeypatch.setattr(Path, "symlink_to", racing)
+    assert bm._links(folder, data) == folder
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temporary folder left
+    assert (folder / "s3").resolve() == (data / "s3").resolve()
+    monkeypatch.undo()
+    other = tmp_path / "fresh"
+    assert bm._links(other, data) == other
+    assert sorted(p.name for p in other.iterdir()) == ["endpoints.json", "s3"]
