@@ -6,7 +6,8 @@ One ``ListObjectsV2`` listing (paginated) per prefix. Digests, best first:
    ``push``), used only for objects whose size and ETag still match the index;
 2. ``sha256:`` from the object's metadata (``x-amz-meta-sha256`` or
    ``x-amz-meta-runform-sha256``), read with a HEAD only for multipart objects (whose ETag
-   is not an MD5 of the content) and for a URI naming a single object;
+   is not an MD5 of the content) and for a URI naming a single object, and kept for the next
+   plans by key, ETag and size (:mod:`.s3_heads`);
 3. ``etag:<etag>`` (an MD5 for single-part uploads, which ``fetch`` checks as such).
 """
 
@@ -87,20 +88,27 @@ def index_body(entries: Mapping[str, IndexEntry]) -> bytes:
     return json.dumps(doc, indent=1, sort_keys=True).encode()
 
 
-def head_sha256(client: Any, bucket: str, keys: Iterable[str]) -> dict[str, str]:
-    """``key -> sha256 hex`` from object metadata, for the objects that carry it."""
-    keys = list(keys)
-    if not keys:
-        return {}
+def head_sha256(client: Any, bucket: str, objects: Iterable[Listed]) -> dict[str, str]:
+    """``key -> sha256 hex`` from object metadata, for the objects that carry it; what a HEAD
+    found for an object is kept for the next plans (:mod:`.s3_heads`)."""
+    from runform.storage_backends.s3_heads import cached_heads
 
-    def one(key: str) -> tuple[str, str | None]:
-        meta = client.head_object(Bucket=bucket, Key=key).get("Metadata", {})
-        return key, next((meta[k] for k in META_KEYS if meta.get(k)), None)
+    def heads(keys: list[str]) -> dict[str, str | None]:
+        if not keys:
+            return {}
 
-    from concurrent.futures import ThreadPoolExecutor
+        def one(key: str) -> tuple[str, str | None]:
+            meta = client.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+            sha = next((meta[k] for k in META_KEYS if meta.get(k)), None)
+            return key, sha.lower() if sha else None
 
-    with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
-        return {k: v.lower() for k, v in pool.map(one, keys) if v}
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
+            return dict(pool.map(one, keys))
+
+    return cached_heads(str(client.meta.endpoint_url), bucket,
+                        [(o.key, o.etag, o.size) for o in objects], heads)
 
 
 @attrs.frozen
@@ -159,7 +167,7 @@ class Snapshot:
                 need_head.append(rel)
         if need_head and client is not None:
             found = head_sha256(client, self.location.bucket,
-                                [self.objects[r].key for r in need_head])
+                                [self.objects[r] for r in need_head])
             for rel in need_head:
                 if sha := found.get(self.objects[rel].key):
                     digests[rel] = "sha256:" + sha

@@ -15,7 +15,7 @@ documented ``data_loader`` component, built with its public constructor) that
 
 Anything unusual falls back to botocore's own loader: ``AWS_DATA_PATH`` set, a
 ``~/.aws/models`` folder, a cache folder that cannot be written, a cache file that does not
-read back as a dict. ``RUNFORM_BOTOCORE_CACHE=0`` turns it off. The cache holds only botocore's
+read back as a dict. ``RUNFORM_CACHE=0`` turns it off. The cache holds only botocore's
 own published data; nothing of a spec, a state or a credential goes there.
 """
 
@@ -48,7 +48,7 @@ def _plain(data: Any) -> Any:
 
 def s3_loader() -> Any | None:
     """A loader for an S3 client, or None where botocore's own should be used."""
-    if os.environ.get("RUNFORM_BOTOCORE_CACHE", "1") == "0" or os.environ.get("AWS_DATA_PATH"):
+    if os.environ.get("RUNFORM_CACHE", "1") == "0" or os.environ.get("AWS_DATA_PATH"):
         return None
     if (Path.home() / ".aws" / "models").exists():
         return None

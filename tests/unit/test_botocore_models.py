@@ -17,7 +17,7 @@ from runform.storage.s3conn import Connection
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("AWS_DATA_PATH", raising=False)
-    monkeypatch.delenv("RUNFORM_BOTOCORE_CACHE", raising=False)
+    monkeypatch.delenv("RUNFORM_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.aws/models
     return tmp_path / "xdg" / "runform" / "botocore"
 
@@ -80,9 +80,9 @@ def test_a_damaged_cache_file_is_parsed_again(cache: Path) -> None:
 
 def test_botocores_own_loader_where_anything_is_unusual(cache: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RUNFORM_BOTOCORE_CACHE", "0")
+    monkeypatch.setenv("RUNFORM_CACHE", "0")
     assert bm.s3_loader() is None
-    monkeypatch.delenv("RUNFORM_BOTOCORE_CACHE")
+    monkeypatch.delenv("RUNFORM_CACHE")
     monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
     assert bm.s3_loader() is None
     monkeypatch.delenv("AWS_DATA_PATH")
