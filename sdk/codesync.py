@@ -177,8 +177,13 @@ def sync_tree(
     remote_manifest_path: str | None = None,
     exclude: Iterable[str] = (),
     progress: Callable[[int], None] | None = None,
+    missing: Iterable[str] | None = (),
 ) -> SyncReport:
     """Make ``remote_root`` hold the local tree (``manifest``, or the tree minus ``exclude``).
+
+    ``missing``: paths found missing or changed on the machine (a refresh's check) that the
+    remote manifest still lists: they are sent again; ``None``: nothing the remote manifest
+    lists is taken as there (every file is sent; deletions still follow it).
 
     ``remote_root`` must be absolute. Sends only new and changed files; deletes only files
     that an earlier sync put there and that have left the tree. ``digest`` (default: the
@@ -199,6 +204,10 @@ def sync_tree(
     manifest_path = remote_manifest_path or posixpath.join(remote_root, MANIFEST_PATH)
     remote, recorded = _read(transport, manifest_path)
     send, delete = diff(manifest, remote)
+    lost = None if missing is None else set(missing)
+    if lost is None or lost:  # what the machine lost since it landed
+        queued = {e.path for e in send}
+        send = [e for e in manifest.entries if e.path in queued or lost is None or e.path in lost]
     report = SyncReport(
         sent=tuple(e.path for e in send),
         bytes_sent=sum(e.size for e in send),

@@ -142,7 +142,7 @@ class Handlers:
         if d.source.startswith("file://") and not machine.local:
             agent.call("check_dataset", name=name, dest=d.dest, links=dict(d.links))  # before any upload
             with AbortOn(self.stop, machine.transport, a.address):
-                moved = self._upload_file_dataset(machine, manifest, name, d.dest)
+                moved = self._upload_file_dataset(machine, manifest, name, d.dest, _lost(a))
             agent.call("record_dataset", name=name, dest=d.dest, links=dict(d.links),
                        manifest=manifest.to_json(), digest=manifest.digest)
         else:
@@ -207,9 +207,11 @@ class Handlers:
         raise RunformError(f"{address}: the download URLs kept expiring before the fetch ended",
                            hint="raise RUNFORM_PRESIGN_TTL_S (seconds, default 3600) and apply again")
 
-    def _upload_file_dataset(self, machine: Any, manifest: Manifest, name: str, dest: str) -> int:
+    def _upload_file_dataset(self, machine: Any, manifest: Manifest, name: str, dest: str,
+                             lost: tuple[str, ...] | None = ()) -> int:
         """A ``file://`` source lives on the client: send it over the transport, incrementally (a
-        folder or one file; a large file continues from what an interrupted apply sent)."""
+        folder or one file; a large file continues from what an interrupted apply sent); ``lost``:
+        files the refresh found missing or changed on the machine (``None``: too many to list)."""
         import posixpath
         from pathlib import Path
 
@@ -225,7 +227,7 @@ class Handlers:
         report = sync_tree(machine.transport, base if base.is_dir() else base.parent,
                            posixpath.join(machine.root, dest), files,
                            remote_manifest_path=meta(machine.root, "datasets", f"{name}.files.json"),
-                           progress=SendMeter(self.ws, address, files.total_bytes))
+                           progress=SendMeter(self.ws, address, files.total_bytes), missing=lost)
         self._sent(address, f"{report.files_sent} file(s)", report.bytes_sent, time.monotonic() - t0,
                    resumed=report.resumed)
         return report.bytes_sent
@@ -379,3 +381,14 @@ class Handlers:
 def record_of(address: str, attrs_: dict[str, Any], fingerprint: str | None, status: str = "ok") -> ResourceState:
     return ResourceState(address=address, attrs=attrs_, fingerprint=fingerprint, status=status,
                          updated=time.time())
+
+
+def _lost(a: Action) -> tuple[str, ...] | None:
+    """The files a dataset's refresh found missing or changed on the machine (the dest was
+    emptied or moved, a file deleted by hand) that its upload must send again although the
+    machine's sync record lists them; ``None`` when the plan listed only the first of them."""
+    from runform.planning.diff import DETAILS_MAX
+
+    if a.code != "update_because_files_missing":
+        return ()
+    return None if len(a.details) >= DETAILS_MAX else a.details

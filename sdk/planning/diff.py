@@ -18,6 +18,8 @@ from runform.state.model import ResourceState, State
 # why a live instance no longer fits the spec's compute (None: it fits); the provider's answer
 ReplaceReason = Callable[[InstanceInfo], "str | None"]
 
+DETAILS_MAX = 50  # paths an action lists in its details (the whole list when fewer)
+
 
 def _names(paths: list[str], limit: int = 5) -> str:
     shown = ", ".join(paths[:limit])
@@ -204,7 +206,7 @@ class Differ:
         if not changed:
             return Action(address, "update", "the code on the machine differs from its record", "update")
         return Action(address, "update", f"{len(changed)} file(s) changed: {_names(changed)}", "update",
-                      details=tuple(changed[:50]))
+                      details=tuple(changed[:DETAILS_MAX]))
 
     def _changed_files(self, prior: ResourceState | None, d: Desired) -> list[str]:
         old = (prior.attrs.get("manifest") or {}) if prior else {}
@@ -228,7 +230,7 @@ class Differ:
         if obs.get("missing"):
             miss = obs["missing"]
             return Action(address, "update", f"{len(miss)} file(s) missing or corrupted on the machine: "
-                          f"{_names(miss)}", "update_because_files_missing", details=tuple(miss[:50]))
+                          f"{_names(miss)}", "update_because_files_missing", details=tuple(miss[:DETAILS_MAX]))
         if not obs.get("links_ok", True):
             return Action(address, "update", "links missing on the machine", "update_because_files_missing")
         if prior is None or prior.fingerprint != d.fingerprint:
@@ -243,7 +245,7 @@ class Differ:
         names = changed + [f"{p} (removed)" for p in removed]
         # hydration is incremental (only the changed objects move): an in-place update
         return Action(address, "update", f"source {d.attrs['source']} changed: {_names(names) or 'new version'}",
-                      "update_because_source_changed", details=tuple(names[:50]))
+                      "update_because_source_changed", details=tuple(names[:DETAILS_MAX]))
 
     def _stage(self, address: str, prior: ResourceState | None, d: Desired) -> Action:
         if a := self._on_new_machine(address, prior):

@@ -219,3 +219,63 @@ def test_the_progress_of_a_continued_send_counts_what_it_sends_and_says_where_it
     meter(10 * MIB)
     assert events[-1]["message"].startswith("dataset.big: sent 10.5/41.9 MB (resumed at 62.9 MB, ")
     assert (events[-1]["bytes"], events[-1]["total"], events[-1]["resumed"]) == (10 * MIB, 40 * MIB, 60 * MIB)
+
+
+@needs_sshd
+def test_files_lost_on_the_machine_are_sent_again_though_its_sync_record_lists_them(
+    hello: Path, sshd: SSHD, tmp_path: Path
+) -> None:
+    """A ``file://`` dataset over SSH whose files the machine lost after they landed (deleted
+    by hand; or the spec's ``dest`` moved, so the new folder is empty): the refresh finds them
+    missing, and the apply sends exactly those, although the machine's sync record of the
+    dataset still lists them (it used to send nothing and record the dataset as done)."""
+    root = tmp_path / "remote" / "hello"
+    spec = yaml.safe_load((hello / "runform.yaml").read_text())
+    spec["compute"] = {**sshd.compute, "root": str(root)}
+    spec["datasets"]["shards"] = {"source": "file://shards", "dest": "data/shards"}
+    (hello / "shards").mkdir()
+    sizes = {"a.bin": 3000, "b.bin": 70_000, "c.bin": 5}
+    for name, size in sizes.items():
+        (hello / "shards" / name).write_bytes(os.urandom(size))
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    def apply_sent() -> int:
+        r = run_cli("apply", "--auto-approve", "--json", cwd=hello)
+        assert r.returncode == 0, r.stdout + r.stderr
+        events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        (done,) = [e for e in events if e["type"] == "transfer" and e.get("address") == "dataset.shards"
+                   and e.get("eta") == 0]
+        assert run_cli("plan", "--detailed-exitcode", cwd=hello).returncode == 0
+        return int(done["bytes"])
+
+    assert apply_sent() == sum(sizes.values())
+    (root / "data" / "shards" / "b.bin").unlink()  # lost on the machine
+    plan = run_cli("plan", "--detailed-exitcode", cwd=hello)
+    assert plan.returncode == 2 and "missing or corrupted on the machine: b.bin" in plan.stdout, plan.stdout
+    assert apply_sent() == sizes["b.bin"]
+    for name in sizes:
+        assert (root / "data" / "shards" / name).read_bytes() == (hello / "shards" / name).read_bytes()
+
+    spec["datasets"]["shards"]["dest"] = "data/moved"  # a new, empty folder
+    (hello / "runform.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    assert apply_sent() == sum(sizes.values())
+    for name in sizes:
+        assert (root / "data" / "moved" / name).read_bytes() == (hello / "shards" / name).read_bytes()
+
+
+@needs_sshd
+def test_a_sync_told_what_the_machine_lost_sends_it_again(transport: SSHTransport, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a", "b", "c"):
+        (src / name).write_bytes(name.encode() * 1000)
+    root = tmp_path / "machine"
+    assert sync_tree(transport, src, str(root)).files_sent == 3
+    (root / "b").unlink()
+    assert not sync_tree(transport, src, str(root)).changed  # the record alone: b looks there
+    assert sync_tree(transport, src, str(root), missing=["b"]).sent == ("b",)
+    (root / "a").unlink()
+    (root / "c").unlink()
+    report = sync_tree(transport, src, str(root), missing=None)  # too many to list: all of them
+    assert report.sent == ("a", "b", "c") and not report.deleted
+    assert all((root / n).read_bytes() == (src / n).read_bytes() for n in ("a", "b", "c"))
