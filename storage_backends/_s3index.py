@@ -94,21 +94,19 @@ def head_sha256(client: Any, bucket: str, objects: Iterable[Listed]) -> dict[str
     from runform.storage_backends.s3_heads import cached_heads
 
     def heads(keys: list[str]) -> dict[str, str | None]:
-        if not keys:
-            return {}
-
-        def one(key: str) -> tuple[str, str | None]:
-            meta = client.head_object(Bucket=bucket, Key=key).get("Metadata", {})
-            sha = next((meta[k] for k in META_KEYS if meta.get(k)), None)
-            return key, sha.lower() if sha else None
-
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
-            return dict(pool.map(one, keys))
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(keys)))) as pool:
+            return dict(zip(keys, pool.map(lambda key: _metadata_sha256(client, bucket, key), keys)))
 
     return cached_heads(str(client.meta.endpoint_url), bucket,
                         [(o.key, o.etag, o.size) for o in objects], heads)
+
+
+def _metadata_sha256(client: Any, bucket: str, key: str) -> str | None:
+    meta = client.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+    sha = next((meta[k] for k in META_KEYS if meta.get(k)), None)
+    return sha.lower() if sha else None
 
 
 @attrs.frozen

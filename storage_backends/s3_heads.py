@@ -19,22 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from runform.atomic import atomic_write
+from runform.cachedir import cache_dir, time_caches_on
 
 FORMAT = 1
 _MAX_ENTRIES = 200_000  # per bucket: beyond it, the entries of this lookup are kept alone
 
 
-def _folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "runform" / "s3-heads"
-
-
 def _file(endpoint: str, bucket: str) -> Path:
-    return _folder() / (hashlib.sha256(f"{endpoint}\0{bucket}".encode()).hexdigest()[:32] + ".json")
+    return cache_dir("s3-heads", hashlib.sha256(f"{endpoint}\0{bucket}".encode()).hexdigest()[:32] + ".json")
 
 
 def _load(path: Path) -> dict[str, list[Any]]:
@@ -52,12 +49,9 @@ def _save(path: Path, found: dict[str, list[Any]]) -> None:
         merged = {**_load(path), **found}  # another command's entries since this one read it
         if len(merged) > _MAX_ENTRIES:
             merged = found
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"format": FORMAT, "objects": merged}))
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({"format": FORMAT, "objects": merged}), mode=0o600, parents=False)
     except OSError:
-        pass
+        pass  # not kept: HEADed again next time
 
 
 def cached_heads(endpoint: str, bucket: str, objects: Iterable[tuple[str, str, int]],
@@ -66,7 +60,7 @@ def cached_heads(endpoint: str, bucket: str, objects: Iterable[tuple[str, str, i
     for those it knows with the same ETag and size, from ``head`` (the keys to HEAD -> their
     sha256 or None) for the rest, which the cache keeps."""
     objects = list(objects)
-    if os.environ.get("RUNFORM_CACHE", "1") == "0":
+    if not time_caches_on():
         return {k: v for k, v in head([key for key, _, _ in objects]).items() if v}
     path = _file(endpoint, bucket)
     known = _load(path)

@@ -224,5 +224,6 @@ def shared_spacing_file(api_key: str) -> Path:
     cache folder, named by a hash of the key (never the key itself)."""
     import hashlib
 
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "runform" / f"vast-spacing-{hashlib.sha256(api_key.encode()).hexdigest()[:16]}.json"
+    from runform.cachedir import cache_dir
+
+    return cache_dir(f"vast-spacing-{hashlib.sha256(api_key.encode()).hexdigest()[:16]}.json")

@@ -57,8 +57,9 @@ class Wheel:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "runform" / "wheels"
+    from runform.cachedir import cache_dir
+
+    return cache_dir("wheels")
 
 
 # ---------------------------------------------------------------------------- runform itself

@@ -29,12 +29,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from runform.atomic import atomic_write
+from runform.cachedir import cache_dir, time_caches_on
+
 _EXTS = (".json", ".json.gz")
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "runform" / "botocore"
 
 
 def _plain(data: Any) -> Any:
@@ -48,13 +46,13 @@ def _plain(data: Any) -> Any:
 
 def s3_loader() -> Any | None:
     """A loader for an S3 client, or None where botocore's own should be used."""
-    if os.environ.get("RUNFORM_CACHE", "1") == "0" or os.environ.get("AWS_DATA_PATH"):
+    if not time_caches_on() or os.environ.get("AWS_DATA_PATH"):
         return None
     if (Path.home() / ".aws" / "models").exists():
         return None
     import botocore
 
-    root = cache_root()
+    root = cache_dir("botocore")
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         data_dir = Path(botocore.__file__).parent / "data"
@@ -144,9 +142,7 @@ class MarshalCachedFiles:
         return None
 
     def _keep(self, path: Path, data: Any) -> None:
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
         try:
-            tmp.write_bytes(marshal.dumps(_plain(data)))
-            os.replace(tmp, path)
+            atomic_write(path, marshal.dumps(_plain(data)), mode=0o600, parents=False)
         except (OSError, ValueError):
-            tmp.unlink(missing_ok=True)
+            pass  # not kept: parsed again next time
